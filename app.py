@@ -1,0 +1,28 @@
+"""nnsens dashboard: the router (st.navigation) and the shared sidebar.
+
+Run with ``streamlit run app.py``. Pages live in ``pages/`` and stay thin:
+widgets -> config -> nnsens_core -> plotly/PIL rendering.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ui import state  # noqa: E402
+
+st.set_page_config(page_title="nnsens", page_icon="🧠", layout="wide")
+
+# (file, title, icon, which sidebar selectors the page uses: "tabular", "image" or "both")
+PAGES = [
+    ("pages/model_data.py", "Model & data", ":material/database:", "both"),
+]
+
+pages = {p: st.Page(p, title=t, icon=i, default=(k == 0)) for k, (p, t, i, _) in enumerate(PAGES)}
+current = st.navigation(list(pages.values()))
+kind = next(k for p, _, _, k in PAGES if pages[p] is current or pages[p].title == current.title)
+state.sidebar(show_tabular=kind in ("tabular", "both"), show_images=kind in ("image", "both"))
+current.run()

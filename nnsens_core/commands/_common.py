@@ -1,0 +1,77 @@
+"""Argument handling shared by the sub-commands: models, data, devices and output files."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..data import ImageData, TabularData, load_csv, load_image_folder, load_image_zip, load_npz
+from ..demos import demo_cnn_names, load_demo_cnn
+from ..errors import NnsensError
+from ..loading import load_model
+from ..zoo import ARCHITECTURES, LoadedModel
+
+
+def add_device_seed(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--model", required=required,
+                   help=f"weights file (TorchScript or state_dict) or a demo name: {demo_cnn_names()}")
+    p.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture of a state_dict")
+    p.add_argument("--arch-kwargs", default="{}", help='JSON, e.g. \'{"hidden": 10}\'')
+
+
+def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> LoadedModel:
+    if args.model in demo_cnn_names():
+        return load_demo_cnn(args.model, device=device)
+    try:
+        kwargs = json.loads(args.arch_kwargs)
+    except json.JSONDecodeError:
+        raise NnsensError(f"--arch-kwargs={args.arch_kwargs!r} is not JSON") from None
+    return load_model(args.model, arch=args.arch, arch_kwargs=kwargs, input_shape=input_shape,
+                      class_names=class_names, name=Path(args.model).stem, device=device)
+
+
+def load_cli_tabular(path: str, target: str | None) -> TabularData:
+    if path.endswith(".npz"):
+        data = load_npz(path, target)
+        if not isinstance(data, TabularData):
+            raise NnsensError(f"{path} holds images; give a CSV or an .npz with X and y")
+        return data
+    return load_csv(path, target)
+
+
+def load_cli_images(path: str | None, size=None, channels: int = 3, n_demo: int = 60,
+                    seed: int = 1) -> ImageData:
+    """A folder / ZIP / NPZ of images, or the phantom test set when ``path`` is None/'phantom'."""
+    if path in (None, "phantom"):
+        from ..phantom import demo_images
+        return demo_images("test", n=n_demo)
+    if path.endswith(".npz"):
+        data = load_npz(path)
+        if not isinstance(data, ImageData):
+            raise NnsensError(f"{path} holds tabular data; give images+labels")
+        return data
+    if path.endswith(".zip"):
+        return load_image_zip(path, size=size, channels=channels)
+    return load_image_folder(path, size=size, channels=channels)
+
+
+def write_json(path: str | Path, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")

@@ -1,0 +1,318 @@
+"""Datasets: tabular (CSV / NPZ / demo) and image (folder / ZIP / NPZ / phantom demo).
+
+Everything is plain numpy on the way in; core functions turn arrays into tensors on their device.
+"""
+from __future__ import annotations
+
+import io
+import os
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .errors import NnsensError
+
+PIMA_URL = ("https://raw.githubusercontent.com/jbrownlee/Datasets/master/"
+            "pima-indians-diabetes.data.csv")
+PIMA_COLUMNS = ["Pregnancies", "Glucose", "BloodPressure", "SkinThickness", "Insulin", "BMI",
+                "DiabetesPedigreeFunction", "Age", "Outcome"]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+@dataclass(frozen=True, eq=False)
+class TabularData:
+    """Features ``X`` (n, d) float64, target ``y`` (n,), and names."""
+    X: np.ndarray
+    y: np.ndarray
+    feature_names: tuple[str, ...]
+    target_name: str
+    name: str = "data"
+
+    def __post_init__(self):
+        if self.X.ndim != 2:
+            raise NnsensError(f"X has shape {self.X.shape}; it must be 2-D (rows, features)")
+        if len(self.y) != len(self.X):
+            raise NnsensError(f"X has {len(self.X)} rows but y has {len(self.y)}; they must match")
+        if len(self.feature_names) != self.X.shape[1]:
+            raise NnsensError(f"{len(self.feature_names)} feature names for {self.X.shape[1]} columns")
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+    def rows(self, spec: str | slice | None) -> "TabularData":
+        """A row range such as ``"0:500"`` (``None`` keeps all rows)."""
+        sl = parse_rows(spec, len(self.X)) if not isinstance(spec, slice) else spec
+        return TabularData(self.X[sl], self.y[sl], self.feature_names, self.target_name, self.name)
+
+    def bounds(self) -> np.ndarray:
+        """Per-feature ``[min, max]`` (d, 2), the default Sobol bounds."""
+        return np.stack([self.X.min(axis=0), self.X.max(axis=0)], axis=1)
+
+
+def parse_rows(spec: str | None, n: int) -> slice:
+    """``"0:500"`` -> ``slice(0, 500)``, checked against ``n`` rows."""
+    if spec is None or spec == "":
+        return slice(0, n)
+    try:
+        a, b = (s.strip() for s in str(spec).split(":"))
+        start, stop = int(a or 0), int(b) if b else n
+    except ValueError:
+        raise NnsensError(f"rows={spec!r} is not a range; write it like '0:500'") from None
+    if not 0 <= start < stop <= n:
+        raise NnsensError(f"rows={spec!r} is outside the {n} rows of the data; use 0 <= start < stop <= {n}")
+    return slice(start, stop)
+
+
+def tabular_from_frame(df, target: str, name: str = "data") -> TabularData:
+    """Validate a pandas DataFrame: numeric, no NaN; the error names the column."""
+    import pandas as pd
+    if target not in df.columns:
+        raise NnsensError(f"target column {target!r} is not in the CSV; columns are {list(df.columns)}")
+    if df.shape[1] < 2:
+        raise NnsensError("the CSV needs at least one feature column besides the target")
+    for col in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+            sample = df[col].astype(str).iloc[0] if len(df) else ""
+            raise NnsensError(f"column {col!r} is not numeric (e.g. {sample!r}); encode it as numbers "
+                              "or drop it")
+        n_nan = int(df[col].isna().sum())
+        if n_nan:
+            raise NnsensError(f"column {col!r} has {n_nan} missing (NaN) values; fill or drop them")
+    feats = [c for c in df.columns if c != target]
+    return TabularData(df[feats].to_numpy(np.float64), df[target].to_numpy(np.float64),
+                       tuple(str(c) for c in feats), str(target), name)
+
+
+def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None,
+             name: str | None = None) -> TabularData:
+    """Read a CSV; ``target`` defaults to the last column."""
+    import pandas as pd
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            df = pd.read_csv(io.BytesIO(source))
+        else:
+            df = pd.read_csv(source)
+    except FileNotFoundError:
+        raise NnsensError(f"CSV file {str(source)!r} does not exist") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise NnsensError(f"the file is not a readable CSV: {str(exc)[:200]}") from None
+    if target is None:
+        target = df.columns[-1]
+    nm = name or (Path(source).stem if isinstance(source, (str, os.PathLike)) else "uploaded CSV")
+    return tabular_from_frame(df, target, nm)
+
+
+def pima_candidates() -> list[Path]:
+    """Where a local Pima CSV is looked for: $NNSENS_PIMA_CSV, ../shared/data, the cache dir."""
+    here = Path(__file__).resolve().parent.parent
+    out = []
+    if os.environ.get("NNSENS_PIMA_CSV"):
+        out.append(Path(os.environ["NNSENS_PIMA_CSV"]))
+    out += [here.parent / "shared" / "data" / "pima" / "diabetes.csv",
+            here / "shared" / "data" / "pima" / "diabetes.csv",
+            cache_dir() / "diabetes.csv"]
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NNSENS_CACHE", Path.home() / ".cache" / "nnsens"))
+
+
+def find_pima() -> Path | None:
+    return next((p for p in pima_candidates() if p.is_file()), None)
+
+
+def download_pima(dest: Path | None = None, timeout: float = 20.0) -> Path:
+    """Download Pima diabetes into the cache dir (for users with internet; never used in tests)."""
+    dest = dest or cache_dir() / "diabetes.csv"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(PIMA_URL, timeout=timeout) as resp:  # noqa: S310 - fixed URL
+            raw = resp.read().decode()
+    except OSError as exc:
+        raise NnsensError(f"could not download the Pima data ({exc}); set NNSENS_PIMA_CSV to a "
+                          "local copy instead") from None
+    dest.write_text(",".join(PIMA_COLUMNS) + "\n" + raw)
+    return dest
+
+
+def load_pima(path: Path | None = None) -> TabularData:
+    path = path or find_pima()
+    if path is None:
+        raise NnsensError("no local Pima CSV found; set NNSENS_PIMA_CSV or call download_pima()")
+    return load_csv(path, target="Outcome", name="Pima diabetes")
+
+
+def load_breast_cancer() -> TabularData:
+    """scikit-learn's bundled breast-cancer Wisconsin data (no download)."""
+    from sklearn.datasets import load_breast_cancer as _load
+    b = _load()
+    return TabularData(np.asarray(b.data, np.float64), np.asarray(b.target, np.float64),
+                       tuple(str(n) for n in b.feature_names), "malignant(0)/benign(1)",
+                       "Breast cancer Wisconsin")
+
+
+def demo_tabular() -> TabularData:
+    """Pima when a local copy exists, else scikit-learn's breast-cancer data."""
+    return load_pima() if find_pima() is not None else load_breast_cancer()
+
+
+def demo_rows(data: TabularData) -> tuple[str, str]:
+    """(train rows, test rows) for a demo: the paper's 0:500 / 500:700, or ~65%/35% otherwise."""
+    n = len(data.X)
+    if n >= 700:
+        return "0:500", "500:700"
+    cut = int(n * 0.65)
+    return f"0:{cut}", f"{cut}:{n}"
+
+
+# --------------------------------------------------------------------------- images
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """Images (n, C, H, W) float32 in [0, 1], integer labels, class names, optional masks (n, H, W)."""
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    masks: np.ndarray | None = None
+    name: str = "images"
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.images.ndim != 4:
+            raise NnsensError(f"images have shape {self.images.shape}; expected (n, C, H, W)")
+        if len(self.labels) != len(self.images):
+            raise NnsensError(f"{len(self.images)} images but {len(self.labels)} labels")
+        if self.masks is not None and self.masks.shape != (self.images.shape[0], *self.images.shape[2:]):
+            raise NnsensError(f"masks have shape {self.masks.shape}; expected "
+                              f"{(self.images.shape[0], *self.images.shape[2:])} (one per image)")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+            raise NnsensError(f"labels must lie in 0..{len(self.class_names) - 1}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def subset(self, idx) -> "ImageData":
+        idx = np.asarray(idx)
+        return ImageData(self.images[idx], self.labels[idx], self.class_names,
+                         None if self.masks is None else self.masks[idx], self.name, self.meta)
+
+
+def _to_array(img, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    from PIL import Image
+    img = img.convert("RGB" if channels == 3 else "L")
+    if size is not None and img.size != (size[1], size[0]):
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    a = np.asarray(img, dtype=np.float32) / 255.0
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+def load_image_bytes(data: bytes, size: tuple[int, int] | None = None, channels: int = 3,
+                     name: str = "image") -> np.ndarray:
+    """One image file -> (C, H, W) float32 in [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return _to_array(img, size, channels)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise NnsensError(f"{name!r} is not a readable image ({exc}); upload PNG or JPEG") from None
+
+
+def _collect(entries: dict[str, dict[str, bytes]], size, channels, name) -> ImageData:
+    classes = sorted(c for c in entries if entries[c])
+    if len(classes) < 2:
+        raise NnsensError(f"found {len(classes)} class folder(s) with images ({classes}); an image "
+                          "dataset needs at least two class sub-folders (root/class_name/image.png)")
+    images, labels = [], []
+    for k, c in enumerate(classes):
+        for fname, blob in sorted(entries[c].items()):
+            arr = load_image_bytes(blob, size, channels, fname)
+            if size is None:
+                size = arr.shape[1:]
+            images.append(arr)
+            labels.append(k)
+    return ImageData(np.stack(images), np.asarray(labels, np.int64), tuple(classes), name=name)
+
+
+def load_image_folder(root: str | os.PathLike, size: tuple[int, int] | None = None,
+                      channels: int = 3) -> ImageData:
+    """``root/<class>/<image>``; images are resized to ``size`` (default: the first image's)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NnsensError(f"image folder {str(root)!r} does not exist")
+    entries = {d.name: {f.name: f.read_bytes() for f in d.iterdir()
+                        if f.suffix.lower() in IMAGE_SUFFIXES}
+               for d in root.iterdir() if d.is_dir()}
+    return _collect(entries, size, channels, root.name)
+
+
+def load_image_zip(source: str | os.PathLike | bytes | BinaryIO, size: tuple[int, int] | None = None,
+                   channels: int = 3, max_files: int = 20000) -> ImageData:
+    """A ZIP of ``<class>/<image>`` (one optional top folder is skipped)."""
+    raw = source if isinstance(source, (bytes, bytearray)) else (
+        source.read() if hasattr(source, "read") else Path(source).read_bytes())
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(raw))
+    except zipfile.BadZipFile:
+        raise NnsensError("the upload is not a ZIP archive; zip a folder of class sub-folders") from None
+    with zf:
+        files = [i for i in zf.infolist() if not i.is_dir()
+                 and Path(i.filename).suffix.lower() in IMAGE_SUFFIXES
+                 and not Path(i.filename).name.startswith(".") and "__MACOSX" not in i.filename]
+        if len(files) > max_files:
+            raise NnsensError(f"the ZIP holds {len(files)} images, over the {max_files} limit")
+        parts = [Path(i.filename).parts for i in files]
+        if parts and all(len(p) >= 3 for p in parts) and len({p[0] for p in parts}) == 1:
+            parts = [p[1:] for p in parts]
+        entries: dict[str, dict[str, bytes]] = {}
+        for info, p in zip(files, parts):
+            if len(p) < 2:
+                continue
+            entries.setdefault(p[-2], {})[p[-1]] = zf.read(info)
+    return _collect(entries, size, channels, "uploaded ZIP")
+
+
+def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None):
+    """``.npz`` with ``images``/``labels`` (optional ``masks``, ``class_names``) -> ImageData, or
+    ``X``/``y`` (optional ``feature_names``) -> TabularData. Pickled objects are refused."""
+    raw = source if isinstance(source, (bytes, bytearray)) else (
+        source.read() if hasattr(source, "read") else Path(source).read_bytes())
+    try:
+        npz = np.load(io.BytesIO(raw), allow_pickle=False)
+        keys = set(npz.files)
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise NnsensError(f"the file is not a readable .npz without pickled objects: {str(exc)[:200]}") from None
+    with npz:
+        if {"images", "labels"} <= keys:
+            imgs = npz["images"].astype(np.float32)
+            if imgs.ndim == 3:
+                imgs = imgs[:, None]
+            if imgs.max() > 1.0:
+                imgs = imgs / 255.0
+            labels = npz["labels"].astype(np.int64)
+            names = tuple(str(c) for c in npz["class_names"]) if "class_names" in keys else tuple(
+                str(i) for i in range(int(labels.max()) + 1))
+            masks = npz["masks"].astype(bool) if "masks" in keys else None
+            return ImageData(imgs, labels, names, masks, name="uploaded NPZ")
+        if {"X", "y"} <= keys:
+            X = npz["X"].astype(np.float64)
+            if X.ndim != 2:
+                raise NnsensError(f"X has shape {X.shape}; it must be 2-D (rows, features)")
+            names = tuple(str(c) for c in npz["feature_names"]) if "feature_names" in keys else tuple(
+                f"x{i}" for i in range(X.shape[1]))
+            if np.isnan(X).any():
+                col = int(np.where(np.isnan(X).any(axis=0))[0][0])
+                raise NnsensError(f"column {names[col]!r} has missing (NaN) values; fill or drop them")
+            return TabularData(X, npz["y"].astype(np.float64), names, target or "y", "uploaded NPZ")
+    raise NnsensError(f"the .npz has keys {sorted(keys)}; expected images+labels (optionally masks) "
+                      "or X+y")

@@ -1,0 +1,84 @@
+"""Built-in demos that work offline: tabular data + paper MLP, phantom images + shipped CNNs."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+from .data import TabularData, demo_rows, demo_tabular
+from .errors import NnsensError
+from .loading import load_model
+from .training import TrainConfig, binary_accuracy, train_binary
+from .zoo import LoadedModel, ModelSpec, PaperMLP, TABULAR
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MANIFEST = MODELS_DIR / "manifest.json"
+
+
+def train_paper_mlp(data: TabularData, train_rows: str | None = None, hidden: int = 10,
+                    cfg: TrainConfig = TrainConfig(epochs=100), device="cpu",
+                    progress=None) -> tuple[LoadedModel, dict]:
+    """The paper's MLP trained on ``train_rows`` of raw (unscaled) features.
+
+    Returns the model and ``{"train_rows", "test_rows", "train_acc", "test_acc", "loss"}``.
+    """
+    default_train, default_test = demo_rows(data)
+    train_rows = train_rows or default_train
+    test_rows = default_test if train_rows == default_train else None
+    tr = data.rows(train_rows)
+    model = PaperMLP(data.n_features, hidden)
+    history = train_binary(model, tr.X, tr.y, cfg, device, progress)
+    info = {"train_rows": train_rows, "test_rows": test_rows, "loss": history,
+            "train_acc": binary_accuracy(model, tr.X, tr.y, device)}
+    if test_rows:
+        te = data.rows(test_rows)
+        info["test_acc"] = binary_accuracy(model, te.X, te.y, device)
+    spec = ModelSpec(name=f"Paper MLP ({data.name})", arch="paper-mlp", task=TABULAR,
+                     input_shape=(data.n_features,), feature_names=data.feature_names,
+                     arch_kwargs={"n_inputs": data.n_features, "hidden": hidden})
+    return LoadedModel(model.cpu().eval(), spec, "trained here"), info
+
+
+def demo_tabular_model(seed: int = 0, device="cpu") -> tuple[TabularData, LoadedModel, dict]:
+    data = demo_tabular()
+    model, info = train_paper_mlp(data, cfg=TrainConfig(epochs=100, seed=seed), device=device)
+    return data, model, info
+
+
+def manifest() -> dict:
+    """``models/manifest.json``: ``{name: {file, arch, arch_kwargs, input_shape, class_names, mean,
+    std, sha256, test_accuracy, ...}}``."""
+    if not MANIFEST.is_file():
+        return {}
+    return json.loads(MANIFEST.read_text())
+
+
+def demo_cnn_names() -> list[str]:
+    return sorted(manifest())
+
+
+def load_demo_cnn(name: str, device="cpu") -> LoadedModel:
+    """A shipped CNN from ``models/`` (checked against its sha256 in the manifest)."""
+    entries = manifest()
+    if name not in entries:
+        raise NnsensError(f"demo model {name!r} is not shipped; choose one of {sorted(entries)}")
+    e = entries[name]
+    path = MODELS_DIR / e["file"]
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != e["sha256"]:
+        raise NnsensError(f"{path.name} does not match its sha256 in the manifest; re-run "
+                          "models/train_demo_models.py")
+    spec = ModelSpec(name=name, arch=e["arch"], task="image", input_shape=tuple(e["input_shape"]),
+                     class_names=tuple(e["class_names"]), mean=tuple(e.get("mean", ())),
+                     std=tuple(e.get("std", ())), arch_kwargs=e.get("arch_kwargs", {}))
+    return load_model(data, arch=e["arch"], arch_kwargs=e.get("arch_kwargs", {}), spec=spec,
+                      device=device)
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+__all__ = ["train_paper_mlp", "demo_tabular_model", "manifest", "demo_cnn_names", "load_demo_cnn",
+           "np"]

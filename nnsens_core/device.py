@@ -1,0 +1,36 @@
+"""Device selection: cuda, else mps, else cpu."""
+from __future__ import annotations
+
+import torch
+
+from .errors import NnsensError
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def available_devices() -> list[str]:
+    """Devices usable on this machine, best first (always ends with ``"cpu"``)."""
+    found = []
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    found.append("cpu")
+    return found
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Turn ``"auto"``/``None``/a name/a ``torch.device`` into a usable ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    name = "auto" if device is None else str(device).lower()
+    if name == "auto":
+        return torch.device(available_devices()[0])
+    kind = name.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise NnsensError(f"device={device!r} is unknown; use one of {DEVICE_CHOICES}")
+    if kind not in available_devices():
+        raise NnsensError(
+            f"device={device!r} is not available on this machine; "
+            f"use one of {available_devices()} or 'auto'")
+    return torch.device(name)

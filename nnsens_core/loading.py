@@ -1,0 +1,189 @@
+"""Safe model loading: TorchScript archives or ``state_dict`` files, never arbitrary pickles.
+
+* ``torch.load(..., weights_only=True)`` only: a pickle that tries to build any object other than
+  tensors and plain containers is refused before anything in it runs.
+* A ``state_dict`` whose key names differ from the architecture's still loads when its tensors, in
+  order, have the same shapes; the mapping is reported.
+* Files above ``max_bytes`` are refused before they are read.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+from torch import nn
+
+from .errors import NnsensError
+from .zoo import ARCHITECTURES, IMAGE, TABULAR, LoadedModel, ModelSpec, build
+
+DEFAULT_MAX_BYTES = 600 * 2**20
+
+Source = str | os.PathLike | bytes | BinaryIO
+
+
+def _read(source: Source, max_bytes: int) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        data = source.read(max_bytes + 1)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise NnsensError(f"model file {str(path)!r} does not exist")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise NnsensError(f"model file {path.name!r} is {size / 2**20:.1f} MiB, over the "
+                              f"{max_bytes / 2**20:.0f} MiB limit; upload a smaller model")
+        data = path.read_bytes()
+    if len(data) > max_bytes:
+        raise NnsensError(f"model file is over the {max_bytes / 2**20:.0f} MiB limit; "
+                          "upload a smaller model")
+    if not data:
+        raise NnsensError("model file is empty; upload a TorchScript (.pt) or state_dict file")
+    return data
+
+
+def is_torchscript(data: bytes) -> bool:
+    """True for a TorchScript archive (a zip holding compiled ``code/``)."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return False
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return any("/code/" in n for n in zf.namelist())
+
+
+def read_state_dict(data: bytes) -> "OrderedDict[str, torch.Tensor]":
+    """Tensors of a ``torch.save``d state_dict (optionally under a ``"state_dict"`` key), safely."""
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError,
+            TypeError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NnsensError(
+            "the file is not a safe weights file (only tensors and plain containers are accepted; "
+            f"pickled code is refused): {first[:300]}. Save weights with "
+            "torch.save(model.state_dict(), path) or export TorchScript") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj:
+        raise NnsensError(f"the file holds a {type(obj).__name__}, not a state_dict; save "
+                          "model.state_dict() or export TorchScript")
+    tensors = OrderedDict((k, v) for k, v in obj.items() if isinstance(v, torch.Tensor))
+    if not tensors:
+        raise NnsensError("the state_dict holds no tensors")
+    return tensors
+
+
+def match_state_dict(model: nn.Module, state: "OrderedDict[str, torch.Tensor]") -> tuple[dict, str]:
+    """Map ``state`` onto ``model``'s keys: by name when all names match, else by order and shape.
+
+    Returns ``(state_dict_for_model, report)``; raises :class:`NnsensError` naming the first
+    mismatch when neither works.
+    """
+    target = model.state_dict()
+    if set(target) == set(state):
+        bad = [k for k in target if target[k].shape != state[k].shape]
+        if bad:
+            k = bad[0]
+            raise NnsensError(f"tensor {k!r} has shape {tuple(state[k].shape)} but the architecture "
+                              f"needs {tuple(target[k].shape)}; check the architecture's sizes")
+        return dict(state), "keys matched by name"
+    # Ignore BatchNorm's num_batches_tracked on both sides when aligning by order.
+    t_keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    s_keys = [k for k in state if not k.endswith("num_batches_tracked")]
+    if len(t_keys) != len(s_keys):
+        raise NnsensError(f"the file has {len(s_keys)} tensors but the architecture needs "
+                          f"{len(t_keys)}; choose the matching architecture or sizes")
+    mapped, lines = {}, []
+    for tk, sk in zip(t_keys, s_keys):
+        if target[tk].shape != state[sk].shape:
+            raise NnsensError(f"tensor #{len(mapped) + 1} {sk!r} has shape {tuple(state[sk].shape)} "
+                              f"but {tk!r} needs {tuple(target[tk].shape)}; choose the matching "
+                              "architecture or sizes")
+        mapped[tk] = state[sk]
+        if tk != sk:
+            lines.append(f"{sk} -> {tk}")
+    for k in target:
+        if k not in mapped:
+            mapped[k] = target[k]
+    report = "keys matched by order and shape" + (":\n" + "\n".join(lines) if lines else "")
+    return mapped, report
+
+
+def load_model(source: Source, *, arch: str | None = None, arch_kwargs: dict | None = None,
+               spec: ModelSpec | None = None, name: str = "uploaded",
+               input_shape: tuple[int, ...] | None = None, class_names: tuple[str, ...] = (),
+               max_bytes: int = DEFAULT_MAX_BYTES, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a TorchScript archive, or a state_dict into ``arch``; returns an eval-mode model.
+
+    ``spec`` (or ``input_shape``/``class_names``) describes the model for the pages; for a
+    TorchScript file without them the input shape must be given.
+    """
+    data = _read(source, max_bytes)
+    arch_kwargs = dict(arch_kwargs or {})
+    if is_torchscript(data):
+        try:
+            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt archives
+            raise NnsensError(f"the TorchScript archive could not be loaded: {str(exc)[:300]}") from None
+        report = "TorchScript archive"
+        arch_name = "torchscript"
+    else:
+        if arch is None:
+            raise NnsensError("a state_dict needs an architecture; pass arch= one of "
+                              f"{sorted(ARCHITECTURES)} (or upload TorchScript)")
+        state = read_state_dict(data)
+        module = build(arch, **arch_kwargs)
+        mapped, report = match_state_dict(module, state)
+        module.load_state_dict(mapped)
+        arch_name = arch
+    module = module.to(device).eval()
+    if spec is None:
+        task = ARCHITECTURES[arch_name][0] if arch_name in ARCHITECTURES else (
+            TABULAR if input_shape is not None and len(input_shape) == 1 else IMAGE)
+        if input_shape is None:
+            input_shape = _default_input_shape(arch_name, arch_kwargs)
+        if input_shape is None:
+            raise NnsensError("the input shape of a TorchScript model is unknown; give input_shape, "
+                              "e.g. (8,) for tabular or (3, 64, 64) for images")
+        spec = ModelSpec(name=name, arch=arch_name, task=task, input_shape=tuple(input_shape),
+                         class_names=tuple(class_names), arch_kwargs=arch_kwargs)
+    check_forward(module, spec, device)
+    return LoadedModel(module=module, spec=spec, report=report)
+
+
+def _default_input_shape(arch: str, kwargs: dict) -> tuple[int, ...] | None:
+    if arch == "paper-mlp":
+        return (int(kwargs.get("n_inputs", 8)),)
+    if arch in ("vgg16", "resnet18"):
+        return (3, 224, 224)
+    if arch in ("vgg16-small", "resnet18-small"):
+        return (int(kwargs.get("in_channels", 3)), 64, 64)
+    return None
+
+
+def check_forward(module: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu") -> None:
+    """Run one dummy batch through the model to catch shape errors at load time."""
+    x = torch.zeros((2, *spec.input_shape), device=device)
+    try:
+        with torch.no_grad():
+            out = module(x)
+    except Exception as exc:  # noqa: BLE001 - any failure here means the shapes do not fit
+        raise NnsensError(f"the model does not accept inputs of shape {tuple(spec.input_shape)}: "
+                          f"{str(exc)[:300]}") from None
+    if not isinstance(out, torch.Tensor):
+        raise NnsensError(f"the model returns {type(out).__name__}; it must return a tensor")
+    if spec.class_names and out.ndim == 2 and out.shape[1] != len(spec.class_names):
+        raise NnsensError(f"the model has {out.shape[1]} outputs but {len(spec.class_names)} class "
+                          "names were given; they must match")
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike) -> None:
+    torch.save(model.state_dict(), path)

@@ -1,0 +1,36 @@
+"""Cached loaders. Models live in ``st.cache_resource`` (shared across sessions: never mutate them;
+they are in eval mode from load), arrays and results in ``st.cache_data``."""
+from __future__ import annotations
+
+import streamlit as st
+
+from nnsens_core import demos, phantom
+from nnsens_core.data import TabularData
+from nnsens_core.device import resolve_device
+from nnsens_core.zoo import LoadedModel
+
+
+@st.cache_resource(show_spinner="Training the paper MLP on the demo data ...")
+def demo_tabular_model(seed: int) -> tuple[TabularData, LoadedModel, dict]:
+    return demos.demo_tabular_model(seed=seed, device="cpu")
+
+
+@st.cache_resource(show_spinner="Loading the demo CNN ...")
+def demo_cnn(name: str, device: str) -> LoadedModel:
+    return demos.load_demo_cnn(name, device=resolve_device(device))
+
+
+@st.cache_data(show_spinner="Generating phantom images ...")
+def demo_images(split: str, n: int):
+    return phantom.demo_images(split, n=n)
+
+
+@st.cache_resource
+def model_on(_model: LoadedModel, key: str, device: str) -> LoadedModel:
+    """A copy of an uploaded model on ``device`` (cached per model key and device)."""
+    import copy
+    dev = resolve_device(device)
+    if next(_model.module.parameters(), None) is not None and \
+            next(_model.module.parameters()).device == dev:
+        return _model
+    return LoadedModel(copy.deepcopy(_model.module).to(dev).eval(), _model.spec, _model.report)

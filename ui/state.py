@@ -1,0 +1,135 @@
+"""Shared state: what the sidebar selected (device, seed, datasets, models) and uploads.
+
+Pages call :func:`tabular` or :func:`images` to get the selected data and model together with a
+``key`` string that identifies them for ``st.cache_data`` (pass models as ``_model`` arguments).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+import torch
+
+from nnsens_core.data import ImageData, TabularData, demo_rows
+from nnsens_core.demos import demo_cnn_names
+from nnsens_core.device import DEVICE_CHOICES, available_devices, resolve_device
+from nnsens_core.zoo import LoadedModel
+
+from . import cache
+
+DEMO_TABULAR = "Demo: tabular (Pima or breast cancer)"
+DEMO_PHANTOM = "Demo: lung-ultrasound phantom"
+DEMO_MLP = "Demo: paper MLP (trained on the demo data)"
+PHANTOM_TEST_N = 90
+
+
+@dataclass
+class TabularContext:
+    data: TabularData
+    model: LoadedModel
+    train_rows: str
+    test_rows: str
+    key: str  # identifies (data, model) for caches
+    device: torch.device
+    seed: int
+
+
+@dataclass
+class ImageContext:
+    data: ImageData
+    model: LoadedModel
+    key: str
+    device: torch.device
+    seed: int
+
+
+def _uploads() -> dict:
+    if "uploads" not in st.session_state:
+        st.session_state["uploads"] = {"tabular_data": {}, "tabular_model": {}, "image_data": {},
+                                       "image_model": {}}
+    return st.session_state["uploads"]
+
+
+def add_upload(kind: str, label: str, obj) -> None:
+    """Register an uploaded dataset/model (``kind`` one of the four upload kinds) and select it."""
+    _uploads()[kind][label] = obj
+    st.session_state[f"sel_{kind}"] = label
+
+
+def options(kind: str) -> list[str]:
+    demo = {"tabular_data": [DEMO_TABULAR], "tabular_model": [DEMO_MLP],
+            "image_data": [DEMO_PHANTOM],
+            "image_model": [f"Demo: {n}" for n in demo_cnn_names()]}[kind]
+    return demo + list(_uploads()[kind])
+
+
+def device() -> torch.device:
+    return resolve_device(st.session_state.get("sel_device", "auto"))
+
+
+def seed() -> int:
+    return int(st.session_state.get("sel_seed", 0))
+
+
+def sidebar(show_tabular: bool = True, show_images: bool = True) -> None:
+    """The shared sidebar (rendered by ``app.py`` before every page)."""
+    sb = st.sidebar
+    avail = [d for d in DEVICE_CHOICES if d == "auto" or d in available_devices()]
+    sb.selectbox("Device", avail, key="sel_device",
+                 help="auto = cuda if present, else mps, else cpu")
+    sb.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="sel_seed")
+    for kind, label, show in (("tabular_data", "Tabular dataset", show_tabular),
+                              ("tabular_model", "Tabular model", show_tabular),
+                              ("image_data", "Image dataset", show_images),
+                              ("image_model", "CNN", show_images)):
+        opts = options(kind)
+        if st.session_state.get(f"sel_{kind}") not in opts:
+            st.session_state[f"sel_{kind}"] = opts[0] if opts else None
+        if show and opts:
+            sb.selectbox(label, opts, key=f"sel_{kind}")
+
+
+def tabular() -> TabularContext:
+    """The selected tabular data and model; stops the page with a message when they do not fit."""
+    dev, sd = device(), seed()
+    data_label = st.session_state.get("sel_tabular_data", DEMO_TABULAR)
+    model_label = st.session_state.get("sel_tabular_model", DEMO_MLP)
+    demo_data, demo_model, info = cache.demo_tabular_model(sd)
+    ups = _uploads()
+    data = demo_data if data_label == DEMO_TABULAR else ups["tabular_data"].get(data_label, demo_data)
+    model = demo_model if model_label == DEMO_MLP else ups["tabular_model"].get(model_label, demo_model)
+    rows = st.session_state.get("tabular_rows", {}).get(data_label) or demo_rows(data)
+    width = model.spec.input_shape[0]
+    if width != data.n_features:
+        st.error(f"The model '{model_label}' takes {width} inputs but the dataset '{data_label}' has "
+                 f"{data.n_features} features. Pick a matching pair in the sidebar, or train the "
+                 "paper MLP on this dataset on the Model & data page.")
+        st.stop()
+    key = f"{data_label}|{model_label}|seed={sd if model_label == DEMO_MLP else '-'}"
+    return TabularContext(data, cache.model_on(model, key, str(dev)), rows[0], rows[1], key, dev, sd)
+
+
+def images() -> ImageContext:
+    """The selected image data and CNN; stops the page with a message when they do not fit."""
+    dev, sd = device(), seed()
+    names = demo_cnn_names()
+    data_label = st.session_state.get("sel_image_data", DEMO_PHANTOM)
+    model_label = st.session_state.get("sel_image_model") or (f"Demo: {names[0]}" if names else None)
+    ups = _uploads()
+    data = cache.demo_images("test", PHANTOM_TEST_N) if data_label == DEMO_PHANTOM \
+        else ups["image_data"].get(data_label)
+    if model_label and model_label.startswith("Demo: ") and model_label[6:] in names:
+        model = cache.demo_cnn(model_label[6:], str(dev))
+    else:
+        model = ups["image_model"].get(model_label)
+        if model is not None:
+            model = cache.model_on(model, f"upload:{model_label}", str(dev))
+    if data is None or model is None:
+        st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
+        st.stop()
+    if tuple(data.shape) != tuple(model.spec.input_shape):
+        st.error(f"The CNN '{model_label}' takes images of shape {tuple(model.spec.input_shape)} "
+                 f"(C, H, W) but '{data_label}' has {tuple(data.shape)}. Re-upload the images at that "
+                 "size / channel count, or pick another model.")
+        st.stop()
+    return ImageContext(data, model, f"{data_label}|{model_label}", dev, sd)
