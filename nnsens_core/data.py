@@ -288,31 +288,31 @@ def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
     raw = source if isinstance(source, (bytes, bytearray)) else (
         source.read() if hasattr(source, "read") else Path(source).read_bytes())
     try:
-        npz = np.load(io.BytesIO(raw), allow_pickle=False)
-        keys = set(npz.files)
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise NnsensError(f"the file is not a readable .npz without pickled objects: {str(exc)[:200]}") from None
-    with npz:
-        if {"images", "labels"} <= keys:
-            imgs = npz["images"].astype(np.float32)
-            if imgs.ndim == 3:
-                imgs = imgs[:, None]
-            if imgs.max() > 1.0:
-                imgs = imgs / 255.0
-            labels = npz["labels"].astype(np.int64)
-            names = tuple(str(c) for c in npz["class_names"]) if "class_names" in keys else tuple(
-                str(i) for i in range(int(labels.max()) + 1))
-            masks = npz["masks"].astype(bool) if "masks" in keys else None
-            return ImageData(imgs, labels, names, masks, name="uploaded NPZ")
-        if {"X", "y"} <= keys:
-            X = npz["X"].astype(np.float64)
-            if X.ndim != 2:
-                raise NnsensError(f"X has shape {X.shape}; it must be 2-D (rows, features)")
-            names = tuple(str(c) for c in npz["feature_names"]) if "feature_names" in keys else tuple(
-                f"x{i}" for i in range(X.shape[1]))
-            if np.isnan(X).any():
-                col = int(np.where(np.isnan(X).any(axis=0))[0][0])
-                raise NnsensError(f"column {names[col]!r} has missing (NaN) values; fill or drop them")
-            return TabularData(X, npz["y"].astype(np.float64), names, target or "y", "uploaded NPZ")
+    keys = set(arrays)
+    if {"images", "labels"} <= keys:
+        imgs = arrays["images"].astype(np.float32)
+        if imgs.ndim == 3:
+            imgs = imgs[:, None]
+        if imgs.max() > 1.0:
+            imgs = imgs / 255.0
+        labels = arrays["labels"].astype(np.int64)
+        names = tuple(str(c) for c in arrays["class_names"]) if "class_names" in keys else tuple(
+            str(i) for i in range(int(labels.max()) + 1))
+        masks = arrays["masks"].astype(bool) if "masks" in keys else None
+        return ImageData(imgs, labels, names, masks, name="uploaded NPZ")
+    if {"X", "y"} <= keys:
+        X = arrays["X"].astype(np.float64)
+        if X.ndim != 2:
+            raise NnsensError(f"X has shape {X.shape}; it must be 2-D (rows, features)")
+        names = tuple(str(c) for c in arrays["feature_names"]) if "feature_names" in keys else tuple(
+            f"x{i}" for i in range(X.shape[1]))
+        if np.isnan(X).any():
+            col = int(np.where(np.isnan(X).any(axis=0))[0][0])
+            raise NnsensError(f"column {names[col]!r} has missing (NaN) values; fill or drop them")
+        return TabularData(X, arrays["y"].astype(np.float64), names, target or "y", "uploaded NPZ")
     raise NnsensError(f"the .npz has keys {sorted(keys)}; expected images+labels (optionally masks) "
                       "or X+y")

@@ -1,0 +1,110 @@
+import io
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nnsens_core import data as nd
+from nnsens_core.errors import NnsensError
+
+
+def test_csv_text_column_is_named():
+    csv = b"a,b,label\n1,x,0\n2,y,1\n"
+    with pytest.raises(NnsensError, match="column 'b' is not numeric"):
+        nd.load_csv(csv, "label")
+
+
+def test_csv_nan_column_is_named_and_target_checked():
+    csv = b"a,b,label\n1,,0\n2,3,1\n"
+    with pytest.raises(NnsensError, match="column 'b' has 1 missing"):
+        nd.load_csv(csv, "label")
+    with pytest.raises(NnsensError, match="target column 'y' is not in the CSV"):
+        nd.load_csv(b"a,b\n1,2\n", "y")
+    with pytest.raises(NnsensError, match="not a readable CSV"):
+        nd.load_csv(b"", "y")
+
+
+def test_pima_loads_with_paper_rows(pima_path):
+    d = nd.load_pima(pima_path)
+    assert d.X.shape == (768, 8) and d.target_name == "Outcome"
+    assert nd.demo_rows(d) == ("0:500", "500:700")
+    b = d.rows("0:700").bounds()
+    assert b.shape == (8, 2) and (b[:, 0] < b[:, 1]).all()
+
+
+def test_breast_cancer_fallback_is_offline():
+    d = nd.load_breast_cancer()
+    assert d.X.shape == (569, 30)
+
+
+def test_parse_rows():
+    assert nd.parse_rows("0:500", 768) == slice(0, 500)
+    assert nd.parse_rows(":10", 768) == slice(0, 10)
+    for bad in ("abc", "5:2", "0:1000"):
+        with pytest.raises(NnsensError, match="rows="):
+            nd.parse_rows(bad, 768)
+
+
+def _png(value: int, size=(10, 8)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, blob in files.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def test_image_zip_with_two_classes_resizes_and_labels():
+    z = _zip({"root/cats/a.png": _png(0), "root/cats/b.png": _png(255), "root/dogs/c.png": _png(128)})
+    d = nd.load_image_zip(z, size=(16, 16), channels=3)
+    assert d.images.shape == (3, 3, 16, 16) and d.class_names == ("cats", "dogs")
+    assert list(d.labels) == [0, 0, 1]
+    assert d.images.max() <= 1.0 and abs(d.images[1].mean() - 1.0) < 1e-6
+
+
+def test_image_zip_with_one_class_or_bad_image_or_not_zip():
+    with pytest.raises(NnsensError, match="at least two class"):
+        nd.load_image_zip(_zip({"cats/a.png": _png(0), "cats/b.png": _png(1)}))
+    with pytest.raises(NnsensError, match="not a readable image"):
+        nd.load_image_zip(_zip({"a/x.png": b"garbage", "b/y.png": _png(1)}))
+    with pytest.raises(NnsensError, match="not a ZIP"):
+        nd.load_image_zip(b"plain text")
+
+
+def test_image_folder(tmp_path):
+    for cls, v in (("a", 10), ("b", 200)):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / "1.png").write_bytes(_png(v))
+    d = nd.load_image_folder(tmp_path, channels=1)
+    assert d.images.shape == (2, 1, 8, 10)
+
+
+def test_npz_images_tabular_and_pickle_refused():
+    buf = io.BytesIO()
+    np.savez(buf, images=np.zeros((4, 3, 8, 8), np.float32), labels=np.array([0, 1, 0, 1]),
+             masks=np.ones((4, 8, 8), bool))
+    d = nd.load_npz(buf.getvalue())
+    assert isinstance(d, nd.ImageData) and d.masks.shape == (4, 8, 8)
+    buf = io.BytesIO()
+    np.savez(buf, X=np.arange(6.0).reshape(3, 2), y=np.array([0, 1, 0]))
+    assert isinstance(nd.load_npz(buf.getvalue()), nd.TabularData)
+    buf = io.BytesIO()
+    np.savez(buf, X=np.array([{"evil": 1}], dtype=object), y=np.array([0]))
+    with pytest.raises(NnsensError, match="pickled"):
+        nd.load_npz(buf.getvalue())
+    with pytest.raises(NnsensError, match="images\\+labels"):
+        buf = io.BytesIO()
+        np.savez(buf, foo=np.zeros(2))
+        nd.load_npz(buf.getvalue())
+
+
+def test_image_masks_must_match_images():
+    with pytest.raises(NnsensError, match="masks have shape"):
+        nd.ImageData(np.zeros((2, 3, 8, 8), np.float32), np.array([0, 1]), ("a", "b"),
+                     masks=np.zeros((2, 4, 4), bool))

@@ -1,0 +1,130 @@
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from nnsens_core.errors import NnsensError
+from nnsens_core.loading import is_torchscript, load_model, match_state_dict
+from nnsens_core.zoo import PaperMLP, build
+
+
+def _bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def test_state_dict_round_trip_gives_identical_outputs():
+    torch.manual_seed(0)
+    net = PaperMLP(8, 10).eval()
+    x = torch.randn(5, 8)
+    lm = load_model(_bytes(net.state_dict()), arch="paper-mlp")
+    assert lm.report == "keys matched by name"
+    assert not lm.module.training
+    torch.testing.assert_close(lm.module(x), net(x), rtol=0, atol=0)
+
+
+def test_renamed_keys_load_by_order_and_shape_and_report_the_mapping():
+    torch.manual_seed(1)
+    net = PaperMLP(8, 10).eval()
+    seq = torch.nn.Sequential(torch.nn.Linear(8, 10), torch.nn.BatchNorm1d(10), torch.nn.ReLU(),
+                              torch.nn.Linear(10, 1), torch.nn.BatchNorm1d(1), torch.nn.Sigmoid())
+    seq.load_state_dict(dict(zip(seq.state_dict(), net.state_dict().values())))
+    lm = load_model(_bytes(seq.state_dict()), arch="paper-mlp")
+    assert "order and shape" in lm.report and "0.weight -> fc1.weight" in lm.report
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(lm.module(x), seq.eval()(x).squeeze(-1))
+
+
+def test_wrong_shapes_are_refused_with_the_tensor_named():
+    state = PaperMLP(8, 12).state_dict()
+    with pytest.raises(NnsensError, match="fc1.weight"):
+        load_model(_bytes(state), arch="paper-mlp")
+    with pytest.raises(NnsensError, match="tensors but the architecture needs"):
+        load_model(_bytes({"w": torch.zeros(3)}), arch="paper-mlp")
+
+
+def test_nested_checkpoint_dict_is_accepted():
+    net = PaperMLP(8, 10)
+    lm = load_model(_bytes({"epoch": 3, "state_dict": net.state_dict()}), arch="paper-mlp")
+    assert lm.spec.input_shape == (8,)
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "pwned"))
+
+
+def test_malicious_pickle_payload_never_runs(tmp_path):
+    marker = tmp_path / "marker.txt"
+    for blob in (_bytes({"fc1.weight": _Payload(marker)}), pickle.dumps(_Payload(marker))):
+        with pytest.raises(NnsensError, match="pickled code is refused"):
+            load_model(blob, arch="paper-mlp")
+    assert not marker.exists()
+
+
+def test_os_system_payload_is_refused(tmp_path):
+    marker = tmp_path / "sys.txt"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    with pytest.raises(NnsensError):
+        load_model(_bytes({"x": Evil()}), arch="paper-mlp")
+    assert not marker.exists()
+
+
+def test_corrupt_empty_and_oversized_files(tmp_path):
+    with pytest.raises(NnsensError, match="not a safe weights file"):
+        load_model(b"this is not a model", arch="paper-mlp")
+    with pytest.raises(NnsensError, match="empty"):
+        load_model(b"", arch="paper-mlp")
+    big = tmp_path / "big.pt"
+    big.write_bytes(b"0" * 2048)
+    with pytest.raises(NnsensError, match="over the"):
+        load_model(big, arch="paper-mlp", max_bytes=1024)
+    with pytest.raises(NnsensError, match="does not exist"):
+        load_model(tmp_path / "missing.pt", arch="paper-mlp")
+    with pytest.raises(NnsensError, match="needs an architecture"):
+        load_model(_bytes(PaperMLP().state_dict()))
+    with pytest.raises(NnsensError, match="unknown"):
+        load_model(_bytes(PaperMLP().state_dict()), arch="nope")
+
+
+def test_torchscript_loads_and_checks_the_input_shape():
+    net = torch.jit.script(PaperMLP(8, 10).eval())
+    buf = io.BytesIO()
+    torch.jit.save(net, buf)
+    data = buf.getvalue()
+    assert is_torchscript(data) and not is_torchscript(_bytes(PaperMLP().state_dict()))
+    lm = load_model(data, input_shape=(8,))
+    assert lm.report == "TorchScript archive" and lm.spec.task == "tabular"
+    with pytest.raises(NnsensError, match="does not accept inputs of shape"):
+        load_model(data, input_shape=(5,))
+    with pytest.raises(NnsensError, match="input shape"):
+        load_model(data)
+
+
+def test_image_state_dict_for_small_cnn_loads():
+    net = build("vgg16-small", num_classes=3).eval()
+    lm = load_model(_bytes(net.state_dict()), arch="vgg16-small", arch_kwargs={"num_classes": 3})
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(lm.module(x), net(x))
+    assert lm.spec.input_shape == (3, 64, 64)
+
+
+def test_match_state_dict_ignores_num_batches_tracked_when_aligning():
+    net = PaperMLP(8, 10)
+    renamed = {f"k{i}": v for i, (k, v) in enumerate(net.state_dict().items())
+               if not k.endswith("num_batches_tracked")}
+    mapped, report = match_state_dict(PaperMLP(8, 10), renamed)
+    assert "order and shape" in report
+    assert set(mapped) == set(net.state_dict())
+    assert zipfile  # zipfile used by is_torchscript
