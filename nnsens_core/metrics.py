@@ -1,0 +1,364 @@
+"""Agreement between saliency maps, localization against ground truth, and the sanity check.
+
+All per-image metrics take maps shaped ``(N, H, W)`` (torch tensors or numpy arrays, any real
+dtype; computed in float64 numpy) and return a float64 array of shape ``(N,)``, one value per
+image. A value is ``NaN`` where the metric is undefined for that image (the docstring says when);
+summaries use NaN-aware means and report how many images counted.
+
+Definitions (used everywhere in nnsens, also in the CLI's ``metrics.json``):
+
+* **top-p% region** of a map: the pixels whose value is at or above the map's ``(1 - p)`` quantile
+  (numpy's default linear interpolation). Ties at the threshold are all included, so a constant
+  map selects every pixel.
+* **top-k region**: exactly the ``k`` highest pixels; ties are broken by row-major pixel order
+  (the earlier pixel wins), so the region always has ``k`` pixels.
+* **IoU** of two boolean regions: ``|A ∩ B| / |A ∪ B|``; NaN when both are empty.
+* **Spearman**: Pearson correlation of the pixel ranks (ties get their average rank); NaN when
+  either map is constant.
+* **cosine**: ``<a, b> / (||a|| ||b||)`` over the flattened maps; NaN when either map is all zero.
+* **GT IoU**: IoU between the top-k region of the map with ``k`` = area of the ground-truth mask
+  (or the top-p% region when ``p`` is given) and the mask; NaN when the mask is empty.
+* **pointing game** (Zhang et al. 2016): 1 when the map's maximum pixel (the first one in
+  row-major order when several pixels share the maximum) lies inside the mask dilated by
+  ``tolerance`` pixels (Euclidean distance to the nearest mask pixel ``<= tolerance``; 0 means the
+  mask itself), else 0; NaN when the mask is empty (a hit needs a non-empty mask).
+* **relevance mass** (Arras et al. 2022): ``sum(map inside mask) / sum(map)`` with the map clipped
+  at 0; NaN when the mask is empty or the clipped map sums to 0.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._batching import Progress
+from ._hooks import get_module
+from .errors import NnsensError
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _as_maps(maps, name: str = "maps") -> np.ndarray:
+    a = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise NnsensError(f"{name} have shape {a.shape}; expected (N, H, W) or (H, W)")
+    return a.astype(np.float64, copy=False)
+
+
+def _as_masks(masks, like: np.ndarray, name: str = "mask") -> np.ndarray:
+    m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    if m.ndim == 2:
+        m = m[None]
+    if m.shape != like.shape:
+        raise NnsensError(f"the {name} has shape {m.shape[1:] if m.ndim == 3 else m.shape} but the "
+                          f"maps are {like.shape[1:]} (for {like.shape[0]} image(s)); give one "
+                          f"{like.shape[1]}x{like.shape[2]} mask per image")
+    if m.dtype != bool:
+        vals = np.unique(m)
+        if not np.all(np.isin(vals, (0, 1))):
+            raise NnsensError(f"the {name} must be binary (0/1 or bool); it has values such as "
+                              f"{vals[:5].tolist()}")
+        m = m.astype(bool)
+    return m
+
+
+def _pair(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _as_maps(a, f"{what} maps A"), _as_maps(b, f"{what} maps B")
+    if a.shape != b.shape:
+        raise NnsensError(f"maps A {a.shape} and maps B {b.shape} must have the same shape")
+    return a, b
+
+
+def _check_p(p: float) -> None:
+    if not (isinstance(p, (int, float)) and 0 < p <= 1):
+        raise NnsensError(f"p={p!r} must lie in (0, 1], e.g. 0.1 for the top 10% of pixels")
+
+
+# --------------------------------------------------------------------------- regions
+
+def top_region(maps, p: float) -> np.ndarray:
+    """Boolean ``(N, H, W)``: pixels at or above each map's ``(1 - p)`` quantile (top-p%)."""
+    _check_p(p)
+    a = _as_maps(maps)
+    flat = a.reshape(len(a), -1)
+    thr = np.quantile(flat, 1.0 - p, axis=1)
+    return (flat >= thr[:, None]).reshape(a.shape)
+
+
+def topk_region(maps, k) -> np.ndarray:
+    """Boolean ``(N, H, W)``: exactly ``k[i]`` highest pixels of map ``i`` (ties: row-major order)."""
+    a = _as_maps(maps)
+    flat = a.reshape(len(a), -1)
+    k = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(a),))
+    if (k < 0).any() or (k > flat.shape[1]).any():
+        raise NnsensError(f"k={k.tolist()} must lie in 0..{flat.shape[1]} (pixels per map)")
+    order = np.argsort(-flat, axis=1, kind="stable")
+    out = np.zeros_like(flat, dtype=bool)
+    for i in range(len(a)):
+        out[i, order[i, :k[i]]] = True
+    return out.reshape(a.shape)
+
+
+def iou(region_a, region_b) -> np.ndarray:
+    """``|A ∩ B| / |A ∪ B|`` per image for boolean ``(N, H, W)`` regions; NaN when both are empty."""
+    ra = np.asarray(region_a, dtype=bool).reshape(len(region_a), -1)
+    rb = np.asarray(region_b, dtype=bool).reshape(len(region_b), -1)
+    inter = (ra & rb).sum(1).astype(np.float64)
+    union = (ra | rb).sum(1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+
+
+# --------------------------------------------------------------------------- map vs map
+
+def top_p_iou(a, b, p: float = 0.1) -> np.ndarray:
+    """IoU of the top-p% regions of two maps (see module docstring), per image."""
+    a, b = _pair(a, b, "top-p IoU")
+    return iou(top_region(a, p), top_region(b, p))
+
+
+def _rank(flat: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+    return rankdata(flat, method="average", axis=1)
+
+
+def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    x = x - x.mean(1, keepdims=True)
+    y = y - y.mean(1, keepdims=True)
+    den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (x * y).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+
+def spearman(a, b) -> np.ndarray:
+    """Spearman rank correlation over the pixels of each pair of maps (average ranks for ties);
+    NaN when either map is constant."""
+    a, b = _pair(a, b, "Spearman")
+    fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    const = (fa.max(1) == fa.min(1)) | (fb.max(1) == fb.min(1))
+    r = _pearson_rows(_rank(fa), _rank(fb))
+    r[const] = np.nan
+    return r
+
+
+def cosine(a, b) -> np.ndarray:
+    """Cosine similarity of the flattened maps; NaN when either map is all zero."""
+    a, b = _pair(a, b, "cosine")
+    fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    den = np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (fa * fb).sum(1) / np.where(den > 0, den, 1), np.nan)
+
+
+SIMILARITIES: dict[str, Callable[..., np.ndarray]] = {
+    "spearman": spearman,
+    "cosine": cosine,
+    "top_p_iou": top_p_iou,
+}
+
+
+def agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, np.ndarray]:
+    """Mean agreement of every pair of methods: ``{"top_p_iou"|"spearman"|"cosine": (M, M)}``.
+
+    Entry ``[i, j]`` is the NaN-mean over images of the metric between method ``i`` and ``j``
+    (methods in the order of ``maps``); the diagonal compares a method with itself.
+    """
+    names = list(maps)
+    out = {k: np.full((len(names), len(names)), np.nan) for k in ("top_p_iou", "spearman", "cosine")}
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if j < i:
+                for k in out:
+                    out[k][i, j] = out[k][j, i]
+                continue
+            vals = {"top_p_iou": top_p_iou(maps[a], maps[b], p), "spearman": spearman(maps[a], maps[b]),
+                    "cosine": cosine(maps[a], maps[b])}
+            for k, v in vals.items():
+                out[k][i, j] = np.nanmean(v) if np.isfinite(v).any() else np.nan
+    return out
+
+
+# --------------------------------------------------------------------------- map vs ground truth
+
+def gt_iou(maps, masks, p: float | None = None) -> np.ndarray:
+    """IoU of the map's top-k region (k = mask area) or top-p% region (``p`` given) with the mask;
+    NaN for an empty mask."""
+    a = _as_maps(maps)
+    m = _as_masks(masks, a)
+    area = m.reshape(len(m), -1).sum(1)
+    region = topk_region(a, area) if p is None else top_region(a, p)
+    out = iou(region, m)
+    out[area == 0] = np.nan
+    return out
+
+
+def pointing_game(maps, masks, tolerance: float = 0.0) -> np.ndarray:
+    """1.0 when the map's maximum lies within ``tolerance`` pixels of the mask, else 0.0; NaN for an
+    empty mask (see module docstring for ties)."""
+    if not tolerance >= 0:
+        raise NnsensError(f"tolerance={tolerance!r} must be >= 0 pixels")
+    a = _as_maps(maps)
+    m = _as_masks(masks, a)
+    n, h, w = a.shape
+    arg = a.reshape(n, -1).argmax(1)
+    py, px = arg // w, arg % w
+    out = np.full(n, np.nan)
+    for i in range(n):
+        ys, xs = np.nonzero(m[i])
+        if len(ys) == 0:
+            continue
+        d2 = (ys - py[i]) ** 2 + (xs - px[i]) ** 2
+        out[i] = float(d2.min() <= tolerance ** 2)
+    return out
+
+
+def relevance_mass(maps, masks) -> np.ndarray:
+    """Share of the (non-negative part of the) map inside the mask; NaN for an empty mask or a map
+    that sums to 0."""
+    a = np.clip(_as_maps(maps), 0, None)
+    m = _as_masks(masks, a)
+    total = a.reshape(len(a), -1).sum(1)
+    inside = (a * m).reshape(len(a), -1).sum(1)
+    empty = m.reshape(len(m), -1).sum(1) == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)
+    out[empty] = np.nan
+    return out
+
+
+def localization(maps, masks, p: float | None = None, tolerance: float = 0.0) -> dict[str, np.ndarray]:
+    """``{"iou", "pointing", "mass"}`` per image (see :func:`gt_iou`, :func:`pointing_game`,
+    :func:`relevance_mass`)."""
+    return {"iou": gt_iou(maps, masks, p), "pointing": pointing_game(maps, masks, tolerance),
+            "mass": relevance_mass(maps, masks)}
+
+
+# --------------------------------------------------------------------------- dataset summary
+
+def summarize(records, metrics: Sequence[str] = ("iou", "pointing", "mass"),
+              by: Sequence[str] = ("method", "class")):
+    """Mean ± std (NaN-aware, ddof=0) and count of valid values per group, plus an ``all`` row per
+    method (over every class).
+
+    ``records`` is a long table (pandas DataFrame) with one row per (image, method) and columns
+    ``by`` + ``metrics``. Returns a DataFrame indexed by ``by`` with columns ``<metric>_mean``,
+    ``<metric>_std``, ``<metric>_n``.
+    """
+    import pandas as pd
+    df = pd.DataFrame(records)
+    missing = [c for c in (*by, *metrics) if c not in df.columns]
+    if missing:
+        raise NnsensError(f"records lack the columns {missing}; they have {list(df.columns)}")
+    by = list(by)
+
+    def agg(g):
+        row = {}
+        for mt in metrics:
+            v = g[mt].to_numpy(dtype=np.float64)
+            v = v[np.isfinite(v)]
+            row[f"{mt}_mean"] = float(v.mean()) if len(v) else np.nan
+            row[f"{mt}_std"] = float(v.std()) if len(v) else np.nan
+            row[f"{mt}_n"] = int(len(v))
+        return pd.Series(row)
+
+    parts = [df.groupby(by, sort=False)[list(metrics)].apply(agg)]
+    if len(by) > 1:
+        all_rows = df.groupby(by[0], sort=False)[list(metrics)].apply(agg)
+        all_rows.index = pd.MultiIndex.from_tuples([(k, "all", *([""] * (len(by) - 2)))
+                                                    for k in all_rows.index], names=by)
+        parts.append(all_rows)
+    out = pd.concat(parts)
+    order = list(dict.fromkeys(df[by[0]]))
+    return out.sort_index(level=0, key=lambda s: s.map({k: i for i, k in enumerate(order)}),
+                          sort_remaining=False)
+
+
+# --------------------------------------------------------------------------- sanity check
+
+def randomizable_layers(model: nn.Module) -> list[str]:
+    """Names of the Conv2d / Linear modules in forward-definition order (cascade goes in reverse)."""
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@dataclass
+class RandomizationResult:
+    """Cascading randomization (Adebayo et al. 2018).
+
+    ``steps[0]`` is ``"original"``; ``steps[k]`` names the k-th layer randomized, cumulatively
+    from the output towards the input. ``mean[method][k]``/``std[method][k]`` summarise the
+    similarity (``metric``) over images between the maps at step ``k`` and the original maps.
+    """
+    steps: list[str]
+    metric: str
+    mean: dict[str, np.ndarray] = field(default_factory=dict)
+    std: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def table(self):
+        import pandas as pd
+        cols = {}
+        for m in self.mean:
+            cols[f"{m}_mean"] = self.mean[m]
+            cols[f"{m}_std"] = self.std[m]
+        return pd.DataFrame(cols, index=pd.Index(self.steps, name="randomized up to"))
+
+
+def _reinit(module: nn.Module) -> None:
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    else:  # pragma: no cover - Conv2d / Linear always have it
+        for prm in module.parameters(recurse=False):
+            nn.init.normal_(prm, std=0.02)
+
+
+def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], Mapping[str, object]],
+                            layers: Sequence[str] | None = None, metric: str = "spearman",
+                            seed: int = 0, progress: Progress | None = None) -> RandomizationResult:
+    """Randomize the model's layers one by one, from the top down, cumulatively, and measure how
+    similar each method's maps stay to the maps of the trained model.
+
+    ``explain_fn(module)`` returns ``{method: (N, H, W) maps}`` for fixed inputs and classes. The
+    model is deep-copied first (the caller's model is never changed); each layer in ``layers``
+    (default: every Conv2d/Linear, last first) is re-initialised with its ``reset_parameters()``
+    under ``torch.manual_seed(seed + step)``. ``metric`` is one of :data:`SIMILARITIES`; an image
+    whose randomized map is constant (similarity undefined) counts as similarity 0, because such a
+    map keeps none of the original ranking. A method that passes the sanity check shows a curve that
+    falls towards 0 as more layers are randomized.
+    """
+    if metric not in SIMILARITIES:
+        raise NnsensError(f"metric={metric!r} is unknown; use one of {sorted(SIMILARITIES)}")
+    work = copy.deepcopy(model)
+    if layers is None:
+        layers = randomizable_layers(work)[::-1]
+    layers = list(layers)
+    for name in layers:
+        if not any(True for _ in get_module(work, name).parameters()):
+            raise NnsensError(f"layer {name!r} has no parameters to randomize; pick Conv2d/Linear "
+                              "layers or blocks that contain them")
+    sim = SIMILARITIES[metric]
+    original = {k: _as_maps(v) for k, v in explain_fn(work).items()}
+    vals: dict[str, list[np.ndarray]] = {k: [np.ones(len(v))] for k, v in original.items()}
+    if progress is not None:
+        progress(1, len(layers) + 1)
+    for step, name in enumerate(layers, start=1):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + step)
+            for mod in get_module(work, name).modules():
+                if any(True for _ in mod.parameters(recurse=False)):
+                    _reinit(mod)
+        maps = explain_fn(work)
+        for k, orig in original.items():
+            s = sim(orig, maps[k])
+            vals[k].append(np.nan_to_num(s, nan=0.0))
+        if progress is not None:
+            progress(step + 1, len(layers) + 1)
+    res = RandomizationResult(["original", *layers], metric)
+    for k, v in vals.items():
+        arr = np.stack(v)  # (steps, N)
+        res.mean[k], res.std[k] = arr.mean(1), arr.std(1)
+    return res
