@@ -1,0 +1,236 @@
+"""Grad-CAM family, a thin wrapper over the ``grad-cam`` package (``pytorch_grad_cam``).
+
+What the wrapper adds to the package:
+
+* **one target per image**: the package zips its ``targets`` list with the batch, so a single
+  ``ClassifierOutputTarget`` silently explains only the first image of a batch (the others get a zero
+  gradient). :func:`cam_maps` always builds one ``ClassifierOutputTarget(classes[i])`` per image.
+* **hooks released** in ``try/finally`` (``ActivationsAndGradients.release``), and parameter
+  gradients the package leaves on the model cleared, so the (shared, cached) model is left as it
+  was. The package's context manager is not used because it swallows ``IndexError``.
+* **target-layer validation**: a Conv2d, or a block that contains one, whose output is a
+  ``(N, C, h, w)`` feature map; anything else raises :class:`~nnsens_core.errors.NnsensError`.
+* **ScoreCAM** with a batch size for its masked forward passes and no tqdm output (same weights as
+  the package's ``ScoreCAM``: softmax over channels of the target score of the masked inputs).
+* inputs that need no gradient on a model whose parameters are frozen still get gradients (the
+  input is marked ``requires_grad``), and a model on another device is deep-copied, never moved.
+
+Maps are ``(N, H, W)`` float32 in [0, 1] (the package min-max scales each map, then resizes it
+bilinearly to the input size). ``eigencam`` does not depend on the class (it is the first principal
+component of the activations); every other method explains ``classes[i]`` for image ``i``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import config as v
+from ._batching import Progress, map_batches
+from ._hooks import get_module
+from .device import resolve_device
+from .errors import NnsensError
+
+
+def _registry() -> dict[str, type]:
+    from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
+                                  XGradCAM)
+    return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
+            "xgradcam": XGradCAM, "layercam": LayerCAM, "eigencam": EigenCAM,
+            "scorecam": _score_cam_class()}
+
+
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam",
+                                "eigencam", "scorecam")
+"""Names accepted by :class:`CamConfig` (``method``), in display order."""
+CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
+              "xgradcam": "XGrad-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
+              "scorecam": "Score-CAM"}
+CLASS_AGNOSTIC = frozenset({"eigencam"})
+
+
+@dataclass(frozen=True)
+class CamConfig:
+    """One Grad-CAM-family run.
+
+    ``target_layer``: module name (``None`` = :func:`default_target_layer`); ``batch_size``: images
+    per forward/backward pass; ``score_batch_size``: ScoreCAM masked inputs per forward pass.
+    """
+    method: str = "gradcam"
+    target_layer: str | None = None
+    batch_size: int = 32
+    score_batch_size: int = 64
+
+    def __post_init__(self):
+        v.one_of("method", self.method, CAM_METHODS)
+        v.positive("batch_size", self.batch_size, integer=True)
+        v.positive("score_batch_size", self.score_batch_size, integer=True)
+        if self.target_layer is not None and not isinstance(self.target_layer, str):
+            raise NnsensError(f"target_layer={self.target_layer!r} must be a module name (str)")
+
+
+# --------------------------------------------------------------------------- layers
+
+def _has_conv(module: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+def target_layer_choices(model: nn.Module) -> list[str]:
+    """Module names usable as target layers: Conv2d layers and blocks containing one (not the
+    whole model), in definition order."""
+    return [n for n, m in model.named_modules() if n and _has_conv(m)]
+
+
+def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[str] | None = None,
+                device="cpu") -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of each named module for one zero input, in execution order."""
+    names = list(target_layer_choices(model) if names is None else names)
+    dev = resolve_device(device)
+    net = _on_device(model, dev)
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+    try:
+        for n in names:
+            def hook(_m, _i, out, _n=n):
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                shapes.pop(_n, None)
+                shapes[_n] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+            handles.append(get_module(net, n).register_forward_hook(hook))
+        with torch.no_grad():
+            net(torch.zeros((1, *input_shape), device=dev))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def default_target_layer(model: nn.Module, input_shape: Sequence[int], min_grid: int = 8,
+                         device="cpu") -> str:
+    """The last-executed conv layer/block whose output grid is at least ``min_grid`` pixels on its
+    shorter side (ResNet-small at 64x64: ``layer4``, 8x8; VGG16-small: ``features.30``, the last
+    conv of block 4, 8x8). Falls back to the last conv layer when none is that fine.
+
+    Coarser layers (e.g. VGG16-small ``features.40``, 4x4) are more class-specific but localize at
+    a 16-pixel grid; the pages let the user pick."""
+    grids = layer_grids(model, input_shape, device=device)
+    fine = [n for n, s in grids.items() if len(s) == 3 and min(s[1:]) >= min_grid]
+    if fine:
+        return fine[-1]
+    spatial = [n for n, s in grids.items() if len(s) == 3]
+    if spatial:
+        return spatial[-1]
+    raise NnsensError("the model has no Conv2d layer producing a feature map; Grad-CAM methods "
+                      "need a convolutional model")
+
+
+def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int] | None = None,
+                          device="cpu") -> nn.Module:
+    """The module ``name`` if it is a Conv2d or a block containing one (and, when ``input_shape`` is
+    given, outputs an ``(N, C, h, w)`` map); otherwise a :class:`NnsensError` naming valid choices."""
+    module = get_module(model, name)
+    choices = target_layer_choices(model)
+    shown = ", ".join(choices[-12:])
+    if name == "" or module is model:
+        raise NnsensError(f"target_layer={name!r} is the whole model; pick a convolutional layer "
+                          f"or block, e.g. {shown}")
+    if not _has_conv(module):
+        raise NnsensError(f"target_layer={name!r} is a {type(module).__name__}, not a convolutional "
+                          f"layer or a block containing one; pick one of: {shown}")
+    if input_shape is not None:
+        shape = layer_grids(model, input_shape, [name], device).get(name)
+        if shape is None or len(shape) != 3:
+            raise NnsensError(f"target_layer={name!r} outputs shape {shape}, not a (C, h, w) "
+                              f"feature map; pick one of: {shown}")
+    return module
+
+
+# --------------------------------------------------------------------------- compute
+
+def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` when its parameters are on ``dev``, else a deep copy moved there (never moves it)."""
+    p = next(model.parameters(), None)
+    if p is None or p.device == dev:
+        return model
+    return copy.deepcopy(model).to(dev).eval()
+
+
+def _score_cam_class():
+    from pytorch_grad_cam import ScoreCAM
+
+    class BatchedScoreCAM(ScoreCAM):
+        """The package's ScoreCAM weights, computed with a chosen batch size and no tqdm bars."""
+        batch_size = 64
+
+        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
+            with torch.no_grad():
+                act = torch.as_tensor(activations).to(self.device)
+                up = F.interpolate(act, size=input_tensor.shape[-2:], mode="bilinear",
+                                   align_corners=True)  # = nn.UpsamplingBilinear2d
+                flat = up.flatten(2)
+                mx, mn = flat.max(-1)[0][..., None, None], flat.min(-1)[0][..., None, None]
+                up = (up - mn) / (mx - mn + 1e-8)
+                n, k = up.shape[:2]
+                scores = torch.empty(n, k)
+                for i, target in enumerate(targets):
+                    xi = input_tensor[i].detach()
+                    scores[i] = map_batches(
+                        lambda sl: target(self.model(xi[None] * up[i, sl, None])).float(),
+                        k, self.batch_size)
+                return torch.softmax(scores, dim=-1).numpy()
+
+    return BatchedScoreCAM
+
+
+def _classes(classes, n: int, n_out: int | None) -> list[int]:
+    c = np.asarray(classes if classes is not None else [], dtype=np.int64).reshape(-1)
+    if c.size == 1 and n > 1:
+        c = np.repeat(c, n)
+    if c.size != n:
+        raise NnsensError(f"{c.size} classes given for {n} images; give one class per image "
+                          "(or a single class for all)")
+    if n_out is not None and len(c) and (c.min() < 0 or c.max() >= n_out):
+        raise NnsensError(f"classes {sorted(set(c.tolist()))} must lie in 0..{n_out - 1} "
+                          f"(the model has {n_out} outputs)")
+    return c.tolist()
+
+
+def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamConfig(),
+             device="auto", progress: Progress | None = None) -> torch.Tensor:
+    """Grad-CAM-family maps ``(N, H, W)`` in [0, 1] for inputs ``x`` (N, C, H, W) in model-input
+    space, each image explaining its own ``classes[i]``."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
+    dev = resolve_device(device)
+    net = _on_device(model, dev)
+    layer_name = cfg.target_layer if cfg.target_layer is not None else \
+        default_target_layer(net, tuple(x.shape[1:]), device=dev)
+    layer = validate_target_layer(net, layer_name, tuple(x.shape[1:]), dev)
+    with torch.no_grad():
+        n_out = net(x[:1].to(dev)).shape[-1]
+    cls = _classes(classes, len(x), n_out)
+    cam_cls = _registry()[cfg.method]
+    cam = cam_cls(model=net, target_layers=[layer])
+    if cfg.method == "scorecam":
+        cam.batch_size = cfg.score_batch_size
+    try:
+        def one(sl: slice) -> torch.Tensor:
+            xb = x[sl].detach().to(dev).clone().requires_grad_(True)
+            targets = [ClassifierOutputTarget(c) for c in cls[sl]]
+            out = cam(input_tensor=xb, targets=targets)
+            return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+        maps = map_batches(one, len(x), cfg.batch_size, progress)
+    finally:
+        cam.activations_and_grads.release()
+        net.zero_grad(set_to_none=True)
+    if maps is None:
+        return torch.zeros((0, *x.shape[2:]))
+    return maps.clamp_(0, 1)
