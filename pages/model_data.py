@@ -43,8 +43,10 @@ with tab_tab:
     if ctx is not None:
         d, m = ctx.data, ctx.model
         c1, c2, c3 = st.columns(3)
-        c1.metric("Dataset", d.name, f"{len(d.X)} rows × {d.n_features} features", delta_color="off")
-        c2.metric("Model", m.spec.arch, m.spec.name, delta_color="off")
+        c1.metric("Dataset", d.name)
+        c1.caption(f"{len(d.X)} rows × {d.n_features} features, target {d.target_name!r}")
+        c2.metric("Model", m.spec.arch)
+        c2.caption(m.spec.name)
         c3.metric("Train / test rows", f"{ctx.train_rows} / {ctx.test_rows}")
         if st.session_state.get("sel_tabular_model") == state.DEMO_MLP:
             _, _, info = cache.demo_tabular_model(ctx.seed)
@@ -88,7 +90,8 @@ with tab_tab:
         tr = r1.text_input("Train rows", default[0], key=f"rows_tr_{data_label}")
         te = r2.text_input("Test rows", default[1], key=f"rows_te_{data_label}")
         with guard("Checking the rows"):
-            nd.parse_rows(tr, len(ctx.data.X)), nd.parse_rows(te, len(ctx.data.X))
+            for spec in (tr, te):
+                nd.parse_rows(spec, len(ctx.data.X))
             rows[data_label] = (tr, te)
 
     st.subheader("Add a model")
@@ -145,9 +148,12 @@ with tab_img:
     if ictx is not None:
         d, m = ictx.data, ictx.model
         c1, c2, c3 = st.columns(3)
-        c1.metric("Images", d.name, f"{len(d)} × {tuple(d.shape)}", delta_color="off")
-        c2.metric("CNN", m.spec.arch, m.spec.name, delta_color="off")
-        c3.metric("Classes", len(d.class_names), ", ".join(d.class_names), delta_color="off")
+        c1.metric("Images", d.name)
+        c1.caption(f"{len(d)} images of shape {tuple(d.shape)} (C, H, W)")
+        c2.metric("CNN", m.spec.arch)
+        c2.caption(m.spec.name)
+        c3.metric("Classes", len(d.class_names))
+        c3.caption(", ".join(d.class_names))
         per_class = [np.where(d.labels == k)[0][:3] for k in range(len(d.class_names))]
         show_masks = d.masks is not None and st.toggle("Overlay ground-truth masks", True,
                                                        key="md_masks")

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# nnsens: one command to set up and run.
+#   ./run.sh        create .venv (first time), install requirements, serve the dashboard on :8501
+#   ./run.sh test   also install the test extras (pytest, Playwright; Debian chromium when root), run all tests
+#   ./run.sh bench  run the benchmarks in bench/
+# Python 3.11 is used when present (PYTHON=... overrides).
+set -euo pipefail
+cd "$(dirname "$0")"
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+VENV="${NNSENS_VENV:-.venv}"
+
+install() {  # install a requirements file once per content (stamp = its hash)
+  local req="$1" stamp="$VENV/.stamp-$1"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  local want; want="$(cat requirements*.txt | sha256sum | cut -c1-16)"
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$VENV/bin/python" -m pip install -q -r "$req"
+    echo "$want" > "$stamp"
+  fi
+}
+
+case "${1:-run}" in
+  run)
+    install requirements.txt
+    exec "$VENV/bin/python" -m streamlit run app.py --server.port "${PORT:-8501}" ;;
+  test)
+    install requirements-dev.txt
+    if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+        || echo "note: could not install chromium; browser tests will be skipped"
+    fi
+    shift
+    exec "$VENV/bin/python" -m pytest "$@" ;;
+  bench)
+    install requirements.txt
+    for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b"; done ;;
+  *) echo "usage: ./run.sh [run|test|bench]" >&2; exit 2 ;;
+esac
