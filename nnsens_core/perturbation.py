@@ -1,0 +1,524 @@
+"""Local (pixel-perturbation) sensitivity of CNN blocks (paper §3).
+
+For an input ``x`` (model-input space, shape (C, H, W)) and blocks ``B_q`` (named sub-modules),
+every pixel (or k x k patch) ``p`` of every channel is perturbed by ``delta`` and
+
+* ``formula="diff_norm"`` (default): ``s_q(p) = || B_q(x + delta e_p) - B_q(x) ||_2``
+* ``formula="norm_diff"`` (the paper):  ``s_q(p) = || B_q(x + delta e_p) ||_2 - || B_q(x) ||_2``
+
+``delta`` is a fixed ``epsilon`` or Gaussian noise ``N(0, sigma^2)`` drawn once per perturbed pixel
+from a seeded generator (so the result never depends on the batch size).
+
+Finite differences (``method="finite"``) run ONE forward pass per perturbation; all blocks are read
+from that pass by forward hooks, which reduce each block output to its norm on the spot, and the
+pass stops right after the last block. Perturbed batches are built with one ``repeat`` and one
+``scatter_add_`` on a flat view (no Python work per perturbation).
+
+The fast mode (``method="gradient"``) replaces the finite differences by first-order estimates:
+
+* ``norm_diff``: ``s_q(p) ~ <delta e_p, grad_x ||B_q(x)||>`` (exact first order; one backward per
+  block, all blocks in one batched backward);
+* ``diff_norm``: ``s_q(p) ~ || J_q (delta e_p) ||``, the Jacobian column norm, estimated with
+  ``n_probes`` random vector-Jacobian products: ``||J u||^2 = E_v[(v^T J u)^2]`` for
+  ``v ~ N(0, I)``.
+
+:func:`agreement` reports Spearman rank correlation and relative error between two results.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import config as v
+from ._batching import Progress, auto_batch_size, map_batches
+from ._hooks import as_mapping, get_module
+from .device import resolve_device
+from .errors import NnsensError
+from .zoo import image_blocks
+
+FORMULAS = ("diff_norm", "norm_diff")
+NOISES = ("fixed", "gaussian")
+METHODS = ("finite", "gradient")
+AGGREGATES = ("mean", "sum", "max", "l2")
+MAX_AUTO_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """How pixels are perturbed and what is measured.
+
+    epsilon: the fixed perturbation (model-input units) when ``noise="fixed"``.
+    noise: ``"fixed"`` (delta = epsilon) or ``"gaussian"`` (delta ~ N(0, sigma^2), seeded).
+    formula: ``"diff_norm"`` ||B(x+d)-B(x)|| or ``"norm_diff"`` ||B(x+d)||-||B(x)|| (paper).
+    patch: perturb k x k patches (one value per patch, spread over its pixels in the maps).
+    method: ``"finite"`` (one forward per perturbation) or ``"gradient"`` (fast estimate).
+    n_probes: random probes of the Jacobian-column-norm estimate (gradient + diff_norm).
+    batch_size: perturbations per forward pass; ``None`` picks one from a memory budget.
+    """
+    epsilon: float = 0.1
+    noise: str = "fixed"
+    sigma: float = 0.1
+    seed: int = 0
+    formula: str = "diff_norm"
+    patch: int = 1
+    method: str = "finite"
+    n_probes: int = 32
+    batch_size: int | None = None
+
+    def __post_init__(self):
+        v.positive("epsilon", self.epsilon)
+        v.one_of("noise", self.noise, NOISES)
+        v.positive("sigma", self.sigma)
+        v.one_of("formula", self.formula, FORMULAS)
+        v.positive("patch", self.patch, integer=True)
+        v.one_of("method", self.method, METHODS)
+        v.positive("n_probes", self.n_probes, integer=True)
+        if self.batch_size is not None:
+            v.positive("batch_size", self.batch_size, integer=True)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise NnsensError(f"seed={self.seed!r} must be a whole number")
+
+
+@dataclass
+class LocalResult:
+    """Sensitivity maps ``(blocks, C, H, W)`` (CPU float32) and what produced them."""
+    maps: torch.Tensor
+    labels: tuple[str, ...]
+    modules: tuple[str, ...]
+    base_norms: torch.Tensor  # (blocks,) ||B_q(x)||
+    cfg: LocalConfig
+    n_forward: int
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def tiles(self, k: int, how: str = "mean") -> torch.Tensor:
+        """The maps pooled into k x k tiles: ``(blocks, C, ceil(H/k), ceil(W/k))``."""
+        return pool_tiles(self.maps, k, how)
+
+    def channel_map(self, aggregate: str = "mean") -> torch.Tensor:
+        """One map per block, ``(blocks, H, W)``, aggregated over channels."""
+        return aggregate_channels(self.maps, aggregate, dim=1)
+
+    def summary(self) -> dict:
+        """Per block: max/mean/min, the order of magnitude and the most sensitive pixel."""
+        out = {}
+        for q, label in enumerate(self.labels):
+            m = self.maps[q]
+            flat = int(torch.argmax(m.abs()).item())
+            c, rem = divmod(flat, m.shape[1] * m.shape[2])
+            i, j = divmod(rem, m.shape[2])
+            out[label] = {"module": self.modules[q], "max": float(m.max()), "min": float(m.min()),
+                          "mean": float(m.mean()), "order_of_magnitude": order_of_magnitude(m),
+                          "argmax_abs": {"channel": c, "row": i, "col": j},
+                          "base_norm": float(self.base_norms[q])}
+        return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+def order_of_magnitude(t: torch.Tensor | np.ndarray) -> int:
+    """``floor(log10(max |t|))`` (0 for an all-zero map): the paper prints maps as value x 10^n."""
+    m = float(np.abs(np.asarray(t)).max()) if np.asarray(t).size else 0.0
+    return int(math.floor(math.log10(m))) if m > 0 and math.isfinite(m) else 0
+
+
+def pool_tiles(maps: torch.Tensor, k: int, how: str = "mean") -> torch.Tensor:
+    """Pool the last two dims into k x k tiles (edge tiles use the pixels they have)."""
+    v.positive("k", k, integer=True)
+    v.one_of("how", how, ("mean", "max", "sum"))
+    if k == 1:
+        return maps.clone()
+    lead, (h, w) = maps.shape[:-2], maps.shape[-2:]
+    x = maps.reshape(-1, 1, h, w).float()
+    if how == "max":
+        y = nn.functional.max_pool2d(x, k, k, ceil_mode=True)
+    else:
+        s = nn.functional.avg_pool2d(x, k, k, ceil_mode=True, divisor_override=1)
+        if how == "sum":
+            y = s
+        else:
+            cnt = nn.functional.avg_pool2d(torch.ones(1, 1, h, w), k, k, ceil_mode=True,
+                                           divisor_override=1)
+            y = s / cnt
+    return y.reshape(*lead, *y.shape[-2:])
+
+
+def aggregate_channels(maps: torch.Tensor, how: str = "mean", dim: int = -3) -> torch.Tensor:
+    """Collapse the channel dim: ``mean``, ``sum``, ``max`` (of |.|) or ``l2``."""
+    v.one_of("aggregate", how, AGGREGATES)
+    if how == "mean":
+        return maps.mean(dim)
+    if how == "sum":
+        return maps.sum(dim)
+    if how == "max":
+        return maps.abs().amax(dim)
+    return torch.linalg.vector_norm(maps, dim=dim)
+
+
+def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | None) -> dict[str, str]:
+    """``{label: module name}``; ``None``/empty means the detected VGG/ResNet blocks."""
+    mapping = as_mapping(blocks) if blocks else image_blocks(model)
+    if not mapping:
+        raise NnsensError("no blocks given and none detected (the model is neither VGG-like nor "
+                          "ResNet-like); pass blocks={label: module name}, e.g. from "
+                          "zoo.conv_layers(model)")
+    for name in mapping.values():
+        get_module(model, name)
+    return mapping
+
+
+def check_image_input(x: torch.Tensor, expected_shape=None, what: str = "x") -> None:
+    """Clear errors for a wrong number of dims/channels or a wrong image size."""
+    if not isinstance(x, torch.Tensor):
+        raise NnsensError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != 3:
+        raise NnsensError(f"{what} has shape {tuple(x.shape)}; expected one image (C, H, W) in "
+                          "model-input space")
+    if not torch.isfinite(x).all():
+        raise NnsensError(f"{what} contains NaN or infinite values")
+    if expected_shape is None:
+        return
+    c, h, w = (int(s) for s in expected_shape)
+    if x.shape[0] != c:
+        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+        raise NnsensError(
+            f"the image is {kind.get(int(x.shape[0]), f'{x.shape[0]}-channel')} but the model expects "
+            f"{kind.get(c, f'{c} channels')}; convert the image (e.g. load it with channels={c})")
+    if tuple(x.shape[1:]) != (h, w):
+        raise NnsensError(f"the image is {x.shape[1]}x{x.shape[2]} but the model expects {h}x{w}; "
+                          f"resize it to {h}x{w}")
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
+class _Stop(Exception):
+    """Raised by the last hook so a pass stops right after the last block."""
+
+
+def _out_tensor(out):
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise NnsensError(f"a block returned {type(out).__name__}; pick a module that returns a tensor")
+    return out
+
+
+class _BlockTap:
+    """Forward hooks on the block modules for the duration of a ``with`` block.
+
+    ``reduce(label, out)`` is applied to each block output as soon as it is produced (so no block
+    output is kept); after ``stop_after`` hook calls the pass is stopped with :class:`_Stop`.
+    """
+
+    def __init__(self, model: nn.Module, mapping: dict[str, str], reduce):
+        self.model, self.mapping, self.reduce = model, mapping, reduce
+        self.values: dict[str, object] = {}
+        self.calls = 0
+        self.stop_after: int | None = None
+        self.handles: list = []
+
+    def __enter__(self):
+        try:
+            for label, name in self.mapping.items():
+                module = get_module(self.model, name)
+                self.handles.append(module.register_forward_hook(self._hook(label)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _hook(self, label):
+        def hook(_m, _inp, out):
+            self.values[label] = self.reduce(label, _out_tensor(out))
+            self.calls += 1
+            if self.stop_after is not None and self.calls >= self.stop_after:
+                raise _Stop
+        return hook
+
+    def run(self, x: torch.Tensor):
+        self.values, self.calls = {}, 0
+        try:
+            self.model(x)
+        except _Stop:
+            pass
+        missing = [lb for lb in self.mapping if lb not in self.values]
+        if missing:
+            raise NnsensError(f"block(s) {missing} (modules {[self.mapping[m] for m in missing]}) "
+                              "produced no output in the forward pass; pick modules the forward "
+                              "pass calls (TorchScript sub-modules cannot be hooked)")
+        return self.values
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+        return False
+
+
+def _bytes_per_item(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of all leaf-module outputs for one input (an upper bound of one batch item)."""
+    total = [x.numel() * x.element_size() * 2]
+    handles = []
+
+    def hook(_m, _i, out):
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
+
+    try:
+        for m in model.modules():
+            if not list(m.children()):
+                handles.append(m.register_forward_hook(hook))
+        with torch.inference_mode():
+            model(x[None])
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def _perturbations(shape, cfg: LocalConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Flat indices ``(P, k*k)`` and deltas ``(P, k*k)`` of every perturbation, channel-major.
+
+    Perturbation ``p`` = (channel c, tile row ti, tile col tj). Pixels of an edge tile that fall
+    outside the image get delta 0 (their index is clamped to a valid one).
+    """
+    c, h, w = shape
+    k = cfg.patch
+    nh, nw = -(-h // k), -(-w // k)
+    ti = torch.arange(nh).view(nh, 1, 1, 1) * k + torch.arange(k).view(1, 1, k, 1)   # (nh,1,k,1)
+    tj = torch.arange(nw).view(1, nw, 1, 1) * k + torch.arange(k).view(1, 1, 1, k)   # (1,nw,1,k)
+    valid = (ti < h) & (tj < w)                                                          # (nh,nw,k,k)
+    pix = ti.clamp(max=h - 1) * w + tj.clamp(max=w - 1)                                   # (nh,nw,k,k)
+    pix, valid = pix.reshape(nh * nw, k * k), valid.reshape(nh * nw, k * k)
+    chan = torch.arange(c).view(c, 1, 1) * (h * w)
+    idx = (chan + pix[None]).reshape(c * nh * nw, k * k)
+    valid = valid[None].expand(c, -1, -1).reshape(c * nh * nw, k * k)
+    if cfg.noise == "fixed":
+        delta = torch.full(idx.shape, float(cfg.epsilon))
+    else:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        delta = torch.randn(idx.shape, generator=gen) * cfg.sigma
+    return idx, delta * valid, (nh, nw)
+
+
+def count_forwards(shape, cfg: LocalConfig, n_images: int = 1, n_blocks: int = 1) -> int:
+    """Forward passes a run will make (known up front, for progress bars)."""
+    c, h, w = shape
+    k = cfg.patch
+    per = c * (-(-h // k)) * (-(-w // k)) if cfg.method == "finite" else (
+        n_blocks * (cfg.n_probes if cfg.formula == "diff_norm" else 1))
+    return n_images * (per + 1)
+
+
+def _spread(values: torch.Tensor, shape, k: int) -> torch.Tensor:
+    """``(Q, C*nh*nw)`` per-perturbation values -> ``(Q, C, H, W)`` maps."""
+    c, h, w = shape
+    nh, nw = -(-h // k), -(-w // k)
+    m = values.reshape(values.shape[0], c, nh, nw)
+    if k > 1:
+        m = m.repeat_interleave(k, dim=2).repeat_interleave(k, dim=3)[:, :, :h, :w]
+    return m.contiguous()
+
+
+# --------------------------------------------------------------------------- main entry points
+
+def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, str] | list[str] | None,
+                      cfg: LocalConfig = LocalConfig(), device="auto", progress: Progress | None = None,
+                      expected_shape=None, _offset: int = 0, _total: int | None = None) -> LocalResult:
+    """Sensitivity maps ``(blocks, C, H, W)`` of one image ``x`` (C, H, W) in model-input space.
+
+    ``blocks`` is ``{label: module name}`` (``None`` = detected VGG/ResNet blocks).
+    ``expected_shape`` (e.g. ``spec.input_shape``) turns a wrong channel count or size into a
+    clear error. ``progress(done, total)`` counts forward passes (:func:`count_forwards`).
+    """
+    if not isinstance(cfg, LocalConfig):
+        raise NnsensError(f"cfg must be a LocalConfig, got {type(cfg).__name__}")
+    check_image_input(x, expected_shape)
+    conv_c = _first_conv_channels(model)
+    if expected_shape is None and conv_c is not None and conv_c != x.shape[0]:
+        check_image_input(x, (conv_c, *x.shape[1:]))
+    mapping = resolve_blocks(model, blocks)
+    dev = resolve_device(device)
+    x = x.detach().to(dev, torch.float32)
+    t0 = time.perf_counter()
+    if cfg.method == "finite":
+        maps, base, n_fwd = _finite(model, x, mapping, cfg, dev, progress, _offset, _total)
+    else:
+        maps, base, n_fwd = _gradient(model, x, mapping, cfg, dev, progress, _offset, _total)
+    return LocalResult(maps.float().cpu(), tuple(mapping), tuple(mapping.values()), base.cpu(), cfg,
+                       n_fwd, time.perf_counter() - t0)
+
+
+def _base_pass(model, x, mapping):
+    """Unperturbed block outputs (cloned: later in-place ops cannot change them) + hook count."""
+    def keep(_label, out):
+        return out.detach().float().reshape(1, -1).clone()
+
+    with _BlockTap(model, mapping, keep) as tap:
+        try:
+            with torch.inference_mode():
+                vals = tap.run(x[None])
+        except NnsensError:
+            raise
+        except RuntimeError as exc:
+            raise NnsensError(f"the model does not accept an input of shape {tuple(x.shape)}: "
+                              f"{str(exc).splitlines()[0][:300]}") from None
+        return vals, tap.calls
+
+
+def _finite(model, x, mapping, cfg, dev, progress, offset, total_all):
+    shape = tuple(x.shape)
+    labels = list(mapping)
+    base, n_calls = _base_pass(model, x, mapping)
+    base_norm = {lb: torch.linalg.vector_norm(b, dim=1) for lb, b in base.items()}
+    idx, delta, _ = _perturbations(shape, cfg)
+    idx, delta = idx.to(dev), delta.to(dev, x.dtype)
+    n = idx.shape[0]
+    bs = cfg.batch_size or min(MAX_AUTO_BATCH, auto_batch_size(_bytes_per_item(model, x)))
+    flat = x.reshape(1, -1)
+    total = total_all or (n + 1)
+    if progress is not None:
+        progress(offset + 1, total)
+
+    if cfg.formula == "diff_norm":
+        def reduce(label, out):
+            return torch.linalg.vector_norm(out.reshape(out.shape[0], -1).float() - base[label], dim=1)
+    else:
+        def reduce(label, out):
+            o = out.reshape(out.shape[0], -1).float()
+            b = base[label]
+            # ||o|| - ||b|| = <o - b, o + b> / (||o|| + ||b||): no cancellation of two big norms
+            num = ((o - b) * (o + b)).sum(1)
+            return num / (torch.linalg.vector_norm(o, dim=1) + base_norm[label]).clamp_min(1e-30)
+
+    with _BlockTap(model, mapping, reduce) as tap:
+        tap.stop_after = n_calls
+
+        def fn(sl: slice):
+            xb = flat.repeat(sl.stop - sl.start, 1)
+            xb.scatter_add_(1, idx[sl], delta[sl])
+            with torch.inference_mode():
+                vals = tap.run(xb.view(-1, *shape))
+            return torch.stack([vals[lb] for lb in labels], dim=1)
+
+        prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
+        out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
+    maps = _spread(out.T, shape, cfg.patch)
+    return maps, torch.stack([base_norm[lb][0] for lb in labels]), n + 1
+
+
+def _gradient(model, x, mapping, cfg, dev, progress, offset, total_all):
+    shape = tuple(x.shape)
+    labels = list(mapping)
+    q_n = len(labels)
+    base, n_calls = _base_pass(model, x, mapping)
+    base_norm = torch.stack([torch.linalg.vector_norm(base[lb]) for lb in labels])
+    probes = cfg.n_probes if cfg.formula == "diff_norm" else 1
+    n_items = q_n * probes
+    total = total_all or (n_items + 1)
+    if progress is not None:
+        progress(offset + 1, total)
+    # each item t = (block q, probe r) is one copy of x; one batched backward gives all gradients
+    bs = cfg.batch_size or min(MAX_AUTO_BATCH, max(1, auto_batch_size(3 * _bytes_per_item(model, x))))
+    sizes = {lb: base[lb].shape[1] for lb in labels}
+
+    def captured(label, out):
+        return out.clone()  # survives later in-place ops (e.g. torchvision's inplace ReLU)
+
+    with _BlockTap(model, mapping, captured) as tap:
+        tap.stop_after = n_calls
+
+        def fn(sl: slice):
+            b = sl.stop - sl.start
+            xb = x[None].expand(b, *shape).clone().requires_grad_(True)
+            with torch.enable_grad():
+                vals = tap.run(xb)
+                loss = xb.new_zeros(())
+                for k, t in enumerate(range(sl.start, sl.stop)):
+                    q, r = divmod(t, probes)
+                    o = vals[labels[q]][k].reshape(-1).float()
+                    if cfg.formula == "norm_diff":
+                        loss = loss + torch.linalg.vector_norm(o)
+                    else:
+                        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7919 * q + r)
+                        vec = torch.randn(sizes[labels[q]], generator=g).to(dev)
+                        loss = loss + (o * vec).sum()
+                (grad,) = torch.autograd.grad(loss, xb)
+            return grad.reshape(b, -1)
+
+        prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
+        grads = map_batches(fn, n_items, bs, prog, out_device=dev)   # (Q*probes, CHW)
+    idx, delta, _ = _perturbations(shape, cfg)
+    idx, delta = idx.to(dev), delta.to(dev)
+    proj = (grads[:, idx] * delta).sum(-1).reshape(q_n, probes, -1)   # (Q, probes, P)
+    if cfg.formula == "norm_diff":
+        values = proj[:, 0]
+    else:
+        values = proj.square().mean(1).sqrt()
+    return _spread(values, shape, cfg.patch), base_norm, n_items + 1
+
+
+def local_sensitivity_many(model: nn.Module, xs: torch.Tensor, blocks, cfg: LocalConfig = LocalConfig(),
+                           device="auto", progress: Progress | None = None,
+                           expected_shape=None) -> list[LocalResult]:
+    """:func:`local_sensitivity` for each image of ``xs`` (K, C, H, W), one progress count."""
+    if not isinstance(xs, torch.Tensor) or xs.ndim != 4:
+        raise NnsensError(f"xs has shape {tuple(getattr(xs, 'shape', ()))}; expected (K, C, H, W)")
+    mapping = resolve_blocks(model, blocks)
+    per = count_forwards(tuple(xs.shape[1:]), cfg, 1, len(mapping))
+    total = per * len(xs)
+    return [local_sensitivity(model, xs[i], mapping, cfg, device, progress, expected_shape,
+                              _offset=i * per, _total=total) for i in range(len(xs))]
+
+
+def mean_std(results: list[LocalResult]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) std of the maps of several images: each ``(blocks, C, H, W)``."""
+    if not results:
+        raise NnsensError("no results to summarise; run at least one image")
+    stack = torch.stack([r.maps for r in results])
+    return stack.mean(0), stack.std(0, unbiased=False)
+
+
+def sensitivity_map(model: nn.Module, x: torch.Tensor, block_name: str, cfg: LocalConfig = LocalConfig(),
+                    device="auto", aggregate: str = "mean", progress: Progress | None = None) -> torch.Tensor:
+    """Channel-aggregated sensitivity map ``(N, H, W)`` of one block for a batch ``x`` (N, C, H, W)."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise NnsensError(f"x has shape {tuple(getattr(x, 'shape', ()))}; expected (N, C, H, W)")
+    v.one_of("aggregate", aggregate, AGGREGATES)
+    res = local_sensitivity_many(model, x, {block_name: block_name}, cfg, device, progress)
+    return torch.stack([aggregate_channels(r.maps[0], aggregate, dim=0) for r in res])
+
+
+def agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalResult,
+              labels=None) -> dict[str, dict[str, float]]:
+    """Per block: Spearman rank correlation and relative L2 error of ``approx`` vs ``exact``."""
+    from scipy.stats import spearmanr
+    if isinstance(approx, LocalResult):
+        labels = labels or approx.labels
+        approx = approx.maps
+    if isinstance(exact, LocalResult):
+        labels = labels or exact.labels
+        exact = exact.maps
+    if approx.shape != exact.shape:
+        raise NnsensError(f"maps of shape {tuple(approx.shape)} and {tuple(exact.shape)} cannot be "
+                          "compared; run both on the same image, blocks and patch size")
+    labels = labels or [f"block{i + 1}" for i in range(approx.shape[0])]
+    out = {}
+    for q, lb in enumerate(labels):
+        a = approx[q].reshape(-1).double().numpy()
+        e = exact[q].reshape(-1).double().numpy()
+        rho = float(spearmanr(a, e).statistic) if np.ptp(a) > 0 and np.ptp(e) > 0 else float("nan")
+        rel = float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
+        out[lb] = {"spearman": rho, "rel_error": rel}
+    return out
