@@ -1,0 +1,279 @@
+"""Global sensitivity (Sobol'): S1 / ST / S2 of the output and of hidden neurons, convergence,
+feature reduction by retraining, and a PCA comparison (paper section 2).
+
+widgets -> SobolProblem / SobolConfig -> nnsens_core.sobol -> plotly.  Results are kept in
+``st.session_state["sobol"]`` per (model & data key, rows, bounds, config), so reruns and
+going back to an earlier setting never recompute.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from nnsens_core import sobol as S
+from nnsens_core.data import parse_rows
+from nnsens_core.training import TrainConfig
+from ui import plots, state
+from ui.widgets import Progress, download_csv, download_json, guard
+
+st.title("Global sensitivity (Sobol')")
+st.caption("Variance-based indices of the selected tabular model: inputs drawn uniformly within the "
+           "bounds (Saltelli/Sobol' sampling), the model evaluated in large batches, and SALib's "
+           "estimators (S1 Saltelli 2010, ST Jansen, S2 Saltelli 2002, bootstrap CIs) computed "
+           "for all outputs at once in float64 torch.")
+
+ctx = state.tabular()
+data = ctx.data
+store = st.session_state.setdefault("sobol", {"runs": {}, "conv": {}, "fr": {}, "last": {}})
+
+
+class StageBars:
+    """One progress bar per stage (sampling / evaluation / analysis), made when the stage starts."""
+
+    LABELS = {"sampling": "Sampling (Sobol' sequence)", "evaluation": "Evaluating the model",
+              "analysis": "Estimating indices (all bootstrap resamples)"}
+
+    def __init__(self):
+        self.bars: dict[str, Progress] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.bars:
+            self.bars[stage] = Progress(self.LABELS.get(stage, stage), total)
+        self.bars[stage](done, total)
+
+    def done(self) -> None:
+        for bar in self.bars.values():
+            bar.done()
+
+
+def _default_bounds_rows() -> str:
+    tr, te = parse_rows(ctx.train_rows, len(data.X)), parse_rows(ctx.test_rows, len(data.X))
+    return f"{min(tr.start, te.start)}:{max(tr.stop, te.stop)}"
+
+
+# ----------------------------------------------------------------------------- settings
+with st.expander("Inputs: rows and bounds", expanded=False):
+    rows_spec = st.text_input("Rows whose min/max give the bounds", _default_bounds_rows(),
+                              key=f"sobol_rows|{ctx.key}",
+                              help="The paper uses the min/max of the rows it trains and tests on.")
+    problem = None
+    with guard("Computing the bounds"):
+        base = S.SobolProblem.from_data(data.rows(rows_spec))
+        table = pd.DataFrame({"feature": list(base.names), "min": [b[0] for b in base.bounds],
+                              "max": [b[1] for b in base.bounds]})
+        edited = st.data_editor(table, key=f"sobol_bounds|{ctx.key}|{rows_spec}", hide_index=True,
+                                disabled=["feature"], width="stretch")
+        problem = S.SobolProblem(tuple(edited["feature"]),
+                                 tuple(zip(edited["min"].astype(float), edited["max"].astype(float))))
+if problem is None:
+    st.stop()
+
+layers = {}
+with guard("Listing the hidden layers"):
+    layers = S.hidden_layers(ctx.model, data.n_features)
+default_layer = None
+with guard("Choosing a hidden layer"):
+    default_layer = S.default_layer(ctx.model, data.n_features)
+
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+n = c1.select_slider("Base samples N", [2**k for k in range(7, 18)], value=2**12,
+                     format_func=lambda x: f"2^{int(math.log2(x))} = {x:,}", key="sobol_n")
+second = c2.checkbox("Second order (S2)", value=True, key="sobol_so",
+                     help="2D+2 model runs per base sample instead of D+2")
+resamples = c3.number_input("Bootstrap resamples", 10, 2000, 100, step=10, key="sobol_R")
+conf = c4.slider("Confidence level", 0.80, 0.99, 0.95, 0.01, key="sobol_conf")
+layer_opts = ["(model output only)"] + list(layers)
+layer_choice = st.selectbox(
+    "Also analyse every neuron of a hidden layer", layer_opts,
+    index=layer_opts.index(default_layer) if default_layer in layer_opts else 0, key="sobol_layer",
+    format_func=lambda s: s if s not in layers else f"{s} ({layers[s]} neurons)",
+    help="All neurons of the layer are captured in the same forward pass as the output.")
+rows_per = S.rows_per_sample(problem.D, bool(second))
+st.caption(f"{n * rows_per:,} model evaluations (N × {rows_per}) on {ctx.device}; seed {ctx.seed} "
+           "(sidebar).")
+
+cfg = None
+with guard("Checking the settings"):
+    cfg = S.SobolConfig(n=int(n), second_order=bool(second), seed=int(ctx.seed),
+                        num_resamples=int(resamples), conf_level=float(conf),
+                        layer=None if layer_choice not in layers else layer_choice)
+if cfg is None:
+    st.stop()
+run_key = (ctx.key, problem, cfg)
+
+if st.button("Run Sobol analysis", type="primary", key="sobol_run"):
+    if run_key not in store["runs"]:
+        with guard("The Sobol analysis"):
+            bars = StageBars()
+            store["runs"][run_key] = S.run(ctx.model, problem, cfg, ctx.device, progress=bars)
+            bars.done()
+    if run_key in store["runs"]:
+        store["last"][ctx.key] = run_key
+
+res: S.SobolResult | None = store["runs"].get(store["last"].get(ctx.key))
+if res is not None and store["last"][ctx.key] != run_key:
+    st.info("Showing the last result; the settings above have changed since (press Run to update).")
+
+
+# ----------------------------------------------------------------------------- rendering
+def _indices_tab(res: S.SobolResult) -> None:
+    out = res.output()
+    names = list(res.names)
+    k1, k2, k3, k4 = st.columns(4)
+    k1.metric("N", f"{res.indices.N:,}")
+    k2.metric("Model evaluations", f"{res.indices.N * S.rows_per_sample(len(names), res.config.second_order):,}")
+    k3.metric("Time", f"{sum(res.timings.values()):.2f} s")
+    k4.metric("Σ S1 (output)", f"{np.sum(out.S1[0]):.3f}")
+    st.caption(" · ".join(f"{k} {v:.2f}s" for k, v in res.timings.items())
+               + f" · CIs at {res.config.conf_level:.0%} from {res.config.num_resamples} resamples")
+    st.plotly_chart(plots.bar_with_ci(names, {"S1": (out.S1[0], out.S1_conf[0]),
+                                              "ST": (out.ST[0], out.ST_conf[0])},
+                                      title="First-order and total indices of the model output",
+                                      yaxis="index"), key="sobol_bar")
+    if out.S2 is not None:
+        st.plotly_chart(plots.heatmap(out.S2[0], x=names, y=names, colorscale="RdBu_r",
+                                      title="Second-order indices S2 (upper triangle)"),
+                        key="sobol_s2")
+    if res.config.layer is not None:
+        layer = res.group(res.config.layer)
+        labels = [t for t, g in zip(res.targets, res.groups) if g == res.config.layer]
+        a, b = st.columns(2)
+        a.plotly_chart(plots.heatmap(layer.S1, x=names, y=labels, zmin=0, zmax=1,
+                                     title=f"S1 of every {res.config.layer} neuron"), key="sobol_l1")
+        b.plotly_chart(plots.heatmap(layer.ST, x=names, y=labels, zmin=0, zmax=1,
+                                     title=f"ST of every {res.config.layer} neuron"), key="sobol_lt")
+        dead = [lab for lab, c in zip(labels, layer.constant) if c]
+        if dead:
+            st.caption(f"Constant on the whole input box (indices set to 0): {', '.join(dead)}")
+    frames = res.to_frames()
+    for name, df in frames.items():
+        with st.expander(f"Table: {name}", expanded=name == "indices"):
+            st.dataframe(df, width="stretch")
+            download_csv(f"Download {name} (CSV)", df, f"sobol_{name.replace(' ', '_')}.csv",
+                         key=f"dl_sobol_{name}")
+
+
+def _convergence_tab(res: S.SobolResult | None) -> None:
+    st.write("S1 and ST of the model output against N (powers of two). One Sobol' sample at the "
+             "largest N is evaluated once; its first n blocks are exactly the sample for n.")
+    lo, hi = st.select_slider("N range", [2**k for k in range(5, 18)], value=(2**7, 2**12),
+                              format_func=lambda x: f"2^{int(math.log2(x))}", key="sobol_conv_range")
+    cfg_c = cfg
+    key = (ctx.key, problem, int(lo), int(hi), cfg_c.seed, cfg_c.num_resamples, cfg_c.conf_level)
+    if st.button("Run convergence study", key="sobol_conv_run"):
+        with guard("The convergence study"):
+            ns = S.powers_of_two(int(lo), int(hi))
+            if len(ns) < 2:
+                st.warning("Pick a range with at least two values of N.")
+            elif key not in store["conv"]:
+                bars = StageBars()
+                store["conv"][key] = S.convergence(ctx.model, problem, ns, cfg_c, ctx.device,
+                                                   progress=bars)
+                bars.done()
+    conv = store["conv"].get(key)
+    if conv is None:
+        return
+    names = list(conv.names)
+    for idx, conf_key in (("S1", "S1_conf"), ("ST", "ST_conf")):
+        vals, cis = getattr(conv, idx), getattr(conv, conf_key)
+        st.plotly_chart(plots.band_lines(conv.ns, {nm: (vals[:, d], cis[:, d]) for d, nm in enumerate(names)},
+                                         title=f"{idx} vs N (bands: {cfg_c.conf_level:.0%} CI)",
+                                         xaxis="N", yaxis=idx, log_x=True), key=f"sobol_conv_{idx}")
+    df = conv.to_frame()
+    download_csv("Download convergence (CSV)", df, "sobol_convergence.csv", key="dl_sobol_conv")
+
+
+def _reduction_tab(res: S.SobolResult | None) -> None:
+    if res is None:
+        st.info("Run the Sobol analysis first: features are ranked by their total index ST.")
+        return
+    st.write("Retrain the same architecture (fresh weights; the loaded model is never touched) on "
+             "the k features with the highest ST and on the k lowest, over several seeds; test "
+             f"accuracy on rows {ctx.test_rows} (training rows {ctx.train_rows}).")
+    D = len(res.names)
+    c1, c2, c3 = st.columns(3)
+    k = c1.slider("k features", 1, max(1, D - 1), max(1, D // 2), key="sobol_fr_k")
+    n_seeds = c2.number_input("Seeds", 1, 20, 5, key="sobol_fr_seeds")
+    epochs = c3.number_input("Epochs", 1, 1000, 100, key="sobol_fr_epochs")
+    ranking = tuple(float(x) for x in res.output().ST[0])
+    fcfg = None
+    with guard("Checking the settings"):
+        fcfg = S.FeatureReductionConfig(k=int(k), seeds=tuple(range(ctx.seed, ctx.seed + int(n_seeds))),
+                                        train=TrainConfig(epochs=int(epochs), seed=ctx.seed))
+    if fcfg is None:
+        return
+    key = (ctx.key, ctx.train_rows, ctx.test_rows, ranking, fcfg)
+    if st.button("Retrain and compare", key="sobol_fr_run") and key not in store["fr"]:
+        with guard("Retraining"):
+            bar = Progress("Retraining (all / top-k / bottom-k × seeds)", 3 * len(fcfg.seeds))
+            store["fr"][key] = S.feature_reduction(ctx.model, data.rows(ctx.train_rows),
+                                                   data.rows(ctx.test_rows), ranking, fcfg,
+                                                   ctx.device, progress=bar)
+            bar.done()
+    fr = store["fr"].get(key)
+    if fr is None:
+        return
+    df = fr.to_frame()
+    if fr.original_accuracy is not None:
+        st.metric("Loaded model, test accuracy", f"{fr.original_accuracy:.3f}")
+    st.plotly_chart(plots.bar_with_ci(list(df.index), {"test accuracy": (df["acc_mean"].to_numpy(),
+                                                                         df["acc_std"].to_numpy())},
+                                      title="Test accuracy, mean ± std over seeds", yaxis="accuracy"),
+                    key="sobol_fr_bar")
+    st.dataframe(df, width="stretch")
+    download_csv("Download feature reduction (CSV)", df, "sobol_feature_reduction.csv", key="dl_sobol_fr")
+
+
+def _pca_tab(res: S.SobolResult | None) -> None:
+    if res is None:
+        st.info("Run the Sobol analysis first: the PCA ranking is compared with the ST ranking.")
+        return
+    c1, c2 = st.columns(2)
+    share = c1.slider("Explained-variance share to reach", 0.5, 0.99, 0.8, 0.01, key="sobol_pca_share")
+    standardize = c2.checkbox("Standardise features first", value=True, key="sobol_pca_std",
+                              help="Raw features: PCA is dominated by the largest-scale columns.")
+    with guard("The PCA comparison"):
+        rows = data.rows(rows_spec)
+        pca = S.pca_comparison(rows.X, rows.feature_names, res.output().ST[0], float(share),
+                               bool(standardize))
+        st.session_state["sobol"]["pca"] = pca
+        st.caption(f"{pca.n_components} component(s) explain "
+                   f"{pca.explained[:pca.n_components].sum():.1%} of the variance (rows {rows_spec}); "
+                   f"Spearman rank correlation with the ST ranking: {pca.spearman:+.2f}.")
+        load = pca.loadings_frame()
+        st.plotly_chart(plots.heatmap(load.to_numpy(), x=list(load.columns), y=list(load.index),
+                                      colorscale="RdBu_r", zmin=-1, zmax=1, title="PCA loadings",
+                                      height=200 + 40 * len(load)), key="sobol_pca_load")
+        df = pca.to_frame()
+        st.dataframe(df, width="stretch")
+        download_csv("Download ranking comparison (CSV)", df, "sobol_pca_ranking.csv", key="dl_sobol_pca")
+        download_csv("Download loadings (CSV)", load, "sobol_pca_loadings.csv", key="dl_sobol_pcal")
+
+
+tabs = st.tabs(["Indices", "Convergence", "Feature reduction", "PCA comparison"])
+with tabs[0]:
+    if res is None:
+        st.info("Choose the settings and press **Run Sobol analysis**.")
+    else:
+        _indices_tab(res)
+with tabs[1]:
+    _convergence_tab(res)
+with tabs[2]:
+    _reduction_tab(res)
+with tabs[3]:
+    _pca_tab(res)
+
+if res is not None:
+    doc = {"sobol": res.to_json()}
+    conv = [c for k, c in store["conv"].items() if k[0] == ctx.key]
+    if conv:
+        doc["convergence"] = conv[-1].to_json()
+    frs = [f for k, f in store["fr"].items() if k[0] == ctx.key]
+    if frs:
+        doc["feature_reduction"] = frs[-1].to_json()
+    if store.get("pca") is not None:
+        doc["pca"] = store["pca"].to_json()
+    download_json("Download the whole result (JSON)", doc, "sobol_result.json", key="dl_sobol_json")
