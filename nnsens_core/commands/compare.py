@@ -1,0 +1,114 @@
+"""``python -m nnsens_core compare``: saliency methods scored against ground-truth masks."""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..cam import CamConfig
+from ..compare import evaluate, parse_methods
+from ..data import ImageData
+from ..device import resolve_device
+from ..errors import NnsensError
+from ..masks import MaskConfig, OcclusionConfig
+from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+
+HELP = ("Compare saliency maps (Grad-CAM family, AM difference, occlusion, local sensitivity, "
+        "perturbation mask) against ground-truth masks; writes metrics.json, summary.csv, maps.npz.")
+
+
+def register(p) -> None:
+    add_model_args(p)
+    p.add_argument("--data", default="phantom",
+                   help="image folder / .zip / .npz with masks, or 'phantom' (default: the phantom "
+                        "test set)")
+    p.add_argument("--masks", help=".npy/.npz (key 'masks') of (N, H, W) ground-truth masks when "
+                                   "--data has none")
+    p.add_argument("--n", type=int, default=60, help="phantom test images (default 60)")
+    p.add_argument("--methods", default="gradcam,am,occlusion,mask",
+                   help="comma list of methods or 'all' (default gradcam,am,occlusion,mask)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--target", choices=("label", "pred"), default="label",
+                   help="class to explain: the true label (default) or the prediction")
+    p.add_argument("--target-layer", help="CAM target layer (default: the deepest conv with an "
+                                          "8x8 or finer grid)")
+    p.add_argument("--p", type=float, help="use the top-p fraction for GT IoU instead of k = mask area")
+    p.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance in pixels")
+    p.add_argument("--batch-size", type=int, default=32, help="images explained at a time")
+    p.add_argument("--scorecam-batch", type=int, default=64, help="ScoreCAM masked inputs per pass")
+    p.add_argument("--occlusion-window", type=int, default=8)
+    p.add_argument("--occlusion-stride", type=int, default=4)
+    p.add_argument("--mask-steps", type=int, default=MaskConfig().steps)
+    p.add_argument("--mask-resolution", type=int, default=MaskConfig().resolution)
+    p.add_argument("--mask-lambda1", type=float, default=MaskConfig().lambda1)
+    p.add_argument("--mask-lambda2", type=float, default=MaskConfig().lambda2)
+    p.add_argument("--no-maps", action="store_true", help="do not write maps.npz")
+    add_device_seed(p)
+    p.set_defaults(run=run)
+
+
+def _load_masks(path: str, data: ImageData) -> ImageData:
+    try:
+        obj = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise NnsensError(f"--masks {path!r} is not a readable .npy/.npz: {str(exc)[:200]}") from None
+    arr = obj["masks"] if hasattr(obj, "files") and "masks" in obj.files else (
+        obj if isinstance(obj, np.ndarray) else None)
+    if arr is None:
+        raise NnsensError(f"--masks {path!r} has no array named 'masks'")
+    expect = (len(data), *data.images.shape[2:])
+    if arr.shape != expect:
+        raise NnsensError(f"--masks has shape {arr.shape}; expected {expect} (one HxW mask per image)")
+    return ImageData(data.images, data.labels, data.class_names, arr.astype(bool), data.name, data.meta)
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    methods = parse_methods(args.methods)
+    dev = resolve_device(args.device)
+    data = load_cli_images(args.data, n_demo=args.n)
+    if args.masks:
+        data = _load_masks(args.masks, data)
+    lm = load_cli_model(args, input_shape=data.shape, class_names=data.class_names, device=dev)
+    if tuple(lm.spec.input_shape) != tuple(data.shape):
+        raise NnsensError(f"the model takes {tuple(lm.spec.input_shape)} images but the data are "
+                          f"{tuple(data.shape)}; resize the images or pick another model")
+    cfgs = {"cam": CamConfig("gradcam", args.target_layer, score_batch_size=args.scorecam_batch),
+            "occlusion": OcclusionConfig(window=args.occlusion_window, stride=args.occlusion_stride),
+            "mask": dataclasses.replace(MaskConfig(), steps=args.mask_steps,
+                                        resolution=args.mask_resolution, lambda1=args.mask_lambda1,
+                                        lambda2=args.mask_lambda2)}
+    import torch
+    torch.manual_seed(args.seed)
+
+    last = [0.0]
+
+    def progress(done, total):
+        now = time.perf_counter()
+        if now - last[0] > 10 or done == total:
+            last[0] = now
+            print(f"  {100 * done / max(total, 1):5.1f}%  {now - t0:6.1f}s", flush=True)
+
+    ev = evaluate(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
+                  tolerance=args.tolerance, batch_size=args.batch_size, device=dev, progress=progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    info = ev.metrics_json()
+    info.update({"model": lm.spec.name, "data": data.name, "device": str(dev),
+                 "class_names": list(data.class_names), "seconds": round(time.perf_counter() - t0, 2),
+                 "accuracy": float((ev.probs.argmax(1).numpy() == data.labels[ev.indices]).mean())})
+    write_json(out / "metrics.json", info)
+    ev.summary().to_csv(out / "summary.csv")
+    ev.records.to_csv(out / "records.csv", index=False)
+    if not args.no_maps:
+        np.savez_compressed(out / "maps.npz", indices=ev.indices, labels=data.labels[ev.indices],
+                            masks=data.masks[ev.indices],
+                            **{f"map_{m}": ev.maps[m].numpy().astype(np.float16) for m in methods})
+    print(f"{'method':<12} {'IoU':>6} {'pointing':>9} {'mass':>6}")
+    for m, e in info["methods"].items():
+        fmt = lambda x: "  n/a" if x is None else f"{x:.3f}"  # noqa: E731
+        print(f"{m:<12} {fmt(e['iou']):>6} {fmt(e['pointing']):>9} {fmt(e['mass']):>6}")
+    print(f"wrote {out / 'metrics.json'} ({info['seconds']} s)")
+    return 0
