@@ -1,0 +1,126 @@
+"""``python -m nnsens_core am``: activation maximisation of classes (or neurons) of a CNN."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..activation_max import AMConfig, AMTarget, maximize
+from ..device import resolve_device
+from ..errors import NnsensError
+from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+
+HELP = ("Activation maximisation (TV or blur regularised) of class logits or a layer's channels; "
+        "writes one PNG per target and activations.json.")
+
+
+def register(p) -> None:
+    add_model_args(p)
+    p.add_argument("--classes", default="all",
+                   help="'all' or a comma list of class names/indices (default all)")
+    p.add_argument("--layer", help="maximise channels of this module instead of class logits")
+    p.add_argument("--channels", default="0", help="comma list of channels of --layer (default 0)")
+    p.add_argument("--steps", type=int, default=AMConfig().steps)
+    p.add_argument("--rule", choices=("tv", "blur", "none"), default="tv")
+    p.add_argument("--lr", type=float, default=AMConfig().lr, help="epsilon1 (step on da/dx)")
+    p.add_argument("--tv-weight", type=float, default=AMConfig().tv_weight, help="epsilon2 (TV step)")
+    p.add_argument("--sigma", type=float, default=AMConfig().blur_sigma, help="blur sigma (pixels)")
+    p.add_argument("--jitter", type=int, default=0, help="random roll of up to N pixels per step")
+    p.add_argument("--no-normalize-grad", action="store_true",
+                   help="use raw gradients (lr then scales da/dx directly)")
+    p.add_argument("--data", help="start from an image of this folder / .zip / .npz / 'phantom' "
+                                  "(default: seeded noise)")
+    p.add_argument("--index", type=int, default=0, help="start image index in --data")
+    p.add_argument("--out", required=True, help="output folder")
+    add_device_seed(p)
+    p.set_defaults(run=run)
+
+
+def n_outputs(model, spec, device) -> int:
+    """Number of classes: the spec's class names, else the width of the model's output."""
+    if spec.class_names:
+        return len(spec.class_names)
+    with torch.no_grad():
+        out = model(torch.zeros((1, *spec.input_shape), device=device))
+    return int(out.reshape(1, -1).shape[1])
+
+
+def parse_classes(text: str, class_names, n_classes: int | None = None) -> list[int]:
+    names = list(class_names) or [str(i) for i in range(n_classes or 0)]
+    if text == "all":
+        if not names:
+            raise NnsensError("--classes all needs the model's class names; list indices instead")
+        return list(range(len(names)))
+    out = []
+    for tok in (t.strip() for t in text.split(",") if t.strip()):
+        if tok in names:
+            out.append(names.index(tok))
+        elif tok.isdigit() and (not names or int(tok) < len(names)):
+            out.append(int(tok))
+        else:
+            raise NnsensError(f"--classes item {tok!r} is unknown; use one of {names} or "
+                              f"0..{len(names) - 1}")
+    if not out:
+        raise NnsensError("--classes is empty; give 'all' or class names/indices")
+    return out
+
+
+def _png(path: Path, img01: torch.Tensor) -> None:
+    from PIL import Image
+    a = (img01.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    Image.fromarray(a).save(path)
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    dev = resolve_device(args.device)
+    lm = load_cli_model(args, device=dev)
+    spec = lm.spec
+    if args.layer:
+        try:
+            chans = [int(c) for c in args.channels.split(",") if c.strip()]
+        except ValueError:
+            raise NnsensError(f"--channels {args.channels!r} must be a comma list of integers") from None
+        targets = [AMTarget(c, args.layer) for c in chans]
+    else:
+        targets = [AMTarget(c) for c in parse_classes(args.classes, spec.class_names,
+                                                           n_outputs(lm.module, spec, dev))]
+    start = None
+    if args.data:
+        from .local import model_inputs
+        data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0])
+        if not 0 <= args.index < len(data):
+            raise NnsensError(f"--index {args.index} is out of range; the data have {len(data)} images")
+        start = model_inputs(data, np.array([args.index]), spec)[0]
+    cfg = AMConfig(steps=args.steps, rule=args.rule, lr=args.lr, tv_weight=args.tv_weight,
+                   blur_sigma=args.sigma, jitter=args.jitter, normalize_grad=not args.no_normalize_grad,
+                   seed=args.seed)
+    res = maximize(lm.module, spec, targets, cfg, dev, start=start)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    imgs = res.images01(spec)
+    files = []
+    for n, label in enumerate(res.labels):
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
+        f = out / f"am_{n:02d}_{safe}.png"
+        _png(f, imgs[n])
+        files.append(f.name)
+    if start is not None:
+        _png(out / "start.png", spec.denormalize(start).clamp(0, 1))
+        np.savez_compressed(out / "difference.npz", difference=res.difference().numpy(),
+                            targets=np.array(res.labels))
+    np.savez_compressed(out / "am_images.npz", images=res.images.numpy(), history=res.history.numpy())
+    write_json(out / "activations.json", {
+        "model": spec.name, "targets": list(res.labels),
+        "start": "noise" if start is None else f"{args.data}[{args.index}]",
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "start_activations": res.start_activations.tolist(),
+        "final_activations": res.activations.tolist(), "files": files,
+        "seconds": round(time.perf_counter() - t0, 3)})
+    for label, a0, a1 in zip(res.labels, res.start_activations.tolist(), res.activations.tolist()):
+        print(f"{label}: {a0:.4g} -> {a1:.4g}")
+    print(f"wrote {len(files)} PNGs and activations.json to {out} in {time.perf_counter() - t0:.1f}s")
+    return 0

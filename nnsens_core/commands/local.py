@@ -1,0 +1,116 @@
+"""``python -m nnsens_core local``: per-block pixel-perturbation sensitivity maps of one image
+(or the first K images of a class)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import ImageData
+from ..device import resolve_device
+from ..errors import NnsensError
+from ..perturbation import LocalConfig, count_forwards, local_sensitivity_many, mean_std, resolve_blocks
+from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+
+HELP = ("Local sensitivity of CNN blocks to single-pixel (or k x k patch) perturbations; writes "
+        "maps.npz (maps: blocks x channels x H x W) and summary.json.")
+
+
+def register(p) -> None:
+    add_model_args(p)
+    p.add_argument("--data", default="phantom",
+                   help="image folder / .zip / .npz, or 'phantom' (default: the phantom test set)")
+    p.add_argument("--index", type=int, default=0, help="image index (default 0)")
+    p.add_argument("--class", dest="cls", help="use the first --count images of this class (name or "
+                                               "index) instead of --index")
+    p.add_argument("--count", type=int, default=1, help="images of --class (default 1)")
+    p.add_argument("--blocks", default="auto",
+                   help="'auto' (VGG: after each max-pool; ResNet: layer1..4) or a comma list of "
+                        "module names")
+    p.add_argument("--epsilon", type=float, default=LocalConfig().epsilon, help="fixed perturbation")
+    p.add_argument("--noise", choices=("fixed", "gaussian"), default="fixed")
+    p.add_argument("--sigma", type=float, default=LocalConfig().sigma, help="std of Gaussian noise")
+    p.add_argument("--formula", choices=("diff_norm", "norm_diff"), default="diff_norm",
+                   help="diff_norm: ||B(x+d)-B(x)|| (default); norm_diff: ||B(x+d)||-||B(x)|| (paper)")
+    p.add_argument("--patch", type=int, default=1, help="perturb k x k patches (default 1 = pixels)")
+    p.add_argument("--method", choices=("finite", "gradient"), default="finite",
+                   help="finite differences (default) or the fast gradient estimate")
+    p.add_argument("--probes", type=int, default=LocalConfig().n_probes,
+                   help="random probes of the gradient estimate of diff_norm")
+    p.add_argument("--batch-size", type=int, help="perturbations per forward pass (default: auto)")
+    p.add_argument("--out", required=True, help="output folder")
+    add_device_seed(p)
+    p.set_defaults(run=run)
+
+
+def select_images(data: ImageData, index: int, cls: str | None, count: int) -> np.ndarray:
+    """Indices of the images to analyse (one ``index``, or the first ``count`` of class ``cls``)."""
+    if cls is None:
+        if not 0 <= index < len(data):
+            raise NnsensError(f"--index {index} is out of range; the data have {len(data)} images "
+                              f"(0..{len(data) - 1})")
+        return np.array([index])
+    names = list(data.class_names)
+    k = names.index(cls) if cls in names else (int(cls) if cls.isdigit() else None)
+    if k is None or not 0 <= k < len(names):
+        raise NnsensError(f"--class {cls!r} is unknown; use one of {names} or 0..{len(names) - 1}")
+    if count < 1:
+        raise NnsensError(f"--count {count} must be >= 1")
+    idx = np.flatnonzero(data.labels == k)[:count]
+    if len(idx) == 0:
+        raise NnsensError(f"class {names[k]!r} has no images in the data")
+    return idx
+
+
+def model_inputs(data: ImageData, idx, spec) -> torch.Tensor:
+    """Images ``idx`` in model-input space, with clear errors when they do not fit the model."""
+    from ..perturbation import check_image_input
+    x = torch.as_tensor(data.images[idx], dtype=torch.float32)
+    for i in range(len(x)):
+        check_image_input(x[i], spec.input_shape, what="the image")
+    return spec.normalize(x)
+
+
+def run(args) -> int:
+    t0 = time.perf_counter()
+    dev = resolve_device(args.device)
+    lm = load_cli_model(args, device=dev)
+    spec = lm.spec
+    data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0])
+    idx = select_images(data, args.index, args.cls, args.count)
+    x = model_inputs(data, idx, spec)
+    blocks = None if args.blocks == "auto" else [b.strip() for b in args.blocks.split(",") if b.strip()]
+    mapping = resolve_blocks(lm.module, blocks)
+    cfg = LocalConfig(epsilon=args.epsilon, noise=args.noise, sigma=args.sigma, seed=args.seed,
+                      formula=args.formula, patch=args.patch, method=args.method,
+                      n_probes=args.probes, batch_size=args.batch_size)
+    total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
+    print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
+    results = local_sensitivity_many(lm.module, x, mapping, cfg, dev, expected_shape=spec.input_shape)
+    mean, std = mean_std(results)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / "maps.npz", maps=mean.numpy(), maps_std=std.numpy(),
+                        maps_all=torch.stack([r.maps for r in results]).numpy(),
+                        blocks=np.array(list(mapping)), modules=np.array(list(mapping.values())),
+                        image_indices=idx, labels=data.labels[idx])
+    per_image = [r.summary() for r in results]
+    summary = {
+        "model": spec.name, "data": data.name, "image_indices": idx.tolist(),
+        "class_names": list(data.class_names), "labels": data.labels[idx].tolist(),
+        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
+        "maps_shape": list(mean.shape), "forward_passes": sum(r.n_forward for r in results),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "blocks": {lb: {"module": mapping[lb], "mean": float(mean[q].mean()), "max": float(mean[q].max()),
+                        "std_over_images": float(std[q].mean()),
+                        "order_of_magnitude": per_image[0][lb]["order_of_magnitude"],
+                        "per_image": [s[lb] for s in per_image]}
+                   for q, lb in enumerate(mapping)},
+    }
+    write_json(out / "summary.json", summary)
+    for lb, s in summary["blocks"].items():
+        print(f"{lb:>8} ({s['module']}): max {s['max']:.3e}  mean {s['mean']:.3e}")
+    print(f"wrote {out / 'maps.npz'} and {out / 'summary.json'} in {summary['seconds']:.1f}s")
+    return 0
