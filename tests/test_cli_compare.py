@@ -1,0 +1,50 @@
+"""``python -m nnsens_core compare`` end to end on a few phantom images (small random CNN)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nnsens_core import zoo
+from nnsens_core.__main__ import main
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("m") / "vgg.pt"
+    torch.save(zoo.build("vgg16-small", width=0.0625).state_dict(), path)
+    return str(path)
+
+
+def _args(weights, out, *extra):
+    return ["compare", "--model", weights, "--arch", "vgg16-small", "--arch-kwargs",
+            '{"width": 0.0625}', "--n", "6", "--out", str(out), "--device", "cpu", *extra]
+
+
+def test_cli_writes_metrics_and_maps(weights, tmp_path, capsys):
+    rc = main(_args(weights, tmp_path, "--methods", "gradcam,occlusion,mask", "--mask-steps", "3",
+                    "--occlusion-window", "16", "--occlusion-stride", "16"))
+    assert rc == 0
+    info = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(info["methods"]) == {"gradcam", "occlusion", "mask"}
+    for m, e in info["methods"].items():
+        assert 0 <= e["iou"] <= 1 and 0 <= e["pointing"] <= 1, m
+        assert set(e["per_class"]) <= {"regular", "covid", "pneumonia"}
+    assert info["n_images"] == 6
+    maps = np.load(tmp_path / "maps.npz")
+    assert maps["map_gradcam"].shape == (6, 64, 64) and maps["masks"].shape == (6, 64, 64)
+    assert (tmp_path / "summary.csv").is_file() and (tmp_path / "records.csv").is_file()
+    assert "pointing" in capsys.readouterr().out
+
+
+def test_cli_bad_inputs_give_clear_errors(weights, tmp_path, capsys):
+    assert main(_args(weights, tmp_path, "--methods", "gradcam,smoothgrad")) == 2
+    assert "smoothgrad" in capsys.readouterr().err
+    assert main(_args(weights, tmp_path, "--methods", "gradcam", "--target-layer",
+                      "classifier.2")) == 2
+    assert "not a convolutional" in capsys.readouterr().err
+    bad = tmp_path / "masks.npy"
+    np.save(bad, np.zeros((6, 32, 32), bool))
+    assert main(_args(weights, tmp_path, "--methods", "gradcam", "--masks", str(bad))) == 2
+    assert "expected (6, 64, 64)" in capsys.readouterr().err
