@@ -30,3 +30,19 @@ def test_sobol_page_runs_small_analysis():
     assert not at.exception, at.exception
     assert at.session_state["sobol"]["runs"][key] is result
     assert any("Spearman" in c.value for c in at.caption)
+    # convergence (tiny range) and feature reduction (1 seed, 2 epochs) from the other tabs
+    at.select_slider(key="sobol_conv_range").set_value((32, 128))
+    at.button(key="sobol_conv_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    conv = list(at.session_state["sobol"]["conv"].values())
+    assert len(conv) == 1 and conv[0].ns == (32, 64, 128)
+    at.number_input(key="sobol_fr_seeds").set_value(1)
+    at.number_input(key="sobol_fr_epochs").set_value(2)
+    at.button(key="sobol_fr_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (fr,) = at.session_state["sobol"]["fr"].values()
+    assert len(fr.accuracy) == 3 and all(len(a) == 1 for a in fr.accuracy.values())
+    assert any(m.label == "Loaded model, test accuracy" for m in at.metric)
