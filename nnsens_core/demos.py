@@ -5,7 +5,6 @@ import hashlib
 import json
 from pathlib import Path
 
-
 from .data import TabularData, demo_rows, demo_tabular
 from .errors import NnsensError
 from .loading import load_model
@@ -81,4 +80,4 @@ def sha256_file(path: Path) -> str:
 
 
 __all__ = ["train_paper_mlp", "demo_tabular_model", "manifest", "demo_cnn_names", "load_demo_cnn",
-           "np"]
+           "sha256_file"]

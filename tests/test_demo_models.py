@@ -1,0 +1,82 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from nnsens_core import demos
+from nnsens_core.errors import NnsensError
+from nnsens_core.phantom import CLASSES, make_phantom
+from nnsens_core.training import class_accuracy
+
+NAMES = ("resnet18-phantom", "vgg16-phantom")
+KEYS = {"file", "arch", "arch_kwargs", "input_shape", "class_names", "mean", "std", "sha256",
+        "test_accuracy", "train_seed", "epochs", "script"}
+
+
+@pytest.fixture(scope="module")
+def fresh():
+    """60 phantom images from a seed used by neither training, validation nor the test split."""
+    return make_phantom(60, seed=12345)
+
+
+def test_manifest_entries_complete():
+    man = demos.manifest()
+    assert set(NAMES) <= set(demos.demo_cnn_names())
+    for name in NAMES:
+        e = man[name]
+        assert KEYS <= set(e), KEYS - set(e)
+        assert e["input_shape"] == [3, 64, 64] and tuple(e["class_names"]) == CLASSES
+        assert e["mean"] == [0.5] * 3 and e["std"] == [0.25] * 3
+        assert e["sha256"] == demos.sha256_file(demos.MODELS_DIR / e["file"])
+        assert (demos.MODELS_DIR / e["file"]).stat().st_size < 4 * 2**20
+        assert e["test_accuracy"] >= 0.95
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_demo_cnn_loads_in_eval_mode_and_classifies_fresh_images(name, fresh):
+    m = demos.load_demo_cnn(name)
+    assert not m.module.training and not any(mod.training for mod in m.module.modules())
+    assert m.spec.class_names == CLASSES and m.spec.input_shape == (3, 64, 64)
+    x = m.spec.normalize(torch.as_tensor(fresh.images))
+    assert class_accuracy(m.module, x, fresh.labels, "cpu") >= 0.9
+    # reloading gives exactly the same network
+    again = demos.load_demo_cnn(name)
+    with torch.no_grad():
+        assert torch.equal(m.module(x[:8]), again.module(x[:8]))
+    for (k, a), b in zip(m.module.state_dict().items(), again.module.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_sha256_mismatch_is_refused(tmp_path, monkeypatch):
+    man = demos.manifest()
+    e = man["vgg16-phantom"]
+    shutil.copy(demos.MODELS_DIR / e["file"], tmp_path / e["file"])
+    raw = bytearray((tmp_path / e["file"]).read_bytes())
+    raw[-100] ^= 0xFF
+    (tmp_path / e["file"]).write_bytes(bytes(raw))
+    (tmp_path / "manifest.json").write_text(json.dumps({"vgg16-phantom": e}))
+    monkeypatch.setattr(demos, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(demos, "MANIFEST", tmp_path / "manifest.json")
+    with pytest.raises(NnsensError, match="sha256"):
+        demos.load_demo_cnn("vgg16-phantom")
+    with pytest.raises(NnsensError, match="not shipped"):
+        demos.load_demo_cnn("resnet18-phantom")
+
+
+def test_predictions_follow_the_features(fresh):
+    """Erasing the class feature (mask pixels set to the surrounding lung grey) changes covid
+    predictions: the network looks at the B-lines, not at the rest of the image."""
+    m = demos.load_demo_cnn("vgg16-phantom")
+    cov = np.where(fresh.labels == 1)[0]
+    imgs = fresh.images[cov].copy()
+    for k, i in enumerate(cov):
+        lung = imgs[k][:, ~fresh.masks[i] & (fresh.images[i].max(0) > 0)]
+        imgs[k][:, fresh.masks[i]] = np.median(lung)
+    x0 = m.spec.normalize(torch.as_tensor(fresh.images[cov]))
+    x1 = m.spec.normalize(torch.as_tensor(imgs))
+    with torch.no_grad():
+        p0 = m.module(x0).softmax(1)[:, 1]
+        p1 = m.module(x1).softmax(1)[:, 1]
+    assert p0.mean() > 0.9 and p1.mean() < 0.5 * p0.mean()
