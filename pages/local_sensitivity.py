@@ -1,0 +1,300 @@
+"""Local sensitivity (paper §3): how much each CNN block's output moves when one pixel (or a k x k
+patch) of one channel is perturbed.
+
+widgets -> LocalConfig + blocks -> nnsens_core.perturbation -> plotly heatmaps (block x channel).
+Results are cached with ``st.cache_data`` (per model & data key, images, blocks and config) and kept
+in ``st.session_state["local_sens"]`` so reruns never lose or recompute them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from nnsens_core import perturbation as P
+from nnsens_core.zoo import conv_layers, image_blocks
+from ui import cnn_views as V
+from ui import state
+from ui.widgets import Progress, download_json, download_npz, guard, to_uint8
+
+st.title("Local sensitivity (pixel perturbation)")
+st.caption("For every pixel (or k×k patch) p of every channel and every block q: "
+           "s = ‖B_q(x + δ e_p) − B_q(x)‖₂ (default) or the paper's ‖B_q(x + δ e_p)‖₂ − ‖B_q(x)‖₂. "
+           "All blocks are read from one forward pass per batch of perturbations (forward hooks); "
+           "the fast mode replaces the finite differences by gradient estimates.")
+
+ctx = state.images()
+data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
+store = st.session_state.setdefault("local_sens", {"runs": {}, "last": {}})
+FORMULA_TEXT = {"diff_norm": "‖B(x+δ) − B(x)‖ (norm of the difference)",
+                "norm_diff": "‖B(x+δ)‖ − ‖B(x)‖ (paper: difference of norms)"}
+
+
+def channel_names(c: int) -> list[str]:
+    return {1: ["gray"], 3: ["R", "G", "B"]}.get(c, [f"c{i}" for i in range(c)])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def compute(_model, key: str, x: np.ndarray, blocks: tuple, cfg: P.LocalConfig, device: str,
+            compare: bool, input_shape: tuple):
+    """Maps of every image of ``x`` (K, C, H, W, model-input space); with ``compare`` (gradient
+    mode) also the finite differences for the agreement report. Progress bars live inside, so a
+    cache hit replays them finished."""
+    xs = torch.from_numpy(x)
+    mapping = dict(blocks)
+    total = P.count_forwards(tuple(xs.shape[1:]), cfg, len(xs), len(mapping))
+    what = "Finite differences" if cfg.method == "finite" else "Gradient estimate"
+    bar = Progress(f"{what}: {total:,} forward passes", total)
+    results = P.local_sensitivity_many(_model, xs, mapping, cfg, device, bar, input_shape)
+    bar.done()
+    exact = None
+    if compare and cfg.method == "gradient":
+        fcfg = dataclasses.replace(cfg, method="finite")
+        total_f = P.count_forwards(tuple(xs.shape[1:]), fcfg, len(xs), len(mapping))
+        bar = Progress(f"Finite differences for the agreement report: {total_f:,} forward passes",
+                       total_f)
+        exact = P.local_sensitivity_many(_model, xs, mapping, fcfg, device, bar, input_shape)
+        bar.done()
+    return results, exact
+
+
+# ----------------------------------------------------------------------------- images
+st.subheader("Images")
+modes = ["One image of the dataset", "First K images of a class", "Upload an image"]
+mode = st.radio("Analyse", modes, horizontal=True, key="ls_mode")
+x01, image_id, captions = None, None, []
+if mode == modes[0]:
+    idx = int(st.number_input(f"Image index (0..{len(data) - 1})", 0, len(data) - 1, 0, key="ls_index"))
+    x01, image_id = data.images[[idx]], ("index", (idx,))
+    captions = [f"#{idx} · {data.class_names[data.labels[idx]]}"]
+elif mode == modes[1]:
+    c1, c2 = st.columns(2)
+    cls = c1.selectbox("Class", list(range(len(data.class_names))), key="ls_class",
+                       format_func=lambda k: data.class_names[k])
+    members = np.flatnonzero(data.labels == cls)
+    if len(members) == 0:
+        st.error(f"Class {data.class_names[cls]!r} has no images in this dataset; pick another.")
+        st.stop()
+    k_img = int(c2.number_input(f"K (first K of {len(members)} images)", 1, int(len(members)),
+                                min(3, int(len(members))), key="ls_k"))
+    sel = members[:k_img]
+    x01, image_id = data.images[sel], ("index", tuple(int(i) for i in sel))
+    captions = [f"#{i} · {data.class_names[cls]}" for i in sel]
+else:
+    up = st.file_uploader("PNG or JPEG", type=["png", "jpg", "jpeg"], key="ls_upload")
+    fit = st.checkbox(f"Convert and resize the upload to the model's input {tuple(spec.input_shape)}",
+                      value=False, key="ls_fit",
+                      help="Off: the image is used as it is, and a wrong size or channel count is "
+                           "reported.")
+    if up is None:
+        st.info("Upload an image to analyse.")
+        st.stop()
+    with guard("Reading the upload"):
+        raw = up.getvalue()
+        x01 = V.read_image_upload(raw, spec.input_shape if fit else None)[None]
+        image_id = ("upload", up.name, hashlib.sha1(raw).hexdigest(), bool(fit))
+        captions = [up.name]
+if x01 is None:
+    st.stop()
+
+x = None
+with guard("Checking the image"):
+    xt = torch.as_tensor(np.ascontiguousarray(x01), dtype=torch.float32)
+    for i in range(len(xt)):
+        P.check_image_input(xt[i], spec.input_shape, what="the image")
+    x = spec.normalize(xt)
+if x is None:
+    if mode == modes[2]:
+        st.info("Tick *Convert and resize the upload* above to fit it to the model.")
+    st.stop()
+cols = st.columns(min(len(x01), 8))
+for k in range(min(len(x01), 8)):
+    cols[k].image(to_uint8(x01[k]), caption=captions[k], width="stretch")
+
+# ----------------------------------------------------------------------------- settings
+st.subheader("Settings")
+c1, c2, c3 = st.columns(3)
+formula = c1.radio("Formula", P.FORMULAS, format_func=FORMULA_TEXT.get, key="ls_formula")
+noise = c2.radio("Perturbation δ", P.NOISES, key="ls_noise",
+                 format_func=lambda s: "fixed ε" if s == "fixed" else "Gaussian noise N(0, σ²), seeded")
+eps, sigma, seed = 0.1, 0.1, ctx.seed
+if noise == "fixed":
+    eps = c3.number_input("ε (model-input units)", value=0.1, step=0.05, format="%.4f", key="ls_eps",
+                          help="Added to one pixel of one channel; must be > 0.")
+else:
+    sigma = c3.number_input("σ (model-input units)", value=0.1, step=0.05, format="%.4f", key="ls_sigma")
+    seed = int(c3.number_input("Noise seed", 0, 2**31 - 1, ctx.seed, key="ls_seed"))
+c1, c2, c3 = st.columns(3)
+patch = int(c1.number_input("Patch size k (1 = single pixels)", 1, int(max(spec.input_shape[1:])),
+                            4, key="ls_patch",
+                            help="Perturb k×k patches instead of single pixels: k² fewer forward "
+                                 "passes; each patch's value is spread over its pixels."))
+method = c2.radio("Method", P.METHODS, key="ls_method",
+                  format_func=lambda s: "Finite differences (exact, one forward per perturbation)"
+                  if s == "finite" else "Gradient estimate (fast)")
+probes, compare = P.LocalConfig().n_probes, False
+if method == "gradient":
+    if formula == "diff_norm":
+        probes = int(c3.number_input("Random probes (Jacobian column norms)", 1, 4096, 32,
+                                     key="ls_probes"))
+    compare = c3.checkbox("Compare with finite differences (Spearman ρ, relative error)", value=True,
+                          key="ls_compare")
+with st.expander("Batching"):
+    bs = int(st.number_input("Perturbations per forward pass (0 = automatic from a memory budget)",
+                             0, 65536, 0, key="ls_bs"))
+
+# blocks
+auto = image_blocks(model)
+custom = True
+if auto:
+    kind = "ResNet: layer1..layer4" if "layer1" in auto else "VGG: after each max-pool"
+    st.caption(f"Blocks detected ({kind}): " + ", ".join(f"{k} = `{v}`" for k, v in auto.items()))
+    custom = st.checkbox("Pick the modules myself", value=False, key="ls_custom")
+else:
+    st.info("No VGG/ResNet structure detected: pick the modules whose outputs are the blocks.")
+mapping: dict[str, str] = dict(auto)
+if custom:
+    names = V.module_names(model)
+    default = list(auto.values()) if auto else conv_layers(model)[-1:]
+    picked = st.multiselect("Modules (blocks), in forward order", names, default=default,
+                            key="ls_modules")
+    typed = st.text_input("…or type module names (comma-separated; overrides the picker)", "",
+                          key="ls_typed")
+    chosen = V.parse_module_list(typed) or picked
+    if not chosen:
+        st.info("Pick at least one module.")
+        st.stop()
+    mapping = {n: n for n in chosen}
+
+cfg = None
+with guard("Checking the settings"):
+    mapping = P.resolve_blocks(model, mapping)
+    cfg = P.LocalConfig(epsilon=float(eps), noise=noise, sigma=float(sigma), seed=seed, formula=formula,
+                        patch=patch, method=method, n_probes=probes, batch_size=bs or None)
+if cfg is None:
+    st.stop()
+n_img = len(x)
+total = P.count_forwards(tuple(spec.input_shape), cfg, n_img, len(mapping))
+extra = ""
+if compare:
+    fin = P.count_forwards(tuple(spec.input_shape), dataclasses.replace(cfg, method="finite"), n_img,
+                           len(mapping))
+    extra = f" + {fin:,} for the finite-difference comparison"
+st.caption(f"This run makes **{total:,} forward passes**{extra} ({n_img} image(s) × "
+           f"{len(mapping)} block(s), all blocks read from each pass) on {ctx.device}.")
+run_key = (ctx.key, image_id, tuple(mapping.items()), cfg, compare)
+
+if st.button("Compute sensitivity maps", type="primary", key="ls_run"):
+    if run_key not in store["runs"]:
+        with guard("The sensitivity computation"):
+            results, exact = compute(model, ctx.key, x.numpy(), tuple(mapping.items()), cfg,
+                                     str(ctx.device), compare, tuple(spec.input_shape))
+            store["runs"][run_key] = {"results": results, "exact": exact, "x01": np.asarray(x01),
+                                      "captions": captions, "image_id": image_id}
+    if run_key in store["runs"]:
+        store["last"][ctx.key] = run_key
+
+run = store["runs"].get(store["last"].get(ctx.key))
+if run is None:
+    st.info("Choose the settings and press **Compute sensitivity maps**.")
+    st.stop()
+if store["last"][ctx.key] != run_key:
+    st.info("Showing the last result; the settings above have changed since (press the button to "
+            "update).")
+
+# ----------------------------------------------------------------------------- results
+results: list[P.LocalResult] = run["results"]
+r0 = results[0]
+labels, n_c = list(r0.labels), r0.maps.shape[1]
+mean, std = P.mean_std(results)
+st.subheader("Results")
+k1, k2, k3, k4 = st.columns(4)
+k1.metric("Forward passes", f"{sum(r.n_forward for r in results):,}")
+k2.metric("Time", f"{sum(r.seconds for r in results):.2f} s")
+k3.metric("Images", f"{len(results)}")
+k4.metric("Maps", " × ".join(str(s) for s in r0.maps.shape))
+st.caption(f"{FORMULA_TEXT[r0.cfg.formula]}; δ = "
+           + (f"ε = {r0.cfg.epsilon:g}" if r0.cfg.noise == "fixed" else
+              f"N(0, {r0.cfg.sigma:g}²), seed {r0.cfg.seed}")
+           + f"; patch {r0.cfg.patch}×{r0.cfg.patch}; "
+           + ("finite differences" if r0.cfg.method == "finite" else "gradient estimate"))
+
+ag = None
+if run["exact"] is not None:
+    ex_mean, _ = P.mean_std(run["exact"])
+    ag = P.agreement(mean, ex_mean, labels)
+    st.markdown("**Agreement of the gradient estimate with finite differences**"
+                + (" (maps averaged over the images)" if len(results) > 1 else ""))
+    st.dataframe(V.agreement_table(ag), width="stretch")
+    n_fd = sum(r.n_forward for r in run["exact"])
+    t_fd = sum(r.seconds for r in run["exact"])
+    st.caption(f"Finite differences: {n_fd:,} forward passes in {t_fd:.2f} s; the estimate: "
+               f"{sum(r.n_forward for r in results):,} passes in "
+               f"{sum(r.seconds for r in results):.2f} s.")
+
+c1, c2, c3, c4 = st.columns(4)
+stat_opts = ["mean", "std"] + [f"image {k}" for k in range(len(results))] if len(results) > 1 \
+    else ["image 0"]
+stat = c1.selectbox("Show", stat_opts, key="ls_stat",
+                    format_func=lambda s: {"mean": f"mean over the {len(results)} images",
+                                           "std": f"std over the {len(results)} images"}.get(
+                                               s, f"{s} ({run['captions'][int(s.split()[1])]})"))
+chan = c2.selectbox("Channels", ["each"] + list(P.AGGREGATES), key="ls_chan",
+                    format_func=lambda s: "each channel" if s == "each" else f"{s} over channels")
+tile = int(c3.number_input("Pool into k×k tiles (1 = off)", 1, int(max(spec.input_shape[1:])), 1,
+                           key="ls_tile"))
+tile_how = c3.selectbox("Tile pooling", ["mean", "max", "sum"], key="ls_tile_how") if tile > 1 else "mean"
+shared = c4.radio("Colour scale", ["shared", "per block"], key="ls_scale") == "shared"
+
+maps = mean if stat == "mean" else std if stat == "std" else results[int(stat.split()[1])].maps
+names_c = channel_names(n_c)
+if chan != "each":
+    maps = P.aggregate_channels(maps, chan, dim=1)[:, None]
+    names_c = [f"{chan} over channels"]
+if tile > 1:
+    maps = P.pool_tiles(maps, tile, tile_how)
+maps_np = maps.numpy()
+exps = [P.order_of_magnitude(m) for m in maps_np]
+st.caption("Order of magnitude per block (values are printed as value × 10^n): "
+           + ", ".join(f"{lb}: 10^{n}" for lb, n in zip(labels, exps))
+           + (f"; shared scale 10^{P.order_of_magnitude(maps_np)}" if shared else ""))
+st.plotly_chart(V.block_channel_grid(maps_np, labels, names_c, shared=shared,
+                                     title="Sensitivity per block × channel"), key="ls_grid")
+
+rows = []
+for q, lb in enumerate(labels):
+    m = mean[q]
+    rows.append({"block": lb, "module": r0.modules[q], "max": float(m.max()), "mean": float(m.mean()),
+                 "min": float(m.min()), "std over images": float(std[q].mean()),
+                 "order of magnitude": P.order_of_magnitude(m),
+                 "‖B(x)‖ (image 0)": float(r0.base_norms[q])})
+summary = pd.DataFrame(rows).set_index("block")
+st.dataframe(summary, width="stretch")
+
+# ----------------------------------------------------------------------------- export
+cfg_d = dataclasses.asdict(r0.cfg)
+doc = {"model": spec.name, "data": data.name, "images": list(run["captions"]),
+       "image_id": [str(v) for v in run["image_id"]], "config": cfg_d,
+       "blocks": {lb: {**rows[q], "per_image": [r.summary()[lb] for r in results]}
+                  for q, lb in enumerate(labels)},
+       "maps_shape": list(mean.shape), "forward_passes": sum(r.n_forward for r in results),
+       "seconds": sum(r.seconds for r in results)}
+if ag is not None:
+    doc["agreement_with_finite_differences"] = ag
+arrays = {"maps": mean.numpy(), "maps_std": std.numpy(),
+          "maps_all": torch.stack([r.maps for r in results]).numpy(),
+          "blocks": np.array(labels), "modules": np.array(r0.modules),
+          "base_norms": torch.stack([r.base_norms for r in results]).numpy(),
+          "images01": np.asarray(run["x01"], dtype=np.float32)}
+if run["exact"] is not None:
+    arrays["maps_finite"] = torch.stack([r.maps for r in run["exact"]]).numpy()
+d1, d2 = st.columns(2)
+with d1:
+    download_npz("Download maps (NPZ: blocks × channels × H × W)", arrays, "local_sensitivity.npz",
+                 key="dl_ls_npz")
+with d2:
+    download_json("Download summary (JSON)", doc, "local_sensitivity.json", key="dl_ls_json")

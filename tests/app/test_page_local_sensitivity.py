@@ -1,0 +1,70 @@
+"""AppTest smoke test of the Local sensitivity page: renders, runs a small analysis (16x16 patches
+on the demo VGG-16), keeps it across reruns, and reports bad input as messages."""
+from streamlit.testing.v1 import AppTest
+
+from app_pages import APP
+
+PAGE = "pages/local_sensitivity.py"
+
+
+def _page():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_local_page_runs_small_analysis_and_keeps_it():
+    at = _page()
+    assert at.title[0].value.startswith("Local sensitivity")
+    assert not at.error, [e.value for e in at.error]
+    at.number_input(key="ls_patch").set_value(16)
+    at.run()
+    assert any("48 forward passes" in c.value.replace("**", "") or "49 forward passes" in
+               c.value.replace("**", "") for c in at.caption), [c.value for c in at.caption]
+    at.button(key="ls_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    runs = at.session_state["local_sens"]["runs"]
+    assert len(runs) == 1
+    (key, run), = runs.items()
+    res = run["results"][0]
+    # the default demo CNN is a VGG-16 or ResNet-18: its blocks are detected automatically
+    assert res.labels in (tuple(f"block{i}" for i in range(1, 6)), tuple(f"layer{i}" for i in range(1, 5)))
+    assert tuple(res.maps.shape) == (len(res.labels), 3, 64, 64) and res.n_forward == 3 * 4 * 4 + 1
+    assert any(m.label == "Forward passes" and m.value == "49" for m in at.metric)
+    assert len(at.get("plotly_chart")) >= 1
+    # a view change reruns without recomputing
+    at.radio(key="ls_scale").set_value("per block")
+    at.number_input(key="ls_tile").set_value(4)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["local_sens"]["runs"][key] is run
+    # the fast mode with its agreement report
+    at.radio(key="ls_method").set_value("gradient")
+    at.run()
+    at.number_input(key="ls_probes").set_value(4)
+    at.button(key="ls_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.session_state["local_sens"]["runs"]) == 2
+    assert any("Spearman" in str(df.value.columns.tolist()) for df in at.dataframe)
+
+
+def test_local_page_bad_input_is_reported():
+    at = _page()
+    at.number_input(key="ls_eps").set_value(0.0)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("epsilon=0.0 must be > 0" in e.value for e in at.error), [e.value for e in at.error]
+    at.number_input(key="ls_eps").set_value(0.1)
+    at.checkbox(key="ls_custom").check()
+    at.run()
+    at.text_input(key="ls_typed").set_value("features.99")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("does not exist" in e.value for e in at.error), [e.value for e in at.error]
