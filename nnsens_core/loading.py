@@ -93,9 +93,13 @@ def match_state_dict(model: nn.Module, state: "OrderedDict[str, torch.Tensor]") 
             raise NnsensError(f"tensor {k!r} has shape {tuple(state[k].shape)} but the architecture "
                               f"needs {tuple(target[k].shape)}; check the architecture's sizes")
         return dict(state), "keys matched by name"
-    # Ignore BatchNorm's num_batches_tracked on both sides when aligning by order.
-    t_keys = [k for k in target if not k.endswith("num_batches_tracked")]
-    s_keys = [k for k in state if not k.endswith("num_batches_tracked")]
+    # Ignore BatchNorm's num_batches_tracked (a 0-d integer counter, whatever its key is called)
+    # on both sides when aligning by order.
+    def counter(k, t):
+        return k.endswith("num_batches_tracked") or (t.ndim == 0 and not t.is_floating_point())
+
+    t_keys = [k for k, t in target.items() if not counter(k, t)]
+    s_keys = [k for k, t in state.items() if not counter(k, t)]
     if len(t_keys) != len(s_keys):
         raise NnsensError(f"the file has {len(s_keys)} tensors but the architecture needs "
                           f"{len(t_keys)}; choose the matching architecture or sizes")

@@ -33,13 +33,14 @@ def _unique(kind: str, label: str) -> str:
     return out
 
 
+state.flash()
 tab_tab, tab_img = st.tabs(["Tabular", "Images"])
 
 # ----------------------------------------------------------------------------- tabular
 with tab_tab:
     ctx = None
     with guard("Loading the selected tabular data"):
-        ctx = state.tabular()
+        ctx = state.tabular(stop=False)
     if ctx is not None:
         d, m = ctx.data, ctx.model
         c1, c2, c3 = st.columns(3)
@@ -77,9 +78,10 @@ with tab_tab:
                 if not isinstance(loaded, nd.TabularData):
                     raise NnsensError(f"{up.name} holds images; add it under the Images tab")
                 label = _unique("tabular_data", up.name)
-                state.add_upload("tabular_data", label, loaded)
-                st.success(f"Loaded {label}: {len(loaded.X)} rows, {loaded.n_features} features, "
-                           f"target {loaded.target_name!r}. It is now selected in the sidebar.")
+                state.add_upload("tabular_data", label, loaded,
+                                 f"Loaded {label}: {len(loaded.X)} rows, {loaded.n_features} "
+                                 f"features, target {loaded.target_name!r}. It is now selected in "
+                                 "the sidebar.")
 
     st.subheader("Train/test rows")
     data_label = st.session_state.get("sel_tabular_data", state.DEMO_TABULAR)
@@ -114,9 +116,10 @@ with tab_tab:
                 test = ctx.data.rows(ctx.test_rows)
                 acc = binary_accuracy(model.module, test.X, test.y, "cpu")
                 label = _unique("tabular_model", f"Paper MLP {hidden} on {ctx.data.name}")
-                state.add_upload("tabular_model", label, model)
-                st.success(f"Trained {label}: train accuracy {info['train_acc']:.3f}, test accuracy "
-                           f"({ctx.test_rows}) {acc:.3f}. It is now selected in the sidebar.")
+                state.add_upload("tabular_model", label, model,
+                                 f"Trained {label}: train accuracy {info['train_acc']:.3f}, test "
+                                 f"accuracy ({ctx.test_rows}) {acc:.3f}. It is now selected in the "
+                                 "sidebar.")
     else:
         f = st.file_uploader("TorchScript (.pt) or state_dict (.pt/.pth)", type=["pt", "pth", "bin"],
                              key="up_tab_model")
@@ -135,16 +138,13 @@ with tab_tab:
                     lm.spec = lm.spec.replace(feature_names=ctx.data.feature_names
                                               if ctx.data.n_features == int(n_in) else ())
                 label = _unique("tabular_model", f.name)
-                state.add_upload("tabular_model", label, lm)
-                st.success(f"Loaded {label} ({lm.report.splitlines()[0]}).")
-                if "\n" in lm.report:
-                    st.code(lm.report)
+                state.add_upload("tabular_model", label, lm, f"Loaded {label}: {lm.report}")
 
 # ----------------------------------------------------------------------------- images
 with tab_img:
     ictx = None
     with guard("Loading the selected images and CNN"):
-        ictx = state.images()
+        ictx = state.images(stop=False)
     if ictx is not None:
         d, m = ictx.data, ictx.model
         c1, c2, c3 = st.columns(3)
@@ -190,8 +190,9 @@ with tab_img:
             else:
                 loaded = nd.load_image_zip(raw, size=shape[1:], channels=shape[0])
             label = _unique("image_data", f.name)
-            state.add_upload("image_data", label, loaded)
-            st.success(f"Loaded {label}: {len(loaded)} images in classes {list(loaded.class_names)}.")
+            state.add_upload("image_data", label, loaded,
+                             f"Loaded {label}: {len(loaded)} images in classes "
+                             f"{list(loaded.class_names)}.")
 
     st.subheader("Add a CNN")
     f = st.file_uploader(f"TorchScript or state_dict (at most {DEFAULT_MAX_BYTES // 2**20} MiB)",
@@ -224,10 +225,7 @@ with tab_img:
                              class_names=cls_names, mean=mean, std=std, arch_kwargs=kwargs)
             lm = load_model(f.getvalue(), arch=arch, arch_kwargs=kwargs, spec=spec)
             label = _unique("image_model", f.name)
-            state.add_upload("image_model", label, lm)
-            st.success(f"Loaded {label} ({lm.report.splitlines()[0]}).")
-            if "\n" in lm.report:
-                st.code(lm.report)
+            state.add_upload("image_model", label, lm, f"Loaded {label}: {lm.report}")
 
 st.divider()
 st.caption("Offline demos: Pima diabetes when a local copy is configured (`NNSENS_PIMA_CSV`), "

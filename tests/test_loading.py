@@ -128,3 +128,17 @@ def test_match_state_dict_ignores_num_batches_tracked_when_aligning():
     assert "order and shape" in report
     assert set(mapped) == set(net.state_dict())
     assert zipfile  # zipfile used by is_torchscript
+
+
+def test_renamed_counters_are_recognised_by_value_not_name():
+    """Keys renamed wholesale (num_batches_tracked included) still align by order and shape."""
+    torch.manual_seed(2)
+    net = PaperMLP(8, 10).eval()
+    renamed = {f"layer{i}": v for i, v in enumerate(net.state_dict().values())}
+    assert len(renamed) == 14  # 4 linear + 2 x 5 BatchNorm tensors
+    mapped, report = match_state_dict(PaperMLP(8, 10), renamed)
+    assert "layer0 -> fc1.weight" in report
+    fresh = PaperMLP(8, 10)
+    fresh.load_state_dict(mapped)
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(fresh.eval()(x), net(x), rtol=0, atol=0)

@@ -50,10 +50,23 @@ def _uploads() -> dict:
     return st.session_state["uploads"]
 
 
-def add_upload(kind: str, label: str, obj) -> None:
-    """Register an uploaded dataset/model (``kind`` one of the four upload kinds) and select it."""
+def add_upload(kind: str, label: str, obj, message: str = "") -> None:
+    """Register an uploaded dataset/model (``kind`` one of the four upload kinds), select it in the
+    sidebar and rerun; ``message`` is shown once after the rerun (see :func:`flash`)."""
     _uploads()[kind][label] = obj
-    st.session_state[f"sel_{kind}"] = label
+    st.session_state.setdefault("_pending_sel", {})[kind] = label
+    st.session_state["_flash"] = message
+    st.rerun()
+
+
+def flash() -> None:
+    """Show the message left by :func:`add_upload` (once)."""
+    msg = st.session_state.pop("_flash", "")
+    if msg:
+        first, _, rest = msg.partition("\n")
+        st.success(first)
+        if rest:
+            st.code(rest)
 
 
 def options(kind: str) -> list[str]:
@@ -74,6 +87,8 @@ def seed() -> int:
 def sidebar(show_tabular: bool = True, show_images: bool = True) -> None:
     """The shared sidebar (rendered by ``app.py`` before every page)."""
     sb = st.sidebar
+    for kind, label in st.session_state.pop("_pending_sel", {}).items():
+        st.session_state[f"sel_{kind}"] = label  # before the widget exists, so this is allowed
     avail = [d for d in DEVICE_CHOICES if d == "auto" or d in available_devices()]
     sb.selectbox("Device", avail, key="sel_device",
                  help="auto = cuda if present, else mps, else cpu")
@@ -89,8 +104,9 @@ def sidebar(show_tabular: bool = True, show_images: bool = True) -> None:
             sb.selectbox(label, opts, key=f"sel_{kind}")
 
 
-def tabular() -> TabularContext:
-    """The selected tabular data and model; stops the page with a message when they do not fit."""
+def tabular(stop: bool = True) -> TabularContext | None:
+    """The selected tabular data and model. When they do not fit, show why and stop the page
+    (``stop=False``: return None instead, so the page can offer a fix)."""
     dev, sd = device(), seed()
     data_label = st.session_state.get("sel_tabular_data", DEMO_TABULAR)
     model_label = st.session_state.get("sel_tabular_model", DEMO_MLP)
@@ -104,13 +120,14 @@ def tabular() -> TabularContext:
         st.error(f"The model '{model_label}' takes {width} inputs but the dataset '{data_label}' has "
                  f"{data.n_features} features. Pick a matching pair in the sidebar, or train the "
                  "paper MLP on this dataset on the Model & data page.")
-        st.stop()
+        return _stop(stop)
     key = f"{data_label}|{model_label}|seed={sd if model_label == DEMO_MLP else '-'}"
     return TabularContext(data, cache.model_on(model, key, str(dev)), rows[0], rows[1], key, dev, sd)
 
 
-def images() -> ImageContext:
-    """The selected image data and CNN; stops the page with a message when they do not fit."""
+def images(stop: bool = True) -> ImageContext | None:
+    """The selected image data and CNN. When they do not fit, show why and stop the page
+    (``stop=False``: return None instead)."""
     dev, sd = device(), seed()
     names = demo_cnn_names()
     data_label = st.session_state.get("sel_image_data", DEMO_PHANTOM)
@@ -126,10 +143,16 @@ def images() -> ImageContext:
             model = cache.model_on(model, f"upload:{model_label}", str(dev))
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
-        st.stop()
+        return _stop(stop)
     if tuple(data.shape) != tuple(model.spec.input_shape):
         st.error(f"The CNN '{model_label}' takes images of shape {tuple(model.spec.input_shape)} "
                  f"(C, H, W) but '{data_label}' has {tuple(data.shape)}. Re-upload the images at that "
                  "size / channel count, or pick another model.")
-        st.stop()
+        return _stop(stop)
     return ImageContext(data, model, f"{data_label}|{model_label}", dev, sd)
+
+
+def _stop(stop: bool) -> None:
+    if stop:
+        st.stop()
+    return None

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import streamlit as st
 
+from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
+
 from nnsens_core.errors import NnsensError
 
 
@@ -16,16 +18,15 @@ from nnsens_core.errors import NnsensError
 def guard(what: str = "This step"):
     """Show a core error as a message in the page, never a traceback; the app keeps running.
 
-    Other exceptions are shown as a short message too (with the exception type)."""
+    Other exceptions are shown as a short message too (with the exception type); Streamlit's own
+    control flow (``st.stop()``, ``st.rerun()``) passes through."""
     try:
         yield
+    except ScriptControlException:
+        raise
     except NnsensError as exc:
         st.error(str(exc))
-    except st.runtime.scriptrunner.StopException:  # st.stop() inside: let it through
-        raise
     except Exception as exc:  # noqa: BLE001 - a page must never show a traceback
-        if type(exc).__name__ in ("StopException", "RerunException"):
-            raise
         st.error(f"{what} failed: {type(exc).__name__}: {str(exc)[:500]}")
 
 

@@ -29,3 +29,16 @@ def test_switching_every_page_renders_without_exception():
         at.switch_page(path)
         at.run()
         assert not at.exception, (path, at.exception)
+
+
+def test_reruns_keep_the_shared_sidebar():
+    """Every rerun goes through the router, so the sidebar (device, seed, selectors) stays."""
+    at = _app()
+    first = [s.label for s in at.sidebar.selectbox]
+    at.run()
+    assert [s.label for s in at.sidebar.selectbox] == first
+    at.switch_page("pages/sobol.py")
+    at.run()
+    assert "Tabular model" in [s.label for s in at.sidebar.selectbox]
+    assert "CNN" not in [s.label for s in at.sidebar.selectbox]  # the Sobol page is tabular only
+    assert not at.exception, at.exception

@@ -1,0 +1,101 @@
+"""Bad uploads on the Model & data page: a clear message, no exception, previous state kept."""
+import io
+import os
+import zipfile
+
+import numpy as np
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app_pages import APP
+from nnsens_core.zoo import PaperMLP
+
+
+def _app():
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _errors(at):
+    return " ".join(e.value for e in at.error)
+
+
+def _upload(at, key, name, blob, mime="application/octet-stream"):
+    at.file_uploader(key=key).set_value((name, blob, mime))
+    at.run()
+
+
+def test_csv_with_text_column_keeps_the_previous_dataset():
+    at = _app()
+    good = b"a,b,label\n1,2,0\n2,3,1\n3,1,0\n4,4,1\n5,0,0\n6,2,1\n"
+    _upload(at, "up_tab_data", "good.csv", good, "text/csv")
+    at.button(key="btn_tab_data").click().run()
+    assert at.session_state["sel_tabular_data"] == "good.csv"
+    _upload(at, "up_tab_data", "bad.csv", b"a,b,label\n1,x,0\n2,y,1\n", "text/csv")
+    at.button(key="btn_tab_data").click().run()
+    assert not at.exception
+    assert "column 'b' is not numeric" in _errors(at)
+    assert at.session_state["sel_tabular_data"] == "good.csv"
+
+
+def test_malicious_pickle_model_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    buf = io.BytesIO()
+    torch.save({"fc1.weight": Evil()}, buf)
+    at = _app()
+    at.radio(key="tab_model_mode").set_value("Upload weights").run()
+    _upload(at, "up_tab_model", "evil.pt", buf.getvalue())
+    at.button(key="btn_tab_model").click().run()
+    assert not at.exception
+    assert "pickled code is refused" in _errors(at)
+    assert not marker.exists()
+    assert at.session_state["sel_tabular_model"].startswith("Demo")
+
+
+def test_renamed_state_dict_loads_and_reports_the_mapping():
+    net = PaperMLP(8, 10)
+    renamed = {f"layer{i}": v for i, v in enumerate(net.state_dict().values())}
+    buf = io.BytesIO()
+    torch.save(renamed, buf)
+    at = _app()
+    at.radio(key="tab_model_mode").set_value("Upload weights").run()
+    at.number_input(key="mlp_up_in").set_value(8)
+    _upload(at, "up_tab_model", "renamed.pt", buf.getvalue())
+    at.button(key="btn_tab_model").click().run()
+    assert not at.exception and not at.error, _errors(at)
+    assert at.session_state["sel_tabular_model"] == "renamed.pt"
+    assert any("layer0 -> fc1.weight" in c.value for c in at.code)
+
+
+def _zip(files):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, blob in files.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def _png():
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_one_class_image_zip_and_corrupt_cnn_give_messages():
+    at = _app()
+    _upload(at, "up_img", "one.zip", _zip({"cats/a.png": _png(), "cats/b.png": _png()}))
+    at.button(key="btn_img").click().run()
+    assert not at.exception
+    assert "at least two class" in _errors(at)
+    assert at.session_state["sel_image_data"].startswith("Demo")
+    _upload(at, "up_cnn", "broken.pt", b"\x00\x01garbage")
+    at.button(key="btn_cnn").click().run()
+    assert not at.exception
+    assert "not a safe weights file" in _errors(at)
