@@ -21,6 +21,7 @@ PAGES = [
     ("pages/model_data.py", "Model & data", ":material/database:", "both"),
     ("pages/sobol.py", "Global sensitivity (Sobol)", ":material/query_stats:", "tabular"),
     ("pages/local_sensitivity.py", "Local sensitivity", ":material/grid_on:", "image"),
+    ("pages/activation_max.py", "Activation maximization", ":material/auto_awesome:", "image"),
 ]
 
 pages = {p: st.Page(p, title=t, icon=i, default=(k == 0)) for k, (p, t, i, _) in enumerate(PAGES)}
