@@ -81,14 +81,18 @@ class LandscapeConfig:
     min_falling_epochs: int = 3
 
     def __post_init__(self):
-        v.positive("epochs", self.epochs, integer=True)
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
+            raise NnsensError(f"epochs={self.epochs!r} must be a whole number >= 1; train for at least "
+                              "one epoch (e.g. epochs=200)")
         v.positive("lr", self.lr)
         v.one_of("optimizer", self.optimizer, ("sgd", "adam"))
         v.non_negative("weight_decay", self.weight_decay)
         v.non_negative("momentum", self.momentum)
         if self.batch_size is not None:
             v.positive("batch_size", self.batch_size, integer=True)
-        v.positive("retrains", self.retrains, integer=True)
+        if isinstance(self.retrains, bool) or not isinstance(self.retrains, int) or self.retrains < 1:
+            raise NnsensError(f"retrains={self.retrains!r} must be a whole number >= 1 (1 = a single "
+                              "run, e.g. retrains=5)")
         if self.retrains > 64:
             raise NnsensError(f"retrains={self.retrains} is too many; use at most 64")
         if not isinstance(self.seed, int) or self.seed < 0:
