@@ -78,13 +78,16 @@ default_layer = None
 with guard("Choosing a hidden layer"):
     default_layer = S.default_layer(ctx.model, data.n_features)
 
-c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
 n = c1.select_slider("Base samples N", [2**k for k in range(7, 18)], value=2**12,
                      format_func=lambda x: f"2^{int(math.log2(x))} = {x:,}", key="sobol_n")
 second = c2.checkbox("Second order (S2)", value=True, key="sobol_so",
                      help="2D+2 model runs per base sample instead of D+2")
-resamples = c3.number_input("Bootstrap resamples", 10, 2000, 100, step=10, key="sobol_R")
-conf = c4.slider("Confidence level", 0.80, 0.99, 0.95, 0.01, key="sobol_conf")
+seed = c3.number_input("Sampling seed", 0, 2**31 - 1, int(ctx.seed), key="sobol_seed",
+                       help="Seed of the scrambled Sobol' sequence and of the bootstrap resamples "
+                            "(the sidebar seed also retrains the demo model; this one does not).")
+resamples = c4.number_input("Bootstrap resamples", 10, 2000, 100, step=10, key="sobol_R")
+conf = c5.slider("Confidence level", 0.80, 0.99, 0.95, 0.01, key="sobol_conf")
 layer_opts = ["(model output only)"] + list(layers)
 layer_choice = st.selectbox(
     "Also analyse every neuron of a hidden layer", layer_opts,
@@ -92,12 +95,11 @@ layer_choice = st.selectbox(
     format_func=lambda s: s if s not in layers else f"{s} ({layers[s]} neurons)",
     help="All neurons of the layer are captured in the same forward pass as the output.")
 rows_per = S.rows_per_sample(problem.D, bool(second))
-st.caption(f"{n * rows_per:,} model evaluations (N × {rows_per}) on {ctx.device}; seed {ctx.seed} "
-           "(sidebar).")
+st.caption(f"{n * rows_per:,} model evaluations (N × {rows_per}) on {ctx.device}.")
 
 cfg = None
 with guard("Checking the settings"):
-    cfg = S.SobolConfig(n=int(n), second_order=bool(second), seed=int(ctx.seed),
+    cfg = S.SobolConfig(n=int(n), second_order=bool(second), seed=int(seed),
                         num_resamples=int(resamples), conf_level=float(conf),
                         layer=None if layer_choice not in layers else layer_choice)
 if cfg is None:
@@ -156,7 +158,7 @@ def _indices_tab(res: S.SobolResult) -> None:
                          key=f"dl_sobol_{name}")
 
 
-def _convergence_tab(res: S.SobolResult | None) -> None:
+def _convergence_tab() -> S.ConvergenceResult | None:
     st.write("S1 and ST of the model output against N (powers of two). One Sobol' sample at the "
              "largest N is evaluated once; its first n blocks are exactly the sample for n.")
     lo, hi = st.select_slider("N range", [2**k for k in range(5, 18)], value=(2**7, 2**12),
@@ -175,7 +177,7 @@ def _convergence_tab(res: S.SobolResult | None) -> None:
                 bars.done()
     conv = store["conv"].get(key)
     if conv is None:
-        return
+        return None
     names = list(conv.names)
     for idx, conf_key in (("S1", "S1_conf"), ("ST", "ST_conf")):
         vals, cis = getattr(conv, idx), getattr(conv, conf_key)
@@ -184,12 +186,13 @@ def _convergence_tab(res: S.SobolResult | None) -> None:
                                          xaxis="N", yaxis=idx, log_x=True), key=f"sobol_conv_{idx}")
     df = conv.to_frame()
     download_csv("Download convergence (CSV)", df, "sobol_convergence.csv", key="dl_sobol_conv")
+    return conv
 
 
-def _reduction_tab(res: S.SobolResult | None) -> None:
+def _reduction_tab(res: S.SobolResult | None) -> S.FeatureReductionResult | None:
     if res is None:
         st.info("Run the Sobol analysis first: features are ranked by their total index ST.")
-        return
+        return None
     st.write("Retrain the same architecture (fresh weights; the loaded model is never touched) on "
              "the k features with the highest ST and on the k lowest, over several seeds; test "
              f"accuracy on rows {ctx.test_rows} (training rows {ctx.train_rows}).")
@@ -204,7 +207,7 @@ def _reduction_tab(res: S.SobolResult | None) -> None:
         fcfg = S.FeatureReductionConfig(k=int(k), seeds=tuple(range(ctx.seed, ctx.seed + int(n_seeds))),
                                         train=TrainConfig(epochs=int(epochs), seed=ctx.seed))
     if fcfg is None:
-        return
+        return None
     key = (ctx.key, ctx.train_rows, ctx.test_rows, ranking, fcfg)
     if st.button("Retrain and compare", key="sobol_fr_run") and key not in store["fr"]:
         with guard("Retraining"):
@@ -215,7 +218,7 @@ def _reduction_tab(res: S.SobolResult | None) -> None:
             bar.done()
     fr = store["fr"].get(key)
     if fr is None:
-        return
+        return None
     df = fr.to_frame()
     if fr.original_accuracy is not None:
         st.metric("Loaded model, test accuracy", f"{fr.original_accuracy:.3f}")
@@ -225,21 +228,22 @@ def _reduction_tab(res: S.SobolResult | None) -> None:
                     key="sobol_fr_bar")
     st.dataframe(df, width="stretch")
     download_csv("Download feature reduction (CSV)", df, "sobol_feature_reduction.csv", key="dl_sobol_fr")
+    return fr
 
 
-def _pca_tab(res: S.SobolResult | None) -> None:
+def _pca_tab(res: S.SobolResult | None) -> S.PCAComparison | None:
     if res is None:
         st.info("Run the Sobol analysis first: the PCA ranking is compared with the ST ranking.")
-        return
+        return None
     c1, c2 = st.columns(2)
     share = c1.slider("Explained-variance share to reach", 0.5, 0.99, 0.8, 0.01, key="sobol_pca_share")
     standardize = c2.checkbox("Standardise features first", value=True, key="sobol_pca_std",
                               help="Raw features: PCA is dominated by the largest-scale columns.")
+    pca = None
     with guard("The PCA comparison"):
         rows = data.rows(rows_spec)
         pca = S.pca_comparison(rows.X, rows.feature_names, res.output().ST[0], float(share),
                                bool(standardize))
-        st.session_state["sobol"]["pca"] = pca
         st.caption(f"{pca.n_components} component(s) explain "
                    f"{pca.explained[:pca.n_components].sum():.1%} of the variance (rows {rows_spec}); "
                    f"Spearman rank correlation with the ST ranking: {pca.spearman:+.2f}.")
@@ -251,6 +255,7 @@ def _pca_tab(res: S.SobolResult | None) -> None:
         st.dataframe(df, width="stretch")
         download_csv("Download ranking comparison (CSV)", df, "sobol_pca_ranking.csv", key="dl_sobol_pca")
         download_csv("Download loadings (CSV)", load, "sobol_pca_loadings.csv", key="dl_sobol_pcal")
+    return pca
 
 
 tabs = st.tabs(["Indices", "Convergence", "Feature reduction", "PCA comparison"])
@@ -260,20 +265,16 @@ with tabs[0]:
     else:
         _indices_tab(res)
 with tabs[1]:
-    _convergence_tab(res)
+    conv_shown = _convergence_tab()
 with tabs[2]:
-    _reduction_tab(res)
+    fr_shown = _reduction_tab(res)
 with tabs[3]:
-    _pca_tab(res)
+    pca_shown = _pca_tab(res)
 
-if res is not None:
+if res is not None:  # the whole result as shown: indices, and each study on screen
     doc = {"sobol": res.to_json()}
-    conv = [c for k, c in store["conv"].items() if k[0] == ctx.key]
-    if conv:
-        doc["convergence"] = conv[-1].to_json()
-    frs = [f for k, f in store["fr"].items() if k[0] == ctx.key]
-    if frs:
-        doc["feature_reduction"] = frs[-1].to_json()
-    if store.get("pca") is not None:
-        doc["pca"] = store["pca"].to_json()
+    for name, part in (("convergence", conv_shown), ("feature_reduction", fr_shown), ("pca", pca_shown)):
+        if part is not None:
+            doc[name] = part.to_json()
+    st.session_state["sobol_export"] = doc
     download_json("Download the whole result (JSON)", doc, "sobol_result.json", key="dl_sobol_json")

@@ -1,48 +1,108 @@
-"""AppTest smoke test of the Sobol page: renders, runs a small analysis, keeps it across reruns."""
+"""AppTest of the Sobol page: every control of issue 3 (N range, second order, seed, editable
+bounds, confidence level, resamples, hidden-layer target), caching across reruns, the studies
+(convergence, feature reduction, PCA) and the exports (CSV per table, JSON of the whole result)."""
+import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from app_pages import APP
 
 
-def test_sobol_page_runs_small_analysis():
+def _edit_bounds(at, row: int, column: str, value: float) -> None:
+    (editor,) = at.data_editor
+    at.session_state[editor.key] = {"edited_rows": {row: {column: value}}, "added_rows": [],
+                                    "deleted_rows": []}
+
+
+def _ok(at) -> None:
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_sobol_page_controls_run_cache_studies_and_exports():
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     at.switch_page("pages/sobol.py")
     at.run()
-    assert not at.exception, at.exception
+    _ok(at)
     assert at.title[0].value.startswith("Global sensitivity")
-    assert not at.error, [e.value for e in at.error]
+    # N slider: exactly the powers of two 2^7 .. 2^17
+    assert at.select_slider(key="sobol_n").options == [f"2^{k} = {2**k:,}" for k in range(7, 18)]
+    # the bounds table is editable and starts at the min/max of rows 0:700 (train + test rows)
+    (editor,) = at.data_editor
+    assert editor.editing_mode == "fixed" and list(editor.value.columns) == ["feature", "min", "max"]
+
     at.select_slider(key="sobol_n").set_value(128)
     at.number_input(key="sobol_R").set_value(20)
+    at.number_input(key="sobol_seed").set_value(3)
+    at.slider(key="sobol_conf").set_value(0.9)
+    _edit_bounds(at, 1, "max", 150.0)  # Glucose in [min, 150]
     at.button(key="sobol_run").click()
     at.run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    _ok(at)
     assert any(m.label == "N" and m.value == "128" for m in at.metric)
-    res = at.session_state["sobol"]["runs"]
-    assert len(res) == 1
-    (key, result), = res.items()
-    assert result.indices.N == 128 and result.config.layer == "act1"  # paper MLP: act1 by default
-    assert result.indices.S1.shape[0] == 1 + 10  # output + 10 hidden neurons
-    # a rerun (any interaction) keeps the result and does not recompute
+    runs = at.session_state["sobol"]["runs"]
+    assert len(runs) == 1
+    (key, result), = runs.items()
+    cfg = result.config
+    assert (cfg.n, cfg.seed, cfg.num_resamples, cfg.conf_level, cfg.second_order) == (128, 3, 20, 0.9, True)
+    assert result.problem.bounds[1][1] == 150.0 and result.problem.names[1] == "Glucose"
+    assert cfg.layer == "act1" and result.indices.S1.shape == (1 + 10, 8)  # output + 10 neurons
+    # bar chart with CIs, S2 heatmap, neuron x feature heatmaps of S1 and ST
+    assert len(at.get("plotly_chart")) >= 4
+    labels = [d.label for d in at.get("download_button")]
+    for table in ("indices", "second_order", "act1 S1", "act1 ST", "all targets"):
+        assert f"Download {table} (CSV)" in labels, labels
+    assert "Download the whole result (JSON)" in labels
+    doc = at.session_state["sobol_export"]
+    assert doc["sobol"]["N"] == 128 and doc["sobol"]["config"]["seed"] == 3
+    np.testing.assert_allclose(doc["sobol"]["ST"], result.output().ST[0])
+    assert "pca" in doc and doc["pca"]["names"][1] == "Glucose"
+
+    # any rerun keeps the result (no recomputation)
     at.checkbox(key="sobol_pca_std").uncheck()
     at.run()
-    assert not at.exception, at.exception
+    _ok(at)
     assert at.session_state["sobol"]["runs"][key] is result
     assert any("Spearman" in c.value for c in at.caption)
+
+    # first order only, model output only: a second cached result
+    at.checkbox(key="sobol_so").uncheck()
+    at.selectbox(key="sobol_layer").set_value("(model output only)")
+    at.button(key="sobol_run").click()
+    at.run()
+    _ok(at)
+    runs = at.session_state["sobol"]["runs"]
+    assert len(runs) == 2 and runs[key] is result
+    other = next(r for k, r in runs.items() if k != key)
+    assert other.indices.S2 is None and other.indices.S1.shape == (1, 8)
+    assert at.session_state["sobol_export"]["sobol"]["S2"] is None
+
+    # bad bounds (min >= max): a clear message, no traceback, no run
+    _edit_bounds(at, 1, "max", -5.0)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("'Glucose'" in e.value and "min must be < max" in e.value for e in at.error)
+    _edit_bounds(at, 1, "max", 150.0)
+    at.run()
+    _ok(at)
+
     # convergence (tiny range) and feature reduction (1 seed, 2 epochs) from the other tabs
     at.select_slider(key="sobol_conv_range").set_value((32, 128))
     at.button(key="sobol_conv_run").click()
     at.run()
-    assert not at.exception, at.exception
+    _ok(at)
     conv = list(at.session_state["sobol"]["conv"].values())
     assert len(conv) == 1 and conv[0].ns == (32, 64, 128)
-    at.number_input(key="sobol_fr_seeds").set_value(1)
+    assert at.session_state["sobol_export"]["convergence"]["N"] == [32, 64, 128]
+    at.number_input(key="sobol_fr_seeds").set_value(2)
     at.number_input(key="sobol_fr_epochs").set_value(2)
     at.button(key="sobol_fr_run").click()
     at.run()
-    assert not at.exception, at.exception
-    assert not at.error, [e.value for e in at.error]
+    _ok(at)
     (fr,) = at.session_state["sobol"]["fr"].values()
-    assert len(fr.accuracy) == 3 and all(len(a) == 1 for a in fr.accuracy.values())
+    assert len(fr.accuracy) == 3 and all(len(a) == 2 for a in fr.accuracy.values())
     assert any(m.label == "Loaded model, test accuracy" for m in at.metric)
+    assert at.session_state["sobol_export"]["feature_reduction"]["seeds"] == [0, 1]
+    labels = [d.label for d in at.get("download_button")]
+    for name in ("convergence", "feature reduction", "ranking comparison", "loadings"):
+        assert f"Download {name} (CSV)" in labels, labels
