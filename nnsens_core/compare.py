@@ -354,3 +354,69 @@ def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequ
         return explain(m, spec, x, classes, methods, cfgs, dev)
 
     return mt.cascading_randomization(_on_device(model, dev), fn, layers, metric, seed, progress)
+
+
+# --------------------------------------------------------------------------- user ground-truth masks
+
+def read_gt_masks(raw: bytes, filename: str, n_images: int, hw: Sequence[int]) -> np.ndarray:
+    """Ground-truth masks from an upload: ``.npz`` (array ``masks``, or its only array), ``.npy``, or
+    a ``.png``/``.jpg`` image (one mask; pixels above half the maximum are inside).
+
+    Returns bool ``(k, H, W)`` with ``k == n_images`` (one mask per image of the dataset) or ``k == 1``
+    (one mask, for the image on screen). A mask whose size is not ``hw`` (the images' H x W), a
+    file that cannot be read, or a non-binary array raise :class:`NnsensError` saying what to fix.
+    """
+    import io
+    import zipfile
+    h, w = (int(s) for s in hw)
+    name = str(filename or "upload")
+    suffix = name.lower().rsplit(".", 1)[-1] if "." in name else ""
+    if suffix in ("npz", "npy"):
+        try:
+            obj = np.load(io.BytesIO(raw), allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise NnsensError(f"{name!r} is not a readable .{suffix} without pickled objects: "
+                              f"{str(exc)[:200]}") from None
+        if isinstance(obj, np.ndarray):
+            arr = obj
+        else:
+            with obj:
+                files = list(obj.files)
+                key = "masks" if "masks" in files else (files[0] if len(files) == 1 else None)
+                if key is None:
+                    raise NnsensError(f"{name!r} holds the arrays {files}; name the masks array "
+                                      "'masks' (np.savez(f, masks=...))")
+                arr = obj[key]
+        if arr.dtype == object:
+            raise NnsensError(f"{name!r} holds Python objects; save a numeric (N, H, W) array")
+        if arr.ndim == 4 and arr.shape[1] == 1:
+            arr = arr[:, 0]
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3:
+            raise NnsensError(f"the masks in {name!r} have shape {arr.shape}; expected (N, H, W) or "
+                              f"(H, W) with H x W = {h} x {w}")
+        vals = np.unique(arr)
+        if arr.dtype != bool and not np.all(np.isin(vals, (0, 1))):
+            raise NnsensError(f"the masks in {name!r} must be binary (0/1 or bool); they have values "
+                              f"such as {vals[:5].tolist()}")
+        arr = arr.astype(bool)
+    elif suffix in ("png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff") or not suffix:
+        from PIL import Image, UnidentifiedImageError
+        try:
+            with Image.open(io.BytesIO(raw)) as img:
+                img.load()
+                a = np.asarray(img.convert("L"), dtype=np.float32)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise NnsensError(f"{name!r} is not a readable image ({str(exc)[:120]}); upload a "
+                              "black-and-white PNG mask, or an .npz with a 'masks' array") from None
+        arr = (a > a.max() / 2)[None] if a.max() > 0 else np.zeros((1, *a.shape), bool)
+    else:
+        raise NnsensError(f"{name!r}: masks must be .npz, .npy or .png (got .{suffix})")
+    if tuple(arr.shape[1:]) != (h, w):
+        raise NnsensError(f"the mask in {name!r} is {arr.shape[1]}x{arr.shape[2]} (H x W) but the "
+                          f"images are {h}x{w}; save the masks at the images' size")
+    if len(arr) not in (1, n_images):
+        raise NnsensError(f"{name!r} holds {len(arr)} masks for {n_images} images; give one mask "
+                          "(for the image on screen) or one per image, in dataset order")
+    return arr

@@ -1,0 +1,427 @@
+"""Saliency comparison for clinicians: Grad-CAM family vs AM difference vs occlusion vs local
+sensitivity vs meaningful-perturbation masks, side by side and measured.
+
+widgets -> CamConfig / OcclusionConfig / MaskConfig / AMConfig / SensitivityConfig ->
+nnsens_core.compare (explain, evaluate, sanity_check) and nnsens_core.metrics -> PIL overlays and
+plotly. Maps of one image are cached with ``st.cache_data`` (context key + image + class + method +
+config) and kept in ``st.session_state["saliency"]``; dataset tables and sanity checks are kept there
+too, so a rerun never loses work.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+
+from nnsens_core import compare as C
+from nnsens_core import metrics as mt
+from nnsens_core.activation_max import AMConfig
+from nnsens_core.cam import CAM_METHODS, CamConfig, default_target_layer, layer_grids
+from nnsens_core.data import ImageData
+from nnsens_core.masks import MaskConfig, OcclusionConfig
+from nnsens_core.perturbation import LocalConfig
+from nnsens_core.zoo import image_blocks
+from ui import saliency_views as V
+from ui import state
+from ui.widgets import Progress, download_csv, download_npz, guard, overlay, to_uint8
+
+st.title("Saliency comparison")
+st.caption("Which pixels made the CNN decide? Several explanation methods on the same image, side by "
+           "side, and how much they agree with each other and with the ground-truth feature mask "
+           "(the phantom's B-lines, consolidation or A-lines, or masks you upload).")
+
+ctx = state.images()
+data: ImageData = ctx.data
+lm = ctx.model
+store = st.session_state.setdefault("saliency", {"maps": {}, "eval": {}, "sanity": {}, "gt": {},
+                                                  "last_eval": {}, "last_sanity": {}})
+names = list(data.class_names)
+H, W = data.shape[1:]
+
+
+# ----------------------------------------------------------------------------- cached core calls
+@st.cache_data(show_spinner=False, max_entries=4)
+def _probabilities(_model, key: str, device: str) -> np.ndarray:
+    x = lm.spec.normalize(torch.as_tensor(data.images, dtype=torch.float32))
+    return C.predict_proba(_model, x, device).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dict, str]:
+    grids = layer_grids(_model, input_shape, device=device)
+    spatial = {n: s for n, s in grids.items() if len(s) == 3}
+    return spatial, default_target_layer(_model, input_shape, device=device)
+
+
+@st.cache_data(show_spinner=False, max_entries=2000)
+def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str) -> np.ndarray:
+    x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
+    return C.explain(_model, _spec, x, [cls], [method], {method: cfg}, device)[method][0].numpy()
+
+
+def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, np.ndarray]:
+    """Maps of one image for each method: from the session store, else the cache, else computed."""
+    out = {}
+    todo = [m for m in methods if (ctx.key, index, cls, m, cfgs[m]) not in store["maps"]]
+    bar = Progress("Computing maps", len(todo)) if todo else None
+    for k, m in enumerate(methods):
+        sk = (ctx.key, index, cls, m, cfgs[m])
+        if sk not in store["maps"]:
+            with guard(f"{V.label(m)}"):
+                store["maps"][sk] = _maps(lm.module, lm.spec, ctx.key, index, cls, m, cfgs[m],
+                                          str(ctx.device))
+            bar(todo.index(m) + 1, len(todo))
+        if sk in store["maps"]:
+            out[m] = store["maps"][sk]
+    if bar is not None:
+        bar.done()
+    return out
+
+
+probs = None
+with guard("Predicting the dataset"):
+    probs = _probabilities(lm.module, ctx.key, str(ctx.device))
+if probs is None:
+    st.stop()
+preds = probs.argmax(1)
+labels = np.asarray(data.labels)
+layers, default_layer = {}, None
+with guard("Listing the convolutional layers"):
+    layers, default_layer = _layer_table(lm.module, ctx.key, tuple(data.shape), str(ctx.device))
+if not layers:
+    st.error("This model has no convolutional layer producing a feature map; the saliency methods "
+             "need a CNN. Pick another CNN in the sidebar.")
+    st.stop()
+
+# ----------------------------------------------------------------------------- settings
+available = C.available_methods()
+with st.expander("Methods and settings", expanded=True):
+    methods = st.multiselect("Methods", available, default=[m for m in ("gradcam", "gradcam++", "layercam",
+                                                                       "occlusion") if m in available],
+                             format_func=V.label, key="sal_methods",
+                             help="Grad-CAM family (grad-cam package), AM difference map, occlusion, "
+                                  "local sensitivity and the meaningful-perturbation mask.")
+    c1, c2, c3 = st.columns([2, 2, 1])
+    layer_names = list(layers)
+    target_layer = c1.selectbox(
+        "Target layer (Grad-CAM family)", layer_names,
+        index=layer_names.index(default_layer) if default_layer in layer_names else len(layer_names) - 1,
+        format_func=lambda n: f"{n}  ({'×'.join(map(str, layers[n]))})", key=f"sal_layer|{ctx.key}",
+        help="Convolutional layers and blocks only. Default: the deepest one whose grid is at least 8×8 "
+             "(finer grids localize better, deeper ones are more class-specific).")
+    target_mode = c2.radio("Class to explain", ["predicted", "true", "chosen"], horizontal=True,
+                           key="sal_target")
+    chosen = c3.selectbox("Chosen class", range(len(names)), format_func=lambda k: names[k],
+                          key=f"sal_class|{ctx.key}", disabled=target_mode != "chosen")
+    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="sal_alpha")
+
+    t_occ, t_mask, t_am, t_sens, t_score = st.tabs(["Occlusion", "Perturbation mask", "AM difference",
+                                                    "Local sensitivity", "Score-CAM"])
+    with t_occ:
+        o1, o2, o3, o4 = st.columns(4)
+        occ_window = o1.number_input("Window (px)", 1, min(H, W), min(8, H, W), key="sal_occ_window")
+        occ_stride = o2.number_input("Stride (px)", 1, min(H, W), min(4, H, W), key="sal_occ_stride")
+        occ_ref = o3.selectbox("Reference", ["constant", "blur"], key="sal_occ_ref")
+        occ_const = o4.slider("Constant grey", 0.0, 1.0, 0.0, 0.05, key="sal_occ_const",
+                              disabled=occ_ref != "constant")
+    with t_mask:
+        st.caption("m* = argmin f(X'_m) + λ1·‖1−m‖_β1 + λ2·‖∇m‖_β2, X'_m = m·X + (1−m)·reference; the "
+                   "mask is optimised at low resolution and upsampled.")
+        m1, m2, m3, m4 = st.columns(4)
+        lam1 = m1.number_input("λ1 (area)", 0.0, 10.0, MaskConfig().lambda1, 0.01, format="%.3f",
+                               key="sal_mask_l1")
+        lam2 = m2.number_input("λ2 (smoothness)", 0.0, 10.0, MaskConfig().lambda2, 0.05, format="%.3f",
+                               key="sal_mask_l2")
+        beta1 = m3.number_input("β1", 0.1, 10.0, MaskConfig().beta1, 0.5, key="sal_mask_b1")
+        beta2 = m4.number_input("β2", 0.1, 10.0, MaskConfig().beta2, 0.5, key="sal_mask_b2")
+        m5, m6, m7, m8 = st.columns(4)
+        mask_steps = m5.number_input("Steps", 1, 2000, MaskConfig().steps, 10, key="sal_mask_steps")
+        mask_res = m6.number_input("Mask resolution", 1, min(H, W), min(MaskConfig().resolution, H, W),
+                                   key="sal_mask_res")
+        mask_ref = m7.selectbox("Reference", ["blur", "constant"], key="sal_mask_ref")
+        mask_sigma = m8.number_input("Blur σ (px)", 0.0, 50.0, MaskConfig().blur_sigma, 0.5,
+                                     key="sal_mask_sigma", disabled=mask_ref != "blur")
+    with t_am:
+        a1, a2 = st.columns(2)
+        am_steps = a1.number_input("AM steps", 1, 2000, 100, 10, key="sal_am_steps")
+        am_rule = a2.selectbox("Regulariser", ["tv", "blur", "none"], key="sal_am_rule")
+        st.caption("|x_AM − x|: activation maximization of the explained class started from the "
+                   "image itself (computed here for each image, channel mean).")
+    with t_sens:
+        blocks = {}
+        with guard("Listing the blocks"):
+            blocks = image_blocks(lm.module)
+        block_opts = list(dict.fromkeys(list(blocks.values()) + layer_names))
+        block = st.selectbox("Block whose output is measured", block_opts,
+                             index=len(blocks) - 1 if blocks else len(block_opts) - 1,
+                             key=f"sal_sens_block|{ctx.key}")
+        probes = st.number_input("Gradient probes", 1, 256, 16, key="sal_sens_probes")
+    with t_score:
+        score_batch = st.number_input("Masked inputs per forward pass", 1, 1024, 64, key="sal_score_batch")
+
+cfgs: dict = {}
+with guard("Checking the settings"):
+    cam = CamConfig("gradcam", target_layer, score_batch_size=int(score_batch))
+    all_cfgs = {m: dataclasses.replace(cam, method=m) for m in CAM_METHODS}
+    all_cfgs["occlusion"] = OcclusionConfig(window=int(occ_window), stride=int(occ_stride),
+                                            reference=occ_ref, constant=float(occ_const))
+    all_cfgs["mask"] = MaskConfig(lambda1=float(lam1), lambda2=float(lam2), beta1=float(beta1),
+                                  beta2=float(beta2), steps=int(mask_steps), resolution=int(mask_res),
+                                  reference=mask_ref, blur_sigma=float(mask_sigma))
+    all_cfgs["am"] = AMConfig(steps=int(am_steps), rule=am_rule, seed=int(ctx.seed), preview_every=0)
+    all_cfgs["sensitivity"] = C.SensitivityConfig(
+        block=block, local=LocalConfig(method="gradient", n_probes=int(probes), seed=int(ctx.seed)))
+    cfgs = {m: all_cfgs[m] for m in methods}
+if len(cfgs) != len(methods):
+    st.stop()
+if not methods:
+    st.info("Pick at least one method above.")
+    st.stop()
+
+
+def target_of(i: int) -> int:
+    return int(preds[i]) if target_mode == "predicted" else int(labels[i]) if target_mode == "true" \
+        else int(chosen)
+
+
+# ----------------------------------------------------------------------------- ground truth
+def gt_masks() -> tuple[np.ndarray | None, str]:
+    """(masks (n, H, W) or (1, H, W), source) of the chosen ground truth."""
+    up = store["gt"].get(ctx.key)
+    src = st.session_state.get("sal_gt_source", "dataset")
+    if src == "uploaded" and up is not None:
+        return up[0], f"uploaded {up[1]}"
+    if data.masks is not None:
+        return np.asarray(data.masks, dtype=bool), "dataset"
+    return None, "none"
+
+
+with st.expander("Ground-truth masks", expanded=data.masks is None):
+    st.radio("Use", ["dataset", "uploaded"], horizontal=True, key="sal_gt_source",
+             format_func=lambda s: {"dataset": "the dataset's masks" + ("" if data.masks is not None
+                                                                        else " (this dataset has none)"),
+                                    "uploaded": "an uploaded mask file"}[s])
+    upl = st.file_uploader("Masks: .npz (array 'masks', N×H×W or H×W), .npy, or a black-and-white .png "
+                           f"({H}×{W}; one mask = the image on screen)", type=["npz", "npy", "png"],
+                           key=f"sal_gt_upload|{ctx.key}")
+    if upl is not None:
+        with guard("Reading the masks"):
+            arr = C.read_gt_masks(upl.getvalue(), upl.name, len(data), (H, W))
+            store["gt"][ctx.key] = (arr, upl.name)
+            st.success(f"{upl.name}: {len(arr)} mask(s) of {H}×{W}.")
+    masks, gt_source = gt_masks()
+    st.caption(f"Ground truth in use: {gt_source}.")
+
+
+def mask_of(i: int) -> np.ndarray | None:
+    if masks is None:
+        return None
+    return masks[0] if len(masks) == 1 else masks[i]
+
+
+tab_browse, tab_agree, tab_data, tab_sanity = st.tabs(["Browse", "Agreement", "Dataset table",
+                                                       "Sanity check"])
+
+# ----------------------------------------------------------------------------- browse
+with tab_browse:
+    f1, f2 = st.columns([3, 2])
+    cls_filter = f1.multiselect("Classes", range(len(names)), default=list(range(len(names))),
+                                format_func=lambda k: names[k], key=f"sal_filter|{ctx.key}")
+    correctness = f2.radio("Predictions", ["all", "correct", "incorrect"], horizontal=True,
+                           key="sal_correct")
+    shown = V.filtered_indices(labels, preds, cls_filter, correctness)
+    if len(shown) == 0:
+        st.warning("No image matches the filter; widen it.")
+        current = None
+    else:
+        if not 1 <= st.session_state.get("sal_pos", 1) <= len(shown):
+            st.session_state["sal_pos"] = 1
+
+        def _step(d: int) -> None:
+            st.session_state["sal_pos"] = (st.session_state.get("sal_pos", 1) - 1 + d) % len(shown) + 1
+
+        n1, n2, n3 = st.columns([1, 2, 1])
+        n1.button("◀ Previous", on_click=_step, args=(-1,), key="sal_prev", width="stretch")
+        n2.number_input(f"Image (1–{len(shown)} of the filtered images)", 1, len(shown), key="sal_pos")
+        n3.button("Next ▶", on_click=_step, args=(1,), key="sal_next", width="stretch")
+        current = int(shown[st.session_state["sal_pos"] - 1])
+    st.session_state["sal_current"] = current
+
+    if current is not None:
+        cls = target_of(current)
+        img = data.images[current]
+        mask = mask_of(current)
+        show_gt = st.checkbox("Outline the ground truth on the maps", value=mask is not None,
+                              key="sal_outline", disabled=mask is None)
+        i1, i2 = st.columns([1, 2])
+        with i1:
+            st.image(V.upscale(to_uint8(img), 4), width="stretch",
+                     caption=f"#{current} · true: {names[labels[current]]}")
+        with i2:
+            ok = labels[current] == preds[current]
+            st.markdown(f"**Prediction: {names[preds[current]]}** ({probs[current, preds[current]]:.1%}) · "
+                        f"true label: **{names[labels[current]]}** · "
+                        f"{'correct ✅' if ok else 'incorrect ❌'} · explaining **{names[cls]}**")
+            st.plotly_chart(V.prob_figure(probs[current], names, int(labels[current]), int(preds[current])),
+                            key="sal_probs")
+        maps = maps_for(current, cls, methods, cfgs)
+        st.session_state["sal_current_maps"] = (current, cls, maps)
+        items = [(V.label(m), overlay(img, a, alpha)) for m, a in maps.items()]
+        if mask is not None:
+            items.append(("ground truth", to_uint8(mask.astype(np.float32))))
+        per_row = 4
+        for start in range(0, len(items), per_row):
+            cols = st.columns(per_row)
+            for k, (title, pic) in enumerate(items[start:start + per_row]):
+                if show_gt and mask is not None and title != "ground truth":
+                    pic = V.outline(pic, mask)
+                cols[k].image(V.upscale(pic, 4), caption=title, width="stretch")
+        if mask is not None and maps:
+            st.markdown("**Against the ground truth** (this image)")
+            with guard("Scoring the maps"):
+                st.dataframe(V.localization_table(maps, mask[None], None, 0.0).style.format("{:.3f}"),
+                             key="sal_gt_table")
+            st.caption("GT IoU: the map's top-k pixels (k = mask area) vs the mask; pointing game: 1 when "
+                       "the map's maximum lies in the mask; relevance mass: share of the map inside it.")
+
+# ----------------------------------------------------------------------------- agreement
+with tab_agree:
+    cur = st.session_state.get("sal_current_maps")
+    p = st.slider("p: top-p% of pixels compared", 1, 100, 10, 1, key="sal_p", format="%d%%") / 100
+    if not cur or len(cur[2]) < 1:
+        st.info("Pick an image on the Browse tab first.")
+    else:
+        i_cur, cls_cur, maps_cur = cur
+        st.markdown(f"**Image #{i_cur}**, explaining **{names[cls_cur]}**: agreement between every pair "
+                    "of maps")
+        if len(maps_cur) < 2:
+            st.info("Select at least two methods to compare them.")
+        else:
+            with guard("Measuring agreement"):
+                arrs = {m: a[None] for m, a in maps_cur.items()}
+                table = V.pairwise_table(arrs, p)
+                st.dataframe(table, hide_index=True, key="sal_pair_table")
+                which = st.radio("Matrix", list(V.SIM_LABELS), format_func=V.SIM_LABELS.get,
+                                 horizontal=True, key="sal_matrix")
+                st.plotly_chart(V.agreement_matrix(arrs, p, which), key="sal_matrix_fig")
+                download_csv("Pairwise agreement (CSV)", table.set_index(["method A", "method B"]),
+                             f"agreement_image{i_cur}.csv", key="sal_pair_csv")
+        m_cur = mask_of(i_cur)
+        if m_cur is not None:
+            tol = st.number_input("Pointing-game tolerance (px)", 0.0, 32.0, 0.0, 1.0, key="sal_tol")
+            use_p = st.checkbox("GT IoU on the top-p% region (instead of top-k, k = mask area)",
+                                key="sal_gt_use_p")
+            with guard("Scoring against the ground truth"):
+                st.dataframe(V.localization_table({m: a[None] for m, a in maps_cur.items()}, m_cur[None],
+                                                  p if use_p else None, tol).style.format("{:.3f}"),
+                             key="sal_gt_table2")
+        else:
+            st.caption("No ground-truth mask for this image (upload one in 'Ground-truth masks').")
+
+# ----------------------------------------------------------------------------- dataset table
+with tab_data:
+    st.caption("Every selected method explains each image of the subset; the table shows mean ± std "
+               "per method and class (and over all classes) of GT IoU, pointing game and relevance mass.")
+    d1, d2, d3, d4 = st.columns(4)
+    ds_classes = d1.multiselect("Classes", range(len(names)), default=list(range(len(names))),
+                                format_func=lambda k: names[k], key=f"sal_ds_classes|{ctx.key}")
+    ds_correct = d2.radio("Predictions", ["all", "correct", "incorrect"], key="sal_ds_correct")
+    ds_per = d3.number_input("Images per class (first ones)", 1, len(data), min(10, len(data)),
+                             key="sal_ds_per")
+    ds_target = d4.radio("Explain", ["label", "pred"], key="sal_ds_target",
+                         format_func={"label": "true class", "pred": "predicted class"}.get)
+    e1, e2 = st.columns(2)
+    ds_tol = e1.number_input("Pointing-game tolerance (px)", 0.0, 32.0, 0.0, 1.0, key="sal_ds_tol")
+    ds_use_p = e2.checkbox("GT IoU on the top-p% region (p from the Agreement tab)", key="sal_ds_use_p")
+    subset = V.per_class_subset(V.filtered_indices(labels, preds, ds_classes, ds_correct), labels,
+                                int(ds_per))
+    ds_p = float(st.session_state.get("sal_p", 10)) / 100 if ds_use_p else None
+    st.caption(f"{len(subset)} images × {len(methods)} methods on {ctx.device}.")
+    eval_key = (ctx.key, gt_source, tuple(subset.tolist()), ds_target, ds_p, float(ds_tol),
+                tuple((m, cfgs[m]) for m in methods))
+    if st.button("Evaluate the subset", type="primary", key="sal_eval_run"):
+        if masks is None or len(masks) != len(data):
+            st.error("The dataset table needs one ground-truth mask per image: use the dataset's masks "
+                     f"or upload an .npz with {len(data)} masks of {H}×{W}.")
+        elif len(subset) == 0:
+            st.error("No image in the subset; widen the classes or the prediction filter.")
+        elif eval_key not in store["eval"]:
+            with guard("The dataset evaluation"):
+                bar = Progress(f"Explaining {len(subset)} images with {len(methods)} methods")
+                gt_data = ImageData(data.images, data.labels, data.class_names, masks, data.name, data.meta)
+                store["eval"][eval_key] = C.evaluate(lm.module, lm.spec, gt_data, methods, cfgs,
+                                                     indices=subset, target=ds_target, p=ds_p,
+                                                     tolerance=float(ds_tol), batch_size=16,
+                                                     device=ctx.device, progress=bar)
+                bar.done()
+        if eval_key in store["eval"]:
+            store["last_eval"][ctx.key] = eval_key
+    ev = store["eval"].get(store["last_eval"].get(ctx.key))
+    if ev is not None:
+        if store["last_eval"][ctx.key] != eval_key:
+            st.info("Showing the last evaluation; the settings have changed since (press Evaluate).")
+        with guard("Summarising"):
+            summary = ev.summary()
+            st.dataframe(V.summary_display(summary), key="sal_summary")
+            st.caption(f"{len(ev.indices)} images; accuracy on them "
+                       f"{(ev.probs.argmax(1).numpy() == labels[ev.indices]).mean():.1%}. "
+                       "n counts the images with a non-empty mask.")
+            c_a, c_b, c_c = st.columns(3)
+            with c_a:
+                download_csv("Summary (CSV)", summary, "saliency_summary.csv", key="sal_sum_csv")
+            with c_b:
+                download_csv("Per-image records (CSV)", ev.records.set_index("index"),
+                             "saliency_records.csv", key="sal_rec_csv")
+            with c_c:
+                download_npz("Maps (.npz)", {"indices": ev.indices, **{f"map_{m}": v.numpy()
+                                                                      for m, v in ev.maps.items()}},
+                             "saliency_maps.npz", key="sal_maps_npz")
+            if len(ev.maps) > 1:
+                pp = float(st.session_state.get("sal_p", 10)) / 100
+                st.markdown(f"**Agreement between methods over the subset** (mean over images, p = {pp:.0%})")
+                st.dataframe(V.pairwise_table({m: v.numpy() for m, v in ev.maps.items()}, pp),
+                             hide_index=True, key="sal_ds_pairs")
+
+# ----------------------------------------------------------------------------- sanity check
+with tab_sanity:
+    st.caption("Cascading randomization (Adebayo et al. 2018): the model's layers are re-initialised "
+               "one by one from the output down (on a copy); a method that explains the *model* shows "
+               "similarity to its original maps falling as layers are randomized.")
+    all_layers = mt.randomizable_layers(lm.module)[::-1]
+    s1, s2, s3 = st.columns(3)
+    n_layers = s1.number_input("Layers to randomize (from the top)", 1, len(all_layers),
+                               len(all_layers), key=f"sal_san_layers|{ctx.key}")
+    n_img = s2.number_input("Images (from the one on screen)", 1, 16, 2, key="sal_san_n")
+    metric = s3.selectbox("Similarity", list(V.SIM_LABELS), format_func=V.SIM_LABELS.get,
+                          key="sal_san_metric")
+    cur_i = st.session_state.get("sal_current")
+    base_list = V.filtered_indices(labels, preds, range(len(names)), "all")
+    start = int(cur_i) if cur_i is not None else 0
+    san_idx = [int(base_list[(start + k) % len(base_list)]) for k in range(int(n_img))]
+    san_cls = [target_of(i) for i in san_idx]
+    san_key = (ctx.key, tuple(san_idx), tuple(san_cls), int(n_layers), metric, int(ctx.seed),
+               tuple((m, cfgs[m]) for m in methods))
+    st.caption(f"Images {san_idx}; {int(n_layers) + 1} rounds × {len(methods)} methods.")
+    if st.button("Run the sanity check", type="primary", key="sal_san_run"):
+        if san_key not in store["sanity"]:
+            with guard("The sanity check"):
+                bar = Progress("Randomizing layers", int(n_layers) + 1)
+                x = lm.spec.normalize(torch.as_tensor(data.images[san_idx], dtype=torch.float32))
+                store["sanity"][san_key] = C.sanity_check(
+                    lm.module, lm.spec, x, san_cls, methods, cfgs, layers=all_layers[:int(n_layers)],
+                    metric=metric, seed=int(ctx.seed), device=ctx.device, progress=bar)
+                bar.done()
+        if san_key in store["sanity"]:
+            store["last_sanity"][ctx.key] = san_key
+    res = store["sanity"].get(store["last_sanity"].get(ctx.key))
+    if res is not None:
+        if store["last_sanity"][ctx.key] != san_key:
+            st.info("Showing the last sanity check; the settings have changed since.")
+        st.plotly_chart(V.sanity_figure(res), key="sal_san_fig")
+        table = res.table()
+        table.columns = [c.replace(c.rsplit("_", 1)[0], V.label(c.rsplit("_", 1)[0]), 1) for c in table.columns]
+        st.dataframe(table.style.format("{:.3f}"), key="sal_san_table")
+        download_csv("Sanity check (CSV)", res.table(), "sanity_check.csv", key="sal_san_csv")

@@ -1,0 +1,54 @@
+"""AppTest smoke test of the Saliency comparison page: renders, browses, compares, evaluates a tiny
+subset and runs a tiny sanity check, with no exception and tables on screen."""
+from streamlit.testing.v1 import AppTest
+
+from app_pages import APP
+
+PAGE = "pages/saliency.py"
+
+
+def test_saliency_page_browse_compare_and_evaluate():
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.switch_page(PAGE)  # straight to the page (the home page trains the tabular demo model)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.title[0].value.startswith("Saliency comparison")
+    assert not at.error, [e.value for e in at.error]
+    # cheap methods only: three CAMs and a coarse occlusion
+    at.multiselect(key="sal_methods").set_value(["gradcam", "layercam", "eigencam", "occlusion"])
+    at.number_input(key="sal_occ_window").set_value(16)
+    at.number_input(key="sal_occ_stride").set_value(16)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    first, cls, maps = at.session_state["sal_current_maps"]
+    assert set(maps) == {"gradcam", "layercam", "eigencam", "occlusion"}
+    assert all(m.shape == (64, 64) and 0 <= m.min() and m.max() <= 1 for m in maps.values())
+    # the per-image ground-truth table and the pairwise agreement table are on screen
+    assert any(df.value.shape == (4, 3) for df in at.dataframe)
+    assert any(df.value.shape[0] == 6 and "Spearman ρ" in df.value.columns for df in at.dataframe)
+    # next image, then filter to one class: the walk stays inside the filter
+    at.button(key="sal_next").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["sal_current"] != first
+    # dataset table on 1 image per class, kept across reruns
+    at.number_input(key="sal_ds_per").set_value(1)
+    at.button(key="sal_eval_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (ev,) = at.session_state["saliency"]["eval"].values()
+    assert len(ev.indices) == 3 and set(ev.records["method"]) == set(maps)
+    summary = next(df.value for df in at.dataframe if "n" in df.value.columns)
+    assert len(summary) == 4 * 4  # 4 methods x (3 classes + all)
+    assert all("±" in s for s in summary["GT IoU"])
+    # sanity check over the top 2 layers, 1 image: curves start at 1
+    at.number_input(key="sal_san_n").set_value(1)
+    next(w for w in at.number_input if w.key.startswith("sal_san_layers")).set_value(2)
+    at.button(key="sal_san_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (res,) = at.session_state["saliency"]["sanity"].values()
+    assert len(res.steps) == 3 and all(abs(v[0] - 1) < 1e-9 for v in res.mean.values())

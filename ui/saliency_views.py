@@ -1,0 +1,144 @@
+"""Streamlit-free helpers of the Saliency comparison page: picture making, tables and figures.
+
+Kept apart from ``pages/saliency.py`` so they can be tested without a running app.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from nnsens_core import metrics as mt
+from nnsens_core.compare import LABELS
+
+METRIC_LABELS = {"iou": "GT IoU", "pointing": "pointing game", "mass": "relevance mass"}
+SIM_LABELS = {"top_p_iou": "IoU of top-p% regions", "spearman": "Spearman ρ", "cosine": "cosine"}
+
+
+def label(method: str) -> str:
+    return LABELS.get(method, method)
+
+
+def upscale(img: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of an (H, W[, 3]) uint8 picture (small images stay crisp)."""
+    f = max(1, int(factor))
+    return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
+
+
+def outline(rgb: np.ndarray, mask: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:
+    """``rgb`` (H, W, 3) uint8 with the boundary pixels of the bool ``mask`` (H, W) painted."""
+    out = np.array(rgb, copy=True)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return out
+    pad = np.pad(m, 1, constant_values=False)
+    interior = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    out[m & ~interior] = colour
+    return out
+
+
+def prob_figure(probs: np.ndarray, class_names: Sequence[str], true: int, pred: int) -> go.Figure:
+    """Horizontal bars of the softmax probabilities; the true class is marked."""
+    names = [f"{c}{' (true)' if k == true else ''}" for k, c in enumerate(class_names)]
+    colours = ["#2ca02c" if k == pred == true else "#d62728" if k == pred else "#9aa5b1"
+               for k in range(len(class_names))]
+    fig = go.Figure(go.Bar(x=np.asarray(probs, float), y=names, orientation="h", marker_color=colours,
+                           text=[f"{p:.3f}" for p in probs], textposition="auto"))
+    fig.update_layout(height=60 + 36 * len(names), margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis=dict(range=[0, 1], title="probability"), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def pairwise_table(maps: Mapping[str, np.ndarray], p: float) -> pd.DataFrame:
+    """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine."""
+    ag = mt.agreement(maps, p)
+    names = list(maps)
+    rows = []
+    for i, a in enumerate(names):
+        for j in range(i + 1, len(names)):
+            rows.append({"method A": label(a), "method B": label(names[j]),
+                         f"IoU top-{p:.0%}": ag["top_p_iou"][i, j], "Spearman ρ": ag["spearman"][i, j],
+                         "cosine": ag["cosine"][i, j]})
+    return pd.DataFrame(rows)
+
+
+def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str) -> go.Figure:
+    ag = mt.agreement(maps, p)[which]
+    names = [label(m) for m in maps]
+    zmin = -1 if which == "spearman" else 0
+    fig = go.Figure(go.Heatmap(z=ag, x=names, y=names, zmin=zmin, zmax=1, colorscale="RdBu_r"
+                               if which == "spearman" else "Viridis",
+                               text=np.round(ag, 2), texttemplate="%{text}"))
+    title = SIM_LABELS[which] + (f" (p = {p:.0%})" if which == "top_p_iou" else "")
+    fig.update_layout(title=title, height=140 + 40 * len(names), margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def localization_table(maps: Mapping[str, np.ndarray], mask: np.ndarray, p: float | None,
+                       tolerance: float) -> pd.DataFrame:
+    """GT IoU, pointing game and relevance mass per method for the maps of one or more images."""
+    rows = []
+    mask = np.asarray(mask, dtype=bool)
+    for m, a in maps.items():
+        a = np.asarray(a)
+        a = a[None] if a.ndim == 2 else a
+        loc = mt.localization(a, np.broadcast_to(mask, a.shape), p, tolerance)
+        rows.append({"method": label(m), **{METRIC_LABELS[k]: float(np.nanmean(v)) if np.isfinite(v).any()
+                                           else np.nan for k, v in loc.items()}})
+    return pd.DataFrame(rows).set_index("method")
+
+
+def summary_display(summary: pd.DataFrame) -> pd.DataFrame:
+    """``metrics.summarize`` output as readable ``mean ± std`` strings (n in its own column)."""
+    out = pd.DataFrame(index=summary.index)
+    for k, nm in METRIC_LABELS.items():
+        mean, std = summary[f"{k}_mean"], summary[f"{k}_std"]
+        out[nm] = [("n/a" if not np.isfinite(a) else f"{a:.3f} ± {s:.3f}") for a, s in zip(mean, std)]
+    out["n"] = summary["iou_n"].astype(int)
+    out.index = out.index.set_levels([label(m) for m in out.index.levels[0]], level=0) \
+        if isinstance(out.index, pd.MultiIndex) else out.index
+    return out
+
+
+def sanity_figure(res: mt.RandomizationResult) -> go.Figure:
+    """One curve per method: mean similarity to the original maps ± std band, per cascade step."""
+    from ui import plots
+    series = {label(m): (res.mean[m], res.std[m]) for m in res.mean}
+    fig = plots.band_lines(range(len(res.steps)), series,
+                           title=f"Cascading randomization: {SIM_LABELS.get(res.metric, res.metric)} "
+                                 "to the original maps", xaxis="layers randomized (top down)",
+                           yaxis=SIM_LABELS.get(res.metric, res.metric))
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(res.steps))), ticktext=list(res.steps),
+                     tickangle=-45)
+    return fig
+
+
+def filtered_indices(labels: np.ndarray, preds: np.ndarray, classes: Sequence[int],
+                     correctness: str) -> np.ndarray:
+    """Dataset indices whose true label is in ``classes`` and whose prediction is ``correct``,
+    ``incorrect`` or ``all``."""
+    labels, preds = np.asarray(labels), np.asarray(preds)
+    keep = np.isin(labels, list(classes))
+    if correctness == "correct":
+        keep &= labels == preds
+    elif correctness == "incorrect":
+        keep &= labels != preds
+    return np.nonzero(keep)[0]
+
+
+def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int) -> np.ndarray:
+    """The first ``per_class`` of ``indices`` of every class (dataset order kept)."""
+    labels = np.asarray(labels)
+    counts: dict[int, int] = {}
+    out = []
+    for i in indices:
+        c = int(labels[i])
+        if counts.get(c, 0) < per_class:
+            counts[c] = counts.get(c, 0) + 1
+            out.append(int(i))
+    return np.asarray(out, dtype=np.int64)
