@@ -28,6 +28,7 @@ def main() -> None:
     data = demo_tabular()
     if data.n_features != 8:
         data = TabularData(data.X[:, :8], data.y, data.feature_names[:8], data.target_name, data.name)
+    torch.manual_seed(SEED)  # the MLP's initial weights (train_paper_mlp seeds only the training)
     model, info = train_paper_mlp(data, "0:500", cfg=TrainConfig(epochs=100), device="cpu")
     print(f"data: {data.name}, D={data.n_features}, paper MLP test acc {info.get('test_acc', float('nan')):.3f}")
     problem = S.SobolProblem.from_data(data.rows("0:700"))

@@ -58,11 +58,19 @@ def test_cli_writes_indices_equal_to_core(tmp_path, csv_path, capsys):
         assert key in doc
     assert doc["names"] == [f"c{i}" for i in range(8)] and doc["N"] == 256
     assert len(doc["S2"]) == 8 and all(len(r) == 8 for r in doc["S2"])
+    for key in ("S1", "S1_conf", "ST", "ST_conf"):  # the schema: one float per feature
+        assert len(doc[key]) == 8 and all(isinstance(x, float) for x in doc[key]), key
+    assert isinstance(doc["N"], int)
+    for i in range(8):  # S2: the upper triangle holds floats; diagonal and below are null (NaN in SALib)
+        assert all(doc["S2"][i][j] is None for j in range(i + 1))
+        assert all(isinstance(doc["S2"][i][j], float) for j in range(i + 1, 8))
     data = load_csv(csv_path, "label").rows("0:100")
     res = S.run(m, S.SobolProblem.from_data(data),
                 S.SobolConfig(n=256, seed=3, num_resamples=30), "cpu")
     np.testing.assert_allclose(doc["ST"], res.output().ST[0], atol=1e-9)
     np.testing.assert_allclose(doc["S1_conf"], res.output().S1_conf[0], atol=1e-9)
+    j, k = np.triu_indices(8, 1)
+    np.testing.assert_allclose(np.array(doc["S2"], dtype=float)[j, k], res.output().S2[0][j, k], atol=1e-9)
     assert "c1" in capsys.readouterr().out
 
 
@@ -80,6 +88,7 @@ def test_cli_first_order_only_and_layer(tmp_path, csv_path):
 @pytest.mark.parametrize("extra, message", [
     (["--n", "1000"], "not a power of two"),
     (["--rows", "0:1"], "constant"),
+    (["--n", str(2**24), "--second-order"], "GiB allowed"),  # refused up front with the estimate
 ])
 def test_cli_bad_input(tmp_path, csv_path, capsys, extra, message):
     model_path, _ = _paper_state(tmp_path)

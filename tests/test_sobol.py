@@ -369,3 +369,97 @@ def test_pca_comparison_hand_made():
     assert list(std.to_frame().columns) == ["sobol", "sobol_rank", "pca_importance", "pca_rank"]
     with pytest.raises(NnsensError, match="share"):
         S.pca_comparison(X, ("a", "b", "c"), [0.1, 0.4, 0.5], share=0.0)
+
+
+# --------------------------------------------------------------------------- hidden-layer targets
+
+def _toy_two_layer() -> nn.Sequential:
+    """h = ReLU(W1 x + b1) with h0 = x1 + 2 x2, h1 = x3, h2 = ReLU(-1) = 0 (dead) on x in [0, 1]^3;
+    y = h0 + h1 = x1 + 2 x2 + x3."""
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 1))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]]))
+        net[0].bias.copy_(torch.tensor([0.0, 0.0, -1.0]))
+        net[2].weight.copy_(torch.tensor([[1.0, 1.0, 0.0]]))
+        net[2].bias.zero_()
+    return net.eval()
+
+
+def test_hidden_layer_neurons_hand_computed():
+    # linear in independent U(0,1) inputs: S1 = ST = w_i^2 / sum(w^2), S2 = 0
+    net = _toy_two_layer()
+    assert S.hidden_layers(net, 3) == {"0": 3, "1": 3, "2": 1}
+    assert S.default_layer(net, 3) == "1"  # the first activation with more than one neuron
+    problem = S.SobolProblem(("x1", "x2", "x3"), ((0, 1),) * 3)
+    res = S.run(net, problem, S.SobolConfig(n=2048, layer="1", num_resamples=20), "cpu")
+    assert res.targets == ("output", "1[0]", "1[1]", "1[2]")
+    layer = res.group("1")
+    expected = np.array([[0.2, 0.8, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    np.testing.assert_allclose(layer.S1, expected, atol=0.01)
+    np.testing.assert_allclose(layer.ST, expected, atol=0.01)
+    np.testing.assert_allclose(np.nan_to_num(layer.S2[:2]), 0.0, atol=0.02)
+    assert layer.constant.tolist() == [False, False, True]  # the dead neuron: zeros, not NaN
+    np.testing.assert_allclose(res.output().S1[0], [1 / 6, 4 / 6, 1 / 6], atol=0.01)
+    np.testing.assert_allclose(res.output().ST[0], [1 / 6, 4 / 6, 1 / 6], atol=0.01)
+    frame = res.to_frames()["1 ST"]  # the neuron x feature table behind the heatmap
+    assert frame.shape == (3, 3) and list(frame.index) == ["1[0]", "1[1]", "1[2]"]
+    assert hook_count(net) == 0
+
+
+def test_run_batch_size_never_changes_indices():
+    m = _mlp(4, 6)
+    problem = S.SobolProblem(tuple("abcd"), ((0, 1), (-1, 1), (0, 10), (2, 3)))
+    cfg = S.SobolConfig(n=128, layer="act1", num_resamples=20, seed=2)
+    ref = S.run(m, problem, cfg, "cpu", batch_size=100_000)
+    for bs in (1, 13, 500):
+        other = S.run(m, problem, cfg, "cpu", batch_size=bs)
+        for k in ("S1", "S1_conf", "ST", "ST_conf", "S2", "S2_conf"):
+            np.testing.assert_allclose(getattr(other.indices, k), getattr(ref.indices, k),
+                                       atol=1e-6, err_msg=f"{k} at batch size {bs}")
+
+
+def test_problem_rejects_non_finite_bounds_and_bad_config():
+    with pytest.raises(NnsensError, match="'b'.*finite"):
+        S.SobolProblem(("a", "b"), ((0, 1), (0, float("nan"))))  # a cleared cell of the bounds table
+    with pytest.raises(NnsensError, match="n=3 is not a power of two"):
+        S.SobolConfig(n=3)
+    with pytest.raises(NnsensError, match="n=0"):
+        S.convergence(nn.Linear(2, 1), S.SobolProblem(("a", "b"), ((0, 1),) * 2), (0, 64), device="cpu")
+
+
+def test_memory_refusal_names_the_estimate():
+    problem = S.SobolProblem(tuple("abcdefgh"), ((0, 1),) * 8)
+    cfg = S.SobolConfig(n=2**17, layer="act1")
+    need = S.estimate_bytes(problem, cfg, 11)
+    with pytest.raises(NnsensError) as err:
+        S.run(_mlp(8, 10), problem, cfg, "cpu", memory_limit=need / 2)
+    msg = str(err.value)
+    assert f"needs about {need / 2**30:.2f} GiB" in msg and f"{need / 2 / 2**30:.2f} GiB allowed" in msg
+    with pytest.raises(NnsensError, match="convergence study up to N=131072 needs about"):
+        S.convergence(_mlp(8, 10), problem, (2**10, 2**17), cfg, "cpu", memory_limit=2**20)
+
+
+# --------------------------------------------------------------------------- paper reference case
+
+def test_pima_paper_mlp_reference_case(pima_path):
+    """Paper setting: Pima, MLP 8-10-1 with BatchNorm, SGD lr 0.01 wd 1e-3, raw features, train
+    0:500, test 500:700, bounds = min/max of rows 0:700; equal to SALib on the same samples."""
+    from nnsens_core.data import load_csv
+    from nnsens_core.demos import train_paper_mlp
+    data = load_csv(pima_path, "Outcome")
+    torch.manual_seed(0)  # train_paper_mlp builds the MLP before it seeds: fix its initial weights
+    model, _ = train_paper_mlp(data, "0:500", cfg=TrainConfig(), device="cpu")  # paper defaults
+    te = data.rows("500:700")
+    acc = float(((S.evaluate(model, te.X, device="cpu")["output"][:, 0] >= 0.5) == te.y).mean())
+    assert acc > 0.7
+    problem = S.SobolProblem.from_data(data.rows("0:700"))
+    assert problem.bounds[1] == (0.0, 199.0)  # Glucose
+    X = S.sample(problem, 512, True, seed=4)
+    Y = S.evaluate(model, X, device="cpu")["output"][:, 0]
+    ours = S.analyze(problem, Y, second_order=True, num_resamples=100, seed=4)
+    ref = _salib(problem, Y, True, seed=4)
+    for k in ("S1", "ST", "S2"):
+        np.testing.assert_allclose(getattr(ours, k)[0], ref[k], rtol=0, atol=1e-9)
+    for k in ("S1_conf", "ST_conf", "S2_conf"):
+        np.testing.assert_allclose(getattr(ours, k)[0], ref[k], rtol=0.1)
+    assert problem.names[int(np.argmax(ours.ST[0]))] == "Glucose"
