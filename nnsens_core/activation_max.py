@@ -294,6 +294,7 @@ def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfi
     lo, hi = (t.to(dev) for t in spec.input_range(x))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     history = []
+    first = None  # activations at x0: read from step 0 when that step is not shifted
     t0 = time.perf_counter()
     with _Objective(model, tg) as objective:
         for step in range(cfg.steps):
@@ -313,6 +314,8 @@ def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfi
             if shift:
                 g = torch.roll(g, (-shift[0], -shift[1]), (2, 3))
             history.append(act.detach())
+            if step == 0 and not shift:
+                first = history[0]
             with torch.no_grad():
                 if cfg.normalize_grad:
                     g = g / g.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12)
@@ -331,7 +334,8 @@ def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfi
                 preview(step + 1, x.detach().cpu(), act.detach().cpu())
         with torch.no_grad():
             final = objective(x).detach()
-            first = objective(x0).detach()
+            if first is None:
+                first = objective(x0).detach()
     labels = tuple(t.label(spec.class_names) for t in tg)
     return AMResult(x.detach().cpu(), x0.cpu(), final.cpu(), first.cpu(), torch.stack(history).cpu(),
                     tg, labels, cfg, time.perf_counter() - t0)

@@ -148,3 +148,19 @@ def test_bad_input_errors():
     with pytest.raises(NnsensError, match="one class per image"):
         difference_map(model, SPEC3, torch.zeros(2, 3, 16, 16), [0], AMConfig(steps=1), "cpu")
     assert hook_count(model) == 0
+
+
+@pytest.mark.parametrize("jitter", [0, 3])
+def test_start_and_final_activations_are_the_model_outputs(jitter):
+    """start_activations are the logits at x0 (read from the unshifted first step, or an extra
+    pass when the first step is shifted) and activations the logits at the final images."""
+    model = SmallCNN().eval()
+    x0 = SPEC3.normalize(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(3)))
+    r = maximize(model, SPEC3, [0, 1, 2], AMConfig(steps=3, jitter=jitter, seed=5), "cpu", start=x0)
+    with torch.no_grad():
+        at_start = model(x0[None])[0]
+        at_end = model(r.images)
+    torch.testing.assert_close(r.start_activations, at_start, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r.activations, at_end[[0, 1, 2], [0, 1, 2]], rtol=1e-5, atol=1e-6)
+    if not jitter:
+        torch.testing.assert_close(r.history[0], at_start, rtol=1e-5, atol=1e-6)
