@@ -1,6 +1,9 @@
 """AppTest smoke test of the Activation maximization page: noise start for all classes, an
 image-started cross-class run that stores the AM difference map, a layer target, bad input."""
+import io
+
 import numpy as np
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app_pages import APP
@@ -73,3 +76,26 @@ def test_am_page_layer_target_and_bad_input():
     assert not at.error, [e.value for e in at.error]
     (run,) = at.session_state["am"]["runs"].values()
     assert all(t.layer is not None for t in run["res"].targets) and len(run["res"].targets) == 3
+
+
+
+def test_am_page_upload_start_is_checked():
+    at = _page()
+    at.radio(key="am_start").set_value("upload")
+    at.run()
+    buf = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 128, np.uint8), "L").save(buf, format="PNG")
+    at.file_uploader(key="am_upload").set_value(("gray.png", buf.getvalue(), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert any("grayscale" in e.value for e in at.error), [e.value for e in at.error]
+    at.checkbox(key="am_fit").check()
+    at.run()
+    at.number_input(key="am_steps").set_value(2)
+    at.run()
+    at.button(key="am_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    d = at.session_state["am_difference"]
+    assert d["index"] is None and d["key"].startswith("upload:gray.png") and d["map"].shape == (3, 64, 64)

@@ -1,10 +1,22 @@
 """AppTest smoke test of the Local sensitivity page: renders, runs a small analysis (16x16 patches
 on the demo VGG-16), keeps it across reruns, and reports bad input as messages."""
+import io
+
+import numpy as np
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app_pages import APP
 
 PAGE = "pages/local_sensitivity.py"
+
+
+def png(mode: str, size: int) -> bytes:
+    shape = (size, size) if mode == "L" else (size, size, 3)
+    arr = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def _page():
@@ -68,3 +80,20 @@ def test_local_page_bad_input_is_reported():
     at.run()
     assert not at.exception, at.exception
     assert any("does not exist" in e.value for e in at.error), [e.value for e in at.error]
+    # uploads: a grayscale image and a wrong size are named; fitting them makes them usable
+    at.text_input(key="ls_typed").set_value("")
+    at.checkbox(key="ls_custom").uncheck()
+    at.radio(key="ls_mode").set_value("Upload an image")
+    at.run()
+    at.file_uploader(key="ls_upload").set_value(("gray.png", png("L", 64), "image/png"))
+    at.run()
+    assert not at.exception, at.exception
+    assert any("grayscale" in e.value and "RGB" in e.value for e in at.error), [e.value for e in at.error]
+    at.file_uploader(key="ls_upload").set_value(("small.png", png("RGB", 32), "image/png"))
+    at.run()
+    assert any("32x32" in e.value and "64x64" in e.value for e in at.error), [e.value for e in at.error]
+    at.checkbox(key="ls_fit").check()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any(b.key == "ls_run" for b in at.button)
