@@ -23,6 +23,7 @@ PAGES = [
     ("pages/saliency.py", "Saliency comparison", ":material/compare:", "image"),
     ("pages/local_sensitivity.py", "Local sensitivity", ":material/grid_on:", "image"),
     ("pages/activation_max.py", "Activation maximization", ":material/auto_awesome:", "image"),
+    ("pages/landscape.py", "Loss landscape", ":material/landscape:", "tabular"),
 ]
 
 pages = {p: st.Page(p, title=t, icon=i, default=(k == 0)) for k, (p, t, i, _) in enumerate(PAGES)}
