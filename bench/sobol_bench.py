@@ -49,8 +49,8 @@ def main() -> None:
         t0 = time.perf_counter()
         ours = S.analyze(problem, Y, second_order=True, num_resamples=RESAMPLES, seed=SEED, device="cpu")
         times.append(time.perf_counter() - t0)
-    t_ours = min(times)
-    print(f"nnsens analyze: {t_ours:.3f}s (best of {REPEATS}: {', '.join(f'{t:.3f}' for t in times)})")
+    t_ours = float(np.median(times))  # the median, not the best: the CPU is shared
+    print(f"nnsens analyze: {t_ours:.3f}s (median of {REPEATS}: {', '.join(f'{t:.3f}' for t in times)})")
 
     worst_point = max(float(np.abs(ref[k] - getattr(ours, k)[0]).max()) for k in ("S1", "ST"))
     worst_point = max(worst_point, float(np.nanmax(np.abs(ref["S2"] - ours.S2[0]))))
