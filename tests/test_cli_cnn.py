@@ -79,3 +79,18 @@ def test_bad_input_gives_clear_errors(files, tmp_path, capsys, extra, message):
     rc = main([cmd, *_model_args(files), *rest, "--out", str(tmp_path / "o"), "--device", "cpu"])
     assert rc == 2
     assert message in capsys.readouterr().err
+
+
+def test_model_and_data_default_to_the_demo_vgg_and_phantom(tmp_path):
+    from nnsens_core.demos import demo_cnn_names
+    if "vgg16-phantom" not in demo_cnn_names():
+        pytest.skip("demo VGG-16 not shipped")
+    rc = main(["local", "--patch", "32", "--out", str(tmp_path / "l"), "--device", "cpu"])
+    assert rc == 0
+    s = json.loads((tmp_path / "l" / "summary.json").read_text())
+    assert s["model"] == "vgg16-phantom" and s["maps_shape"] == [5, 3, 64, 64]
+    assert s["forward_passes"] == 3 * 2 * 2 + 1
+    rc = main(["am", "--steps", "1", "--out", str(tmp_path / "a"), "--device", "cpu"])
+    assert rc == 0
+    a = json.loads((tmp_path / "a" / "activations.json").read_text())
+    assert a["model"] == "vgg16-phantom" and len(a["final_activations"]) == 3

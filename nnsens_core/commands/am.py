@@ -11,13 +11,14 @@ from ..activation_max import AMConfig, AMTarget, maximize
 from ..device import resolve_device
 from ..errors import NnsensError
 from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+from .local import default_demo_cnn
 
 HELP = ("Activation maximisation (TV or blur regularised) of class logits or a layer's channels; "
-        "writes one PNG per target and activations.json.")
+        "writes one PNG per target and activations.json. Without --model: the demo VGG-16.")
 
 
 def register(p) -> None:
-    add_model_args(p)
+    add_model_args(p, required=False)
     p.add_argument("--classes", default="all",
                    help="'all' or a comma list of class names/indices (default all)")
     p.add_argument("--layer", help="maximise channels of this module instead of class logits")
@@ -77,6 +78,8 @@ def _png(path: Path, img01: torch.Tensor) -> None:
 def run(args) -> int:
     t0 = time.perf_counter()
     dev = resolve_device(args.device)
+    if not args.model:
+        args.model = default_demo_cnn()
     lm = load_cli_model(args, device=dev)
     spec = lm.spec
     if args.layer:
