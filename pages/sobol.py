@@ -68,6 +68,8 @@ with st.expander("Inputs: rows and bounds", expanded=False):
                                 disabled=["feature"], width="stretch")
         problem = S.SobolProblem(tuple(edited["feature"]),
                                  tuple(zip(edited["min"].astype(float), edited["max"].astype(float))))
+        download_csv("Download bounds (CSV)", edited.set_index("feature"), "sobol_bounds.csv",
+                     key="dl_sobol_bounds")
 if problem is None:
     st.stop()
 

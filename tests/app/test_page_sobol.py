@@ -94,6 +94,8 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     conv = list(at.session_state["sobol"]["conv"].values())
     assert len(conv) == 1 and conv[0].ns == (32, 64, 128)
     assert at.session_state["sobol_export"]["convergence"]["N"] == [32, 64, 128]
+    bands = [c for c in at.get("plotly_chart") if '"toself"' in c.proto.spec]
+    assert len(bands) == 2  # S1 and ST vs N, each with shaded CI bands
     at.number_input(key="sobol_fr_seeds").set_value(2)
     at.number_input(key="sobol_fr_epochs").set_value(2)
     at.button(key="sobol_fr_run").click()
@@ -104,5 +106,5 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     assert any(m.label == "Loaded model, test accuracy" for m in at.metric)
     assert at.session_state["sobol_export"]["feature_reduction"]["seeds"] == [0, 1]
     labels = [d.label for d in at.get("download_button")]
-    for name in ("convergence", "feature reduction", "ranking comparison", "loadings"):
+    for name in ("bounds", "convergence", "feature reduction", "ranking comparison", "loadings"):
         assert f"Download {name} (CSV)" in labels, labels
