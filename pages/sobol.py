@@ -55,19 +55,26 @@ def _default_bounds_rows() -> str:
 
 
 # ----------------------------------------------------------------------------- settings
-with st.expander("Inputs: rows and bounds", expanded=False):
-    rows_spec = st.text_input("Rows whose min/max give the bounds", _default_bounds_rows(),
-                              key=f"sobol_rows|{ctx.key}",
-                              help="The paper uses the min/max of the rows it trains and tests on.")
-    problem = None
-    with guard("Computing the bounds"):
-        base = S.SobolProblem.from_data(data.rows(rows_spec))
-        table = pd.DataFrame({"feature": list(base.names), "min": [b[0] for b in base.bounds],
-                              "max": [b[1] for b in base.bounds]})
-        edited = st.data_editor(table, key=f"sobol_bounds|{ctx.key}|{rows_spec}", hide_index=True,
-                                disabled=["feature"], width="stretch")
+# Inputs live in a collapsed expander; their errors and warnings are shown below it, in view.
+box = st.expander("Inputs: rows and bounds", expanded=False)
+rows_spec = box.text_input("Rows whose min/max give the bounds", _default_bounds_rows(),
+                           key=f"sobol_rows|{ctx.key}",
+                           help="The paper uses the min/max of the rows it trains and tests on.")
+lim = edited = problem = None
+with guard("Computing the bounds"):
+    lim = data.rows(rows_spec).bounds()
+if lim is not None:
+    table = pd.DataFrame({"feature": list(data.feature_names), "min": lim[:, 0], "max": lim[:, 1]})
+    edited = box.data_editor(table, key=f"sobol_bounds|{ctx.key}|{rows_spec}", hide_index=True,
+                             disabled=["feature"], width="stretch")
+    constant = [f for f, lo, hi in zip(data.feature_names, lim[:, 0], lim[:, 1]) if lo >= hi]
+    if constant:
+        st.warning(f"Constant in rows {rows_spec}: {', '.join(constant)}. Widen their bounds in "
+                   "'Inputs: rows and bounds' (or select more rows, or drop the columns).")
+    with guard("Checking the bounds"):
         problem = S.SobolProblem(tuple(edited["feature"]),
                                  tuple(zip(edited["min"].astype(float), edited["max"].astype(float))))
+    with box:
         download_csv("Download bounds (CSV)", edited.set_index("feature"), "sobol_bounds.csv",
                      key="dl_sobol_bounds")
 if problem is None:

@@ -85,6 +85,14 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     _edit_bounds(at, 1, "max", 150.0)
     at.run()
     _ok(at)
+    # bounds from a single row: every column constant -> named in a warning, and a clear error
+    (rows,) = [t for t in at.text_input if t.key.startswith("sobol_rows|")]
+    rows.set_value("0:1").run()
+    assert not at.exception, at.exception
+    assert any("Constant in rows 0:1" in w.value and "Glucose" in w.value for w in at.warning)
+    assert any("min must be < max" in e.value for e in at.error)
+    rows.set_value("0:700").run()
+    _ok(at)
 
     # convergence (tiny range) and feature reduction (1 seed, 2 epochs) from the other tabs
     at.select_slider(key="sobol_conv_range").set_value((32, 128))
