@@ -121,12 +121,15 @@ with st.expander("Methods and settings", expanded=True):
     t_occ, t_mask, t_am, t_sens, t_score = st.tabs(["Occlusion", "Perturbation mask", "AM difference",
                                                     "Local sensitivity", "Score-CAM"])
     with t_occ:
-        o1, o2, o3, o4 = st.columns(4)
+        o1, o2, o3, o4, o5 = st.columns(5)
         occ_window = o1.number_input("Window (px)", 1, min(H, W), min(8, H, W), key="sal_occ_window")
         occ_stride = o2.number_input("Stride (px)", 1, min(H, W), min(4, H, W), key="sal_occ_stride")
         occ_ref = o3.selectbox("Reference", ["constant", "blur"], key="sal_occ_ref")
         occ_const = o4.slider("Constant grey", 0.0, 1.0, 0.0, 0.05, key="sal_occ_const",
                               disabled=occ_ref != "constant")
+        occ_score = o5.selectbox("Score", ["prob", "logit"], key="sal_occ_score",
+                                 help="The drop of the class probability or of its logit (the logit "
+                                      "does not saturate when the model is very confident).")
     with t_mask:
         st.caption("m* = argmin f(X'_m) + λ1·‖1−m‖_β1 + λ2·‖∇m‖_β2, X'_m = m·X + (1−m)·reference; the "
                    "mask is optimised at low resolution and upsampled.")
@@ -167,7 +170,8 @@ with guard("Checking the settings"):
     cam = CamConfig("gradcam", target_layer, score_batch_size=int(score_batch))
     all_cfgs = {m: dataclasses.replace(cam, method=m) for m in CAM_METHODS}
     all_cfgs["occlusion"] = OcclusionConfig(window=int(occ_window), stride=int(occ_stride),
-                                            reference=occ_ref, constant=float(occ_const))
+                                            reference=occ_ref, constant=float(occ_const),
+                                            score=occ_score)
     all_cfgs["mask"] = MaskConfig(lambda1=float(lam1), lambda2=float(lam2), beta1=float(beta1),
                                   beta2=float(beta2), steps=int(mask_steps), resolution=int(mask_res),
                                   reference=mask_ref, blur_sigma=float(mask_sigma))

@@ -40,10 +40,19 @@ def register(p) -> None:
     p.add_argument("--scorecam-batch", type=int, default=64, help="ScoreCAM masked inputs per pass")
     p.add_argument("--occlusion-window", type=int, default=8)
     p.add_argument("--occlusion-stride", type=int, default=4)
+    p.add_argument("--occlusion-score", choices=("prob", "logit"), default=OcclusionConfig().score,
+                   help="score whose drop occlusion measures (logit does not saturate on confident "
+                        "models)")
+    p.add_argument("--occlusion-reference", choices=("constant", "blur"),
+                   default=OcclusionConfig().reference)
     p.add_argument("--mask-steps", type=int, default=MaskConfig().steps)
     p.add_argument("--mask-resolution", type=int, default=MaskConfig().resolution)
     p.add_argument("--mask-lambda1", type=float, default=MaskConfig().lambda1)
     p.add_argument("--mask-lambda2", type=float, default=MaskConfig().lambda2)
+    p.add_argument("--mask-beta1", type=float, default=MaskConfig().beta1)
+    p.add_argument("--mask-beta2", type=float, default=MaskConfig().beta2)
+    p.add_argument("--mask-lr", type=float, default=MaskConfig().lr)
+    p.add_argument("--mask-reference", choices=("blur", "constant"), default=MaskConfig().reference)
     p.add_argument("--no-maps", action="store_true", help="do not write maps.npz")
     add_device_seed(p)
     p.set_defaults(run=run)
@@ -76,10 +85,14 @@ def run(args) -> int:
         raise NnsensError(f"the model takes {tuple(lm.spec.input_shape)} images but the data are "
                           f"{tuple(data.shape)}; resize the images or pick another model")
     cfgs = {"cam": CamConfig("gradcam", args.target_layer, score_batch_size=args.scorecam_batch),
-            "occlusion": OcclusionConfig(window=args.occlusion_window, stride=args.occlusion_stride),
+            "occlusion": OcclusionConfig(window=args.occlusion_window, stride=args.occlusion_stride,
+                                         score=args.occlusion_score,
+                                         reference=args.occlusion_reference),
             "mask": dataclasses.replace(MaskConfig(), steps=args.mask_steps,
                                         resolution=args.mask_resolution, lambda1=args.mask_lambda1,
-                                        lambda2=args.mask_lambda2)}
+                                        lambda2=args.mask_lambda2, beta1=args.mask_beta1,
+                                        beta2=args.mask_beta2, lr=args.mask_lr,
+                                        reference=args.mask_reference)}
     import torch
     torch.manual_seed(args.seed)
 
