@@ -13,7 +13,9 @@ Definitions (used by the page, the CLI and the tests):
   Xavier-normal initialisation (bias 0), so a run of ``E`` epochs has ``E + 1`` entries
   (or fewer with ``record_every > 1``; the last epoch is always recorded).
 * **Epochs where the loss falls**: recorded entries ``e >= 1`` whose full-data loss is below the
-  previous recorded entry's.
+  previous recorded entry's.  With ``descent_share = s < 1`` only those up to the first entry where
+  the loss has made ``s`` of its total drop (``loss[0] - min(loss)``) count: the main descent,
+  without the long plateau where the loss still creeps down.
 * **Trend** of feature ``j``: ``rho_j`` = Spearman correlation between the epoch index and the mean
   second derivative ``mean_i d^2 L_i / dx_j^2`` over the epochs where the loss falls.
   ``"increasing"`` if ``rho_j > flat_tol``, ``"decreasing"`` if ``rho_j < -flat_tol``, else ``"flat"``;
@@ -82,6 +84,7 @@ class LandscapeConfig:
     record_every: int = 1
     flat_tol: float = 0.05
     min_falling_epochs: int = 3
+    descent_share: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 1:
@@ -104,6 +107,7 @@ class LandscapeConfig:
         v.positive("record_every", self.record_every, integer=True)
         v.in_range("flat_tol", self.flat_tol, 0.0, 1.0, hi_open=True)
         v.positive("min_falling_epochs", self.min_falling_epochs, integer=True)
+        v.in_range("descent_share", self.descent_share, 0.0, 1.0, lo_open=True)
         if self.min_falling_epochs < 3:
             raise NnsensError(f"min_falling_epochs={self.min_falling_epochs} must be >= 3 "
                               "(a rank correlation needs at least three points)")
@@ -420,11 +424,18 @@ def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (rx * ry[:, None]).sum(0) / np.where(den > 0, den, 1), np.nan)
 
 
-def falling_mask(loss: np.ndarray) -> np.ndarray:
-    """Boolean (T,): recorded entries ``e >= 1`` whose loss is below entry ``e - 1``."""
-    loss = np.asarray(loss)
+def falling_mask(loss: np.ndarray, descent_share: float = 1.0) -> np.ndarray:
+    """Boolean (T,): recorded entries ``e >= 1`` whose loss is below entry ``e - 1``; with
+    ``descent_share < 1`` only up to the first entry where ``loss[0] - loss[e]`` reaches that share
+    of ``loss[0] - min(loss)``."""
+    loss = np.asarray(loss, np.float64)
     out = np.zeros(len(loss), bool)
     out[1:] = loss[1:] < loss[:-1]
+    if descent_share < 1.0 and len(loss) > 1:
+        drop = loss[0] - loss.min()
+        if drop > 0:
+            stop = int(np.argmax(loss[0] - loss >= descent_share * drop))
+            out[stop + 1:] = False
     return out
 
 
@@ -439,12 +450,14 @@ class Trend:
 
 
 def classify_trend(history: np.ndarray, loss: np.ndarray, epochs: np.ndarray | None = None,
-                   flat_tol: float = 0.05, min_falling_epochs: int = 3) -> Trend:
-    """Trend of each column of ``history`` (T, d) over the epochs where ``loss`` (T,) falls."""
+                   flat_tol: float = 0.05, min_falling_epochs: int = 3,
+                   descent_share: float = 1.0) -> Trend:
+    """Trend of each column of ``history`` (T, d) over the epochs where ``loss`` (T,) falls
+    (see :func:`falling_mask` for ``descent_share``)."""
     history = np.asarray(history, np.float64)
     T, d = history.shape
     epochs = np.arange(T, dtype=np.float64) if epochs is None else np.asarray(epochs, np.float64)
-    m = falling_mask(loss)
+    m = falling_mask(loss, descent_share)
     n = int(m.sum())
     if n < min_falling_epochs:
         nan = np.full(d, np.nan)
@@ -578,7 +591,7 @@ def run_landscape(X, y, cfg: LandscapeConfig = LandscapeConfig(), *, feature_nam
     hist = train_tanh_units(Xs, ys, cfg, device, progress, deriv_batch_size)
     rho_fy = spearman_columns(X, y)
     trends = [classify_trend(hist.mean[2][k], hist.loss[k], hist.epochs, cfg.flat_tol,
-                             cfg.min_falling_epochs) for k in range(cfg.retrains)]
+                             cfg.min_falling_epochs, cfg.descent_share) for k in range(cfg.retrains)]
     agree = np.stack([agreement(t.label, rho_fy) for t in trends])
     return LandscapeResult(names, target_name, cfg, hist, rho_fy, trends, agree, info)
 

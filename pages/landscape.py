@@ -98,7 +98,7 @@ with st.expander("Training settings (one tanh unit)", expanded=True):
                                help="Runs with seeds seed, seed+1, ... trained together.")
     seed = c5.number_input("Seed", value=int(ctx.seed), min_value=0, step=1, key="ls_seed",
                            help="Defaults to the sidebar seed.")
-    c6, c7, c8, c9 = st.columns(4)
+    c6, c7, c8, c9, c10 = st.columns(5)
     rows = c6.text_input("Rows", "", key="ls_rows", help="e.g. 0:500; empty = all rows")
     standardize = c7.checkbox("Standardise inputs", value=True, key="ls_std",
                               help="z-score each feature (tanh saturates on raw Pima values)")
@@ -108,12 +108,17 @@ with st.expander("Training settings (one tanh unit)", expanded=True):
                                step=0.01, key="ls_flat",
                                help="A trend whose rank correlation with the epoch is smaller "
                                     "than this is 'flat'.")
+    descent = c10.number_input("Main descent share", value=1.0, min_value=0.05, max_value=1.0,
+                               step=0.05, key="ls_descent",
+                               help="Use the falling-loss epochs only until the loss has made this "
+                                    "share of its total drop (1 = every epoch where the loss falls).")
 
 cfg = None
 with guard("Checking the settings"):
     cfg = L.LandscapeConfig(epochs=int(epochs), lr=float(lr), optimizer=optimizer,
                             retrains=int(retrains), seed=int(seed), standardize=bool(standardize),
-                            target_scaling=scaling, flat_tol=float(flat_tol))
+                            target_scaling=scaling, flat_tol=float(flat_tol),
+                            descent_share=float(descent))
 run_key = (ctx.key, rows.strip(), cfg)
 
 if cfg is not None and st.button("Train and record derivatives", type="primary", key="ls_run"):
@@ -145,7 +150,7 @@ def _simple_tab(res: L.LandscapeResult) -> None:
     st.plotly_chart(V.loss_curve(h), key="ls_loss")
 
     names = list(res.feature_names)
-    a, b = st.columns([3, 1])
+    a, b = st.columns([2, 1])
     with a:
         c1, c2, c3 = st.columns([1, 3, 2])
         run = c1.selectbox("Run", list(range(res.n_runs)), key="ls_view_run",
@@ -258,7 +263,8 @@ def _digits_tab() -> None:
     with guard("Checking the digits settings"):
         dcfg = L.LandscapeConfig(epochs=d_epochs, retrains=d_K, lr=float(lr), optimizer=optimizer,
                                  seed=int(seed), standardize=bool(standardize),
-                                 target_scaling=scaling, flat_tol=float(flat_tol))
+                                 target_scaling=scaling, flat_tol=float(flat_tol),
+                                 descent_share=float(descent))
     if dcfg is None:
         return
     d_key = (digit, n, dcfg)
@@ -306,7 +312,7 @@ def _digits_tab() -> None:
 
 
 tabs = st.tabs(["Simple network: derivatives vs Spearman", "Loaded model: sensitivities & loss surface",
-                "Digits (image variant)"])
+                "Digits (image variant)"], key="ls_tabs")
 with tabs[0]:
     if res is None:
         st.info("Choose the settings and press **Train and record derivatives**.")

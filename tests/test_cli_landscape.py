@@ -61,7 +61,7 @@ def test_cli_histories_rows_and_options(tmp_path, csv_path):
     out = tmp_path / "h.json"
     rc = main(["landscape", "--data", str(csv_path), "--rows", "0:60", "--epochs", "12",
                "--retrains", "2", "--record-every", "4", "--optimizer", "adam", "--lr", "0.02",
-               "--target-scaling", "minmax", "--histories", "--device", "cpu", "--out", str(out)])
+               "--target-scaling", "minmax", "--descent-share", "0.9", "--histories", "--device", "cpu", "--out", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
     h = doc["histories"]
@@ -69,6 +69,7 @@ def test_cli_histories_rows_and_options(tmp_path, csv_path):
     assert np.asarray(h["loss"]).shape == (2, 4)
     assert np.asarray(h["mean_d2"]).shape == (2, 4, 3)
     assert doc["config"]["optimizer"] == "adam" and doc["scaling"]["target_scaling"] == "minmax"
+    assert doc["config"]["descent_share"] == 0.9
 
 
 def test_cli_demo_data_without_data(tmp_path):
@@ -112,6 +113,7 @@ def _bad_csv(tmp_path, kind) -> Path:
     ("ok", ["--epochs", "0"], r"epochs=0"),
     ("ok", ["--epochs", "-5"], r"epochs=-5"),
     ("ok", ["--retrains", "0"], r"retrains=0"),
+    ("ok", ["--descent-share", "0"], r"descent_share=0"),
     ("ok", ["--target", "nope"], r"'nope' is not in the CSV"),
     ("ok", ["--rows", "0:500"], r"rows='0:500' is outside"),
 ])

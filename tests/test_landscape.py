@@ -385,3 +385,21 @@ def test_chain_rule_fast_path_equals_generic_input_derivatives():
     generic = L.diagonal_derivatives(L.tanh_unit_loss, X, w, b, y)
     for f, g in zip(fast, generic):
         np.testing.assert_allclose(f.numpy(), g.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_descent_share_keeps_the_main_descent_only():
+    loss = np.array([1.0, 0.6, 0.3, 0.2, 0.15, 0.12, 0.11, 0.105, 0.1])  # total drop 0.9
+    full = L.falling_mask(loss)
+    assert list(full) == [False] + [True] * 8
+    # 80 % of the drop (loss <= 0.28) is first reached at entry 3 (0.2): entries 1..3 remain
+    assert list(L.falling_mask(loss, 0.8)) == [False, True, True, True] + [False] * 5
+    assert (L.falling_mask(loss, 1.0) == full).all()
+    # a history rising during the descent and falling on the plateau: the window decides the trend
+    hist = np.array([0, 1, 2, 3, 2.5, 2, 1.5, 1, 0.5])[:, None]
+    assert L.classify_trend(hist, loss).label[0] == "decreasing"
+    tr = L.classify_trend(hist, loss, descent_share=0.8)
+    assert tr.label[0] == "increasing" and tr.n_epochs == 3
+    with pytest.raises(NnsensError, match="descent_share=0"):
+        L.LandscapeConfig(descent_share=0.0)
+    with pytest.raises(NnsensError, match="descent_share=1.5"):
+        L.LandscapeConfig(descent_share=1.5)

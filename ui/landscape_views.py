@@ -50,13 +50,15 @@ def derivative_histories(res: L.LandscapeResult, run: int, features: list[int],
             fig.add_scatter(x=ep, y=h.mean[k][run, :, j], mode="lines", name=res.feature_names[j],
                             legendgroup=res.feature_names[j], showlegend=row == 1,
                             line=dict(color=palette[i % len(palette)]), row=row, col=1)
-    rising = ~L.falling_mask(h.loss[run])
-    rising[0] = False
-    for e0, e1 in _runs(ep, rising):
+    unused = ~L.falling_mask(h.loss[run], res.config.descent_share)
+    unused[0] = False
+    for e0, e1 in _runs(ep, unused):
         fig.add_vrect(x0=e0, x1=e1, fillcolor="grey", opacity=0.12, line_width=0)
     fig.update_xaxes(title_text="epoch", row=3, col=1)
-    fig.update_layout(height=720, margin=_MARGIN, title=f"Input-derivative histories, run {run} "
-                      f"(seed {h.seeds[run]}); grey: epochs where the loss does not fall")
+    fig.update_layout(height=740, margin=dict(l=50, r=20, t=90, b=40),
+                      title=dict(text=f"Input-derivative histories, run {run} (seed {h.seeds[run]})"
+                                      "<br><sup>grey: epochs left out of the trend (loss not falling"
+                                      " or past the main descent)</sup>"))
     return fig
 
 
@@ -78,8 +80,9 @@ def spearman_bars(names, rho: np.ndarray, title: str = "Spearman(feature, target
     fig = go.Figure(go.Bar(x=rho, y=list(names), orientation="h",
                            marker_color=np.where(rho >= 0, "#2ca02c", "#d62728"),
                            text=[f"{r:+.3f}" for r in rho], textposition="auto"))
-    fig.update_layout(title=title, height=max(260, 60 + 28 * len(rho)), margin=_MARGIN,
-                      xaxis=dict(range=[-1, 1], title="rho"))
+    fig.update_layout(title=title, height=max(260, 60 + 28 * len(rho)),
+                      margin=dict(l=10, r=10, t=50, b=40), xaxis=dict(range=[-1, 1], title="rho"))
+    fig.update_yaxes(automargin=True)
     fig.update_yaxes(autorange="reversed")
     return fig
 
@@ -167,7 +170,7 @@ def surface_frame(s: L.LossSurface) -> pd.DataFrame:
 # ------------------------------------------------------------------------ digits
 
 def mask_overlay(image: np.ndarray, mask: np.ndarray, scale: int = 16,
-                 colour=(255, 40, 40), alpha: float = 0.55) -> np.ndarray:
+                 colour=(255, 40, 40), alpha: float = 0.4) -> np.ndarray:
     """An (8, 8) grey image in [0, 1] with the pixels of ``mask`` tinted, upscaled to uint8 RGB."""
     g = np.clip(np.asarray(image, float), 0, 1)
     rgb = np.repeat(g[..., None], 3, axis=2) * 255

@@ -40,6 +40,9 @@ def register(p) -> None:
                    help="record the derivatives every N epochs (default 1)")
     p.add_argument("--flat-tol", type=float, default=_D.flat_tol,
                    help=f"|rho| below this is a 'flat' trend (default {_D.flat_tol})")
+    p.add_argument("--descent-share", type=float, default=_D.descent_share,
+                   help="use only the falling-loss epochs until the loss has made this share of its "
+                        "total drop (default 1 = every epoch where the loss falls)")
     p.add_argument("--histories", action="store_true",
                    help="also write the per-epoch loss and mean 1st/2nd/3rd derivative histories")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
@@ -69,7 +72,8 @@ def run(args) -> int:
     cfg = L.LandscapeConfig(epochs=args.epochs, retrains=args.retrains, optimizer=args.optimizer,
                             lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                             standardize=not args.no_standardize, target_scaling=args.target_scaling,
-                            record_every=args.record_every, flat_tol=args.flat_tol, seed=args.seed)
+                            record_every=args.record_every, flat_tol=args.flat_tol, seed=args.seed,
+                            descent_share=args.descent_share)
     data = _data(args)
     device = resolve_device(args.device)
     t0 = time.perf_counter()
