@@ -87,11 +87,12 @@ default_layer = None
 with guard("Choosing a hidden layer"):
     default_layer = S.default_layer(ctx.model, data.n_features)
 
-c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
+c1, c2 = st.columns([3, 1])
 n = c1.select_slider("Base samples N", [2**k for k in range(7, 18)], value=2**12,
                      format_func=lambda x: f"2^{int(math.log2(x))} = {x:,}", key="sobol_n")
 second = c2.checkbox("Second order (S2)", value=True, key="sobol_so",
                      help="2D+2 model runs per base sample instead of D+2")
+c3, c4, c5 = st.columns(3)
 seed = c3.number_input("Sampling seed", 0, 2**31 - 1, int(ctx.seed), key="sobol_seed",
                        help="Seed of the scrambled Sobol' sequence and of the bootstrap resamples "
                             "(the sidebar seed also retrains the demo model; this one does not).")
