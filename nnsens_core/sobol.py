@@ -392,6 +392,8 @@ def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_re
 
     Same estimators and output standardisation as SALib; bootstrap indices are drawn like SALib's
     with ``seed`` (``None``: fresh entropy), so for the same non-zero seed the CIs equal SALib's.
+    ``seed=0`` is reproducible here (``default_rng(0)``), whereas SALib treats 0 like None and draws
+    from NumPy's global state: point estimates still agree exactly, CIs only statistically.
     """
     D = problem.D if isinstance(problem, SobolProblem) else int(problem)
     v.positive("num_resamples", num_resamples, integer=True)
