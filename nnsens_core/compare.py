@@ -420,3 +420,42 @@ def read_gt_masks(raw: bytes, filename: str, n_images: int, hw: Sequence[int]) -
         raise NnsensError(f"{name!r} holds {len(arr)} masks for {n_images} images; give one mask "
                           "(for the image on screen) or one per image, in dataset order")
     return arr
+
+
+def markdown_table(info: Mapping, class_names: Sequence[str] | None = None,
+                   feature_names: Mapping[str, str] | None = None) -> str:
+    """A markdown table from :meth:`Evaluation.metrics_json` (``info``): one row per method, one
+    column per class with ``IoU / pointing`` (mean over that class's images), then all classes.
+
+    ``feature_names`` renames class columns, e.g. ``{"covid": "B-lines (covid)"}``; the best value
+    of each column is printed in bold."""
+    methods = info.get("methods", {})
+    if not methods:
+        raise NnsensError("metrics have no methods; run an evaluation first")
+    classes = list(class_names) if class_names is not None else list(
+        dict.fromkeys(c for e in methods.values() for c in e.get("per_class", {})))
+    feature_names = dict(feature_names or {})
+
+    def cell(e: Mapping | None, k: str) -> float | None:
+        return None if e is None else e.get(k)
+
+    cols = [(c, feature_names.get(c, c)) for c in classes] + [("all", "all classes")]
+    vals = {m: {c: (cell(e if c == "all" else e.get("per_class", {}).get(c), "iou"),
+                    cell(e if c == "all" else e.get("per_class", {}).get(c), "pointing"))
+                for c, _ in cols} for m, e in methods.items()}
+    best = {(c, j): max((v[c][j] for v in vals.values() if v[c][j] is not None), default=None)
+            for c, _ in cols for j in (0, 1)}
+
+    def fmt(x, c, j):
+        if x is None:
+            return "n/a"
+        s = f"{x:.2f}"
+        b = best[(c, j)]
+        return f"**{s}**" if b is not None and b > 0 and round(x, 2) == round(b, 2) else s
+
+    head = "| method | " + " | ".join(f"{lab}: IoU / pointing" for _, lab in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for m, row in vals.items():
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(
+            f"{fmt(row[c][0], c, 0)} / {fmt(row[c][1], c, 1)}" for c, _ in cols) + " |")
+    return "\n".join(lines) + "\n"

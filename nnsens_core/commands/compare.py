@@ -8,15 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from ..cam import CamConfig
-from ..compare import evaluate, parse_methods
+from ..compare import evaluate, markdown_table, parse_methods
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
 from ..masks import MaskConfig, OcclusionConfig
 from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
 
+PHANTOM_FEATURES = {"regular": "A-lines (regular)", "covid": "B-lines (covid)",
+                    "pneumonia": "consolidation (pneumonia)"}
 HELP = ("Compare saliency maps (Grad-CAM family, AM difference, occlusion, local sensitivity, "
-        "perturbation mask) against ground-truth masks; writes metrics.json, summary.csv, maps.npz.")
+        "perturbation mask) against ground-truth masks; writes metrics.json, summary.csv, "
+        "records.csv, table.md (markdown IoU / pointing per method and class) and maps.npz.")
 
 
 def register(p) -> None:
@@ -114,6 +117,10 @@ def run(args) -> int:
                  "accuracy": float((ev.probs.argmax(1).numpy() == data.labels[ev.indices]).mean())})
     write_json(out / "metrics.json", info)
     ev.summary().to_csv(out / "summary.csv")
+    order = [c for c in ("covid", "pneumonia", "regular") if c in data.class_names] \
+        if args.data == "phantom" else list(data.class_names)
+    (out / "table.md").write_text(markdown_table(
+        info, order or list(data.class_names), PHANTOM_FEATURES if args.data == "phantom" else None))
     ev.records.to_csv(out / "records.csv", index=False)
     if not args.no_maps:
         np.savez_compressed(out / "maps.npz", indices=ev.indices, labels=data.labels[ev.indices],
