@@ -58,6 +58,7 @@ from .errors import NnsensError
 TRENDS = ("increasing", "decreasing", "flat", "undetermined")
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 ORDERS = (1, 2, 3)
+FINAL_ROWS = 5000  # per-sample values kept for the distribution plots (memory of cached results)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -281,7 +282,9 @@ class TrainHistory:
     ``epochs`` (T,) recorded epoch numbers; ``loss`` (K, T); ``weights`` (K, T, d); ``bias`` (K, T);
     ``mean[k]`` (K, T, d) mean over samples of the ``k``-th derivative (keys 1, 2, 3);
     ``quantiles[k]`` (K, T, len(QUANTILES), d) per-sample distribution;
-    ``final[k]`` (K, n, d) per-sample values at the last epoch.
+    ``final[k]`` (K, m, d) per-sample values at the last epoch, for the rows ``final_rows`` (m,):
+    every row, or :data:`FINAL_ROWS` evenly spaced rows of larger data (means and quantiles always
+    use every row).
     """
     epochs: np.ndarray
     loss: np.ndarray
@@ -291,6 +294,7 @@ class TrainHistory:
     quantiles: dict
     final: dict
     seeds: tuple[int, ...]
+    final_rows: np.ndarray | None = None
 
 
 def xavier_normal(d: int, seed: int, dtype=torch.float32) -> torch.Tensor:
@@ -362,14 +366,17 @@ def train_tanh_units(X, y, cfg: LandscapeConfig = LandscapeConfig(), device="aut
     sub = None if progress is None else (lambda done, _t: progress(cfg.epochs + done, total))
     mean, quant = derivative_histories(W_all.reshape(K * T, d), b_all.reshape(K * T), Xt, yt,
                                        chunk, sub)
-    final = {k: t.cpu().double().numpy()
-             for k, t in zip(ORDERS, loss_input_derivatives(W_all[:, -1], b_all[:, -1], Xt, yt))}
+    rows = np.arange(n) if n <= FINAL_ROWS else np.unique(np.linspace(0, n - 1, FINAL_ROWS).round()
+                                                             .astype(np.int64))
+    ri = torch.as_tensor(rows, device=dev)
+    final = {k: t.cpu().double().numpy() for k, t in zip(
+        ORDERS, loss_input_derivatives(W_all[:, -1], b_all[:, -1], Xt[ri], yt[ri]))}
     to_np = lambda t: t.cpu().double().numpy()  # noqa: E731
     return TrainHistory(
         epochs=np.asarray(epochs), loss=to_np(torch.stack(losses, 1)), weights=to_np(W_all),
         bias=to_np(b_all), mean={k: to_np(mean[k].reshape(K, T, d)) for k in ORDERS},
         quantiles={k: to_np(quant[k].reshape(K, T, len(QUANTILES), d)) for k in ORDERS},
-        final=final, seeds=cfg.seeds)
+        final=final, seeds=cfg.seeds, final_rows=rows)
 
 
 def _deriv_chunk(n: int, d: int, sets: int) -> int:

@@ -98,7 +98,7 @@ with st.expander("Training settings (one tanh unit)", expanded=True):
                                help="Runs with seeds seed, seed+1, ... trained together.")
     seed = c5.number_input("Seed", value=int(ctx.seed), min_value=0, step=1, key="ls_seed",
                            help="Defaults to the sidebar seed.")
-    c6, c7, c8, c9, c10 = st.columns(5)
+    c6, c7, c8, c9, c10, c11 = st.columns(6)
     rows = c6.text_input("Rows", "", key="ls_rows", help="e.g. 0:500; empty = all rows")
     standardize = c7.checkbox("Standardise inputs", value=True, key="ls_std",
                               help="z-score each feature (tanh saturates on raw Pima values)")
@@ -112,13 +112,16 @@ with st.expander("Training settings (one tanh unit)", expanded=True):
                                step=0.05, key="ls_descent",
                                help="Use the falling-loss epochs only until the loss has made this "
                                     "share of its total drop (1 = every epoch where the loss falls).")
+    record_every = c11.number_input("Record every", value=1, min_value=1, step=1, key="ls_every",
+                                    help="Record the derivatives every N epochs (the last epoch "
+                                         "always); larger N is faster on big data.")
 
 cfg = None
 with guard("Checking the settings"):
     cfg = L.LandscapeConfig(epochs=int(epochs), lr=float(lr), optimizer=optimizer,
                             retrains=int(retrains), seed=int(seed), standardize=bool(standardize),
                             target_scaling=scaling, flat_tol=float(flat_tol),
-                            descent_share=float(descent))
+                            descent_share=float(descent), record_every=int(record_every))
 run_key = (ctx.key, rows.strip(), cfg)
 
 if cfg is not None and st.button("Train and record derivatives", type="primary", key="ls_run"):
@@ -171,7 +174,8 @@ def _simple_tab(res: L.LandscapeResult) -> None:
                      horizontal=True, key="ls_dist_order")
     st.plotly_chart(V.distribution_box(h.final[order][run], names,
                                        f"Per-sample d^{order}L/dx^{order} at epoch {h.epochs[-1]}, "
-                                       f"run {run} (box: quartiles, dashed: mean ± sd)"),
+                                       f"run {run}, {h.final[order].shape[1]:,} rows "
+                                       "(box: quartiles, dashed: mean ± sd)"),
                     key="ls_dist")
 
     st.subheader(f"Trend of the 2nd derivative while the loss falls (run {run})")

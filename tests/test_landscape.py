@@ -403,3 +403,14 @@ def test_descent_share_keeps_the_main_descent_only():
         L.LandscapeConfig(descent_share=0.0)
     with pytest.raises(NnsensError, match="descent_share=1.5"):
         L.LandscapeConfig(descent_share=1.5)
+
+
+def test_final_per_sample_values_are_subsampled_on_large_data(monkeypatch):
+    X, y = _toy(50, 2)
+    monkeypatch.setattr(L, "FINAL_ROWS", 20)
+    h = L.train_tanh_units(X, y, L.LandscapeConfig(epochs=3, retrains=2), "cpu")
+    rows = h.final_rows
+    assert len(rows) == 20 and rows[0] == 0 and rows[-1] == 49 and (np.diff(rows) > 0).all()
+    assert h.final[3].shape == (2, 20, 2)
+    np.testing.assert_allclose(h.final[2][1], closed_form(X, h.weights[1, -1], h.bias[1, -1], y)[1][rows],
+                               rtol=1e-4, atol=1e-6)
