@@ -93,7 +93,8 @@ with st.expander("Training settings (one tanh unit)", expanded=True):
     lr = c2.number_input("Learning rate", value=0.05, min_value=0.0, step=0.01, format="%.4f",
                          key="ls_lr")
     epochs = c3.number_input("Epochs", value=200, step=10, key="ls_epochs",
-                             help="Every epoch is recorded (loss and the three derivatives).")
+                             help="Epochs <= 0 are refused; see 'Record every' for how often the "
+                                  "loss and the three derivatives are recorded.")
     retrains = c4.number_input("Retrains K", value=5, step=1, key="ls_K",
                                help="Runs with seeds seed, seed+1, ... trained together.")
     seed = c5.number_input("Seed", value=int(ctx.seed), min_value=0, step=1, key="ls_seed",
@@ -146,7 +147,9 @@ def _simple_tab(res: L.LandscapeResult) -> None:
     k2.metric(f"Agreement, all {res.n_runs} runs", fmt(rate))
     k3.metric("Final loss (run 0)", f"{h.loss[0, -1]:.4f}", f"{h.loss[0, -1] - h.loss[0, 0]:+.4f}",
               delta_color="inverse")
-    k4.metric("Epochs with falling loss (run 0)", f"{res.trends[0].n_epochs} / {len(h.epochs) - 1}")
+    k4.metric("Recorded epochs used for the trend (run 0)",
+              f"{res.trends[0].n_epochs} / {len(h.epochs) - 1}",
+              help="Epochs where the loss falls (within the main-descent share).")
     st.caption("Agreement: an *increasing* trend meets a positive, a *decreasing* one a negative "
                "Spearman correlation; flat/undetermined trends are left out. Note that "
                "d²L/dx_j² = w_j² · d²L/dz² does not depend on the sign of w_j.")
