@@ -265,7 +265,7 @@ if run["start01"] is not None:
                  columns=min(6, len(imgs01) + 1))
     diff = res.difference("mean").numpy()
     st.plotly_chart(V.map_row(diff, list(res.labels), title="|x_AM − x_0| (mean over channels)",
-                              colorscale="Inferno"), key="am_diff")
+                              colorscale="Viridis"), key="am_diff")
     st.caption("Saved for the saliency comparison (st.session_state['am_difference']).")
 else:
     V.image_grid(imgs01, captions, columns=min(6, len(imgs01)))

@@ -111,9 +111,11 @@ if x is None:
     if mode == modes[2]:
         st.info("Tick *Convert and resize the upload* above to fit it to the model.")
     st.stop()
-cols = st.columns(min(len(x01), 8))
+cols = st.columns(8)
 for k in range(min(len(x01), 8)):
     cols[k].image(to_uint8(x01[k]), caption=captions[k], width="stretch")
+if len(x01) > 8:
+    st.caption(f"… and {len(x01) - 8} more")
 
 # ----------------------------------------------------------------------------- settings
 st.subheader("Settings")
@@ -216,7 +218,8 @@ k1, k2, k3, k4 = st.columns(4)
 k1.metric("Forward passes", f"{sum(r.n_forward for r in results):,}")
 k2.metric("Time", f"{sum(r.seconds for r in results):.2f} s")
 k3.metric("Images", f"{len(results)}")
-k4.metric("Maps", " × ".join(str(s) for s in r0.maps.shape))
+k4.metric("Blocks × channels", f"{r0.maps.shape[0]} × {r0.maps.shape[1]}",
+          help=f"maps of {r0.maps.shape[2]}×{r0.maps.shape[3]} pixels")
 st.caption(f"{FORMULA_TEXT[r0.cfg.formula]}; δ = "
            + (f"ε = {r0.cfg.epsilon:g}" if r0.cfg.noise == "fixed" else
               f"N(0, {r0.cfg.sigma:g}²), seed {r0.cfg.seed}")

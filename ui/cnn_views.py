@@ -27,7 +27,8 @@ def block_channel_grid(maps: np.ndarray, labels, channel_names, shared: bool = T
     maps = np.asarray(maps, dtype=np.float64)
     q_n, c_n = maps.shape[:2]
     scaled, exps = _scaled(maps, shared)
-    titles = [f"{labels[q]} · {channel_names[c]} (×10^{exps[q]})" for q in range(q_n) for c in range(c_n)]
+    titles = [(f"{labels[q]} · " if labels[q] else "") + f"{channel_names[c]} (×10^{exps[q]})"
+              for q in range(q_n) for c in range(c_n)]
     fig = make_subplots(rows=q_n, cols=c_n, subplot_titles=titles, horizontal_spacing=0.03,
                         vertical_spacing=min(0.06, 0.3 / max(q_n, 1)))
     gmin, gmax = float(scaled.min()), float(scaled.max())
@@ -41,8 +42,11 @@ def block_channel_grid(maps: np.ndarray, labels, channel_names, shared: bool = T
                                      hovertemplate=f"{labels[q]} ch {channel_names[c]}<br>row %{{y}}, "
                                                    f"col %{{x}}<br>%{{z:.3f}} ×10^{exps[q]}<extra></extra>"),
                           row=q + 1, col=c + 1)
-    fig.update_yaxes(autorange="reversed", showticklabels=False, scaleanchor=None)
-    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False, constrain="domain")
+    for k in range(1, q_n * c_n + 1):  # square pixels in every panel
+        fig.layout[f"yaxis{'' if k == 1 else k}"].update(scaleanchor=f"x{'' if k == 1 else k}",
+                                                         constrain="domain")
     fig.update_layout(height=max(260, 210 * q_n), title=title, margin=dict(l=10, r=10, t=60, b=10))
     for ann in fig.layout.annotations:
         ann.font.size = 11
@@ -174,5 +178,7 @@ def map_row(maps: np.ndarray, labels, title: str = "", colorscale: str = "Viridi
             shared: bool = True) -> go.Figure:
     """Several (H, W) maps side by side (``maps`` (N, H, W)), printed as value x 10^n."""
     maps = np.asarray(maps, dtype=np.float64)
-    return block_channel_grid(maps[None], [title or "map"], list(labels), shared=shared,
-                              colorscale=colorscale, title=title)
+    fig = block_channel_grid(maps[None], [""], list(labels), shared=shared, colorscale=colorscale,
+                             title=title)
+    fig.update_layout(height=400)
+    return fig

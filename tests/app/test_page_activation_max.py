@@ -13,8 +13,7 @@ PAGE = "pages/activation_max.py"
 
 def _page():
     at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page(PAGE)
+    at.switch_page(PAGE)  # straight to the page: the default page's demo training is not needed
     at.run()
     assert not at.exception, at.exception
     return at

@@ -21,8 +21,7 @@ def png(mode: str, size: int) -> bytes:
 
 def _page():
     at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page(PAGE)
+    at.switch_page(PAGE)  # straight to the page: the default page's demo training is not needed
     at.run()
     assert not at.exception, at.exception
     return at
