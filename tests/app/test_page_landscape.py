@@ -25,8 +25,7 @@ def _open(**state) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=180)
     for k, v in state.items():
         at.session_state[k] = v
-    at.run()
-    at.switch_page(PAGE)
+    at.switch_page(PAGE)  # straight to the page: the default page is not needed
     at.run()
     assert not at.exception, at.exception
     return at
