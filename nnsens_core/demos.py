@@ -5,6 +5,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from .data import TabularData, demo_rows, demo_tabular
 from .errors import NnsensError
 from .loading import load_model
@@ -26,6 +28,7 @@ def train_paper_mlp(data: TabularData, train_rows: str | None = None, hidden: in
     train_rows = train_rows or default_train
     test_rows = default_test if train_rows == default_train else None
     tr = data.rows(train_rows)
+    torch.manual_seed(cfg.seed)  # the initial weights, so one seed gives one model in any process
     model = PaperMLP(data.n_features, hidden)
     history = train_binary(model, tr.X, tr.y, cfg, device, progress)
     info = {"train_rows": train_rows, "test_rows": test_rows, "loss": history,

@@ -20,6 +20,8 @@ from nnsens_core.zoo import ARCHITECTURES, IMAGE, ModelSpec
 from ui import cache, state
 from ui.widgets import Progress, guard, overlay, to_uint8
 
+state.require_router()
+
 st.title("Model & data")
 st.caption("Pick what to analyse in the sidebar; add your own models and datasets here. "
            "Weights are read with `torch.load(weights_only=True)`: pickled code is refused, never run.")

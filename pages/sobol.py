@@ -19,6 +19,8 @@ from nnsens_core.training import TrainConfig
 from ui import plots, state
 from ui.widgets import Progress, download_csv, download_json, guard
 
+state.require_router()
+
 st.title("Global sensitivity (Sobol')")
 st.caption("Variance-based indices of the selected tabular model: inputs drawn uniformly within the "
            "bounds (Saltelli/Sobol' sampling), the model evaluated in large batches, and SALib's "

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 import torch
+from streamlit.runtime.pages_manager import PagesManager
 
 from nnsens_core.data import ImageData, TabularData, demo_rows
 from nnsens_core.demos import demo_cnn_names
@@ -41,6 +42,19 @@ class ImageContext:
     key: str
     device: torch.device
     seed: int
+
+
+def require_router() -> None:
+    """Call first in every page: make sure the page runs inside ``app.py``'s router.
+
+    On a freshly started server, a page opened by its URL (``/sobol``) is run by Streamlit's legacy
+    ``pages/`` folder path: the page file alone, without ``app.py`` and so without the shared sidebar.
+    ``st.navigation`` switches that path off for the process; until it has run once, turn it off here
+    and rerun, which goes through the router to the same page.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def _uploads() -> dict:

@@ -5,6 +5,7 @@ when it can). Screenshots land in $NNSENS_SCREENSHOTS (default: a pytest tmp dir
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -33,11 +34,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def _serve():
+    """A fresh ``streamlit run app.py`` on a free port; yields its URL."""
     port = _free_port()
-    log = open(ROOT / ".pytest_cache" / "streamlit-e2e.log", "w") if (ROOT / ".pytest_cache").is_dir() \
-        else subprocess.DEVNULL
+    log = open(ROOT / ".pytest_cache" / f"streamlit-e2e-{port}.log", "w") \
+        if (ROOT / ".pytest_cache").is_dir() else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port",
                              str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
                             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -55,6 +57,12 @@ def server():
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with _serve() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +124,29 @@ def test_bad_upload_shows_a_message_and_keeps_the_app(server, page, tmp_path):
     assert "not a safe weights file" in body
     assert page.locator("[data-testid='stException']").count() == 0
     assert "Model & data" in body
+
+
+def test_sobol_run_draws_the_indices_in_chromium(server, page, tmp_path_factory):
+    """A real click on the default settings: the S1/ST chart appears, with no error in the page."""
+    page.goto(f"{server}/sobol")
+    _wait_idle(page)
+    page.get_by_role("button", name="Run Sobol analysis").click()
+    _wait_idle(page)
+    page.screenshot(path=str(_shots(tmp_path_factory) / "sobol_run.png"), full_page=True)
+    assert page.locator("[data-testid='stException']").count() == 0
+    assert page.locator("[data-testid='stError']").count() == 0
+    assert page.locator(".js-plotly-plot").count() >= 1
+    assert "S1" in page.inner_text("body") and "ST" in page.inner_text("body")
+
+
+def test_deep_link_on_a_fresh_server_goes_through_the_router(page):
+    """The first request of a new server opens /sobol directly: the page must still get the router's
+    navigation and shared sidebar (not Streamlit's legacy list of the pages/ folder)."""
+    with _serve() as url:
+        page.goto(f"{url}/sobol")
+        _wait_idle(page)
+        side = page.locator("[data-testid='stSidebar']").inner_text()
+        assert "Global sensitivity (Sobol)" in side and "Model & data" in side, side
+        assert "Device" in side and "Tabular model" in side, side
+        assert page.locator("h1").first.inner_text().startswith("Global sensitivity")
+        assert page.locator("[data-testid='stException']").count() == 0
