@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 
 from nnsens_core.data import load_breast_cancer, load_pima
