@@ -18,6 +18,7 @@ from ui import landscape_views as V
 from ui import state
 from ui.widgets import Progress, download_csv, download_json, guard
 
+state.require_router()
 st.title("Loss landscape")
 st.caption("The method of *Sensitivity Analysis on Loss Landscape*: train the simplest network "
            "(inputs → one tanh unit, MSE loss, Xavier-normal initialisation) and record, every epoch, "
