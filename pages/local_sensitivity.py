@@ -242,10 +242,15 @@ if run["exact"] is not None:
 c1, c2, c3, c4 = st.columns(4)
 stat_opts = ["mean", "std"] + [f"image {k}" for k in range(len(results))] if len(results) > 1 \
     else ["image 0"]
-stat = c1.selectbox("Show", stat_opts, key="ls_stat",
-                    format_func=lambda s: {"mean": f"mean over the {len(results)} images",
-                                           "std": f"std over the {len(results)} images"}.get(
-                                               s, f"{s} ({run['captions'][int(s.split()[1])]})"))
+
+
+def _stat_label(s: str) -> str:
+    if s in ("mean", "std"):
+        return f"{s} over the {len(results)} images"
+    return f"{s} ({run['captions'][int(s.split()[1])]})"
+
+
+stat = c1.selectbox("Show", stat_opts, key="ls_stat", format_func=_stat_label)
 chan = c2.selectbox("Channels", ["each"] + list(P.AGGREGATES), key="ls_chan",
                     format_func=lambda s: "each channel" if s == "each" else f"{s} over channels")
 tile = int(c3.number_input("Pool into k×k tiles (1 = off)", 1, int(max(spec.input_shape[1:])), 1,

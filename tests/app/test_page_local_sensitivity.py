@@ -66,6 +66,27 @@ def test_local_page_runs_small_analysis_and_keeps_it():
     assert any("Spearman" in str(df.value.columns.tolist()) for df in at.dataframe)
 
 
+def test_local_page_first_k_images_of_a_class_mean_and_std():
+    at = _page()
+    at.radio(key="ls_mode").set_value("First K images of a class")
+    at.run()
+    at.number_input(key="ls_k").set_value(2)
+    at.number_input(key="ls_patch").set_value(32)
+    at.radio(key="ls_noise").set_value("gaussian")
+    at.run()
+    at.button(key="ls_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (run,) = at.session_state["local_sens"]["runs"].values()
+    assert len(run["results"]) == 2 and run["results"][0].cfg.noise == "gaussian"
+    at.selectbox(key="ls_stat").set_value("std")
+    at.selectbox(key="ls_chan").set_value("l2")
+    at.run()
+    assert not at.exception, at.exception
+    assert any(m.label == "Images" and m.value == "2" for m in at.metric)
+
+
 def test_local_page_bad_input_is_reported():
     at = _page()
     at.number_input(key="ls_eps").set_value(0.0)
