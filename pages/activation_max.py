@@ -34,6 +34,8 @@ from ui import cnn_views as V
 from ui import state
 from ui.widgets import Progress, download_json, download_npz, guard, to_uint8
 
+state.require_router()
+
 st.title("Activation maximization")
 st.caption("Gradient ascent on the input: x ← x + ε1·∂a/∂x − ε2·∂TV/∂x (TV rule) or "
            "x ← blur_σ(x) + ε1·∂a/∂x (blur rule), optional jitter, clamped to the images the "

@@ -21,6 +21,8 @@ from ui import cnn_views as V
 from ui import state
 from ui.widgets import Progress, download_json, download_npz, guard, to_uint8
 
+state.require_router()
+
 st.title("Local sensitivity (pixel perturbation)")
 st.caption("For every pixel (or k×k patch) p of every channel and every block q: "
            "s = ‖B_q(x + δ e_p) − B_q(x)‖₂ (default) or the paper's ‖B_q(x + δ e_p)‖₂ − ‖B_q(x)‖₂. "
