@@ -268,7 +268,7 @@ with tab_browse:
             ok = labels[current] == preds[current]
             st.markdown(f"**Prediction: {names[preds[current]]}** ({probs[current, preds[current]]:.1%}) · "
                         f"true label: **{names[labels[current]]}** · "
-                        f"{'correct ✅' if ok else 'incorrect ❌'} · explaining **{names[cls]}**")
+                        f"{'correct' if ok else '**incorrect**'} · explaining **{names[cls]}**")
             st.plotly_chart(V.prob_figure(probs[current], names, int(labels[current]), int(preds[current])),
                             key="sal_probs")
         maps = maps_for(current, cls, methods, cfgs)
