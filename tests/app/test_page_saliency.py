@@ -52,3 +52,9 @@ def test_saliency_page_browse_compare_and_evaluate():
     assert not at.error, [e.value for e in at.error]
     (res,) = at.session_state["saliency"]["sanity"].values()
     assert len(res.steps) == 3 and all(abs(v[0] - 1) < 1e-9 for v in res.mean.values())
+    # a filter that matches nothing (the demo CNN makes no mistake on these images) warns, no error
+    at.radio(key="sal_correct").set_value("incorrect")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("No image matches" in w.value for w in at.warning)
+    assert at.session_state["sal_current"] is None
