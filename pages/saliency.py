@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
@@ -426,6 +425,6 @@ with tab_sanity:
             st.info("Showing the last sanity check; the settings have changed since.")
         st.plotly_chart(V.sanity_figure(res), key="sal_san_fig")
         table = res.table()
-        table.columns = [c.replace(c.rsplit("_", 1)[0], V.label(c.rsplit("_", 1)[0]), 1) for c in table.columns]
+        table.columns = [f"{V.label(c.rsplit('_', 1)[0])} {c.rsplit('_', 1)[1]}" for c in table.columns]
         st.dataframe(table.style.format("{:.3f}"), key="sal_san_table")
         download_csv("Sanity check (CSV)", res.table(), "sanity_check.csv", key="sal_san_csv")
