@@ -27,6 +27,7 @@ from ui import saliency_views as V
 from ui import state
 from ui.widgets import Progress, download_csv, download_npz, guard, overlay, to_uint8
 
+state.require_router()
 st.title("Saliency comparison")
 st.caption("Which pixels made the CNN decide? Several explanation methods on the same image, side by "
            "side, and how much they agree with each other and with the ground-truth feature mask "
