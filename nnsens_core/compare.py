@@ -407,9 +407,9 @@ def read_gt_masks(raw: bytes, filename: str, n_images: int, hw: Sequence[int]) -
             with Image.open(io.BytesIO(raw)) as img:
                 img.load()
                 a = np.asarray(img.convert("L"), dtype=np.float32)
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise NnsensError(f"{name!r} is not a readable image ({str(exc)[:120]}); upload a "
-                              "black-and-white PNG mask, or an .npz with a 'masks' array") from None
+        except (UnidentifiedImageError, OSError, ValueError):
+            raise NnsensError(f"{name!r} is not a readable image; upload a black-and-white PNG "
+                              "mask, or an .npz with a 'masks' array") from None
         arr = (a > a.max() / 2)[None] if a.max() > 0 else np.zeros((1, *a.shape), bool)
     else:
         raise NnsensError(f"{name!r}: masks must be .npz, .npy or .png (got .{suffix})")
