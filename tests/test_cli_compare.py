@@ -35,6 +35,8 @@ def test_cli_writes_metrics_and_maps(weights, tmp_path, capsys):
     maps = np.load(tmp_path / "maps.npz")
     assert maps["map_gradcam"].shape == (6, 64, 64) and maps["masks"].shape == (6, 64, 64)
     assert (tmp_path / "summary.csv").is_file() and (tmp_path / "records.csv").is_file()
+    table = (tmp_path / "table.md").read_text().splitlines()
+    assert table[0].startswith("| method | B-lines (covid): IoU / pointing") and len(table) == 2 + 3
     assert "pointing" in capsys.readouterr().out
 
 
