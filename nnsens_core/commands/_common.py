@@ -21,12 +21,25 @@ def add_device_seed(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--model", required=required,
-                   help=f"weights file (TorchScript or state_dict) or a demo name: {demo_cnn_names()}")
+                   help=f"weights file (TorchScript or state_dict) or a demo name: {demo_cnn_names()}"
+                        + ("" if required else " (default: the demo VGG-16)"))
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture of a state_dict")
     p.add_argument("--arch-kwargs", default="{}", help='JSON, e.g. \'{"hidden": 10}\'')
 
 
+def default_demo_cnn() -> str:
+    """The model used when --model is omitted: the demo VGG-16 (else the first demo CNN)."""
+    names = demo_cnn_names()
+    if not names:
+        raise NnsensError("--model is missing and no demo CNN is shipped (models/manifest.json); "
+                          "pass --model WEIGHTS --arch ARCH")
+    return next((n for n in names if "vgg" in n), names[0])
+
+
 def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> LoadedModel:
+    """``--model`` (a demo name or a weights file); when omitted, the demo CNN."""
+    if not args.model:
+        args.model = default_demo_cnn()
     if args.model in demo_cnn_names():
         return load_demo_cnn(args.model, device=device)
     try:

@@ -11,7 +11,6 @@ from ..activation_max import AMConfig, AMTarget, maximize
 from ..device import resolve_device
 from ..errors import NnsensError
 from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
-from .local import default_demo_cnn
 
 HELP = ("Activation maximisation (TV or blur regularised) of class logits or a layer's channels; "
         "writes one PNG per target and activations.json. Without --model: the demo VGG-16.")
@@ -78,8 +77,6 @@ def _png(path: Path, img01: torch.Tensor) -> None:
 def run(args) -> int:
     t0 = time.perf_counter()
     dev = resolve_device(args.device)
-    if not args.model:
-        args.model = default_demo_cnn()
     lm = load_cli_model(args, device=dev)
     spec = lm.spec
     if args.layer:

@@ -23,7 +23,7 @@ HELP = ("Compare saliency maps (Grad-CAM family, AM difference, occlusion, local
 
 
 def register(p) -> None:
-    add_model_args(p)
+    add_model_args(p, required=False)
     p.add_argument("--data", default="phantom",
                    help="image folder / .zip / .npz with masks, or 'phantom' (default: the phantom "
                         "test set)")

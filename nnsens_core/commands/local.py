@@ -12,7 +12,6 @@ from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
 from ..perturbation import LocalConfig, count_forwards, local_sensitivity_many, mean_std, resolve_blocks
-from ..demos import demo_cnn_names
 from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
 
 HELP = ("Local sensitivity of CNN blocks to single-pixel (or k x k patch) perturbations; writes "
@@ -47,15 +46,6 @@ def register(p) -> None:
     p.set_defaults(run=run)
 
 
-def default_demo_cnn() -> str:
-    """The model used when --model is omitted: the demo VGG-16 (else the first demo CNN)."""
-    names = demo_cnn_names()
-    if not names:
-        raise NnsensError("--model is missing and no demo CNN is shipped (models/manifest.json); "
-                          "pass --model WEIGHTS --arch ARCH")
-    return next((n for n in names if "vgg" in n), names[0])
-
-
 def select_images(data: ImageData, index: int, cls: str | None, count: int) -> np.ndarray:
     """Indices of the images to analyse (one ``index``, or the first ``count`` of class ``cls``)."""
     if cls is None:
@@ -87,8 +77,6 @@ def model_inputs(data: ImageData, idx, spec) -> torch.Tensor:
 def run(args) -> int:
     t0 = time.perf_counter()
     dev = resolve_device(args.device)
-    if not args.model:
-        args.model = default_demo_cnn()
     lm = load_cli_model(args, device=dev)
     spec = lm.spec
     data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0])

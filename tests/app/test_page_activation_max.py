@@ -4,19 +4,14 @@ import io
 
 import numpy as np
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-from app_pages import APP
+from app_pages import open_page
 
 PAGE = "pages/activation_max.py"
 
 
 def _page():
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page(PAGE)  # straight to the page: the default page's demo training is not needed
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, timeout=120)
 
 
 def test_am_page_noise_then_image_start():

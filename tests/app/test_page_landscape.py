@@ -2,33 +2,16 @@
 consistency tables, the loaded model's sensitivities and loss surface, the digits variant, and
 clear errors for bad input."""
 import numpy as np
-import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
-from app_pages import APP
+from app_pages import open_page
 from nnsens_core.data import TabularData
 
 PAGE = "pages/landscape.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The demo MLP's tiny batches run ~10x slower with 2 intra-op threads on a busy 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _open(**state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.switch_page(PAGE)  # straight to the page: the default page is not needed
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, state=state)
 
 
 def _errors(at) -> list[str]:

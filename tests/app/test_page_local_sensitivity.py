@@ -4,9 +4,8 @@ import io
 
 import numpy as np
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-from app_pages import APP
+from app_pages import open_page
 
 PAGE = "pages/local_sensitivity.py"
 
@@ -20,11 +19,7 @@ def png(mode: str, size: int) -> bytes:
 
 
 def _page():
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.switch_page(PAGE)  # straight to the page: the default page's demo training is not needed
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_page(PAGE, timeout=120)
 
 
 def test_local_page_runs_small_analysis_and_keeps_it():

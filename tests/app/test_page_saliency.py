@@ -1,17 +1,13 @@
 """AppTest smoke test of the Saliency comparison page: renders, browses, compares, evaluates a tiny
 subset and runs a tiny sanity check, with no exception and tables on screen."""
-from streamlit.testing.v1 import AppTest
 
-from app_pages import APP
+from app_pages import open_page
 
 PAGE = "pages/saliency.py"
 
 
 def test_saliency_page_browse_compare_and_evaluate():
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.switch_page(PAGE)  # straight to the page (the home page trains the tabular demo model)
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(PAGE, timeout=240)
     assert at.title[0].value.startswith("Saliency comparison")
     assert not at.error, [e.value for e in at.error]
     # cheap methods only: three CAMs and a coarse occlusion
