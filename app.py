@@ -20,9 +20,9 @@ st.set_page_config(page_title="nnsens", page_icon="🧠", layout="wide")
 PAGES = [
     ("pages/model_data.py", "Model & data", ":material/database:", "both"),
     ("pages/sobol.py", "Global sensitivity (Sobol)", ":material/query_stats:", "tabular"),
-    ("pages/saliency.py", "Saliency comparison", ":material/compare:", "image"),
     ("pages/local_sensitivity.py", "Local sensitivity", ":material/grid_on:", "image"),
     ("pages/activation_max.py", "Activation maximization", ":material/auto_awesome:", "image"),
+    ("pages/saliency.py", "Saliency comparison", ":material/compare:", "image"),
     ("pages/landscape.py", "Loss landscape", ":material/landscape:", "tabular"),
 ]
 
