@@ -33,10 +33,15 @@ store = st.session_state.setdefault("landscape", {"runs": {}, "last": {}, "grad"
 
 
 # ----------------------------------------------------------------------------- cached core calls
+# Progress bars live inside the cached functions: a cache hit replays them already finished.
 @st.cache_data(show_spinner=False, max_entries=16)
-def _train(_data: TabularData, key: str, rows: str, cfg: L.LandscapeConfig, device: str,
-           _progress=None) -> L.LandscapeResult:
-    return L.run_landscape_tabular(_data, cfg, rows=rows or None, device=device, progress=_progress)
+def _train(_data: TabularData, key: str, rows: str, cfg: L.LandscapeConfig,
+           device: str) -> L.LandscapeResult:
+    bar = Progress(f"Training {cfg.retrains} run(s) for {cfg.epochs} epochs, then the derivatives")
+    try:
+        return L.run_landscape_tabular(_data, cfg, rows=rows or None, device=device, progress=bar)
+    finally:
+        bar.done()
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -46,43 +51,21 @@ def _gradients(_model, _data: TabularData, key: str, rows: str, output: int, dev
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _surface(_model, _data: TabularData, key: str, rows: str, cfg: L.SurfaceConfig, device: str,
-             _progress=None) -> L.LossSurface:
+def _surface(_model, _data: TabularData, key: str, rows: str, cfg: L.SurfaceConfig,
+             device: str) -> L.LossSurface:
     d = _data.rows(rows or None)
-    return L.loss_surface(_model.module, d.X, d.y, cfg, device, progress=_progress)
+    bar = Progress(f"Evaluating {cfg.grid ** 2} grid points")
+    try:
+        return L.loss_surface(_model.module, d.X, d.y, cfg, device, progress=bar)
+    finally:
+        bar.done()
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _digits(digit: int, n: int, cfg: L.LandscapeConfig, device: str,
-            _progress=None) -> L.DigitsLandscape:
-    return L.digits_landscape(digit, cfg, n=n, device=device, progress=_progress)
-
-
-try:  # progress drawn from inside a st.cache_data function must not be recorded for replay
-    from streamlit.runtime.scriptrunner_utils.script_run_context import in_cached_function as _IN_CACHE
-except ImportError:  # another Streamlit version: the bar stays at 0 until the result appears
-    _IN_CACHE = None
-
-
-class _LiveProgress(Progress):
-    """A :class:`ui.widgets.Progress` usable inside a cached function: its updates are drawn but not
-    saved as cached messages (replaying them on a cache hit would fail, the bar is gone by then)."""
-
-    def __call__(self, done: int, total: int) -> None:
-        if _IN_CACHE is None:
-            return
-        token = _IN_CACHE.set(False)
-        try:
-            super().__call__(done, total)
-        finally:
-            _IN_CACHE.reset(token)
-
-
-def _run_with_bar(label: str, fn, *args):
-    """Call a cached core function with a progress bar (removed afterwards)."""
-    bar = _LiveProgress(label)
+def _digits(digit: int, n: int, cfg: L.LandscapeConfig, device: str) -> L.DigitsLandscape:
+    bar = Progress("Digits: training and derivatives")
     try:
-        return fn(*args, _progress=bar)
+        return L.digits_landscape(digit, cfg, n=n, device=device, progress=bar)
     finally:
         bar.done()
 
@@ -128,9 +111,7 @@ run_key = (ctx.key, rows.strip(), cfg)
 
 if cfg is not None and st.button("Train and record derivatives", type="primary", key="ls_run"):
     with guard("The loss-landscape training"):
-        store["runs"][run_key] = _run_with_bar(
-            f"Training {cfg.retrains} run(s) for {cfg.epochs} epochs, then the derivatives",
-            _train, data, ctx.key, rows.strip(), cfg, str(ctx.device))
+        store["runs"][run_key] = _train(data, ctx.key, rows.strip(), cfg, str(ctx.device))
         store["last"][ctx.key] = run_key
 
 res: L.LandscapeResult | None = store["runs"].get(store["last"].get(ctx.key))
@@ -241,9 +222,8 @@ def _model_tab() -> None:
     s_key = (ctx.key, s_rows.strip(), scfg)
     if st.button("Compute loss surface", key="ls_s_run"):
         with guard("The loss surface"):
-            store["surface"][s_key] = _run_with_bar(f"Evaluating {scfg.grid ** 2} grid points",
-                                                    _surface, ctx.model, data, ctx.key, s_rows.strip(),
-                                                    scfg, str(ctx.device))
+            store["surface"][s_key] = _surface(ctx.model, data, ctx.key, s_rows.strip(), scfg,
+                                               str(ctx.device))
     surf = store["surface"].get(s_key)
     if surf is None:
         st.info("Press **Compute loss surface**.")
@@ -278,8 +258,7 @@ def _digits_tab() -> None:
     d_key = (digit, n, dcfg)
     if st.button("Train on digits", key="ls_d_run"):
         with guard("The digits experiment"):
-            store["digits"][d_key] = _run_with_bar("Digits: training and derivatives", _digits,
-                                                   digit, n, dcfg, str(ctx.device))
+            store["digits"][d_key] = _digits(digit, n, dcfg, str(ctx.device))
     dg = store["digits"].get(d_key)
     if dg is None:
         st.info("Press **Train on digits** (optimizer, learning rate, seed and scaling come from the "
