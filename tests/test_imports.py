@@ -3,7 +3,9 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CODE = """
 import importlib, json, pkgutil, sys

@@ -4,7 +4,9 @@ import shlex
 import subprocess
 import sys
 
-from conftest import ROOT
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DOCKER_INSTRUCTIONS = {"FROM", "ARG", "ENV", "RUN", "WORKDIR", "COPY", "ADD", "EXPOSE", "CMD", "USER",
                        "HEALTHCHECK", "LABEL", "ENTRYPOINT", "VOLUME"}
