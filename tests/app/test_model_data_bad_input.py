@@ -9,6 +9,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app_pages import APP
+from nnsens_core.data import demo_tabular
 from nnsens_core.zoo import PaperMLP
 
 
@@ -60,13 +61,14 @@ def test_malicious_pickle_model_is_refused_and_never_runs(tmp_path):
 
 
 def test_renamed_state_dict_loads_and_reports_the_mapping():
-    net = PaperMLP(8, 10)
+    width = demo_tabular().n_features  # the demo data's width (Pima 8, breast cancer 30)
+    net = PaperMLP(width, 10)
     renamed = {f"layer{i}": v for i, v in enumerate(net.state_dict().values())}
     buf = io.BytesIO()
     torch.save(renamed, buf)
     at = _app()
     at.radio(key="tab_model_mode").set_value("Upload weights").run()
-    at.number_input(key="mlp_up_in").set_value(8)
+    at.number_input(key="mlp_up_in").set_value(width)
     _upload(at, "up_tab_model", "renamed.pt", buf.getvalue())
     at.button(key="btn_tab_model").click().run()
     assert not at.exception and not at.error, _errors(at)

@@ -5,6 +5,10 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from app_pages import APP
+from nnsens_core.data import demo_tabular
+
+DEMO = demo_tabular()  # Pima when a local copy exists, else breast cancer: the page's demo data
+D, NAME1 = DEMO.n_features, DEMO.feature_names[1]
 
 
 def _edit_bounds(at, row: int, column: str, value: float) -> None:
@@ -35,7 +39,7 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     at.number_input(key="sobol_R").set_value(20)
     at.number_input(key="sobol_seed").set_value(3)
     at.slider(key="sobol_conf").set_value(0.9)
-    _edit_bounds(at, 1, "max", 150.0)  # Glucose in [min, 150]
+    _edit_bounds(at, 1, "max", 150.0)  # feature 1 (Glucose on Pima) in [min, 150]
     at.button(key="sobol_run").click()
     at.run()
     _ok(at)
@@ -45,8 +49,8 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     (key, result), = runs.items()
     cfg = result.config
     assert (cfg.n, cfg.seed, cfg.num_resamples, cfg.conf_level, cfg.second_order) == (128, 3, 20, 0.9, True)
-    assert result.problem.bounds[1][1] == 150.0 and result.problem.names[1] == "Glucose"
-    assert cfg.layer == "act1" and result.indices.S1.shape == (1 + 10, 8)  # output + 10 neurons
+    assert result.problem.bounds[1][1] == 150.0 and result.problem.names[1] == NAME1
+    assert cfg.layer == "act1" and result.indices.S1.shape == (1 + 10, D)  # output + 10 neurons
     # bar chart with CIs, S2 heatmap, neuron x feature heatmaps of S1 and ST
     assert len(at.get("plotly_chart")) >= 4
     labels = [d.label for d in at.get("download_button")]
@@ -56,7 +60,7 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     doc = at.session_state["sobol_export"]
     assert doc["sobol"]["N"] == 128 and doc["sobol"]["config"]["seed"] == 3
     np.testing.assert_allclose(doc["sobol"]["ST"], result.output().ST[0])
-    assert "pca" in doc and doc["pca"]["names"][1] == "Glucose"
+    assert "pca" in doc and doc["pca"]["names"][1] == NAME1
 
     # any rerun keeps the result (no recomputation)
     at.checkbox(key="sobol_pca_std").uncheck()
@@ -74,24 +78,25 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     runs = at.session_state["sobol"]["runs"]
     assert len(runs) == 2 and runs[key] is result
     other = next(r for k, r in runs.items() if k != key)
-    assert other.indices.S2 is None and other.indices.S1.shape == (1, 8)
+    assert other.indices.S2 is None and other.indices.S1.shape == (1, D)
     assert at.session_state["sobol_export"]["sobol"]["S2"] is None
 
     # bad bounds (min >= max): a clear message, no traceback, no run
     _edit_bounds(at, 1, "max", -5.0)
     at.run()
     assert not at.exception, at.exception
-    assert any("'Glucose'" in e.value and "min must be < max" in e.value for e in at.error)
+    assert any(f"'{NAME1}'" in e.value and "min must be < max" in e.value for e in at.error)
     _edit_bounds(at, 1, "max", 150.0)
     at.run()
     _ok(at)
     # bounds from a single row: every column constant -> named in a warning, and a clear error
     (rows,) = [t for t in at.text_input if t.key.startswith("sobol_rows|")]
+    default_rows = rows.value  # train + test rows of the demo (0:700 on Pima)
     rows.set_value("0:1").run()
     assert not at.exception, at.exception
-    assert any("Constant in rows 0:1" in w.value and "Glucose" in w.value for w in at.warning)
+    assert any("Constant in rows 0:1" in w.value and NAME1 in w.value for w in at.warning)
     assert any("min must be < max" in e.value for e in at.error)
-    rows.set_value("0:700").run()
+    rows.set_value(default_rows).run()
     _ok(at)
 
     # convergence (tiny range) and feature reduction (1 seed, 2 epochs) from the other tabs
