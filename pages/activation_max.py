@@ -230,12 +230,10 @@ if st.button("Run activation maximization", type="primary", key="am_run"):
                 "image01": np.asarray(run["start01"], dtype=np.float32),
                 "config": dataclasses.asdict(res.cfg)}
 
-run = store["runs"].get(store["last"].get(ctx.key))
+run = state.last_result(store["runs"], store["last"], ctx.key, run_key, "Run activation maximization")
 if run is None:
     st.info("Choose the targets and settings and press **Run activation maximization**.")
     st.stop()
-if store["last"][ctx.key] != run_key:
-    st.info("Showing the last result; the settings above have changed since (press Run to update).")
 
 # ----------------------------------------------------------------------------- results
 res: A.AMResult = run["res"]

@@ -114,9 +114,8 @@ if cfg is not None and st.button("Train and record derivatives", type="primary",
         store["runs"][run_key] = _train(data, ctx.key, rows.strip(), cfg, str(ctx.device))
         store["last"][ctx.key] = run_key
 
-res: L.LandscapeResult | None = store["runs"].get(store["last"].get(ctx.key))
-if res is not None and store["last"][ctx.key] != run_key:
-    st.info("Showing the last result; the settings above have changed since (press Train to update).")
+res: L.LandscapeResult | None = state.last_result(store["runs"], store["last"], ctx.key, run_key,
+                                                  "Train and record derivatives")
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -202,13 +202,10 @@ if st.button("Compute sensitivity maps", type="primary", key="ls_run"):
     if run_key in store["runs"]:
         store["last"][ctx.key] = run_key
 
-run = store["runs"].get(store["last"].get(ctx.key))
+run = state.last_result(store["runs"], store["last"], ctx.key, run_key, "Compute sensitivity maps")
 if run is None:
     st.info("Choose the settings and press **Compute sensitivity maps**.")
     st.stop()
-if store["last"][ctx.key] != run_key:
-    st.info("Showing the last result; the settings above have changed since (press the button to "
-            "update).")
 
 # ----------------------------------------------------------------------------- results
 results: list[P.LocalResult] = run["results"]

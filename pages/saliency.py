@@ -363,10 +363,8 @@ with tab_data:
                 bar.done()
         if eval_key in store["eval"]:
             store["last_eval"][ctx.key] = eval_key
-    ev = store["eval"].get(store["last_eval"].get(ctx.key))
+    ev = state.last_result(store["eval"], store["last_eval"], ctx.key, eval_key, "Evaluate the subset")
     if ev is not None:
-        if store["last_eval"][ctx.key] != eval_key:
-            st.info("Showing the last evaluation; the settings have changed since (press Evaluate).")
         with guard("Summarising"):
             summary = ev.summary()
             st.dataframe(V.summary_display(summary), key="sal_summary")
@@ -420,10 +418,9 @@ with tab_sanity:
                 bar.done()
         if san_key in store["sanity"]:
             store["last_sanity"][ctx.key] = san_key
-    res = store["sanity"].get(store["last_sanity"].get(ctx.key))
+    res = state.last_result(store["sanity"], store["last_sanity"], ctx.key, san_key,
+                            "Run the sanity check")
     if res is not None:
-        if store["last_sanity"][ctx.key] != san_key:
-            st.info("Showing the last sanity check; the settings have changed since.")
         st.plotly_chart(V.sanity_figure(res), key="sal_san_fig")
         table = res.table()
         table.columns = [f"{V.label(c.rsplit('_', 1)[0])} {c.rsplit('_', 1)[1]}" for c in table.columns]

@@ -127,9 +127,8 @@ if st.button("Run Sobol analysis", type="primary", key="sobol_run"):
     if run_key in store["runs"]:
         store["last"][ctx.key] = run_key
 
-res: S.SobolResult | None = store["runs"].get(store["last"].get(ctx.key))
-if res is not None and store["last"][ctx.key] != run_key:
-    st.info("Showing the last result; the settings above have changed since (press Run to update).")
+res: S.SobolResult | None = state.last_result(store["runs"], store["last"], ctx.key, run_key,
+                                              "Run Sobol analysis")
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -57,6 +57,21 @@ def require_router() -> None:
         st.rerun()
 
 
+def last_result(runs: dict, last: dict, ctx_key: str, key, button: str):
+    """The result a page last computed for this data & model (``runs[last[ctx_key]]``), or None.
+
+    Pages keep every result in ``runs`` by its settings ``key`` and the key of the last one per
+    context in ``last``, so reruns never lose work; when the settings shown differ from those of the
+    result, say so and name the ``button`` that updates it.
+    """
+    shown = last.get(ctx_key)
+    res = runs.get(shown)
+    if res is not None and shown != key:
+        st.info(f"Showing the last result; the settings above have changed since (press **{button}** "
+                "to update).")
+    return res
+
+
 def _uploads() -> dict:
     if "uploads" not in st.session_state:
         st.session_state["uploads"] = {"tabular_data": {}, "tabular_model": {}, "image_data": {},

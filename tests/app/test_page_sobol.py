@@ -72,6 +72,10 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     # first order only, model output only: a second cached result
     at.checkbox(key="sobol_so").uncheck()
     at.selectbox(key="sobol_layer").set_value("(model output only)")
+    at.run()  # settings changed, not yet run: the last result stays, marked as stale
+    assert any("Showing the last result" in i.value and "Run Sobol analysis" in i.value
+               for i in at.info), [i.value for i in at.info]
+    assert at.session_state["sobol"]["last"] and len(at.session_state["sobol"]["runs"]) == 1
     at.button(key="sobol_run").click()
     at.run()
     _ok(at)
