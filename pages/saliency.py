@@ -5,7 +5,9 @@ widgets -> CamConfig / OcclusionConfig / MaskConfig / AMConfig / SensitivityConf
 nnsens_core.compare (explain, evaluate, sanity_check) and nnsens_core.metrics -> PIL overlays and
 plotly. Maps of one image are cached with ``st.cache_data`` (context key + image + class + method +
 config) and kept in ``st.session_state["saliency"]``; dataset tables and sanity checks are kept there
-too, so a rerun never loses work.
+too, so a rerun never loses work. The AM difference map of the image on screen is taken from the
+Activation maximization page (``st.session_state["am_difference"]``) when that page started from
+this image and pushed it toward the explained class.
 """
 from __future__ import annotations
 
@@ -62,9 +64,36 @@ def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, devic
     return C.explain(_model, _spec, x, [cls], [method], {method: cfg}, device)[method][0].numpy()
 
 
+def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
+    """The Activation maximization page's |x_AM - x_0| for this image and class, if it ran on them.
+
+    It matches when that run started from dataset image ``index`` of the same data & model and
+    pushed it toward class ``cls``; the map is scaled to [0, 1] like every map of this page.
+    """
+    run = st.session_state.get("am_difference")
+    if not st.session_state.get("sal_am_reuse", True) or not run or run.get("data_key") != ctx.key \
+            or run.get("index") != index or cls not in (run.get("classes") or []):
+        return None
+    row = run["classes"].index(cls)
+    m = C.normalize_maps(torch.as_tensor(run["map"][row:row + 1]), clip_negative=True)[0].numpy()
+    cfg = run.get("config", {})
+    return m, f"{cfg.get('steps', '?')} steps, rule {cfg.get('rule', '?')}"
+
+
 def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, np.ndarray]:
-    """Maps of one image for each method: from the session store, else the cache, else computed."""
-    out = {}
+    """Maps of one image for each method: from the session store, else the cache, else computed.
+
+    The AM difference map comes from the Activation maximization page when that page ran on this
+    image and class (and the user did not opt out), so the two pages show the same map.
+    """
+    out, order = {}, list(methods)
+    reused = am_page_map(index, cls) if "am" in methods else None
+    if reused is not None:
+        out["am"] = reused[0]
+        st.session_state["sal_am_from_page"] = (index, cls, reused[1])
+        methods = [m for m in methods if m != "am"]
+    else:
+        st.session_state["sal_am_from_page"] = None
     todo = [m for m in methods if (ctx.key, index, cls, m, cfgs[m]) not in store["maps"]]
     bar = Progress("Computing maps", len(todo)) if todo else None
     for k, m in enumerate(methods):
@@ -78,7 +107,7 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
             out[m] = store["maps"][sk]
     if bar is not None:
         bar.done()
-    return out
+    return {m: out[m] for m in order if m in out}
 
 
 probs = None
@@ -152,7 +181,11 @@ with st.expander("Methods and settings", expanded=True):
         am_steps = a1.number_input("AM steps", 1, 2000, 100, 10, key="sal_am_steps")
         am_rule = a2.selectbox("Regulariser", ["tv", "blur", "none"], key="sal_am_rule")
         st.caption("|x_AM − x|: activation maximization of the explained class started from the "
-                   "image itself (computed here for each image, channel mean).")
+                   "image itself (channel mean).")
+        st.checkbox("Use the Activation maximization page's run when it started from the image on "
+                    "screen and pushed it toward the explained class", value=True, key="sal_am_reuse",
+                    help="Otherwise (and for every other image, and in the dataset table) the map is "
+                         "computed here with the steps and regulariser above.")
     with t_sens:
         blocks = {}
         with guard("Listing the blocks"):
@@ -273,6 +306,10 @@ with tab_browse:
                             key="sal_probs")
         maps = maps_for(current, cls, methods, cfgs)
         st.session_state["sal_current_maps"] = (current, cls, maps)
+        from_page = st.session_state.get("sal_am_from_page")
+        if from_page is not None:
+            st.caption(f"AM difference: the Activation maximization page's run on this image "
+                       f"({from_page[2]}).")
         items = [(V.label(m), overlay(img, a, alpha)) for m, a in maps.items()]
         if mask is not None:
             items.append(("ground truth", to_uint8(mask.astype(np.float32))))

@@ -1,6 +1,8 @@
 """AppTest smoke test of the Saliency comparison page: renders, browses, compares, evaluates a tiny
 subset and runs a tiny sanity check, with no exception and tables on screen."""
 
+import numpy as np
+
 from app_pages import open_page
 
 PAGE = "pages/saliency.py"
@@ -54,3 +56,44 @@ def test_saliency_page_browse_compare_and_evaluate():
     assert not at.exception, at.exception
     assert any("No image matches" in w.value for w in at.warning)
     assert at.session_state["sal_current"] is None
+
+
+def test_saliency_page_reuses_the_am_page_difference_map():
+    at = open_page("pages/activation_max.py", timeout=240)
+    at.number_input(key="am_steps").set_value(3)
+    at.radio(key="am_start").set_value("dataset")
+    at.run()
+    at.number_input(key="am_index").set_value(2)
+    at.run()
+    at.button(key="am_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    am_map = at.session_state["am_difference"]["map"]
+    at.switch_page(PAGE)
+    at.run()
+    at.multiselect(key="sal_methods").set_value(["am", "eigencam"])
+    at.number_input(key="sal_am_steps").set_value(2)
+    at.number_input(key="sal_pos").set_value(3)  # no filter: position 3 is dataset image 2
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    index, cls, maps = at.session_state["sal_current_maps"]
+    assert index == 2 and list(maps) == ["am", "eigencam"]
+    assert at.session_state["sal_am_from_page"][:2] == (2, cls)
+    row = am_map[cls]
+    expected = (row - row.min()) / (row.max() - row.min())
+    np.testing.assert_allclose(maps["am"], expected, atol=1e-6)
+    assert any("Activation maximization page's run" in c.value for c in at.caption)
+    # opting out computes the map here (2 steps): a different map, no notice
+    at.checkbox(key="sal_am_reuse").uncheck()
+    at.run()
+    assert not at.exception, at.exception
+    _, _, maps2 = at.session_state["sal_current_maps"]
+    assert at.session_state["sal_am_from_page"] is None
+    assert not np.allclose(maps2["am"], expected)
+    # another image never uses the AM page's run
+    at.checkbox(key="sal_am_reuse").check()
+    at.button(key="sal_next").click()
+    at.run()
+    assert at.session_state["sal_current_maps"][0] == 3
+    assert at.session_state["sal_am_from_page"] is None
