@@ -57,7 +57,11 @@ def manifest() -> dict:
 
 
 def demo_cnn_names() -> list[str]:
-    return sorted(manifest())
+    """Shipped CNNs, the default first: the demo VGG-16 (the paper's model), then the rest sorted.
+
+    The dashboard's model menu and the CLI's missing ``--model`` both take the first one.
+    """
+    return sorted(manifest(), key=lambda n: ("vgg" not in n, n))
 
 
 def load_demo_cnn(name: str, device="cpu") -> LoadedModel:

@@ -24,6 +24,7 @@ def fresh():
 def test_manifest_entries_complete():
     man = demos.manifest()
     assert set(NAMES) <= set(demos.demo_cnn_names())
+    assert demos.demo_cnn_names()[0] == "vgg16-phantom"  # the default of the sidebar and the CLI
     for name in NAMES:
         e = man[name]
         assert KEYS <= set(e), KEYS - set(e)

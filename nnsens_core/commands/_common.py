@@ -28,12 +28,12 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def default_demo_cnn() -> str:
-    """The model used when --model is omitted: the demo VGG-16 (else the first demo CNN)."""
+    """The model used when --model is omitted: the first demo CNN (the demo VGG-16)."""
     names = demo_cnn_names()
     if not names:
         raise NnsensError("--model is missing and no demo CNN is shipped (models/manifest.json); "
                           "pass --model WEIGHTS --arch ARCH")
-    return next((n for n in names if "vgg" in n), names[0])
+    return names[0]
 
 
 def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> LoadedModel:
