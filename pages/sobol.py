@@ -1,9 +1,10 @@
 """Global sensitivity (Sobol'): S1 / ST / S2 of the output and of hidden neurons, convergence,
 feature reduction by retraining, and a PCA comparison (paper section 2).
 
-widgets -> SobolProblem / SobolConfig -> nnsens_core.sobol -> plotly.  Results are kept in
-``st.session_state["sobol"]`` per (model & data key, rows, bounds, config), so reruns and
-going back to an earlier setting never recompute.
+widgets -> SobolProblem / SobolConfig -> nnsens_core.sobol -> plotly.  Results are cached with
+``st.cache_data`` (model & data key + bounds + config; shared by every session, progress bars
+replayed finished on a hit) and kept in ``st.session_state["sobol"]``, so reruns and going back to
+an earlier setting never recompute.
 """
 from __future__ import annotations
 
@@ -49,6 +50,38 @@ class StageBars:
     def done(self) -> None:
         for bar in self.bars.values():
             bar.done()
+
+
+# ----------------------------------------------------------------------------- cached core calls
+# Progress bars live inside the cached functions: a cache hit replays them already finished.
+@st.cache_data(show_spinner=False, max_entries=32)
+def _run(_model, key: str, problem: S.SobolProblem, cfg: S.SobolConfig, device: str) -> S.SobolResult:
+    bars = StageBars()
+    try:
+        return S.run(_model, problem, cfg, device, progress=bars)
+    finally:
+        bars.done()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _convergence(_model, key: str, problem: S.SobolProblem, ns: tuple, cfg: S.SobolConfig,
+                 device: str) -> S.ConvergenceResult:
+    bars = StageBars()
+    try:
+        return S.convergence(_model, problem, list(ns), cfg, device, progress=bars)
+    finally:
+        bars.done()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _feature_reduction(_model, _data, key: str, train_rows: str, test_rows: str, ranking: tuple,
+                       cfg: S.FeatureReductionConfig, device: str) -> S.FeatureReductionResult:
+    bar = Progress("Retraining (all / top-k / bottom-k × seeds)", 3 * len(cfg.seeds))
+    try:
+        return S.feature_reduction(_model, _data.rows(train_rows), _data.rows(test_rows), ranking, cfg,
+                                   device, progress=bar)
+    finally:
+        bar.done()
 
 
 def _default_bounds_rows() -> str:
@@ -121,9 +154,7 @@ run_key = (ctx.key, problem, cfg)
 if st.button("Run Sobol analysis", type="primary", key="sobol_run"):
     if run_key not in store["runs"]:
         with guard("The Sobol analysis"):
-            bars = StageBars()
-            store["runs"][run_key] = S.run(ctx.model, problem, cfg, ctx.device, progress=bars)
-            bars.done()
+            store["runs"][run_key] = _run(ctx.model, ctx.key, problem, cfg, str(ctx.device))
     if run_key in store["runs"]:
         store["last"][ctx.key] = run_key
 
@@ -182,10 +213,8 @@ def _convergence_tab() -> S.ConvergenceResult | None:
             if len(ns) < 2:
                 st.warning("Pick a range with at least two values of N.")
             elif key not in store["conv"]:
-                bars = StageBars()
-                store["conv"][key] = S.convergence(ctx.model, problem, ns, cfg_c, ctx.device,
-                                                   progress=bars)
-                bars.done()
+                store["conv"][key] = _convergence(ctx.model, ctx.key, problem, tuple(ns), cfg_c,
+                                                  str(ctx.device))
     conv = store["conv"].get(key)
     if conv is None:
         return None
@@ -222,11 +251,8 @@ def _reduction_tab(res: S.SobolResult | None) -> S.FeatureReductionResult | None
     key = (ctx.key, ctx.train_rows, ctx.test_rows, ranking, fcfg)
     if st.button("Retrain and compare", key="sobol_fr_run") and key not in store["fr"]:
         with guard("Retraining"):
-            bar = Progress("Retraining (all / top-k / bottom-k × seeds)", 3 * len(fcfg.seeds))
-            store["fr"][key] = S.feature_reduction(ctx.model, data.rows(ctx.train_rows),
-                                                   data.rows(ctx.test_rows), ranking, fcfg,
-                                                   ctx.device, progress=bar)
-            bar.done()
+            store["fr"][key] = _feature_reduction(ctx.model, data, ctx.key, ctx.train_rows,
+                                                  ctx.test_rows, ranking, fcfg, str(ctx.device))
     fr = store["fr"].get(key)
     if fr is None:
         return None

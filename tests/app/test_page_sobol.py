@@ -125,3 +125,27 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     labels = [d.label for d in at.get("download_button")]
     for name in ("bounds", "convergence", "feature reduction", "ranking comparison", "loadings"):
         assert f"Download {name} (CSV)" in labels, labels
+
+
+def test_sobol_results_are_shared_between_sessions():
+    """A second browser session with the same model, data and settings gets the cached result."""
+    results = []
+    for _ in range(2):
+        at = AppTest.from_file(APP, default_timeout=240)
+        at.run()
+        at.switch_page("pages/sobol.py")
+        at.run()
+        at.select_slider(key="sobol_n").set_value(128)
+        at.number_input(key="sobol_R").set_value(10)
+        at.number_input(key="sobol_seed").set_value(11)
+        at.checkbox(key="sobol_so").uncheck()
+        at.selectbox(key="sobol_layer").set_value("(model output only)")
+        at.button(key="sobol_run").click()
+        at.run()
+        _ok(at)
+        (res,) = at.session_state["sobol"]["runs"].values()
+        results.append(res)
+    first, second = results
+    assert second is not first  # each session holds its own copy ...
+    assert second.timings == first.timings  # ... of the one computation (a rerun would time anew)
+    np.testing.assert_array_equal(second.indices.ST, first.indices.ST)
