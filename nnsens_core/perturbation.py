@@ -9,10 +9,20 @@ every pixel (or k x k patch) ``p`` of every channel is perturbed by ``delta`` an
 ``delta`` is a fixed ``epsilon`` or Gaussian noise ``N(0, sigma^2)`` drawn once per perturbed pixel
 from a seeded generator (so the result never depends on the batch size).
 
-Finite differences (``method="finite"``) run ONE forward pass per perturbation; all blocks are read
-from that pass by forward hooks, which reduce each block output to its norm on the spot, and the
-pass stops right after the last block. Perturbed batches are built with one ``repeat`` and one
-``scatter_add_`` on a flat view (no Python work per perturbation).
+Finite differences (``method="finite"``) evaluate every perturbation exactly, in one of two ways
+(``LocalConfig.incremental``; ``LocalResult.extra["engine"]`` says which ran):
+
+* ``"incremental"`` (default where it applies: all blocks are children of one ``nn.Sequential``
+  of convs, pools and pointwise layers fed the model input, e.g. VGG ``features``): each layer
+  computes only the box of its output that the perturbed tile can reach, from the stored
+  unperturbed activations around it (Krypton-style incremental inference, see
+  :mod:`nnsens_core._incremental`); equal to the full pass up to float rounding;
+* ``"full"``: ONE forward pass per perturbation; all blocks are read from that pass by forward
+  hooks, which reduce each block output to its norm on the spot, and the pass stops right after
+  the last block. Perturbed batches are built with one ``repeat`` and one ``scatter_add_`` on a
+  flat view (no Python work per perturbation).
+
+Both count one forward pass per perturbation in ``n_forward`` and progress.
 
 The fast mode (``method="gradient"``) replaces the finite differences by first-order estimates:
 
@@ -35,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _incremental
 from . import config as v
 from ._batching import Progress, auto_batch_size, map_batches
 from ._hooks import as_mapping, get_module
@@ -46,6 +57,7 @@ FORMULAS = ("diff_norm", "norm_diff")
 NOISES = ("fixed", "gaussian")
 METHODS = ("finite", "gradient")
 AGGREGATES = ("mean", "sum", "max", "l2")
+INCREMENTAL = ("auto", "off")
 MAX_AUTO_BATCH = 1024
 CPU_BATCH_BYTES = 128 * 2**20
 """On CPU, bigger batches are slower per image once the activations leave the caches and every
@@ -65,6 +77,9 @@ class LocalConfig:
     method: ``"finite"`` (one forward per perturbation) or ``"gradient"`` (fast estimate).
     n_probes: random probes of the Jacobian-column-norm estimate (gradient + diff_norm).
     batch_size: perturbations per forward pass; ``None`` picks one from a memory budget.
+    incremental: ``"auto"`` computes finite differences incrementally (only the activation boxes
+        a perturbation reaches) when the model allows it, else by full forward passes; ``"off"``
+        always uses full forward passes. Both give the same maps up to float rounding.
     """
     epsilon: float = 0.1
     noise: str = "fixed"
@@ -75,6 +90,7 @@ class LocalConfig:
     method: str = "finite"
     n_probes: int = 32
     batch_size: int | None = None
+    incremental: str = "auto"
 
     def __post_init__(self):
         v.positive("epsilon", self.epsilon)
@@ -83,6 +99,7 @@ class LocalConfig:
         v.one_of("formula", self.formula, FORMULAS)
         v.positive("patch", self.patch, integer=True)
         v.one_of("method", self.method, METHODS)
+        v.one_of("incremental", self.incremental, INCREMENTAL)
         v.positive("n_probes", self.n_probes, integer=True)
         if self.batch_size is not None:
             v.positive("batch_size", self.batch_size, integer=True)
@@ -367,11 +384,12 @@ def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, st
     x = x.detach().to(dev, torch.float32)
     t0 = time.perf_counter()
     if cfg.method == "finite":
-        maps, base, n_fwd = _finite(model, x, mapping, cfg, dev, progress, _offset, _total)
+        maps, base, n_fwd, extra = _finite(model, x, mapping, cfg, dev, progress, _offset, _total)
     else:
         maps, base, n_fwd = _gradient(model, x, mapping, cfg, dev, progress, _offset, _total)
+        extra = {}
     return LocalResult(maps.float().cpu(), tuple(mapping), tuple(mapping.values()), base.cpu(), cfg,
-                       n_fwd, time.perf_counter() - t0)
+                       n_fwd, time.perf_counter() - t0, extra)
 
 
 def _base_pass(model, x, mapping):
@@ -392,6 +410,38 @@ def _base_pass(model, x, mapping):
 
 
 def _finite(model, x, mapping, cfg, dev, progress, offset, total_all):
+    """Finite differences: the incremental engine when it applies (and is not turned off), else
+    full forward passes. Returns maps, base norms, forward count and ``extra`` (the engine)."""
+    reason = None
+    if cfg.incremental == "auto":
+        engine, reason = _incremental.prepare(model, x, mapping, cfg.patch)
+        if engine is not None:
+            return _finite_incremental(engine, x, cfg, dev, progress, offset, total_all)
+    maps, base, n_fwd = _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all)
+    return maps, base, n_fwd, {"engine": "full", **({"engine_reason": reason} if reason else {})}
+
+
+def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
+    shape = tuple(x.shape)
+    idx, delta, _ = _perturbations(shape, cfg)
+    idx, delta = idx.to(dev), delta.to(dev, x.dtype)
+    n = idx.shape[0]
+    bs = cfg.batch_size or _auto_batch(engine.bytes_per_item(), dev)
+    total = total_all or (n + 1)
+    if progress is not None:
+        progress(offset + 1, total)
+
+    def fn(sl: slice):
+        with torch.inference_mode():
+            return engine.values(sl, idx[sl], delta[sl], cfg.formula)
+
+    prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
+    out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
+    base = torch.stack([engine.base_norm[lb][0] for lb in engine.labels])
+    return _spread(out.T, shape, cfg.patch), base, n + 1, {"engine": "incremental", "batch_size": bs}
+
+
+def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):
     shape = tuple(x.shape)
     labels = list(mapping)
     base, n_calls = _base_pass(model, x, mapping)

@@ -1,0 +1,416 @@
+"""Exact incremental inference for finite-difference local sensitivity (Krypton-style).
+
+Idea from Nakandala et al., "Incremental and Approximate Inference for Faster Occlusion-based Deep
+CNN Explanations" (SIGMOD 2019): perturbing one k x k tile of the input changes only a box of each
+early layer's activation, so each layer need only compute the output box the perturbation can
+reach, reading the unperturbed (base) activation around it for context. Results equal those of a
+full forward pass up to float rounding (no approximation).
+
+Scope: every block is a child of ONE ``nn.Sequential`` S that receives the model input unchanged
+(checked at run time), and every layer of S up to the last block is a Conv2d (zero padding), a
+MaxPool2d / AvgPool2d, or a pointwise layer (BatchNorm2d in eval, activations, eval dropout,
+Identity). :func:`prepare` returns ``(engine, None)`` or ``(None, reason)``; the caller then uses
+the full forward.
+
+How a batch of perturbations runs through S:
+
+* every perturbation carries a *patch*: its activation inside a box of one fixed size per layer
+  (the largest box any perturbation reaches, clamped to the map; its start is clamped so the box
+  stays inside the map). A box may hold more than the reached region; those values are exact too.
+* a sliding-window layer (conv, pool) gathers for each perturbation the input window its output
+  box reads, from the base input padded once (zeros, or -inf for max-pool), pastes the incoming
+  patch over it and applies the layer with padding 0;
+* a pointwise layer applies to the patch;
+* a block layer compares its patch with the base output on the same box (outside the box the
+  perturbed output equals the base output).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+POINTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.ReLU,
+             nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+             nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
+             nn.Softsign, nn.Tanhshrink)
+"""Layers that act on each activation (or each channel) independently; exact types only, since a
+subclass may override ``forward``."""
+
+
+# --------------------------------------------------------------------------- how a layer maps a box
+
+@dataclass(frozen=True)
+class _Axis:
+    """One spatial dim of a sliding-window layer: output ``o`` reads inputs
+    ``o * stride - pad + j * dilation`` for ``j < kernel``."""
+    kernel: int
+    stride: int
+    dilation: int
+    pad: int
+
+    @property
+    def span(self) -> int:
+        return (self.kernel - 1) * self.dilation + 1
+
+    def reach(self, lo: torch.Tensor, hi: torch.Tensor, n_out: int):
+        """Outputs whose window reads an input in ``[lo, hi]`` (inclusive; per tile, clamped)."""
+        olo = -torch.div(self.span - 1 - self.pad - lo, self.stride, rounding_mode="floor")
+        ohi = torch.div(hi + self.pad, self.stride, rounding_mode="floor")
+        return olo.clamp(min=0), ohi.clamp(max=n_out - 1)
+
+    def window(self, n_box: int) -> int:
+        """Input positions read by ``n_box`` consecutive outputs."""
+        return (n_box - 1) * self.stride + self.span
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class _Pointwise:
+    """Acts on each activation: the patch keeps its box."""
+    window = False
+
+    def __init__(self, m: nn.Module):
+        self.m = m
+
+    def apply(self, patch, *_):
+        return self.m(patch)
+
+
+class _Conv:
+    """Conv2d with zero padding: F.conv2d on the gathered window, padding 0."""
+    window, pad_value = True, 0.0
+
+    def __init__(self, m: nn.Conv2d):
+        self.m = m
+        k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+        if m.padding == "valid":
+            p = (0, 0)
+        elif m.padding == "same":   # as ATen: the odd extra padding goes after the map
+            p = tuple((d[i] * (k[i] - 1)) // 2 for i in range(2))
+        else:
+            p = _pair(m.padding)
+        self.axes = tuple(_Axis(k[i], s[i], d[i], p[i]) for i in range(2))
+
+    def apply(self, window, *_):
+        m = self.m
+        return F.conv2d(window, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
+
+
+class _MaxPool:
+    """MaxPool2d: pads with -inf, so padding and ceil_mode overhangs never win."""
+    window, pad_value = True, -math.inf
+
+    def __init__(self, m: nn.MaxPool2d):
+        self.m = m
+        k, d = _pair(m.kernel_size), _pair(m.dilation)
+        s, p = _pair(m.stride or m.kernel_size), _pair(m.padding)
+        self.axes = tuple(_Axis(k[i], s[i], d[i], p[i]) for i in range(2))
+
+    def apply(self, window, *_):
+        a = self.axes
+        return F.max_pool2d(window, (a[0].kernel, a[1].kernel), (a[0].stride, a[1].stride), 0,
+                            (a[0].dilation, a[1].dilation))
+
+
+class _AvgPool:
+    """AvgPool2d: window sums divided by the divisor PyTorch uses at each output position
+    (padding, ``ceil_mode``, ``count_include_pad`` and ``divisor_override`` all change it)."""
+    window, pad_value = True, 0.0
+
+    def __init__(self, m: nn.AvgPool2d):
+        self.m = m
+        k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
+        self.axes = tuple(_Axis(k[i], s[i], 1, p[i]) for i in range(2))
+        self.divisor = None   # _Map of the (Hout, Wout) divisors, set by bind()
+
+    def bind(self, in_hw, out_hw, dev):
+        if self.m.divisor_override:
+            div = torch.full(out_hw, float(self.m.divisor_override), device=dev)
+        else:
+            counts = []
+            for ax, n_in, n_out in zip(self.axes, in_hw, out_hw):
+                start = torch.arange(n_out, device=dev) * ax.stride - ax.pad
+                end = (start + ax.kernel).clamp(max=n_in + ax.pad)
+                if not self.m.count_include_pad:
+                    start, end = start.clamp(min=0), end.clamp(max=n_in)
+                counts.append((end - start).float())
+            div = counts[0][:, None] * counts[1][None, :]
+        self.divisor = _Map(div[None])
+
+    def apply(self, window, rows, cols, box):
+        a = self.axes
+        s = F.avg_pool2d(window, (a[0].kernel, a[1].kernel), (a[0].stride, a[1].stride), 0,
+                         divisor_override=1)
+        return s / self.divisor.boxes(rows, cols, box)
+
+
+def _layer(m: nn.Module):
+    """The box rule of module ``m``, or a string saying why it is not supported."""
+    t = type(m)
+    if m.training:
+        return "is in training mode (call model.eval())"
+    if t is nn.Conv2d:
+        if m.padding_mode != "zeros":
+            return f"has padding_mode={m.padding_mode!r} (only 'zeros' is supported)"
+        return _Conv(m)
+    if t is nn.MaxPool2d:
+        return "returns indices" if m.return_indices else _MaxPool(m)
+    if t is nn.AvgPool2d:
+        return _AvgPool(m)
+    if t in POINTWISE:
+        if t is nn.BatchNorm2d and m.running_mean is None:
+            return "normalises with batch statistics (no running stats)"
+        return _Pointwise(m)
+    return "is not supported by the incremental engine"
+
+
+# --------------------------------------------------------------------------- gathering
+
+class _Map:
+    """A base activation (C, H, W) stored channels-last as rows (H*W, C): a box of it for each
+    sample is one ``index_select`` of whole rows."""
+
+    def __init__(self, t: torch.Tensor):
+        self.channels, self.height, self.width = t.shape
+        self.rows = t.permute(1, 2, 0).reshape(-1, self.channels).contiguous()
+        self._grids: dict = {}
+
+    def boxes(self, r: torch.Tensor, c: torch.Tensor, box) -> torch.Tensor:
+        """``t[:, r:r+h, c:c+w]`` for each sample -> (N, C, h, w), channels-last and fresh."""
+        h, w = box
+        grid = self._grids.get(box)
+        if grid is None:
+            dev = self.rows.device
+            grid = self._grids[box] = (torch.arange(h, device=dev)[:, None] * self.width
+                                       + torch.arange(w, device=dev)[None])
+        idx = (r * self.width + c)[:, None, None] + grid
+        out = self.rows.index_select(0, idx.reshape(-1))
+        return out.view(len(r), h, w, self.channels).permute(0, 3, 1, 2)
+
+
+def _paste(window: torch.Tensor, patch: torch.Tensor, off_r, off_c, inside: bool) -> torch.Tensor:
+    """Write ``patch`` (N, C, ph, pw) into ``window`` (N, C, h, w, channels-last, from
+    :meth:`_Map.boxes`) at per-sample offsets; parts outside the window are dropped (``inside``:
+    the caller knows there are none)."""
+    n, ch, h, w = window.shape
+    ph, pw = patch.shape[-2:]
+    dev = window.device
+    a = torch.arange(ph, device=dev)[None, :, None] + off_r[:, None, None]   # window row, col of
+    b = torch.arange(pw, device=dev)[None, None, :] + off_c[:, None, None]   # each patch pixel
+    dst = ((torch.arange(n, device=dev)[:, None, None] * h + a) * w + b).reshape(-1)
+    src = patch.permute(0, 2, 3, 1).reshape(-1, ch)
+    flat = window.permute(0, 2, 3, 1).view(-1, ch)
+    if not inside:
+        keep = ((a >= 0) & (a < h) & (b >= 0) & (b < w)).reshape(-1).nonzero().squeeze(1)
+        dst, src = dst[keep], src[keep]
+    flat.index_copy_(0, dst, src)
+    return window
+
+
+# --------------------------------------------------------------------------- the engine
+
+@dataclass
+class _Step:
+    """One layer of S in the plan: its rule, output box (fixed size; start per tile row / col)
+    and the base activations it reads."""
+    rule: object
+    box: tuple[int, int]
+    start_r: torch.Tensor            # (nh,) output box start row per tile row
+    start_c: torch.Tensor            # (nw,) ... column per tile column
+    base_in: _Map | None = None      # windows: the input padded with the rule's pad value
+    window: tuple[int, int] = (0, 0)  # windows: input size read by the output box
+    inside: bool = False             # windows: the incoming patch always lies in the window
+    labels: tuple[str, ...] = ()     # blocks that read this layer's output
+    base_out: _Map | None = None     # blocks: the output
+
+
+class IncrementalEngine:
+    """Block values of batches of tile perturbations of one image, computed box by box."""
+
+    def __init__(self, x, steps, k, tile_box, tile_start, labels, base_norm):
+        self.x, self.steps, self.shape, self.k = _Map(x), steps, tuple(x.shape), k
+        self.tile_box, self.tile_start = tile_box, tile_start   # (kh, kw), ((nh,), (nw,))
+        self.labels = labels
+        self.base_norm = base_norm      # label -> (1,) ||B(x)||
+
+    def bytes_per_item(self) -> int:
+        """Activation bytes of one perturbation in a batch (gathered windows and patches)."""
+        total = self.shape[0] * self.tile_box[0] * self.tile_box[1]
+        c = self.shape[0]
+        for st in self.steps:
+            if st.rule.window:
+                total += 2 * c * st.window[0] * st.window[1]
+            c = st.base_out.channels if st.base_out else getattr(st.rule.m, "out_channels", c)
+            total += 2 * c * st.box[0] * st.box[1] * (1 + len(st.labels))
+        return 4 * total
+
+    def values(self, sl: slice, idx: torch.Tensor, delta: torch.Tensor, formula: str) -> torch.Tensor:
+        """``(N, Q)`` block values of perturbations ``sl`` (flat ``idx`` / ``delta`` as made by
+        ``perturbation._perturbations``, already sliced)."""
+        c, h, w = self.shape
+        nh, nw = -(-h // self.k), -(-w // self.k)
+        p = torch.arange(sl.start, sl.stop, device=idx.device)
+        t = p % (nh * nw)
+        ti, tj = t // nw, t % nw
+        # the input patch: all channels of the tile's box, plus delta on the perturbed pixels
+        kh, kw = self.tile_box
+        r0, c0 = self.tile_start[0][ti], self.tile_start[1][tj]
+        patch = self.x.boxes(r0, c0, self.tile_box)
+        pix = idx % (h * w)
+        local = ((pix // w - r0[:, None]) * kw + (pix % w - c0[:, None])) * c + idx // (h * w)
+        patch.permute(0, 2, 3, 1).view(len(p), -1).scatter_add_(1, local, delta)
+        out = {}
+        for st in self.steps:
+            if st.rule.window:
+                rows, cols = st.start_r[ti], st.start_c[tj]
+                ax = st.rule.axes
+                wr, wc = rows * ax[0].stride, cols * ax[1].stride      # window start, padded coords
+                win = st.base_in.boxes(wr, wc, st.window)
+                win = _paste(win, patch, r0 + ax[0].pad - wr, c0 + ax[1].pad - wc, st.inside)
+                patch = st.rule.apply(win, rows, cols, st.box)
+                r0, c0 = rows, cols
+            else:
+                patch = st.rule.apply(patch)
+            if st.labels:
+                v = self._reduce(st, patch, r0, c0, formula)
+                for lb in st.labels:
+                    out[lb] = v
+        return torch.stack([out[lb] for lb in self.labels], dim=1)
+
+    def _reduce(self, st: _Step, patch, rows, cols, formula):
+        n = len(patch)
+        o = patch.permute(0, 2, 3, 1).reshape(n, -1).float()
+        b = st.base_out.boxes(rows, cols, st.box).permute(0, 2, 3, 1).reshape(n, -1).float()
+        if formula == "diff_norm":
+            return torch.linalg.vector_norm(o - b, dim=1)
+        # ||B(x')||^2 = ||B(x)||^2 - ||b||^2 + ||o||^2 = ||B(x)||^2 + num, without cancellation
+        n0 = self.base_norm[st.labels[0]]
+        num = ((o - b) * (o + b)).sum(1)
+        return num / ((n0.square() + num).clamp_min(0).sqrt() + n0).clamp_min(1e-30)
+
+
+def _sequential_of(model: nn.Module, mapping: dict[str, str]):
+    """(S's name, S, child indices of the blocks) or a reason."""
+    parents = {name.rpartition(".")[0] for name in mapping.values()}
+    if len(parents) != 1:
+        return "the blocks are not children of one nn.Sequential"
+    parent = parents.pop()
+    s = dict(model.named_modules()).get(parent)
+    if not isinstance(s, nn.Sequential) or type(s).forward is not nn.Sequential.forward:
+        return f"the blocks' parent {parent or 'model'!r} is not an nn.Sequential"
+    keys = list(s._modules)
+    return parent, s, [keys.index(name.rpartition(".")[2]) for name in mapping.values()]
+
+
+def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int):
+    """``(engine, None)`` when the incremental engine applies to these blocks, else ``(None, reason)``.
+
+    Runs the base pass (one forward of ``x``) and checks there that S receives ``x`` unchanged and
+    that each of its layers up to the last block runs once.
+    """
+    found = _sequential_of(model, mapping)
+    if isinstance(found, str):
+        return None, found
+    s_name, seq, block_idx = found
+    last = max(block_idx)
+    layers = list(seq)[:last + 1]
+    rules = []
+    for i, m in enumerate(layers):
+        rule = _layer(m)
+        if isinstance(rule, str):
+            return None, f"{(s_name + '.' if s_name else '')}{i} ({type(m).__name__}) {rule}"
+        if m._forward_hooks or m._forward_pre_hooks:
+            return None, f"{(s_name + '.' if s_name else '')}{i} has forward hooks"
+        rules.append(rule)
+
+    acts = _base_pass(model, seq, layers, x)
+    if isinstance(acts, str):
+        return None, acts
+    h, w = x.shape[1:]
+    dev = x.device
+    kh, kw = min(k, h), min(k, w)
+    tiles = [torch.arange(-(-n // k), device=dev) * k for n in (h, w)]
+    lo = list(tiles)
+    hi = [(t + k).clamp(max=n) - 1 for t, n in zip(tiles, (h, w))]
+    tile_start = tuple(t.clamp(max=n - b) for t, n, b in zip(tiles, (h, w), (kh, kw)))
+    labels_at = {}
+    for lb, i in zip(mapping, block_idx):
+        labels_at.setdefault(i, []).append(lb)
+    steps = []
+    inp, (r_in, c_in), box_in = x, tile_start, (kh, kw)
+    for i, (rule, out) in enumerate(zip(rules, acts)):
+        out = out[0]
+        if rule.window:
+            box, starts, pads, inside = [], [], [], True
+            for d, start_in in enumerate((r_in, c_in)):
+                ax, n_out = rule.axes[d], out.shape[1 + d]
+                olo, ohi = ax.reach(lo[d], hi[d], n_out)
+                size = max(1, int((ohi - olo + 1).max()))
+                start = olo.clamp(max=n_out - size)
+                end = int(start.max()) * ax.stride + ax.window(size)       # padded coords
+                pads.append((ax.pad, max(0, end - ax.pad - inp.shape[1 + d])))
+                off = start_in + ax.pad - start * ax.stride              # patch in the window
+                inside &= bool((off >= 0).all() and (off + box_in[d] <= ax.window(size)).all())
+                box.append(size)
+                starts.append(start)
+                lo[d], hi[d] = olo, ohi
+            padded = F.pad(inp, (*pads[1], *pads[0]), value=rule.pad_value)
+            if isinstance(rule, _AvgPool):
+                rule.bind(tuple(inp.shape[1:]), tuple(out.shape[1:]), dev)
+            box = tuple(box)
+            step = _Step(rule, box, starts[0], starts[1], _Map(padded),
+                         (rule.axes[0].window(box[0]), rule.axes[1].window(box[1])), inside)
+            (r_in, c_in), box_in = starts, box
+        else:
+            step = _Step(rule, box_in, r_in, c_in)
+        if i in labels_at:
+            step.labels, step.base_out = tuple(labels_at[i]), _Map(out)
+        steps.append(step)
+        inp = out
+    base_norm = {lb: torch.linalg.vector_norm(acts[i].float().reshape(1, -1), dim=1)
+                 for lb, i in zip(mapping, block_idx)}
+    return IncrementalEngine(x, steps, k, (kh, kw), tile_start, list(mapping), base_norm), None
+
+
+def _base_pass(model: nn.Module, seq: nn.Sequential, layers, x: torch.Tensor):
+    """Outputs (cloned) of ``layers`` of S for input ``x``, or a reason when S does not receive
+    ``x`` unchanged or a layer does not run exactly once."""
+    seen = {"input": [], "calls": [0] * len(layers)}
+    outs: list = [None] * len(layers)
+    handles = []
+
+    def pre(_m, args):
+        a = args[0] if args else None
+        seen["input"].append(a.detach().clone() if isinstance(a, torch.Tensor) else None)
+
+    def make(i):
+        def hook(_m, _inp, out):
+            seen["calls"][i] += 1
+            outs[i] = out.detach().clone() if isinstance(out, torch.Tensor) else None
+        return hook
+
+    try:
+        handles.append(seq.register_forward_pre_hook(pre))
+        for i, m in enumerate(layers):
+            handles.append(m.register_forward_hook(make(i)))
+        with torch.inference_mode():
+            model(x[None].clone())
+    except RuntimeError as exc:
+        return f"the base pass failed ({str(exc).splitlines()[0][:120]})"
+    finally:
+        for hd in handles:
+            hd.remove()
+    if len(seen["input"]) != 1 or any(n != 1 for n in seen["calls"]):
+        return "the Sequential or one of its layers does not run exactly once per forward"
+    got = seen["input"][0]
+    if got is None or got.shape != x[None].shape or not torch.equal(got, x[None]):
+        return "the Sequential does not receive the model input unchanged"
+    if any(o is None or o.ndim != 4 or o.shape[0] != 1 for o in outs):
+        return "a layer of the Sequential does not return a (1, C, H, W) tensor"
+    return outs
