@@ -9,7 +9,8 @@ with :mod:`nnsens_core.metrics` (GT IoU, pointing game, relevance mass).
 Methods (:data:`METHODS`): the Grad-CAM family of :mod:`nnsens_core.cam`; ``am`` (activation-
 maximization difference map, :mod:`nnsens_core.activation_max`); ``occlusion`` and ``mask``
 (meaningful perturbation) from :mod:`nnsens_core.masks`; ``sensitivity`` (local pixel sensitivity
-of a block, :mod:`nnsens_core.perturbation`; class-agnostic).
+of a block, :mod:`nnsens_core.perturbation`; class-agnostic); the gradient methods ``gradient``,
+``gradxinput``, ``ig`` (Integrated Gradients) and ``smoothgrad`` of :mod:`nnsens_core.gradients`.
 """
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ from ._batching import Progress, map_batches
 from .cam import CAM_LABELS, CAM_METHODS, CLASS_AGNOSTIC, CamConfig, _on_device, cam_maps
 from .device import resolve_device
 from .errors import NnsensError
+from .gradients import LABELS as GRADIENT_LABELS
+from .gradients import METHODS as GRADIENT_METHODS
+from .gradients import SIGNED as GRADIENT_SIGNED
+from .gradients import GradientConfig, gradient_maps
 from .masks import MaskConfig, OcclusionConfig, occlusion, perturbation_mask
 from .zoo import image_blocks
 
 OTHER_METHODS = ("am", "occlusion", "sensitivity", "mask")
-METHODS: tuple[str, ...] = CAM_METHODS + OTHER_METHODS
+METHODS: tuple[str, ...] = CAM_METHODS + OTHER_METHODS + GRADIENT_METHODS
 LABELS = {**CAM_LABELS, "am": "AM difference", "occlusion": "Occlusion",
-          "sensitivity": "Local sensitivity", "mask": "Perturbation mask"}
-SIGNED = frozenset({"occlusion", "am"})
+          "sensitivity": "Local sensitivity", "mask": "Perturbation mask", **GRADIENT_LABELS}
+SIGNED = frozenset({"occlusion", "am"}) | GRADIENT_SIGNED
 CLASS_FREE = CLASS_AGNOSTIC | {"sensitivity"}
 DEFAULT_METHODS = ("gradcam", "am", "occlusion", "mask")
 
@@ -82,7 +87,9 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     items = [s.strip().lower() for s in (text.split(",") if isinstance(text, str) else text)]
     items = [s for s in items if s]
     alias = {"cam": "gradcam", "grad-cam": "gradcam", "gradcampp": "gradcam++",
-             "gradcam-plus-plus": "gradcam++", "perturbation": "mask", "local": "sensitivity"}
+             "gradcam-plus-plus": "gradcam++", "perturbation": "mask", "local": "sensitivity",
+             "saliency": "gradient", "inputxgradient": "gradxinput", "integrated-gradients": "ig",
+             "integratedgradients": "ig"}
     out: list[str] = []
     for s in items:
         if s == "all":
@@ -108,6 +115,8 @@ def default_config(method: str):
         return MaskConfig()
     if method == "sensitivity":
         return SensitivityConfig()
+    if method in GRADIENT_METHODS:
+        return GradientConfig()
     if method == "am":
         found = _optional("activation_max", "AMConfig")
         return found[0]() if found else None
@@ -115,8 +124,8 @@ def default_config(method: str):
 
 
 def config_for(method: str, cfgs: Mapping[str, object] | None):
-    """``cfgs[method]``, else for a CAM method ``cfgs["cam"]`` with its ``method`` replaced, else the
-    default."""
+    """``cfgs[method]``, else for a CAM method ``cfgs["cam"]`` with its ``method`` replaced, for a
+    gradient method ``cfgs["gradients"]``, else the default."""
     cfgs = cfgs or {}
     if method in cfgs and cfgs[method] is not None:
         cfg = cfgs[method]
@@ -125,6 +134,8 @@ def config_for(method: str, cfgs: Mapping[str, object] | None):
         return cfg
     if method in CAM_METHODS and isinstance(cfgs.get("cam"), CamConfig):
         return dataclasses.replace(cfgs["cam"], method=method)
+    if method in GRADIENT_METHODS and isinstance(cfgs.get("gradients"), GradientConfig):
+        return cfgs["gradients"]
     return default_config(method)
 
 
@@ -150,6 +161,8 @@ def _run_one(method: str, model: nn.Module, spec, x: torch.Tensor, classes: list
         return occlusion(model, x, classes, cfg, dev, spec, progress)
     if method == "mask":
         return perturbation_mask(model, x, classes, cfg, dev, spec, progress)
+    if method in GRADIENT_METHODS:
+        return gradient_maps(model, x, classes, method, cfg, dev, spec, progress)
     reason = unavailable(method)
     if reason:
         raise NnsensError(reason)

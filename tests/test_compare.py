@@ -63,7 +63,7 @@ def test_parse_methods():
     assert CP.parse_methods("gradcam, occlusion,mask,gradcam") == ["gradcam", "occlusion", "mask"]
     assert CP.parse_methods(["cam", "perturbation"]) == ["gradcam", "mask"]
     with pytest.raises(NnsensError, match="unknown"):
-        CP.parse_methods("gradcam,smoothgrad")
+        CP.parse_methods("gradcam,deconvnet")
     with pytest.raises(NnsensError, match="no method"):
         CP.parse_methods(" , ")
     assert set(CP.parse_methods("all")) == set(CP.available_methods())

@@ -12,13 +12,14 @@ from ..compare import evaluate, markdown_table, parse_methods
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
+from ..gradients import GradientConfig
 from ..masks import MaskConfig, OcclusionConfig
 from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
 
 PHANTOM_FEATURES = {"regular": "A-lines (regular)", "covid": "B-lines (covid)",
                     "pneumonia": "consolidation (pneumonia)"}
 HELP = ("Compare saliency maps (Grad-CAM family, AM difference, occlusion, local sensitivity, "
-        "perturbation mask) against ground-truth masks; writes metrics.json, summary.csv, "
+        "perturbation mask, gradient, gradient x input, Integrated Gradients, SmoothGrad) against ground-truth masks; writes metrics.json, summary.csv, "
         "records.csv, table.md (markdown IoU / pointing per method and class) and maps.npz.")
 
 
@@ -56,6 +57,17 @@ def register(p) -> None:
     p.add_argument("--mask-beta2", type=float, default=MaskConfig().beta2)
     p.add_argument("--mask-lr", type=float, default=MaskConfig().lr)
     p.add_argument("--mask-reference", choices=("blur", "constant"), default=MaskConfig().reference)
+    p.add_argument("--smoothgrad-samples", type=int, default=GradientConfig().samples,
+                   help="SmoothGrad: noisy copies per image")
+    p.add_argument("--smoothgrad-sigma", type=float, default=GradientConfig().sigma,
+                   help="SmoothGrad: noise std as a fraction of the input range")
+    p.add_argument("--ig-steps", type=int, default=GradientConfig().steps,
+                   help="Integrated Gradients: points on the path from the reference")
+    p.add_argument("--gradient-score", choices=("logit", "prob"), default=GradientConfig().score,
+                   help="score the gradient methods differentiate (default: the logit)")
+    p.add_argument("--gradient-reference", choices=("constant", "blur"),
+                   default=GradientConfig().reference,
+                   help="reference of gradient x input, IG and SmoothGrad (default: black)")
     p.add_argument("--no-maps", action="store_true", help="do not write maps.npz")
     add_device_seed(p)
     p.set_defaults(run=run)
@@ -95,7 +107,10 @@ def run(args) -> int:
                                         resolution=args.mask_resolution, lambda1=args.mask_lambda1,
                                         lambda2=args.mask_lambda2, beta1=args.mask_beta1,
                                         beta2=args.mask_beta2, lr=args.mask_lr,
-                                        reference=args.mask_reference)}
+                                        reference=args.mask_reference),
+            "gradients": GradientConfig(samples=args.smoothgrad_samples, sigma=args.smoothgrad_sigma,
+                                        steps=args.ig_steps, score=args.gradient_score,
+                                        reference=args.gradient_reference, seed=args.seed)}
     import torch
     torch.manual_seed(args.seed)
 
