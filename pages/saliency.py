@@ -1,7 +1,7 @@
 """Saliency comparison for clinicians: Grad-CAM family vs AM difference vs occlusion vs local
-sensitivity vs meaningful-perturbation masks, side by side and measured.
+sensitivity vs meaningful-perturbation masks vs gradient methods, side by side and measured.
 
-widgets -> CamConfig / OcclusionConfig / MaskConfig / AMConfig / SensitivityConfig ->
+widgets -> CamConfig / OcclusionConfig / MaskConfig / GradientConfig / AMConfig / SensitivityConfig ->
 nnsens_core.compare (explain, evaluate, sanity_check) and nnsens_core.metrics -> PIL overlays and
 plotly. Maps of one image are cached with ``st.cache_data`` (context key + image + class + method +
 config) and kept in ``st.session_state["saliency"]``; dataset tables and sanity checks are kept there
@@ -22,6 +22,8 @@ from nnsens_core import metrics as mt
 from nnsens_core.activation_max import AMConfig
 from nnsens_core.cam import CAM_METHODS, CamConfig, default_target_layer, layer_grids
 from nnsens_core.data import ImageData
+from nnsens_core.gradients import METHODS as GRADIENT_METHODS
+from nnsens_core.gradients import GradientConfig
 from nnsens_core.masks import MaskConfig, OcclusionConfig
 from nnsens_core.perturbation import LocalConfig
 from nnsens_core.zoo import image_blocks
@@ -132,7 +134,9 @@ with st.expander("Methods and settings", expanded=True):
                                                                        "occlusion") if m in available],
                              format_func=V.label, key="sal_methods",
                              help="Grad-CAM family (grad-cam package), AM difference map, occlusion, "
-                                  "local sensitivity and the meaningful-perturbation mask.")
+                                  "local sensitivity, the meaningful-perturbation mask and the "
+                                  "gradient methods (gradient, × input, Integrated Gradients, "
+                                  "SmoothGrad).")
     c1, c2, c3 = st.columns([2, 2, 1])
     layer_names = list(layers)
     target_layer = c1.selectbox(
@@ -147,8 +151,8 @@ with st.expander("Methods and settings", expanded=True):
                           key=f"sal_class|{ctx.key}", disabled=target_mode != "chosen")
     alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="sal_alpha")
 
-    t_occ, t_mask, t_am, t_sens, t_score = st.tabs(["Occlusion", "Perturbation mask", "AM difference",
-                                                    "Local sensitivity", "Score-CAM"])
+    t_occ, t_mask, t_grad, t_am, t_sens, t_score = st.tabs(
+        ["Occlusion", "Perturbation mask", "Gradients", "AM difference", "Local sensitivity", "Score-CAM"])
     with t_occ:
         o1, o2, o3, o4, o5 = st.columns(5)
         occ_window = o1.number_input("Window (px)", 1, min(H, W), min(8, H, W), key="sal_occ_window")
@@ -176,6 +180,23 @@ with st.expander("Methods and settings", expanded=True):
         mask_ref = m7.selectbox("Reference", ["blur", "constant"], key="sal_mask_ref")
         mask_sigma = m8.number_input("Blur σ (px)", 0.0, 50.0, MaskConfig().blur_sigma, 0.5,
                                      key="sal_mask_sigma", disabled=mask_ref != "blur")
+    with t_grad:
+        st.caption("Gradient: max over channels of |∂f/∂x|. Gradient × input: Σ_c (x − r)·∂f/∂x. "
+                   "Integrated Gradients: (x − r) times the mean gradient on the straight path from "
+                   "the reference r. SmoothGrad × input: gradient × input averaged over noisy copies "
+                   "x + N(0, σ²). f is the class logit (or probability); r is black by default.")
+        gd = GradientConfig()
+        g1, g2, g3 = st.columns(3)
+        g_samples = g1.number_input("SmoothGrad samples", 1, 512, gd.samples, key="sal_grad_samples")
+        g_sigma = g2.number_input("SmoothGrad σ (share of the input range)", 0.01, 1.0, gd.sigma, 0.01,
+                                  key="sal_grad_sigma")
+        g_steps = g3.number_input("Integrated Gradients steps", 1, 1024, gd.steps, key="sal_grad_steps")
+        g4, g5, g6 = st.columns(3)
+        g_score = g4.selectbox("Score f", ["logit", "prob"], key="sal_grad_score")
+        g_ref = g5.selectbox("Reference r", ["constant", "blur"], key="sal_grad_ref",
+                             format_func={"constant": "black", "blur": "the image blurred"}.get)
+        g_blur = g6.number_input("Blur σ (px)", 0.0, 50.0, gd.blur_sigma, 0.5, key="sal_grad_blur",
+                                 disabled=g_ref != "blur")
     with t_am:
         a1, a2 = st.columns(2)
         am_steps = a1.number_input("AM steps", 1, 2000, 100, 10, key="sal_am_steps")
@@ -208,6 +229,10 @@ with guard("Checking the settings"):
     all_cfgs["mask"] = MaskConfig(lambda1=float(lam1), lambda2=float(lam2), beta1=float(beta1),
                                   beta2=float(beta2), steps=int(mask_steps), resolution=int(mask_res),
                                   reference=mask_ref, blur_sigma=float(mask_sigma))
+    grad_cfg = GradientConfig(samples=int(g_samples), sigma=float(g_sigma), steps=int(g_steps),
+                              score=g_score, reference=g_ref, blur_sigma=float(g_blur),
+                              seed=int(ctx.seed))
+    all_cfgs.update({m: grad_cfg for m in GRADIENT_METHODS})
     all_cfgs["am"] = AMConfig(steps=int(am_steps), rule=am_rule, seed=int(ctx.seed), preview_every=0)
     all_cfgs["sensitivity"] = C.SensitivityConfig(
         block=block, local=LocalConfig(method="gradient", n_probes=int(probes), seed=int(ctx.seed)))

@@ -97,3 +97,23 @@ def test_saliency_page_reuses_the_am_page_difference_map():
     at.run()
     assert at.session_state["sal_current_maps"][0] == 3
     assert at.session_state["sal_am_from_page"] is None
+
+
+def test_saliency_page_gradient_methods_follow_their_settings():
+    at = open_page(PAGE, timeout=240)
+    at.multiselect(key="sal_methods").set_value(["gradient", "gradxinput", "ig", "smoothgrad"])
+    at.number_input(key="sal_grad_samples").set_value(4)
+    at.number_input(key="sal_grad_steps").set_value(4)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    _, _, maps = at.session_state["sal_current_maps"]
+    assert list(maps) == ["gradient", "gradxinput", "ig", "smoothgrad"]
+    assert all(m.shape == (64, 64) and m.min() == 0 and m.max() == 1 for m in maps.values())
+    # a blurred reference changes the maps that use the reference, not the plain gradient
+    at.selectbox(key="sal_grad_ref").set_value("blur")
+    at.run()
+    assert not at.exception, at.exception
+    _, _, blurred = at.session_state["sal_current_maps"]
+    np.testing.assert_array_equal(blurred["gradient"], maps["gradient"])
+    assert not np.allclose(blurred["ig"], maps["ig"])
