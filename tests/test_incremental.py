@@ -104,6 +104,17 @@ def test_plain_sequential_model_and_repeated_block():
     _same(model, x, {"a": "2", "b": "8", "b again": "8"}, patch=2, epsilon=0.5)
 
 
+@pytest.mark.parametrize("patch", [2, 20])
+def test_pointwise_first_grouped_conv_dilated_pool_and_patch_larger_than_image(patch):
+    model = _init(nn.Sequential(
+        nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.ReLU6(),
+        nn.MaxPool2d(3, stride=2, padding=1, dilation=2),
+        nn.Conv2d(3, 6, 3, groups=3), nn.Hardswish(),
+        nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=True)), 6)
+    x = torch.randn(3, 17, 14)
+    _same(model, x, {"relu": "0", "pool": "3", "avg": "6"}, patch=patch, formula="norm_diff")
+
+
 @pytest.mark.parametrize("bs", [1, 7, None])
 def test_batch_size_does_not_change_incremental_results(bs):
     model = _init(OddNet(), 5)
