@@ -15,7 +15,6 @@ of a block, :mod:`nnsens_core.perturbation`; class-agnostic); the gradient metho
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -26,6 +25,7 @@ from torch import nn
 from . import config as v
 from . import metrics as mt
 from ._batching import Progress, map_batches
+from .activation_max import AMConfig, difference_map
 from .cam import CAM_LABELS, CAM_METHODS, CLASS_AGNOSTIC, CamConfig, _on_device, cam_maps
 from .device import resolve_device
 from .errors import NnsensError
@@ -34,6 +34,7 @@ from .gradients import METHODS as GRADIENT_METHODS
 from .gradients import SIGNED as GRADIENT_SIGNED
 from .gradients import GradientConfig, gradient_maps
 from .masks import MaskConfig, OcclusionConfig, occlusion, perturbation_mask
+from .perturbation import LocalConfig, sensitivity_map
 from .zoo import image_blocks
 
 OTHER_METHODS = ("am", "occlusion", "sensitivity", "mask")
@@ -57,24 +58,10 @@ class SensitivityConfig:
             raise NnsensError(f"block={self.block!r} must be a module name (str)")
 
 
-def _optional(module: str, *names: str):
-    """Objects from an optional sibling module, or None when it (or a name) does not exist yet."""
-    try:
-        mod = importlib.import_module(f"{__package__}.{module}")
-    except ImportError:
-        return None
-    objs = [getattr(mod, n, None) for n in names]
-    return None if any(o is None for o in objs) else objs
-
-
 def unavailable(method: str) -> str | None:
-    """Why ``method`` cannot run in this installation, or None when it can."""
+    """Why ``method`` cannot run, or None when it can (every method of :data:`METHODS` can)."""
     if method not in METHODS:
         return f"method {method!r} is unknown; use one of {METHODS}"
-    if method == "am" and _optional("activation_max", "difference_map", "AMConfig") is None:
-        return "the AM difference map needs nnsens_core.activation_max.difference_map, not installed"
-    if method == "sensitivity" and _optional("perturbation", "sensitivity_map", "LocalConfig") is None:
-        return "local sensitivity needs nnsens_core.perturbation.sensitivity_map, not installed"
     return None
 
 
@@ -118,8 +105,7 @@ def default_config(method: str):
     if method in GRADIENT_METHODS:
         return GradientConfig()
     if method == "am":
-        found = _optional("activation_max", "AMConfig")
-        return found[0]() if found else None
+        return AMConfig()
     raise NnsensError(f"method {method!r} is unknown; use one of {METHODS}")
 
 
@@ -163,16 +149,11 @@ def _run_one(method: str, model: nn.Module, spec, x: torch.Tensor, classes: list
         return perturbation_mask(model, x, classes, cfg, dev, spec, progress)
     if method in GRADIENT_METHODS:
         return gradient_maps(model, x, classes, method, cfg, dev, spec, progress)
-    reason = unavailable(method)
-    if reason:
-        raise NnsensError(reason)
     if method == "am":
-        (difference_map,) = _optional("activation_max", "difference_map")
         return difference_map(model, spec, x, torch.as_tensor(classes, dtype=torch.long), cfg, dev,
                               progress=progress)
     if method == "sensitivity":
-        sensitivity_map, local_config = _optional("perturbation", "sensitivity_map", "LocalConfig")
-        local = cfg.local if cfg.local is not None else local_config(method="gradient", n_probes=16)
+        local = cfg.local if cfg.local is not None else LocalConfig(method="gradient", n_probes=16)
         block = cfg.block or default_block(model)
         return sensitivity_map(model, x, block, local, dev, cfg.aggregate, progress)
     raise NnsensError(f"method {method!r} is unknown; use one of {METHODS}")  # pragma: no cover
