@@ -333,49 +333,57 @@ def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int):
     if isinstance(acts, str):
         return None, acts
     h, w = x.shape[1:]
-    dev = x.device
     kh, kw = min(k, h), min(k, w)
-    tiles = [torch.arange(-(-n // k), device=dev) * k for n in (h, w)]
-    lo = list(tiles)
-    hi = [(t + k).clamp(max=n) - 1 for t, n in zip(tiles, (h, w))]
+    tiles = [torch.arange(-(-n // k), device=x.device) * k for n in (h, w)]
     tile_start = tuple(t.clamp(max=n - b) for t, n, b in zip(tiles, (h, w), (kh, kw)))
-    labels_at = {}
+    reached = [(t, (t + k).clamp(max=n) - 1) for t, n in zip(tiles, (h, w))]   # per dim (lo, hi)
+    labels_at: dict[int, list[str]] = {}
     for lb, i in zip(mapping, block_idx):
         labels_at.setdefault(i, []).append(lb)
+    base_norm = {lb: torch.linalg.vector_norm(acts[i].float().reshape(1, -1), dim=1)
+                 for lb, i in zip(mapping, block_idx)}
     steps = []
-    inp, (r_in, c_in), box_in = x, tile_start, (kh, kw)
-    for i, (rule, out) in enumerate(zip(rules, acts)):
-        out = out[0]
+    inp, prev = x, None
+    for i, rule in enumerate(rules):
+        out, acts[i] = acts[i][0], None
         if rule.window:
-            box, starts, pads, inside = [], [], [], True
-            for d, start_in in enumerate((r_in, c_in)):
-                ax, n_out = rule.axes[d], out.shape[1 + d]
-                olo, ohi = ax.reach(lo[d], hi[d], n_out)
-                size = max(1, int((ohi - olo + 1).max()))
-                start = olo.clamp(max=n_out - size)
-                end = int(start.max()) * ax.stride + ax.window(size)       # padded coords
-                pads.append((ax.pad, max(0, end - ax.pad - inp.shape[1 + d])))
-                off = start_in + ax.pad - start * ax.stride              # patch in the window
-                inside &= bool((off >= 0).all() and (off + box_in[d] <= ax.window(size)).all())
-                box.append(size)
-                starts.append(start)
-                lo[d], hi[d] = olo, ohi
-            padded = F.pad(inp, (*pads[1], *pads[0]), value=rule.pad_value)
-            if isinstance(rule, _AvgPool):
-                rule.bind(tuple(inp.shape[1:]), tuple(out.shape[1:]), dev)
-            box = tuple(box)
-            step = _Step(rule, box, starts[0], starts[1], _Map(padded),
-                         (rule.axes[0].window(box[0]), rule.axes[1].window(box[1])), inside)
-            (r_in, c_in), box_in = starts, box
+            step, reached = _window_step(rule, inp, out, reached, prev, (kh, kw), tile_start)
+        elif prev is None:
+            step = _Step(rule, (kh, kw), *tile_start)
         else:
-            step = _Step(rule, box_in, r_in, c_in)
+            step = _Step(rule, prev.box, prev.start_r, prev.start_c)
         if i in labels_at:
             step.labels, step.base_out = tuple(labels_at[i]), _Map(out)
         steps.append(step)
-        inp = out
-    base_norm = {lb: torch.linalg.vector_norm(acts[i].float().reshape(1, -1), dim=1)
-                 for lb, i in zip(mapping, block_idx)}
+        inp, prev = out, step
     return IncrementalEngine(x, steps, k, (kh, kw), tile_start, list(mapping), base_norm), None
+
+
+def _window_step(rule, inp, out, reached, prev, tile_box, tile_start):
+    """Plan a sliding-window layer from its base input (C, H, W) and output: the output box (the
+    largest any tile reaches; its start clamped per tile), the base input padded far enough for
+    every window, and whether the incoming patch always lies inside the window. Returns the step
+    and the region each tile reaches in the output, per dim ``(lo, hi)``."""
+    box_in = prev.box if prev else tile_box
+    starts_in = (prev.start_r, prev.start_c) if prev else tile_start
+    box, starts, pads, new_reached, inside = [], [], [], [], True
+    for d in range(2):
+        ax, n_out = rule.axes[d], out.shape[1 + d]
+        olo, ohi = ax.reach(*reached[d], n_out)
+        size = max(1, int((ohi - olo + 1).max()))
+        start = olo.clamp(max=n_out - size)
+        end = int(start.max()) * ax.stride + ax.window(size)        # in padded coordinates
+        pads.append((ax.pad, max(0, end - ax.pad - inp.shape[1 + d])))
+        off = starts_in[d] + ax.pad - start * ax.stride             # incoming patch in the window
+        inside &= bool((off >= 0).all() and (off + box_in[d] <= ax.window(size)).all())
+        box.append(size)
+        starts.append(start)
+        new_reached.append((olo, ohi))
+    if isinstance(rule, _AvgPool):
+        rule.bind(tuple(inp.shape[1:]), tuple(out.shape[1:]), inp.device)
+    padded = F.pad(inp, (*pads[1], *pads[0]), value=rule.pad_value)
+    window = (rule.axes[0].window(box[0]), rule.axes[1].window(box[1]))
+    return _Step(rule, tuple(box), starts[0], starts[1], _Map(padded), window, inside), new_reached
 
 
 def _base_pass(model: nn.Module, seq: nn.Sequential, layers, x: torch.Tensor):
