@@ -109,7 +109,11 @@ class LocalConfig:
 
 @dataclass
 class LocalResult:
-    """Sensitivity maps ``(blocks, C, H, W)`` (CPU float32) and what produced them."""
+    """Sensitivity maps ``(blocks, C, H, W)`` (CPU float32) and what produced them.
+
+    For finite differences ``extra`` holds ``engine`` (``"incremental"`` or ``"full"``), the
+    ``batch_size`` used and, when ``incremental="auto"`` fell back to full passes, ``engine_reason``.
+    """
     maps: torch.Tensor
     labels: tuple[str, ...]
     modules: tuple[str, ...]
@@ -417,8 +421,9 @@ def _finite(model, x, mapping, cfg, dev, progress, offset, total_all):
         engine, reason = _incremental.prepare(model, x, mapping, cfg.patch)
         if engine is not None:
             return _finite_incremental(engine, x, cfg, dev, progress, offset, total_all)
-    maps, base, n_fwd = _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all)
-    return maps, base, n_fwd, {"engine": "full", **({"engine_reason": reason} if reason else {})}
+    maps, base, n_fwd, bs = _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all)
+    extra = {"engine": "full", "batch_size": bs}
+    return maps, base, n_fwd, {**extra, "engine_reason": reason} if reason else extra
 
 
 def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
@@ -479,7 +484,7 @@ def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):
         prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
         out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
     maps = _spread(out.T, shape, cfg.patch)
-    return maps, torch.stack([base_norm[lb][0] for lb in labels]), n + 1
+    return maps, torch.stack([base_norm[lb][0] for lb in labels]), n + 1, bs
 
 
 def _gradient(model, x, mapping, cfg, dev, progress, offset, total_all):
