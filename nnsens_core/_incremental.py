@@ -4,7 +4,11 @@ Idea from Nakandala et al., "Incremental and Approximate Inference for Faster Oc
 CNN Explanations" (SIGMOD 2019): perturbing one k x k tile of the input changes only a box of each
 early layer's activation, so each layer need only compute the output box the perturbation can
 reach, reading the unperturbed (base) activation around it for context. Results equal those of a
-full forward pass up to float rounding (no approximation).
+full forward pass up to float rounding (no approximation). The rounding differs, though: a patch
+convolution on a small window rounds differently from the full-map convolution that produced the
+base activations, so where a block changes very little relative to its activations (deep blocks of
+an untrained VGG-16) the two engines can differ by ~1e-4 relative; both are float32 noise around
+the float64 value (on the trained demo VGG they are equally close to it).
 
 Scope: every block is a child of ONE ``nn.Sequential`` S that receives the model input unchanged
 (checked at run time), and every layer of S up to the last block is a Conv2d (zero padding), a
