@@ -147,9 +147,15 @@ if method == "gradient":
                                      key="ls_probes"))
     compare = c3.checkbox("Compare with finite differences (Spearman ρ, relative error)", value=True,
                           key="ls_compare")
-with st.expander("Batching"):
+with st.expander("Batching and engine"):
     bs = int(st.number_input("Perturbations per forward pass (0 = automatic from a memory budget)",
                              0, 65536, 0, key="ls_bs"))
+    incremental = st.checkbox(
+        "Incremental inference (exact: each layer recomputes only the region a perturbation reaches)",
+        value=True, key="ls_incremental",
+        help="For VGG-like models (blocks inside one nn.Sequential of conv / pool / pointwise layers); "
+             "other models use full forward passes. Same numbers up to float rounding, several "
+             "times faster (demo VGG-16: about 5x on a CPU).")
 
 # blocks
 auto = image_blocks(model)
@@ -178,7 +184,8 @@ cfg = None
 with guard("Checking the settings"):
     mapping = P.resolve_blocks(model, mapping)
     cfg = P.LocalConfig(epsilon=float(eps), noise=noise, sigma=float(sigma), seed=seed, formula=formula,
-                        patch=patch, method=method, n_probes=probes, batch_size=bs or None)
+                        patch=patch, method=method, n_probes=probes, batch_size=bs or None,
+                        incremental="auto" if incremental else "off")
 if cfg is None:
     st.stop()
 n_img = len(x)
@@ -223,7 +230,8 @@ st.caption(f"{FORMULA_TEXT[r0.cfg.formula]}; δ = "
            + (f"ε = {r0.cfg.epsilon:g}" if r0.cfg.noise == "fixed" else
               f"N(0, {r0.cfg.sigma:g}²), seed {r0.cfg.seed}")
            + f"; patch {r0.cfg.patch}×{r0.cfg.patch}; "
-           + ("finite differences" if r0.cfg.method == "finite" else "gradient estimate"))
+           + ("finite differences" if r0.cfg.method == "finite" else "gradient estimate")
+           + V.engine_text(r0.extra))
 
 ag = None
 if run["exact"] is not None:

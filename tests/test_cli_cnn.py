@@ -46,6 +46,15 @@ def test_local_writes_maps_and_summary(files, tmp_path):
     assert list(s["blocks"]) == [f"block{i}" for i in range(1, 6)]
     assert s["forward_passes"] == 2 * (3 * 8 * 8 + 1)
     assert s["blocks"]["block1"]["max"] == pytest.approx(float(z["maps"][0].max()), rel=1e-6)
+    assert s["engine"] == "incremental" and s["engine_reason"] is None
+    # --incremental off: full forward passes, the same maps up to float rounding
+    rc = main(["local", *_model_args(files), "--data", str(files / "rgb.npz"), "--class", "b",
+               "--count", "2", "--patch", "8", "--incremental", "off", "--out", str(tmp_path / "off"),
+               "--device", "cpu"])
+    assert rc == 0
+    assert json.loads((tmp_path / "off" / "summary.json").read_text())["engine"] == "full"
+    np.testing.assert_allclose(np.load(tmp_path / "off" / "maps.npz")["maps_all"], z["maps_all"],
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_am_writes_pngs_and_activations(files, tmp_path):

@@ -182,3 +182,15 @@ def map_row(maps: np.ndarray, labels, title: str = "", colorscale: str = "Viridi
                              title=title)
     fig.update_layout(height=400)
     return fig
+
+
+def engine_text(extra: dict) -> str:
+    """How finite differences ran (``LocalResult.extra``), for a caption: '' for the gradient mode."""
+    engine = extra.get("engine")
+    if engine == "incremental":
+        return "; incremental inference (only the region each perturbation reaches is recomputed)"
+    if engine == "full":
+        reason = extra.get("engine_reason")
+        return "; full forward passes" + (f" (incremental inference does not apply: {reason})"
+                                          if reason else "")
+    return ""

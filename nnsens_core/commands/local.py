@@ -41,6 +41,9 @@ def register(p) -> None:
     p.add_argument("--probes", type=int, default=LocalConfig().n_probes,
                    help="random probes of the gradient estimate of diff_norm")
     p.add_argument("--batch-size", type=int, help="perturbations per forward pass (default: auto)")
+    p.add_argument("--incremental", choices=("auto", "off"), default=LocalConfig().incremental,
+                   help="auto (default): exact incremental inference where the model allows it "
+                        "(VGG-like chains); off: full forward passes")
     p.add_argument("--out", required=True, help="output folder")
     add_device_seed(p)
     p.set_defaults(run=run)
@@ -86,7 +89,7 @@ def run(args) -> int:
     mapping = resolve_blocks(lm.module, blocks)
     cfg = LocalConfig(epsilon=args.epsilon, noise=args.noise, sigma=args.sigma, seed=args.seed,
                       formula=args.formula, patch=args.patch, method=args.method,
-                      n_probes=args.probes, batch_size=args.batch_size)
+                      n_probes=args.probes, batch_size=args.batch_size, incremental=args.incremental)
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
     print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
     results = local_sensitivity_many(lm.module, x, mapping, cfg, dev, expected_shape=spec.input_shape)
@@ -103,6 +106,7 @@ def run(args) -> int:
         "class_names": list(data.class_names), "labels": data.labels[idx].tolist(),
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "maps_shape": list(mean.shape), "forward_passes": sum(r.n_forward for r in results),
+        "engine": results[0].extra.get("engine"), "engine_reason": results[0].extra.get("engine_reason"),
         "seconds": round(time.perf_counter() - t0, 3),
         "blocks": {lb: {"module": mapping[lb], "mean": float(mean[q].mean()), "max": float(mean[q].max()),
                         "std_over_images": float(std[q].mean()),

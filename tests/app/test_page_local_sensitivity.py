@@ -38,10 +38,22 @@ def test_local_page_runs_small_analysis_and_keeps_it():
     assert len(runs) == 1
     (key, run), = runs.items()
     res = run["results"][0]
-    # the default demo CNN is a VGG-16 or ResNet-18: its blocks are detected automatically
-    assert res.labels in (tuple(f"block{i}" for i in range(1, 6)), tuple(f"layer{i}" for i in range(1, 5)))
+    # the default demo CNN is the VGG-16: its blocks are detected, incremental inference applies
+    assert res.labels == tuple(f"block{i}" for i in range(1, 6))
     assert tuple(res.maps.shape) == (len(res.labels), 3, 64, 64) and res.n_forward == 3 * 4 * 4 + 1
     assert any(m.label == "Forward passes" and m.value == "49" for m in at.metric)
+    assert res.extra["engine"] == "incremental"
+    assert any("incremental inference" in c.value for c in at.caption)
+    # the same run with full forward passes: the same maps up to float rounding
+    at.checkbox(key="ls_incremental").uncheck()
+    at.button(key="ls_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    full = next(r for k, r in at.session_state["local_sens"]["runs"].items() if k != key)["results"][0]
+    assert full.extra["engine"] == "full" and any("full forward passes" in c.value for c in at.caption)
+    np.testing.assert_allclose(full.maps.numpy(), res.maps.numpy(), rtol=1e-4, atol=1e-5)
+    at.checkbox(key="ls_incremental").check()
+    at.run()
     assert len(at.get("plotly_chart")) >= 1
     # a view change reruns without recomputing
     at.radio(key="ls_scale").set_value("per block")
@@ -57,7 +69,7 @@ def test_local_page_runs_small_analysis_and_keeps_it():
     at.run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
-    assert len(at.session_state["local_sens"]["runs"]) == 2
+    assert len(at.session_state["local_sens"]["runs"]) == 3  # incremental, full, gradient
     assert any("Spearman" in str(df.value.columns.tolist()) for df in at.dataframe)
 
 
