@@ -130,8 +130,8 @@ if not layers:
 # ----------------------------------------------------------------------------- settings
 available = C.available_methods()
 with st.expander("Methods and settings", expanded=True):
-    methods = st.multiselect("Methods", available, default=[m for m in ("gradcam", "gradcam++", "layercam",
-                                                                       "occlusion") if m in available],
+    methods = st.multiselect("Methods", available, default=[m for m in ("gradcam", "layercam", "occlusion",
+                                                                       "smoothgrad") if m in available],
                              format_func=V.label, key="sal_methods",
                              help="Grad-CAM family (grad-cam package), AM difference map, occlusion, "
                                   "local sensitivity, the meaningful-perturbation mask and the "
