@@ -1,7 +1,14 @@
-"""Forward hooks, registered and removed inside one call (try/finally)."""
+"""Forward hooks, registered and removed inside one call (try/finally).
+
+Models are shared: the dashboard caches one model object for every session, and each session runs
+in its own thread. Every hook nnsens_core registers goes through :func:`add_forward_hook`, which
+makes it act only on forward passes of the thread that registered it, so one session's hooks never
+record (or stop) another session's forward pass through the same module.
+"""
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Iterator, Mapping
 
 import torch
@@ -18,6 +25,19 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
         shown = ", ".join(names[:25]) + (" ..." if len(names) > 25 else "")
         raise NnsensError(f"layer {name!r} does not exist in the model; choose one of: {shown}")
     return modules[name]
+
+
+def add_forward_hook(module: nn.Module, fn, *, pre: bool = False):
+    """Register ``fn`` as a forward hook (``pre=True``: forward pre-hook) of ``module`` that runs
+    only in the calling thread; returns the handle (remove it in ``finally``)."""
+    owner = threading.get_ident()
+
+    def hook(*args):
+        if threading.get_ident() != owner:
+            return None          # another thread's pass: leave its input / output alone
+        return fn(*args)
+
+    return module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook)
 
 
 @contextlib.contextmanager
@@ -37,7 +57,7 @@ def capture_outputs(model: nn.Module, names: list[str] | tuple[str, ...],
                 if isinstance(out, (tuple, list)):
                     out = out[0]
                 store[_name] = out.detach() if detach else out
-            handles.append(module.register_forward_hook(hook))
+            handles.append(add_forward_hook(module, hook))
         yield store
     finally:
         for h in handles:

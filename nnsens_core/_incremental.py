@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._hooks import add_forward_hook
+
 POINTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.ReLU,
              nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
              nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
@@ -408,9 +410,9 @@ def _base_pass(model: nn.Module, seq: nn.Sequential, layers, x: torch.Tensor):
         return hook
 
     try:
-        handles.append(seq.register_forward_pre_hook(pre))
+        handles.append(add_forward_hook(seq, pre, pre=True))
         for i, m in enumerate(layers):
-            handles.append(m.register_forward_hook(make(i)))
+            handles.append(add_forward_hook(m, make(i)))
         with torch.inference_mode():
             model(x[None].clone())
     except RuntimeError as exc:

@@ -32,7 +32,7 @@ from torch import nn
 
 from . import config as v
 from ._batching import Progress, map_batches
-from ._hooks import get_module
+from ._hooks import add_forward_hook, get_module
 from .device import resolve_device
 from .errors import NnsensError
 
@@ -101,7 +101,7 @@ def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[st
                     out = out[0]
                 shapes.pop(_n, None)
                 shapes[_n] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
-            handles.append(get_module(net, n).register_forward_hook(hook))
+            handles.append(add_forward_hook(get_module(net, n), hook))
         with torch.no_grad():
             net(torch.zeros((1, *input_shape), device=dev))
     finally:
@@ -200,6 +200,18 @@ def _classes(classes, n: int, n_out: int | None) -> list[int]:
     return c.tolist()
 
 
+def _make_cam(cam_cls, net: nn.Module, layer: nn.Module):
+    """A grad-cam object whose activation/gradient hooks act only in this thread (the package's own
+    hooks would also record other sessions' forward passes through the shared model)."""
+    cam = cam_cls(model=net, target_layers=[layer])
+    aag = cam.activations_and_grads
+    for handle in aag.handles:
+        handle.remove()
+    aag.handles = [add_forward_hook(layer, aag.save_activation),
+                   add_forward_hook(layer, aag.save_gradient)]
+    return cam
+
+
 def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamConfig(),
              device="auto", progress: Progress | None = None) -> torch.Tensor:
     """Grad-CAM-family maps ``(N, H, W)`` in [0, 1] for inputs ``x`` (N, C, H, W) in model-input
@@ -216,8 +228,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
     with torch.no_grad():
         n_out = net(x[:1].to(dev)).shape[-1]
     cls = _classes(classes, len(x), n_out)
-    cam_cls = _registry()[cfg.method]
-    cam = cam_cls(model=net, target_layers=[layer])
+    cam = _make_cam(_registry()[cfg.method], net, layer)
     if cfg.method == "scorecam":
         cam.batch_size = cfg.score_batch_size
     try:

@@ -48,7 +48,7 @@ from torch import nn
 from . import _incremental
 from . import config as v
 from ._batching import Progress, auto_batch_size, map_batches
-from ._hooks import as_mapping, get_module
+from ._hooks import add_forward_hook, as_mapping, get_module
 from .device import resolve_device
 from .errors import NnsensError
 from .zoo import image_blocks
@@ -258,7 +258,7 @@ class _BlockTap:
         try:
             for label, name in self.mapping.items():
                 module = get_module(self.model, name)
-                self.handles.append(module.register_forward_hook(self._hook(label)))
+                self.handles.append(add_forward_hook(module, self._hook(label)))
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -304,7 +304,7 @@ def _bytes_per_item(model: nn.Module, x: torch.Tensor) -> int:
     try:
         for m in model.modules():
             if not list(m.children()):
-                handles.append(m.register_forward_hook(hook))
+                handles.append(add_forward_hook(m, hook))
         with torch.inference_mode():
             model(x[None])
     finally:

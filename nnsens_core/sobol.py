@@ -34,7 +34,7 @@ from torch import nn
 from . import config as v
 from ._batching import (DEFAULT_MEMORY_BUDGET, Progress, auto_batch_size, batch_slices,
                         check_memory, map_batches)
-from ._hooks import forward_with_outputs
+from ._hooks import add_forward_hook, forward_with_outputs
 from .data import TabularData
 from .device import resolve_device
 from .errors import NnsensError
@@ -237,7 +237,7 @@ def hidden_layers(model, n_inputs: int | None = None) -> dict[str, int]:
                 if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2:
                     order.append(_name)
                     widths[_name] = int(out.shape[1])
-            handles.append(sub.register_forward_hook(hook))
+            handles.append(add_forward_hook(sub, hook))
         eval_mod = module if not module.training else copy.deepcopy(module).eval()
         dev = _device_of(module) or torch.device("cpu")
         with torch.no_grad():

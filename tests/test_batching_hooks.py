@@ -40,3 +40,88 @@ def test_hooks_capture_and_are_removed_even_on_error():
     assert hook_count(net) == 0
     with pytest.raises(NnsensError, match="layer 'nope' does not exist"):
         get_module(net, "nope")
+
+
+# ------------------------------------------------------------------ models shared between threads
+# The dashboard gives every session the same cached model and runs each session in its own thread:
+# hooks registered by one computation must not touch another thread's forward pass.
+
+def _in_thread(fn):
+    import threading
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - reported to the test below
+            out["error"] = exc
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 2)).eval()
+
+
+def test_captured_outputs_ignore_other_threads():
+    net = _net()
+    x, other = torch.zeros(1, 3, 8, 8), torch.ones(5, 3, 8, 8)
+    with capture_outputs(net, ["1"]) as store:
+        _in_thread(lambda: net(other))          # another session's pass through the same model
+        assert store == {}
+        net(x)
+        assert store["1"].shape == (1, 4, 8, 8)
+
+
+def test_a_stopping_block_tap_does_not_stop_other_threads():
+    from nnsens_core.perturbation import _BlockTap
+    net = _net()
+    with _BlockTap(net, {"b": "1"}, lambda _lb, out: out.sum()) as tap:
+        tap.stop_after = 1
+        y = _in_thread(lambda: net(torch.ones(2, 3, 8, 8)))   # would raise _Stop if it fired here
+        assert y.shape == (2, 2) and tap.calls == 0
+        tap.run(torch.ones(1, 3, 8, 8))
+        assert tap.calls == 1
+
+
+def test_grad_cam_hooks_ignore_other_threads():
+    from pytorch_grad_cam import GradCAM
+    from nnsens_core.cam import _make_cam
+    net = _net()
+    cam = _make_cam(GradCAM, net, net[0])
+    try:
+        _in_thread(lambda: net(torch.ones(3, 3, 8, 8)))
+        assert cam.activations_and_grads.activations == []
+        cam.activations_and_grads(torch.ones(1, 3, 8, 8))
+        assert len(cam.activations_and_grads.activations) == 1
+    finally:
+        cam.activations_and_grads.release()
+    assert hook_count(net) == 0
+
+
+def test_concurrent_local_sensitivity_on_one_model_matches_sequential_runs():
+    from nnsens_core.perturbation import LocalConfig, local_sensitivity
+    net = _net()
+    xa, xb = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(3, 8, 8)
+    cfg = LocalConfig(batch_size=3, incremental="off")      # many passes with hooks registered
+    want_a = local_sensitivity(net, xa, {"b": "1", "c": "2"}, cfg, "cpu").maps
+    want_b = local_sensitivity(net, xb, {"b": "1", "c": "2"}, cfg, "cpu").maps
+    import threading
+    got = {}
+
+    def job(key, x):
+        got[key] = local_sensitivity(net, x, {"b": "1", "c": "2"}, cfg, "cpu").maps
+    threads = [threading.Thread(target=job, args=(k, x)) for k, x in (("a", xa), ("b", xb))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    torch.testing.assert_close(got["a"], want_a)
+    torch.testing.assert_close(got["b"], want_b)
+    assert hook_count(net) == 0
