@@ -20,6 +20,8 @@ full forward's arithmetic. The incremental engine cuts the arithmetic instead: o
 (8x8 and 4x4 maps) are reached entirely by every pixel; the gain grows with the image size (the
 reached boxes stay small while the maps grow). The large batching speedups come from devices where
 a single-image forward is launch-bound (GPUs). Use ``--threads 0`` for torch's default threads.
+``--device`` (default ``auto``: cuda, else mps, else cpu) runs all four on that device; GPU timings
+synchronise the device before reading the clock.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from nnsens_core import zoo  # noqa: E402
 from nnsens_core._hooks import forward_with_outputs  # noqa: E402
+from nnsens_core.device import resolve_device  # noqa: E402
 from nnsens_core.perturbation import (LocalConfig, _auto_batch, _bytes_per_item,  # noqa: E402
                                       local_sensitivity)
 
@@ -61,14 +64,27 @@ def demo_model_and_image():
     return model.eval(), x, what
 
 
+def sync(dev: torch.device) -> None:
+    """Wait for queued device work, so the clock measures it (a no-op on the CPU)."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def clock(dev: torch.device) -> float:
+    sync(dev)
+    return time.perf_counter()
+
+
 def time_raw(model, x, bs, reps):
     xb = x[None].repeat(bs, 1, 1, 1)
     with torch.inference_mode():
         model(xb)
-        t = time.perf_counter()
+        t = clock(x.device)
         for _ in range(reps):
             model(xb)
-    return (time.perf_counter() - t) / (reps * bs)
+        return (clock(x.device) - t) / (reps * bs)
 
 
 def time_loop(model, x, blocks, n_pixels, eps):
@@ -78,14 +94,14 @@ def time_loop(model, x, blocks, n_pixels, eps):
     with torch.no_grad():
         _, base = forward_with_outputs(model, x[None], names)
         base = {n: o.clone() for n, o in base.items()}
-        t = time.perf_counter()
+        t = clock(x.device)
         for p in range(n_pixels):
             ch, rem = divmod(p * 37 % (c * h * w), h * w)
             xp = x.clone()
             xp[ch, rem // w, rem % w] += eps
             _, out = forward_with_outputs(model, xp[None], names)
             [float(torch.linalg.vector_norm(out[n] - base[n])) for n in names]
-    return (time.perf_counter() - t) / n_pixels
+    return (clock(x.device) - t) / n_pixels
 
 
 def main() -> None:
@@ -95,6 +111,7 @@ def main() -> None:
                          "choice; for raw the full path's)")
     ap.add_argument("--loop-pixels", type=int, default=300, help="pixels timed for the loop, in total")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cuda, mps or cpu")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared machine, OpenMP threads that wait for "
                          "each other make small-batch timings, i.e. the loop, erratic; 0 = torch's "
@@ -103,27 +120,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
+    dev = resolve_device(args.device)
     model, x, what = demo_model_and_image()
+    model, x = model.to(dev), x.to(dev)
     blocks = zoo.image_blocks(model)
     n_pert = x.numel()
-    bs = args.batch_size or _auto_batch(_bytes_per_item(model, x), torch.device("cpu"))
+    bs = args.batch_size or _auto_batch(_bytes_per_item(model, x), dev)
     cfg = LocalConfig(epsilon=0.1, batch_size=args.batch_size or None)
     cfg_off = LocalConfig(epsilon=0.1, batch_size=bs, incremental="off")
     print(f"model: {what}; input {tuple(x.shape)}; {n_pert:,} single-pixel perturbations; "
           f"{len(blocks)} blocks; full-forward batch {bs}{' (automatic)' if not args.batch_size else ''}; "
-          f"torch threads {torch.get_num_threads()}")
+          f"device {dev}; torch threads {torch.get_num_threads()}")
     raw_t, ours_t, off_t, loop_t = [], [], [], []
     per_round = max(1, args.loop_pixels // args.rounds)
     time_loop(model, x, blocks, 3, 0.1)  # warm-up
     for r in range(args.rounds):  # interleaved so a busy machine hurts all three the same way
         loop_t.append(time_loop(model, x, blocks, per_round, 0.1))
         raw_t.append(time_raw(model, x, bs, max(2, n_pert // bs // 4)))
-        t = time.perf_counter()
-        res = local_sensitivity(model, x, blocks, cfg, "cpu")
-        ours_t.append((time.perf_counter() - t) / n_pert)
-        t = time.perf_counter()
-        res_off = local_sensitivity(model, x, blocks, cfg_off, "cpu")
-        off_t.append((time.perf_counter() - t) / n_pert)
+        t = clock(dev)
+        res = local_sensitivity(model, x, blocks, cfg, dev)
+        ours_t.append((clock(dev) - t) / n_pert)
+        t = clock(dev)
+        res_off = local_sensitivity(model, x, blocks, cfg_off, dev)
+        off_t.append((clock(dev) - t) / n_pert)
         err = float((res.maps - res_off.maps).abs().max() / res_off.maps.abs().max())
         engine = res.extra.get("engine", "?") + (f", batch {res.extra['batch_size']}"
                                                  if "batch_size" in res.extra else "")
