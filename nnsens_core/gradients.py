@@ -20,6 +20,7 @@ The signed maps are returned signed; :func:`nnsens_core.compare.explain` keeps t
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +69,22 @@ class GradientConfig:
         v.positive("batch_size", self.batch_size, integer=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise NnsensError(f"seed={self.seed!r} must be a whole number")
+
+
+USES = {"gradient": ("score", "batch_size"),
+        "gradxinput": ("score", "reference", "constant", "blur_sigma", "batch_size"),
+        "ig": ("steps", "score", "reference", "constant", "blur_sigma", "batch_size"),
+        "smoothgrad": ("samples", "sigma", "seed", "score", "reference", "constant", "blur_sigma",
+                       "batch_size")}
+"""The fields of :class:`GradientConfig` each method reads."""
+
+
+def config_of(method: str, cfg: GradientConfig) -> GradientConfig:
+    """``cfg`` with the fields ``method`` does not read set to their defaults, so that two configs
+    giving the same map compare (and hash, e.g. as a cache key) equal."""
+    v.one_of("method", method, METHODS)
+    default = GradientConfig()
+    return dataclasses.replace(default, **{f: getattr(cfg, f) for f in USES[method]})
 
 
 def evaluations(method: str, cfg: GradientConfig) -> int:

@@ -23,7 +23,7 @@ from nnsens_core.activation_max import AMConfig
 from nnsens_core.cam import CAM_METHODS, CamConfig, default_target_layer, layer_grids
 from nnsens_core.data import ImageData
 from nnsens_core.gradients import METHODS as GRADIENT_METHODS
-from nnsens_core.gradients import GradientConfig
+from nnsens_core.gradients import GradientConfig, config_of
 from nnsens_core.masks import MaskConfig, OcclusionConfig
 from nnsens_core.perturbation import LocalConfig
 from nnsens_core.zoo import image_blocks
@@ -232,7 +232,7 @@ with guard("Checking the settings"):
     grad_cfg = GradientConfig(samples=int(g_samples), sigma=float(g_sigma), steps=int(g_steps),
                               score=g_score, reference=g_ref, blur_sigma=float(g_blur),
                               seed=int(ctx.seed))
-    all_cfgs.update({m: grad_cfg for m in GRADIENT_METHODS})
+    all_cfgs.update({m: config_of(m, grad_cfg) for m in GRADIENT_METHODS})  # unused fields: defaults
     all_cfgs["am"] = AMConfig(steps=int(am_steps), rule=am_rule, seed=int(ctx.seed), preview_every=0)
     all_cfgs["sensitivity"] = C.SensitivityConfig(
         block=block, local=LocalConfig(method="gradient", n_probes=int(probes), seed=int(ctx.seed)))

@@ -133,3 +133,17 @@ def test_bad_input_is_named():
         gradient_maps(model, torch.zeros(C_, H, W), [0], "ig")
     with pytest.raises(NnsensError, match="2 classes given for 1 images"):
         gradient_maps(model, torch.zeros(1, C_, H, W), [0, 1], "ig")
+
+
+def test_config_of_keeps_only_what_the_method_reads():
+    from nnsens_core.gradients import config_of
+    a, b = GradientConfig(samples=4, steps=8), GradientConfig(samples=9, steps=8, sigma=0.3)
+    assert config_of("ig", a) == config_of("ig", b) and hash(config_of("ig", a)) == hash(config_of("ig", b))
+    assert config_of("smoothgrad", a) != config_of("smoothgrad", b)
+    assert config_of("gradient", GradientConfig(reference="blur", steps=3)) == GradientConfig()
+    # the fields a method does not read do not change its map
+    model, x = small_cnn(), torch.randn(1, C_, H, W, generator=torch.Generator().manual_seed(3))
+    for m in METHODS:
+        cfg = GradientConfig(samples=3, sigma=0.2, steps=5, seed=4, reference="blur", blur_sigma=1.0)
+        torch.testing.assert_close(gradient_maps(model, x, 0, m, cfg, "cpu"),
+                                   gradient_maps(model, x, 0, m, config_of(m, cfg), "cpu"))
