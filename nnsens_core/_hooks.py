@@ -37,7 +37,16 @@ def add_forward_hook(module: nn.Module, fn, *, pre: bool = False):
             return None          # another thread's pass: leave its input / output alone
         return fn(*args)
 
+    hook.nnsens_thread = owner
     return module.register_forward_pre_hook(hook) if pre else module.register_forward_hook(hook)
+
+
+def has_active_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has a forward (pre-)hook that can act in the calling thread (hooks that
+    another thread registered through :func:`add_forward_hook` cannot)."""
+    me = threading.get_ident()
+    hooks = (*module._forward_hooks.values(), *module._forward_pre_hooks.values())
+    return any(getattr(h, "nnsens_thread", me) == me for h in hooks)
 
 
 @contextlib.contextmanager

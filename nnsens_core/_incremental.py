@@ -1,4 +1,4 @@
-"""Exact incremental inference for finite-difference local sensitivity (Krypton-style).
+"""Exact incremental inference for local sensitivity and occlusion (Krypton-style).
 
 Idea from Nakandala et al., "Incremental and Approximate Inference for Faster Occlusion-based Deep
 CNN Explanations" (SIGMOD 2019): perturbing one k x k tile of the input changes only a box of each
@@ -10,8 +10,14 @@ base activations, so where a block changes very little relative to its activatio
 an untrained VGG-16) the two engines can differ by ~1e-4 relative; both are float32 noise around
 the float64 value (on the trained demo VGG they are equally close to it).
 
-Scope: every block is a child of ONE ``nn.Sequential`` S that receives the model input unchanged
-(checked at run time), and every layer of S up to the last block is a Conv2d (zero padding), a
+Two users: finite-difference local sensitivity (:func:`prepare`: k x k tiles of one channel
+shifted by a delta, block norms read on the way) and occlusion (:func:`prepare_windows`: a window
+of all channels replaced by a reference image, the last layer's full output returned for the rest
+of the model, see :mod:`nnsens_core._split`). Both share the planning (:func:`_plan`): a
+perturbation is a box of fixed size with a start per box row / column.
+
+Scope (local sensitivity): every block is a child of ONE ``nn.Sequential`` S that receives the
+model input unchanged (checked at run time), and every layer of S up to the last block is a Conv2d (zero padding), a
 MaxPool2d / AvgPool2d, or a pointwise layer (BatchNorm2d in eval, activations, eval dropout,
 Identity). :func:`prepare` returns ``(engine, None)`` or ``(None, reason)``; the caller then uses
 the full forward.
@@ -37,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._hooks import add_forward_hook
+from ._hooks import add_forward_hook, has_active_hooks
 
 POINTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.ReLU,
              nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -237,17 +243,23 @@ class _Step:
 
 
 class IncrementalEngine:
-    """Block values of batches of tile perturbations of one image, computed box by box."""
+    """Values of batches of box perturbations of one image, computed layer by layer, box by box.
 
-    def __init__(self, x, steps, k, tile_box, tile_start, labels, base_norm):
-        self.x, self.steps, self.shape, self.k = _Map(x), steps, tuple(x.shape), k
-        self.tile_box, self.tile_start = tile_box, tile_start   # (kh, kw), ((nh,), (nw,))
-        self.labels = labels
-        self.base_norm = base_norm      # label -> (1,) ||B(x)||
+    A perturbation replaces the input on a box of fixed size ``in_box`` whose start is
+    ``in_start[0][ti]``, ``in_start[1][tj]`` (one start per box row ``ti`` / column ``tj``): local
+    sensitivity perturbs k x k tiles (:meth:`values`), occlusion replaces a window by a reference
+    image (:meth:`outputs`).
+    """
+
+    def __init__(self, x, steps, in_box, in_start, labels=(), base_norm=None):
+        self.x, self.steps, self.shape = _Map(x), steps, tuple(x.shape)
+        self.in_box, self.in_start = in_box, in_start   # (kh, kw), ((nh,), (nw,))
+        self.labels = list(labels)
+        self.base_norm = base_norm or {}    # label -> (1,) ||B(x)||
 
     def bytes_per_item(self) -> int:
         """Activation bytes of one perturbation in a batch (gathered windows and patches)."""
-        total = self.shape[0] * self.tile_box[0] * self.tile_box[1]
+        total = self.shape[0] * self.in_box[0] * self.in_box[1]
         c = self.shape[0]
         for st in self.steps:
             if st.rule.window:
@@ -256,22 +268,17 @@ class IncrementalEngine:
             total += 2 * c * st.box[0] * st.box[1] * (1 + len(st.labels))
         return 4 * total
 
-    def values(self, sl: slice, idx: torch.Tensor, delta: torch.Tensor, formula: str) -> torch.Tensor:
-        """``(N, Q)`` block values of perturbations ``sl`` (flat ``idx`` / ``delta`` as made by
-        ``perturbation._perturbations``, already sliced)."""
-        c, h, w = self.shape
-        nh, nw = -(-h // self.k), -(-w // self.k)
-        p = torch.arange(sl.start, sl.stop, device=idx.device)
-        t = p % (nh * nw)
-        ti, tj = t // nw, t % nw
-        # the input patch: all channels of the tile's box, plus delta on the perturbed pixels
-        kh, kw = self.tile_box
-        r0, c0 = self.tile_start[0][ti], self.tile_start[1][tj]
-        patch = self.x.boxes(r0, c0, self.tile_box)
-        pix = idx % (h * w)
-        local = ((pix // w - r0[:, None]) * kw + (pix % w - c0[:, None])) * c + idx // (h * w)
-        patch.permute(0, 2, 3, 1).view(len(p), -1).scatter_add_(1, local, delta)
-        out = {}
+    def input_boxes(self, ti: torch.Tensor, tj: torch.Tensor, image: "_Map | None" = None):
+        """The input box of each perturbation, all channels, cut from ``image`` (default the
+        unperturbed input): ``(N, C, kh, kw)``, fresh."""
+        src = self.x if image is None else image
+        return src.boxes(self.in_start[0][ti], self.in_start[1][tj], self.in_box)
+
+    def propagate(self, ti: torch.Tensor, tj: torch.Tensor, patch: torch.Tensor, visit=None):
+        """Run the perturbed input boxes ``patch`` (N, C, kh, kw) of perturbations ``(ti, tj)``
+        through the layers; ``visit(step, patch, rows, cols)`` sees the output box of every
+        layer that blocks read. Returns the last layer's output boxes and their starts."""
+        r0, c0 = self.in_start[0][ti], self.in_start[1][tj]
         for st in self.steps:
             if st.rule.window:
                 rows, cols = st.start_r[ti], st.start_c[tj]
@@ -283,11 +290,43 @@ class IncrementalEngine:
                 r0, c0 = rows, cols
             else:
                 patch = st.rule.apply(patch)
-            if st.labels:
-                v = self._reduce(st, patch, r0, c0, formula)
-                for lb in st.labels:
-                    out[lb] = v
+            if st.labels and visit is not None:
+                visit(st, patch, r0, c0)
+        return patch, r0, c0
+
+    def values(self, sl: slice, idx: torch.Tensor, delta: torch.Tensor, formula: str) -> torch.Tensor:
+        """``(N, Q)`` block values of perturbations ``sl`` (flat ``idx`` / ``delta`` as made by
+        ``perturbation._perturbations``, already sliced)."""
+        c, h, w = self.shape
+        nh, nw = len(self.in_start[0]), len(self.in_start[1])
+        p = torch.arange(sl.start, sl.stop, device=idx.device)
+        t = p % (nh * nw)
+        ti, tj = t // nw, t % nw
+        # the input patch: all channels of the tile's box, plus delta on the perturbed pixels
+        kw = self.in_box[1]
+        r0, c0 = self.in_start[0][ti], self.in_start[1][tj]
+        patch = self.input_boxes(ti, tj)
+        pix = idx % (h * w)
+        local = ((pix // w - r0[:, None]) * kw + (pix % w - c0[:, None])) * c + idx // (h * w)
+        patch.permute(0, 2, 3, 1).view(len(p), -1).scatter_add_(1, local, delta)
+        out = {}
+
+        def visit(st, patch, rows, cols):
+            v = self._reduce(st, patch, rows, cols, formula)
+            for lb in st.labels:
+                out[lb] = v
+
+        self.propagate(ti, tj, patch, visit)
         return torch.stack([out[lb] for lb in self.labels], dim=1)
+
+    def outputs(self, ti: torch.Tensor, tj: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
+        """The last layer's full output ``(N, C, H, W)`` for input boxes ``patch``: its
+        unperturbed output with each perturbation's output box pasted in (channels-last)."""
+        last = self.steps[-1]
+        patch, rows, cols = self.propagate(ti, tj, patch)
+        zero = torch.zeros_like(rows)
+        full = last.base_out.boxes(zero, zero, (last.base_out.height, last.base_out.width))
+        return _paste(full, patch, rows, cols, True)
 
     def _reduce(self, st: _Step, patch, rows, cols, formula):
         n = len(patch)
@@ -314,6 +353,14 @@ def _sequential_of(model: nn.Module, mapping: dict[str, str]):
     return parent, s, [keys.index(name.rpartition(".")[2]) for name in mapping.values()]
 
 
+def layer_rule(m: nn.Module):
+    """The box rule of layer ``m`` of S, or a string saying why the engine cannot run it."""
+    rule = _layer(m)
+    if not isinstance(rule, str) and has_active_hooks(m):
+        return "has forward hooks"
+    return rule
+
+
 def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int):
     """``(engine, None)`` when the incremental engine applies to these blocks, else ``(None, reason)``.
 
@@ -328,50 +375,87 @@ def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int):
     layers = list(seq)[:last + 1]
     rules = []
     for i, m in enumerate(layers):
-        rule = _layer(m)
+        rule = layer_rule(m)
         if isinstance(rule, str):
             return None, f"{(s_name + '.' if s_name else '')}{i} ({type(m).__name__}) {rule}"
-        if m._forward_hooks or m._forward_pre_hooks:
-            return None, f"{(s_name + '.' if s_name else '')}{i} has forward hooks"
         rules.append(rule)
 
     acts = _base_pass(model, seq, layers, x)
     if isinstance(acts, str):
         return None, acts
-    h, w = x.shape[1:]
-    kh, kw = min(k, h), min(k, w)
-    tiles = [torch.arange(-(-n // k), device=x.device) * k for n in (h, w)]
-    tile_start = tuple(t.clamp(max=n - b) for t, n, b in zip(tiles, (h, w), (kh, kw)))
-    reached = [(t, (t + k).clamp(max=n) - 1) for t, n in zip(tiles, (h, w))]   # per dim (lo, hi)
+    box, start, reached = _tiles(tuple(x.shape[1:]), k, x.device)
     labels_at: dict[int, list[str]] = {}
     for lb, i in zip(mapping, block_idx):
         labels_at.setdefault(i, []).append(lb)
     base_norm = {lb: torch.linalg.vector_norm(acts[i].float().reshape(1, -1), dim=1)
                  for lb, i in zip(mapping, block_idx)}
+    steps = _plan(rules, x, acts, box, start, reached, labels_at)
+    return IncrementalEngine(x, steps, box, start, list(mapping), base_norm), None
+
+
+def prepare_windows(layers, x: torch.Tensor, tops, lefts, window: int) -> IncrementalEngine:
+    """Engine for replacing a ``window`` x ``window`` box of ``x`` (C, H, W), all channels, at
+    rows ``tops`` x columns ``lefts`` (each box inside the image), through ``layers`` run in
+    order (each with a rule, see :func:`layer_rule`); :meth:`IncrementalEngine.outputs` gives the
+    last layer's output. Runs the layers once on ``x`` for the base activations."""
+    rules = [_layer(m) for m in layers]
+    bad = [(i, r) for i, r in enumerate(rules) if isinstance(r, str)]
+    if bad:
+        raise ValueError(f"layer {bad[0][0]} {bad[0][1]}")
+    acts, a = [], x[None].clone()
+    with torch.inference_mode():
+        for m in layers:
+            a = m(a)
+            acts.append(a.detach().clone())      # later in-place layers cannot change it
+    dev = x.device
+    starts = tuple(torch.as_tensor(list(t), dtype=torch.long, device=dev) for t in (tops, lefts))
+    reached = [(t, t + (window - 1)) for t in starts]
+    steps = _plan(rules, x, acts, (window, window), starts, reached, {}, keep_last=True)
+    return IncrementalEngine(x, steps, (window, window), starts)
+
+
+def _tiles(hw, k: int, dev):
+    """k x k tiles of an (H, W) map: the box (k clamped to the map), its start per tile row /
+    column (clamped so the box stays inside) and the region each tile covers per dim (lo, hi)."""
+    box = tuple(min(k, n) for n in hw)
+    tiles = [torch.arange(-(-n // k), device=dev) * k for n in hw]
+    start = tuple(t.clamp(max=n - b) for t, n, b in zip(tiles, hw, box))
+    reached = [(t, (t + k).clamp(max=n) - 1) for t, n in zip(tiles, hw)]
+    return box, start, reached
+
+
+def _plan(rules, x, acts, in_box, in_start, reached, labels_at, keep_last=False) -> list[_Step]:
+    """The steps of the layers ``rules`` (base outputs ``acts``, each (1, C, H, W); released as
+    they are used) for perturbations of input ``x`` on boxes of size ``in_box`` starting at
+    ``in_start`` (per dim, per box row / column) that reach ``reached`` (per dim (lo, hi)).
+    Layers in ``labels_at`` (index -> labels) and, with ``keep_last``, the last layer keep their
+    base output."""
     steps = []
     inp, prev = x, None
     for i, rule in enumerate(rules):
         out, acts[i] = acts[i][0], None
         if rule.window:
-            step, reached = _window_step(rule, inp, out, reached, prev, (kh, kw), tile_start)
+            step, reached = _window_step(rule, inp, out, reached, prev, in_box, in_start)
         elif prev is None:
-            step = _Step(rule, (kh, kw), *tile_start)
+            step = _Step(rule, in_box, *in_start)
         else:
             step = _Step(rule, prev.box, prev.start_r, prev.start_c)
         if i in labels_at:
-            step.labels, step.base_out = tuple(labels_at[i]), _Map(out)
+            step.labels = tuple(labels_at[i])
+        if i in labels_at or (keep_last and i == len(rules) - 1):
+            step.base_out = _Map(out)
         steps.append(step)
         inp, prev = out, step
-    return IncrementalEngine(x, steps, k, (kh, kw), tile_start, list(mapping), base_norm), None
+    return steps
 
 
-def _window_step(rule, inp, out, reached, prev, tile_box, tile_start):
+def _window_step(rule, inp, out, reached, prev, in_box, in_start):
     """Plan a sliding-window layer from its base input (C, H, W) and output: the output box (the
-    largest any tile reaches; its start clamped per tile), the base input padded far enough for
-    every window, and whether the incoming patch always lies inside the window. Returns the step
-    and the region each tile reaches in the output, per dim ``(lo, hi)``."""
-    box_in = prev.box if prev else tile_box
-    starts_in = (prev.start_r, prev.start_c) if prev else tile_start
+    largest any perturbation reaches; its start clamped per box row / column), the base input
+    padded far enough for every window, and whether the incoming patch always lies inside the
+    window. Returns the step and the region each box reaches in the output, per dim ``(lo, hi)``."""
+    box_in = prev.box if prev else in_box
+    starts_in = (prev.start_r, prev.start_c) if prev else in_start
     box, starts, pads, new_reached, inside = [], [], [], [], True
     for d in range(2):
         ax, n_out = rule.axes[d], out.shape[1 + d]
