@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _incremental, _split
 from . import config as v
 from ._batching import Progress, map_batches
 from .cam import _classes, _on_device
@@ -24,6 +25,7 @@ from .errors import NnsensError
 
 REFERENCES = ("blur", "constant")
 SCORES = ("prob", "logit")
+INCREMENTAL = ("auto", "off")
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -80,6 +82,11 @@ class OcclusionConfig:
 
     Positions are ``0, stride, 2 stride, ...`` plus a last one flush with the far edge, so every
     pixel is covered. ``batch_size``: occluded images per forward pass.
+    ``incremental``: ``"auto"`` computes the layers a VGG-like model applies first (convs, pools,
+    pointwise layers, e.g. ``features``) incrementally, only where the occluded window reaches,
+    and runs the rest of the model on their output, when the model allows it (see
+    :func:`occlusion`); ``"off"`` always runs the full model. Both give the same maps up to float
+    rounding.
     """
     window: int = 8
     stride: int = 4
@@ -88,6 +95,7 @@ class OcclusionConfig:
     constant: float = 0.0
     score: str = "prob"
     batch_size: int = 128
+    incremental: str = "auto"
 
     def __post_init__(self):
         v.positive("window", self.window, integer=True)
@@ -97,6 +105,7 @@ class OcclusionConfig:
         v.in_range("constant", self.constant, 0.0, 1.0)
         v.one_of("score", self.score, SCORES)
         v.positive("batch_size", self.batch_size, integer=True)
+        v.one_of("incremental", self.incremental, INCREMENTAL)
 
 
 def _positions(size: int, window: int, stride: int) -> list[int]:
@@ -117,10 +126,42 @@ def occlusion_positions(shape, cfg: OcclusionConfig) -> list[tuple[int, int]]:
             for l in _positions(w, cfg.window, cfg.stride)]
 
 
+class _IncrementalLogits:
+    """Logits of occluded images from the incremental engine: the model's first layers (``head``)
+    box by box (:func:`nnsens_core._incremental.prepare_windows`), then the rest (``tail``) on the
+    head's output. One engine per image (built when its first position comes, dropped after)."""
+
+    def __init__(self, split: _split.Split, xd, ref, tops, lefts, window):
+        self.split, self.xd, self.ref = split, xd, ref
+        self.tops, self.lefts, self.window = tops, lefts, window
+        self.image, self.engine, self.ref_map = None, None, None
+
+    def __call__(self, img: int, j: torch.Tensor) -> torch.Tensor:
+        """Head outputs ``(len(j), C, H, W)`` of image ``img`` occluded at positions ``j``."""
+        if self.image != img:
+            self.engine = None      # release the previous image's activations first
+            self.engine = _incremental.prepare_windows(self.split.layers, self.xd[img], self.tops,
+                                                       self.lefts, self.window)
+            self.ref_map = _incremental._Map(self.ref[img])
+            self.image = img
+        ti, tj = j // len(self.lefts), j % len(self.lefts)
+        return self.engine.outputs(ti, tj, self.engine.input_boxes(ti, tj, self.ref_map))
+
+
 @torch.no_grad()
 def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig = OcclusionConfig(),
-              device="auto", spec=None, progress: Progress | None = None) -> torch.Tensor:
-    """Signed occlusion maps ``(N, H, W)`` (positive: the patch supports ``classes[i]``)."""
+              device="auto", spec=None, progress: Progress | None = None,
+              return_details: bool = False):
+    """Signed occlusion maps ``(N, H, W)`` (positive: the patch supports ``classes[i]``).
+
+    With ``cfg.incremental="auto"``, when the model's traced graph (``torch.fx``) starts with a
+    chain of convs / pools / pointwise layers fed the raw input whose last output is read once
+    (VGG: ``features``, read by ``avgpool``), that chain runs incrementally for each occluded
+    image and the rest of the model runs on its output; otherwise every occluded image is one full
+    forward pass. With ``return_details`` also returns a dict: ``engine`` (``"incremental"`` or
+    ``"full"``), ``engine_reason`` (why ``"auto"`` fell back) and, for the incremental engine,
+    ``head_layers`` (the names of the chain's layers).
+    """
     _check_x(x)
     dev = resolve_device(device)
     net = _on_device(model, dev)
@@ -142,18 +183,33 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
         t, l = tops[j].view(-1, 1, 1), lefts[j].view(-1, 1, 1)
         return ((rows >= t) & (rows < t + cfg.window) & (cols >= l) & (cols < l + cfg.window))[:, None]
 
+    details: dict = {"engine": "full"}
+    split = _split.split_head(net) if cfg.incremental == "auto" and n * p else None
+    if isinstance(split, str):
+        details["engine_reason"] = split
+    elif split is not None:
+        details = {"engine": "incremental", "head_layers": split.names}
+        head = _IncrementalLogits(split, xd, ref, _positions(h, cfg.window, cfg.stride),
+                                  _positions(w, cfg.window, cfg.stride), cfg.window)
+
     def drops(sl: slice) -> torch.Tensor:
         idx = torch.arange(sl.start, sl.stop, device=dev)
         i, j = idx // p, idx % p
-        m = patch_masks(j)
-        xo = torch.where(m, ref[i], xd[i])
-        return base[i] - class_score(net(xo), cls[i], cfg.score)
+        if details["engine"] == "incremental":
+            with torch.inference_mode():
+                images = range(sl.start // p, (sl.stop - 1) // p + 1)
+                outs = [head(img, j[i == img]) for img in images]
+                logits = split.tail(torch.cat(outs))
+        else:
+            logits = net(torch.where(patch_masks(j), ref[i], xd[i]))
+        return base[i] - class_score(logits, cls[i], cfg.score)
 
     d = map_batches(drops, n * p, cfg.batch_size, progress).view(n, p).to(dev)
-    all_masks = patch_masks(torch.arange(p, device=dev))[:, 0].float()  # (p, H, W)
+    all_masks = patch_masks(torch.arange(p, device=dev))[:, 0].to(d.dtype)  # (p, H, W)
     total = torch.einsum("np,phw->nhw", d, all_masks)
     count = all_masks.sum(0)
-    return (total / count.clamp_min(1)).cpu()
+    maps = (total / count.clamp_min(1)).cpu()
+    return (maps, details) if return_details else maps
 
 
 # --------------------------------------------------------------------------- meaningful perturbation
