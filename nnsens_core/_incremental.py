@@ -321,12 +321,13 @@ class IncrementalEngine:
 
     def outputs(self, ti: torch.Tensor, tj: torch.Tensor, patch: torch.Tensor) -> torch.Tensor:
         """The last layer's full output ``(N, C, H, W)`` for input boxes ``patch``: its
-        unperturbed output with each perturbation's output box pasted in (channels-last)."""
+        unperturbed output with each perturbation's output box pasted in (contiguous, as a
+        layer's output is: the rest of a model may ``view`` it)."""
         last = self.steps[-1]
         patch, rows, cols = self.propagate(ti, tj, patch)
         zero = torch.zeros_like(rows)
         full = last.base_out.boxes(zero, zero, (last.base_out.height, last.base_out.width))
-        return _paste(full, patch, rows, cols, True)
+        return _paste(full, patch, rows, cols, True).contiguous()
 
     def _reduce(self, st: _Step, patch, rows, cols, formula):
         n = len(patch)

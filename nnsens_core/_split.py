@@ -63,7 +63,8 @@ def split_head(model: nn.Module) -> Split | str:
     The run is a chain of ``call_module`` nodes of the traced graph: the first takes the model's
     only input and nothing else reads that input, every other takes the previous one's output,
     each output but the last is read only by the next layer, each layer is called only there, and
-    the last output is read exactly once. It must contain a convolution (else nothing is saved).
+    the last output is read exactly once (besides shape queries such as ``f.view(f.size(0), -1)``).
+    It must contain a convolution (else nothing is saved).
     """
     tracer = _Tracer()
     for name, m in model.named_modules():
@@ -108,12 +109,19 @@ def split_head(model: nn.Module) -> Split | str:
         node = nxt
     if not chain:
         return f"the model does not start with a layer the incremental engine supports ({why})"
-    if len(chain[-1].users) != 1:
+    if sum(not _shape_query(u) for u in chain[-1].users) != 1:
         return f"the engine's last layer ends where {why}"
     if not any(isinstance(modules[n.target], nn.Conv2d) for n in chain):
         return f"no convolution before the first layer the engine cannot run ({why})"
     return Split(tuple(modules[n.target] for n in chain), tuple(n.target for n in chain),
                  _tail(model, graph, inputs[0], chain))
+
+
+def _shape_query(node: fx.Node) -> bool:
+    """``t.size(...)``, ``t.dim()`` or ``t.shape``: reads only the shape, which stays the same."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim")
+    return node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",)
 
 
 def _describe(node: fx.Node) -> str:

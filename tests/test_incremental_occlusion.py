@@ -106,6 +106,30 @@ def test_model_that_is_a_sequential_splits_inside_it():
     assert split.tail.get_submodule("5") is model[5]     # shares the model's layers, no copies
 
 
+class ViewHead(nn.Module):
+    """Old-style VGG head: ``f.view(f.size(0), -1)`` reads the features' shape too."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(4, 4, 3, padding=1))
+        self.head = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        f = self.features(x)
+        return self.head(f.view(f.size(0), -1)) + f.shape[1]
+
+
+def test_shape_queries_on_the_head_output_are_allowed():
+    torch.manual_seed(0)
+    model = ViewHead().eval()
+    x = torch.randn(2, 3, 12, 12)
+    inc, det, full = _both(model, x, [0, 2], window=3, stride=2, score="logit")
+    assert det["engine"] == "incremental" and det["head_layers"][-1] == "features.3"
+    assert full.abs().max() > 1e-3
+    torch.testing.assert_close(inc, full, rtol=1e-4, atol=1e-6)
+
+
 class Untraceable(nn.Module):
     """Python control flow on a tensor value: torch.fx cannot trace it."""
 
