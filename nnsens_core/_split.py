@@ -72,12 +72,17 @@ def split_head(model: nn.Module) -> Split | str:
         # (a flat graph) would not call them
         if has_active_hooks(m) and not tracer.is_leaf_module(m, name):
             return f"{name or 'the model'} has forward hooks"
+    before = _attributes(model)
     try:
         with _TRACE_LOCK:
             graph = tracer.trace(model)
     except Exception as exc:   # tracing runs arbitrary forward code; any failure means "no split"
         first = (str(exc).splitlines() or [""])[0][:120]
         return f"torch.fx cannot trace the model ({type(exc).__name__}: {first})"
+    finally:
+        changed = _restore(model, before)
+    if changed:
+        return f"the model's forward sets attributes ({changed}); its tail cannot be traced safely"
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:
         return f"the model's forward takes {len(inputs)} inputs (expected one image batch)"
@@ -115,6 +120,29 @@ def split_head(model: nn.Module) -> Split | str:
         return f"no convolution before the first layer the engine cannot run ({why})"
     return Split(tuple(modules[n.target] for n in chain), tuple(n.target for n in chain),
                  _tail(model, graph, inputs[0], chain))
+
+
+def _attributes(model: nn.Module) -> list:
+    """Every module's attributes (references), to undo what a traced forward assigns."""
+    return [(m, dict(m.__dict__), *(dict(getattr(m, k)) for k in _DICTS)) for m in model.modules()]
+
+
+_DICTS = ("_parameters", "_buffers", "_modules")
+
+
+def _restore(model: nn.Module, snapshot: list) -> str:
+    """Put back attributes a traced forward changed (e.g. ``self.last = x`` stored an fx proxy);
+    returns the first changed name, or ``""``."""
+    changed = ""
+    for m, attrs, *dicts in snapshot:
+        for live, old in ((m.__dict__, attrs), *zip((getattr(m, k) for k in _DICTS), dicts)):
+            if live.keys() != old.keys() or any(live[k] is not v for k, v in old.items()):
+                changed = changed or next(
+                    (k for k in (*live, *old) if k not in old or k not in live or live[k] is not old[k]),
+                    "?")
+                live.clear()
+                live.update(old)
+    return changed
 
 
 def _shape_query(node: fx.Node) -> bool:

@@ -182,6 +182,30 @@ class Scaled(nn.Module):
         return self.head(self.features(x * 2).mean((2, 3)))
 
 
+class Remembers(nn.Module):
+    """Its forward stores the features on the module (tracing would store an fx proxy there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(4, 3)
+        self.last = None
+
+    def forward(self, x):
+        self.last = self.features(x)
+        return self.head(self.last.mean((2, 3)))
+
+
+def test_tracing_leaves_no_trace_on_a_model_that_sets_attributes():
+    model = Remembers().eval()
+    x = torch.randn(2, 3, 8, 8)
+    got, det = K.occlusion(model, x, [0, 1], K.OcclusionConfig(4, 2, score="logit"), "cpu",
+                           return_details=True)
+    assert det["engine"] == "full" and "sets attributes (last)" in det["engine_reason"]
+    assert isinstance(model.last, torch.Tensor)          # a tensor from the real passes, no proxy
+    assert list(model.__dict__) == list(Remembers().__dict__)
+
+
 @pytest.mark.parametrize("make, why", [
     (lambda: zoo.build("resnet18-small", width=0.0625).eval(), "'maxpool' is used 2 times"),
     (lambda: Untraceable().eval(), "torch.fx cannot trace"),
