@@ -12,6 +12,12 @@ stride 8 (27 x 27 = 729 positions).
 
 Rounds are interleaved (medians reported); each round checks that both maps agree.
 Last line: ``occlusion_speedup=<off / ours>``.
+
+Measured on the shared 2-core CPU, 1 torch thread: demo VGG 3.55x and 4.08x in two runs (about
+0.5 vs 1.8-2.2 ms per occluded image; max |ours - off| / max |off| = 4.5e-6); torchvision VGG-16
+at 224, one round, batch 16: 7.86x (54 s vs 427 s; 4.1e-5). The gain grows with the image: the
+boxes the window reaches stay small while the maps grow (at 64x64 the last two VGG stages are
+reached entirely by every window).
 """
 from __future__ import annotations
 
