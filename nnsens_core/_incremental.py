@@ -45,6 +45,9 @@ from torch import nn
 
 from ._hooks import add_forward_hook, has_active_hooks
 
+CHOICES = ("auto", "off")
+"""``incremental=`` of LocalConfig and OcclusionConfig: use the engine where it applies, or never."""
+
 POINTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.ReLU,
              nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
              nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,

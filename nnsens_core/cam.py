@@ -212,14 +212,19 @@ def _make_cam(cam_cls, net: nn.Module, layer: nn.Module):
     return cam
 
 
+def check_batch(x) -> None:
+    """A clear error unless ``x`` is a batch of images ``(N, C, H, W)``."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
+
+
 def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamConfig(),
              device="auto", progress: Progress | None = None) -> torch.Tensor:
     """Grad-CAM-family maps ``(N, H, W)`` in [0, 1] for inputs ``x`` (N, C, H, W) in model-input
     space, each image explaining its own ``classes[i]``."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
+    check_batch(x)
     dev = resolve_device(device)
     net = _on_device(model, dev)
     layer_name = cfg.target_layer if cfg.target_layer is not None else \

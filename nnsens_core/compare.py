@@ -26,7 +26,8 @@ from . import config as v
 from . import metrics as mt
 from ._batching import Progress, map_batches
 from .activation_max import AMConfig, difference_map
-from .cam import CAM_LABELS, CAM_METHODS, CLASS_AGNOSTIC, CamConfig, _on_device, cam_maps
+from .cam import (CAM_LABELS, CAM_METHODS, CLASS_AGNOSTIC, CamConfig, _on_device, cam_maps,
+                  check_batch)
 from .device import resolve_device
 from .errors import NnsensError
 from .gradients import LABELS as GRADIENT_LABELS
@@ -178,8 +179,7 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     config objects (defaults otherwise). ``progress(done, total)`` runs from 0 to
     ``1000 * len(methods)``.
     """
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
+    check_batch(x)
     if spec is not None and getattr(spec, "input_shape", None) and \
             tuple(x.shape[1:]) != tuple(spec.input_shape):
         raise NnsensError(f"the images are {tuple(x.shape[1:])} (C, H, W) but the model expects "

@@ -28,7 +28,7 @@ from torch import nn
 
 from . import config as v
 from ._batching import Progress, map_batches
-from .cam import _classes, _on_device
+from .cam import _classes, _on_device, check_batch
 from .device import resolve_device
 from .errors import NnsensError
 from .masks import REFERENCES, SCORES, class_score, reference_image
@@ -110,8 +110,7 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
     space, image ``i`` explaining ``classes[i]`` (one int for all). ``spec`` (a ModelSpec) maps
     the constant reference and SmoothGrad's noise through the model's normalisation.
     ``progress(done, total)`` counts forward + backward passes."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
+    check_batch(x)
     if not isinstance(cfg, GradientConfig):
         raise NnsensError(f"cfg must be a GradientConfig, got {type(cfg).__name__}")
     v.one_of("method", method, METHODS)

@@ -19,13 +19,12 @@ from torch import nn
 from . import _incremental, _split
 from . import config as v
 from ._batching import Progress, map_batches
-from .cam import _classes, _on_device
+from .cam import _classes, _on_device, check_batch
 from .device import resolve_device
 from .errors import NnsensError
 
 REFERENCES = ("blur", "constant")
 SCORES = ("prob", "logit")
-INCREMENTAL = ("auto", "off")
 
 
 # --------------------------------------------------------------------------- shared pieces
@@ -68,11 +67,6 @@ def class_score(logits: torch.Tensor, classes: torch.Tensor, score: str) -> torc
     return vals.gather(1, classes.view(-1, 1)).squeeze(1)
 
 
-def _check_x(x) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
-
-
 # --------------------------------------------------------------------------- occlusion
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ class OcclusionConfig:
         v.in_range("constant", self.constant, 0.0, 1.0)
         v.one_of("score", self.score, SCORES)
         v.positive("batch_size", self.batch_size, integer=True)
-        v.one_of("incremental", self.incremental, INCREMENTAL)
+        v.one_of("incremental", self.incremental, _incremental.CHOICES)
 
 
 def _positions(size: int, window: int, stride: int) -> list[int]:
@@ -162,7 +156,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     ``"full"``), ``engine_reason`` (why ``"auto"`` fell back) and, for the incremental engine,
     ``head_layers`` (the names of the chain's layers).
     """
-    _check_x(x)
+    check_batch(x)
     dev = resolve_device(device)
     net = _on_device(model, dev)
     n, _, h, w = x.shape
@@ -272,7 +266,7 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
     """Saliency maps ``1 - M`` (N, H, W) in [0, 1]; with ``return_details`` also a dict with the
     low-resolution masks ``m`` (N, r, r), ``score_before``/``score_after`` (N,) (``f`` of the input
     and of the perturbed input) and the final ``objective`` (N,)."""
-    _check_x(x)
+    check_batch(x)
     dev = resolve_device(device)
     net = _on_device(model, dev)
     n, _, h, w = x.shape

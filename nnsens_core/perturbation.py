@@ -57,7 +57,6 @@ FORMULAS = ("diff_norm", "norm_diff")
 NOISES = ("fixed", "gaussian")
 METHODS = ("finite", "gradient")
 AGGREGATES = ("mean", "sum", "max", "l2")
-INCREMENTAL = ("auto", "off")
 MAX_AUTO_BATCH = 1024
 CPU_BATCH_BYTES = 128 * 2**20
 """On CPU, bigger batches are slower per image once the activations leave the caches and every
@@ -99,7 +98,7 @@ class LocalConfig:
         v.one_of("formula", self.formula, FORMULAS)
         v.positive("patch", self.patch, integer=True)
         v.one_of("method", self.method, METHODS)
-        v.one_of("incremental", self.incremental, INCREMENTAL)
+        v.one_of("incremental", self.incremental, _incremental.CHOICES)
         v.positive("n_probes", self.n_probes, integer=True)
         if self.batch_size is not None:
             v.positive("batch_size", self.batch_size, integer=True)
