@@ -5,14 +5,9 @@ widgets -> config -> nnsens_core -> plotly/PIL rendering.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from ui import state  # noqa: E402
+from ui import state
 
 st.set_page_config(page_title="nnsens", page_icon="🧠", layout="wide")
 

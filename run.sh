@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # nnsens: one command to set up and run.
-#   ./run.sh        create .venv (first time), install requirements, serve the dashboard on :8501
+#   ./run.sh        create .venv (first time), install requirements and nnsens itself (pip install -e .),
+#                   serve the dashboard on :8501
 #   ./run.sh test   also install the test extras (pytest, Playwright; Debian chromium when root), run all tests
 #   ./run.sh bench  run the benchmarks in bench/
 # Python 3.11 is used when present (PYTHON=... overrides).
@@ -12,10 +13,11 @@ VENV="${NNSENS_VENV:-.venv}"
 install() {  # install a requirements file once per content (stamp = its hash)
   local req="$1" stamp="$VENV/.stamp-$1"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  local want; want="$(cat requirements*.txt | sha256sum | cut -c1-16)"
+  local want; want="$(cat requirements*.txt pyproject.toml | sha256sum | cut -c1-16)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
     "$VENV/bin/python" -m pip install -q -r "$req"
+    "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .   # the nnsens package + `nnsens` command
     echo "$want" > "$stamp"
   fi
 }

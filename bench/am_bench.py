@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from nnsens_core import demos, zoo  # noqa: E402
-from nnsens_core.activation_max import AMConfig, AMTarget, maximize  # noqa: E402
+from nnsens_core import demos, zoo
+from nnsens_core.activation_max import AMConfig, AMTarget, maximize
 
 
 def demo_model():

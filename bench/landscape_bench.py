@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from nnsens_core import landscape as L  # noqa: E402
+from nnsens_core import landscape as L
 
 
 def loop(W, b, X, y):

@@ -27,19 +27,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from nnsens_core import zoo  # noqa: E402
-from nnsens_core._hooks import forward_with_outputs  # noqa: E402
-from nnsens_core.device import resolve_device  # noqa: E402
-from nnsens_core.perturbation import (LocalConfig, _auto_batch, _bytes_per_item,  # noqa: E402
-                                      local_sensitivity)
+from nnsens_core import zoo
+from nnsens_core._hooks import forward_with_outputs
+from nnsens_core.device import resolve_device
+from nnsens_core.local_sensitivity import (
+    LocalConfig,
+    _auto_batch,
+    _bytes_per_item,
+    local_sensitivity,
+)
 
 
 def demo_model_and_image():

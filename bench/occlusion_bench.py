@@ -23,16 +23,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from nnsens_core import zoo  # noqa: E402
-from nnsens_core.masks import OcclusionConfig, occlusion, occlusion_positions  # noqa: E402
+from nnsens_core import zoo
+from nnsens_core.saliency.occlusion import (
+    OcclusionConfig,
+    occlusion,
+    occlusion_positions,
+)
 
 
 def demo_setup(n_images: int):

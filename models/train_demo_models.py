@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from nnsens_core.demos import sha256_file
+from nnsens_core.phantom import demo_images
+from nnsens_core.training import TrainConfig, class_accuracy, train_classifier
+from nnsens_core.zoo import IMAGE, ModelSpec, build
 
-from nnsens_core.demos import MANIFEST, MODELS_DIR, sha256_file  # noqa: E402
-from nnsens_core.phantom import demo_images  # noqa: E402
-from nnsens_core.training import TrainConfig, class_accuracy, train_classifier  # noqa: E402
-from nnsens_core.zoo import IMAGE, ModelSpec, build  # noqa: E402
+MODELS_DIR = Path(__file__).resolve().parent  # writes the weights and manifest.json next to itself
+MANIFEST = MODELS_DIR / "manifest.json"
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 TRAIN_SEED = 0

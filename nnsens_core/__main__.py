@@ -16,7 +16,7 @@ from .errors import NnsensError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m nnsens_core",
+    parser = argparse.ArgumentParser(prog="nnsens",
                                      description="Sensitivity analysis of neural networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

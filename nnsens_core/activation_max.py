@@ -24,11 +24,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from . import config as v
+from . import _validate as v
+from ._blocks import AGGREGATES, _BlockTap, _first_conv_channels, aggregate_channels
 from ._hooks import get_module
 from .device import resolve_device
 from .errors import NnsensError
-from .perturbation import _BlockTap, _first_conv_channels, aggregate_channels, AGGREGATES
 from .zoo import ModelSpec
 
 RULES = ("tv", "blur", "none")

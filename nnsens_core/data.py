@@ -15,6 +15,7 @@ from typing import BinaryIO
 import numpy as np
 
 from .errors import NnsensError
+from .resources import pima_csv
 
 PIMA_URL = ("https://raw.githubusercontent.com/jbrownlee/Datasets/master/"
             "pima-indians-diabetes.data.csv")
@@ -107,28 +108,22 @@ def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
     return tabular_from_frame(df, target, nm)
 
 
-def pima_candidates() -> list[Path]:
-    """Where a local Pima CSV is looked for: $NNSENS_PIMA_CSV, ../shared/data, the cache dir."""
-    here = Path(__file__).resolve().parent.parent
-    out = []
-    if os.environ.get("NNSENS_PIMA_CSV"):
-        out.append(Path(os.environ["NNSENS_PIMA_CSV"]))
-    out += [here.parent / "shared" / "data" / "pima" / "diabetes.csv",
-            here / "shared" / "data" / "pima" / "diabetes.csv",
-            cache_dir() / "diabetes.csv"]
-    return out
-
-
 def cache_dir() -> Path:
+    """Where :func:`download_pima` saves by default (``$NNSENS_CACHE``); nothing is read from it
+    unless the caller passes the path."""
     return Path(os.environ.get("NNSENS_CACHE", Path.home() / ".cache" / "nnsens"))
 
 
-def find_pima() -> Path | None:
-    return next((p for p in pima_candidates() if p.is_file()), None)
+def pima_path() -> Path:
+    """The Pima CSV the demos use: ``$NNSENS_PIMA_CSV`` when set, else the copy nnsens ships
+    (:func:`nnsens_core.resources.pima_csv`), so the demo is the same on every machine."""
+    env = os.environ.get("NNSENS_PIMA_CSV")
+    return Path(env) if env else pima_csv()
 
 
 def download_pima(dest: Path | None = None, timeout: float = 20.0) -> Path:
-    """Download Pima diabetes into the cache dir (for users with internet; never used in tests)."""
+    """Download Pima diabetes to ``dest`` (default: the cache dir) and return its path, for users
+    with internet who want the original file; nnsens itself reads the shipped copy."""
     dest = dest or cache_dir() / "diabetes.csv"
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -142,10 +137,8 @@ def download_pima(dest: Path | None = None, timeout: float = 20.0) -> Path:
 
 
 def load_pima(path: Path | None = None) -> TabularData:
-    path = path or find_pima()
-    if path is None:
-        raise NnsensError("no local Pima CSV found; set NNSENS_PIMA_CSV or call download_pima()")
-    return load_csv(path, target="Outcome", name="Pima diabetes")
+    """Pima diabetes (target ``Outcome``) from ``path``, default :func:`pima_path`."""
+    return load_csv(path or pima_path(), target="Outcome", name="Pima diabetes")
 
 
 def load_breast_cancer() -> TabularData:
@@ -158,8 +151,8 @@ def load_breast_cancer() -> TabularData:
 
 
 def demo_tabular() -> TabularData:
-    """Pima when a local copy exists, else scikit-learn's breast-cancer data."""
-    return load_pima() if find_pima() is not None else load_breast_cancer()
+    """The tabular demo: Pima diabetes (shipped), the data of the sensitivity paper."""
+    return load_pima()
 
 
 def demo_rows(data: TabularData) -> tuple[str, str]:

@@ -10,11 +10,10 @@ import torch
 from .data import TabularData, demo_rows, demo_tabular
 from .errors import NnsensError
 from .loading import load_model
+from .resources import models_dir
 from .training import TrainConfig, binary_accuracy, train_binary
-from .zoo import LoadedModel, ModelSpec, PaperMLP, TABULAR
+from .zoo import TABULAR, LoadedModel, ModelSpec, PaperMLP
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-MANIFEST = MODELS_DIR / "manifest.json"
 
 
 def train_paper_mlp(data: TabularData, train_rows: str | None = None, hidden: int = 10,
@@ -51,9 +50,7 @@ def demo_tabular_model(seed: int = 0, device="cpu") -> tuple[TabularData, Loaded
 def manifest() -> dict:
     """``models/manifest.json``: ``{name: {file, arch, arch_kwargs, input_shape, class_names, mean,
     std, sha256, test_accuracy, ...}}``."""
-    if not MANIFEST.is_file():
-        return {}
-    return json.loads(MANIFEST.read_text())
+    return json.loads((models_dir() / "manifest.json").read_text())
 
 
 def demo_cnn_names() -> list[str]:
@@ -70,7 +67,7 @@ def load_demo_cnn(name: str, device="cpu") -> LoadedModel:
     if name not in entries:
         raise NnsensError(f"demo model {name!r} is not shipped; choose one of {sorted(entries)}")
     e = entries[name]
-    path = MODELS_DIR / e["file"]
+    path = models_dir() / e["file"]
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != e["sha256"]:
         raise NnsensError(f"{path.name} does not match its sha256 in the manifest; re-run "

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from . import config as v
+from . import _validate as v
 from .data import ImageData
 from .errors import NnsensError
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import config as v
+from . import _validate as v
 from ._batching import Progress, map_batches
 from .device import resolve_device
 

@@ -28,7 +28,7 @@ import torch
 from nnsens_core import activation_max as A
 from nnsens_core._hooks import get_module
 from nnsens_core.errors import NnsensError
-from nnsens_core.perturbation import check_image_input
+from nnsens_core.local_sensitivity import check_image_input
 from nnsens_core.zoo import conv_layers
 from ui import cnn_views as V
 from ui import state

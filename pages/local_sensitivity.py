@@ -1,7 +1,7 @@
 """Local sensitivity (paper §3): how much each CNN block's output moves when one pixel (or a k x k
 patch) of one channel is perturbed.
 
-widgets -> LocalConfig + blocks -> nnsens_core.perturbation -> plotly heatmaps (block x channel).
+widgets -> LocalConfig + blocks -> nnsens_core.local_sensitivity -> plotly heatmaps (block x channel).
 Results are cached with ``st.cache_data`` (per model & data key, images, blocks and config) and kept
 in ``st.session_state["local_sens"]`` so reruns never lose or recompute them.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from nnsens_core import perturbation as P
+from nnsens_core import local_sensitivity as P
 from nnsens_core.zoo import conv_layers, image_blocks
 from ui import cnn_views as V
 from ui import state

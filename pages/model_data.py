@@ -230,8 +230,8 @@ with tab_img:
             state.add_upload("image_model", label, lm, f"Loaded {label}: {lm.report}")
 
 st.divider()
-st.caption("Offline demos: Pima diabetes when a local copy is configured (`NNSENS_PIMA_CSV`), "
-           "else scikit-learn's breast-cancer Wisconsin data; a synthetic lung-ultrasound phantom "
+st.caption("Offline demos: Pima diabetes (shipped with nnsens; `NNSENS_PIMA_CSV` points to another "
+           "copy), the paper's data; a synthetic lung-ultrasound phantom "
            "(A-lines / B-lines / consolidation) with shipped VGG-16 and ResNet-18 variants.")
 with st.expander("Environment"):
     import torch

@@ -2,7 +2,7 @@
 sensitivity vs meaningful-perturbation masks vs gradient methods, side by side and measured.
 
 widgets -> CamConfig / OcclusionConfig / MaskConfig / GradientConfig / AMConfig / SensitivityConfig ->
-nnsens_core.compare (explain, evaluate, sanity_check) and nnsens_core.metrics -> PIL overlays and
+nnsens_core.saliency.compare (explain, evaluate, sanity_check) and nnsens_core.saliency.metrics -> PIL overlays and
 plotly. Maps of one image are cached with ``st.cache_data`` (context key + image + class + method +
 config) and kept in ``st.session_state["saliency"]``; dataset tables and sanity checks are kept there
 too, so a rerun never loses work. The AM difference map of the image on screen is taken from the
@@ -17,15 +17,16 @@ import numpy as np
 import streamlit as st
 import torch
 
-from nnsens_core import compare as C
-from nnsens_core import metrics as mt
+from nnsens_core.saliency import compare as C
+from nnsens_core.saliency import metrics as mt
 from nnsens_core.activation_max import AMConfig
-from nnsens_core.cam import CAM_METHODS, CamConfig, default_target_layer, layer_grids
+from nnsens_core.saliency.cam import CAM_METHODS, CamConfig, default_target_layer, layer_grids
 from nnsens_core.data import ImageData
-from nnsens_core.gradients import METHODS as GRADIENT_METHODS
-from nnsens_core.gradients import GradientConfig, config_of
-from nnsens_core.masks import MaskConfig, OcclusionConfig
-from nnsens_core.perturbation import LocalConfig
+from nnsens_core.saliency.gradients import METHODS as GRADIENT_METHODS
+from nnsens_core.saliency.gradients import GradientConfig, config_of
+from nnsens_core.saliency.meaningful_mask import MaskConfig
+from nnsens_core.saliency.occlusion import OcclusionConfig
+from nnsens_core.local_sensitivity import LocalConfig
 from nnsens_core.zoo import image_blocks
 from ui import saliency_views as V
 from ui import state

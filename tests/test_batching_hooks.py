@@ -80,7 +80,7 @@ def test_captured_outputs_ignore_other_threads():
 
 
 def test_a_stopping_block_tap_does_not_stop_other_threads():
-    from nnsens_core.perturbation import _BlockTap
+    from nnsens_core.local_sensitivity import _BlockTap
     net = _net()
     with _BlockTap(net, {"b": "1"}, lambda _lb, out: out.sum()) as tap:
         tap.stop_after = 1
@@ -92,7 +92,7 @@ def test_a_stopping_block_tap_does_not_stop_other_threads():
 
 def test_grad_cam_hooks_ignore_other_threads():
     from pytorch_grad_cam import GradCAM
-    from nnsens_core.cam import _make_cam
+    from nnsens_core.saliency.cam import _make_cam
     net = _net()
     cam = _make_cam(GradCAM, net, net[0])
     try:
@@ -106,7 +106,7 @@ def test_grad_cam_hooks_ignore_other_threads():
 
 
 def test_concurrent_local_sensitivity_on_one_model_matches_sequential_runs():
-    from nnsens_core.perturbation import LocalConfig, local_sensitivity
+    from nnsens_core.local_sensitivity import LocalConfig, local_sensitivity
     net = _net()
     xa, xb = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(3, 8, 8)
     cfg = LocalConfig(batch_size=3, incremental="off")      # many passes with hooks registered

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnsens_core import cam as C
+from nnsens_core.saliency import cam as C
 from nnsens_core import zoo
 from nnsens_core._hooks import hook_count
 from nnsens_core.errors import NnsensError

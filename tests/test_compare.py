@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from nnsens_core import compare as CP
-from nnsens_core.cam import CamConfig
+from nnsens_core.saliency import compare as CP
+from nnsens_core.saliency.cam import CamConfig
 from nnsens_core.data import ImageData
 from nnsens_core.errors import NnsensError
-from nnsens_core.masks import MaskConfig, OcclusionConfig
+from nnsens_core.saliency.meaningful_mask import MaskConfig
+from nnsens_core.saliency.occlusion import OcclusionConfig
 from nnsens_core.zoo import ModelSpec
 
 S = 16
@@ -77,7 +78,7 @@ def test_explain_localizes_the_square_for_every_method():
     assert list(maps) == methods
     for m, v in maps.items():
         assert v.shape == (3, S, S) and float(v.min()) >= 0 and float(v.max()) <= 1, m
-        from nnsens_core import metrics as mt
+        from nnsens_core.saliency import metrics as mt
         assert np.all(mt.pointing_game(v, data.masks) == 1.0), m
         assert np.all(mt.gt_iou(v, data.masks) >= 0.5), m
 

@@ -1,7 +1,7 @@
 """compare.markdown_table: the README's localization table from metrics.json."""
 import pytest
 
-from nnsens_core.compare import markdown_table
+from nnsens_core.saliency.io import markdown_table
 from nnsens_core.errors import NnsensError
 
 

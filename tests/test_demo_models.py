@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from nnsens_core.resources import models_dir
 from nnsens_core import demos
 from nnsens_core.errors import NnsensError
 from nnsens_core.phantom import CLASSES, make_phantom
@@ -30,8 +31,8 @@ def test_manifest_entries_complete():
         assert KEYS <= set(e), KEYS - set(e)
         assert e["input_shape"] == [3, 64, 64] and tuple(e["class_names"]) == CLASSES
         assert e["mean"] == [0.5] * 3 and e["std"] == [0.25] * 3
-        assert e["sha256"] == demos.sha256_file(demos.MODELS_DIR / e["file"])
-        assert (demos.MODELS_DIR / e["file"]).stat().st_size < 4 * 2**20
+        assert e["sha256"] == demos.sha256_file(models_dir() / e["file"])
+        assert (models_dir() / e["file"]).stat().st_size < 4 * 2**20
         assert e["test_accuracy"] >= 0.95
 
 
@@ -53,13 +54,12 @@ def test_demo_cnn_loads_in_eval_mode_and_classifies_fresh_images(name, fresh):
 def test_sha256_mismatch_is_refused(tmp_path, monkeypatch):
     man = demos.manifest()
     e = man["vgg16-phantom"]
-    shutil.copy(demos.MODELS_DIR / e["file"], tmp_path / e["file"])
+    shutil.copy(models_dir() / e["file"], tmp_path / e["file"])
     raw = bytearray((tmp_path / e["file"]).read_bytes())
     raw[-100] ^= 0xFF
     (tmp_path / e["file"]).write_bytes(bytes(raw))
     (tmp_path / "manifest.json").write_text(json.dumps({"vgg16-phantom": e}))
-    monkeypatch.setattr(demos, "MODELS_DIR", tmp_path)
-    monkeypatch.setattr(demos, "MANIFEST", tmp_path / "manifest.json")
+    monkeypatch.setenv("NNSENS_MODELS_DIR", str(tmp_path))
     with pytest.raises(NnsensError, match="sha256"):
         demos.load_demo_cnn("vgg16-phantom")
     with pytest.raises(NnsensError, match="not shipped"):

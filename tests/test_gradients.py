@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from nnsens_core import compare as C
+from nnsens_core.saliency import compare as C
 from nnsens_core.errors import NnsensError
-from nnsens_core.gradients import METHODS, GradientConfig, gradient_maps
+from nnsens_core.saliency.gradients import METHODS, GradientConfig, gradient_maps
 from nnsens_core.zoo import ModelSpec
 
 C_, H, W = 2, 4, 5
@@ -136,7 +136,7 @@ def test_bad_input_is_named():
 
 
 def test_config_of_keeps_only_what_the_method_reads():
-    from nnsens_core.gradients import config_of
+    from nnsens_core.saliency.gradients import config_of
     a, b = GradientConfig(samples=4, steps=8), GradientConfig(samples=9, steps=8, sigma=0.3)
     assert config_of("ig", a) == config_of("ig", b) and hash(config_of("ig", a)) == hash(config_of("ig", b))
     assert config_of("smoothgrad", a) != config_of("smoothgrad", b)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nnsens_core.compare import read_gt_masks
+from nnsens_core.saliency.io import read_gt_masks
 from nnsens_core.errors import NnsensError
 
 

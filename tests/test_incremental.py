@@ -9,7 +9,7 @@ from torch import nn
 from nnsens_core import zoo
 from nnsens_core._hooks import hook_count
 from nnsens_core.errors import NnsensError
-from nnsens_core.perturbation import LocalConfig, local_sensitivity
+from nnsens_core.local_sensitivity import LocalConfig, local_sensitivity
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
 

@@ -3,6 +3,8 @@ equal to full forward passes, batch-size invariant, falls back (with a reason) w
 apply, and leaves the shared model untouched (no hooks, no state change, other threads unharmed)."""
 from __future__ import annotations
 
+import copy
+
 import threading
 
 import pytest
@@ -10,7 +12,7 @@ import torch
 from torch import nn
 
 from nnsens_core import _split, zoo
-from nnsens_core import masks as K
+from nnsens_core.saliency import occlusion as O
 from nnsens_core._hooks import add_forward_hook, hook_count
 from nnsens_core.errors import NnsensError
 
@@ -32,8 +34,8 @@ def _vgg(seed=0, gain=(1.5, 2.5), dtype=torch.float32):
 
 def _both(model, x, classes, **cfg):
     before = {k: t.clone() for k, t in model.state_dict().items()}
-    inc, d_inc = K.occlusion(model, x, classes, K.OcclusionConfig(**cfg), "cpu", return_details=True)
-    full, d_full = K.occlusion(model, x, classes, K.OcclusionConfig(incremental="off", **cfg), "cpu",
+    inc, d_inc = O.occlusion(model, x, classes, O.OcclusionConfig(**cfg), "cpu", return_details=True)
+    full, d_full = O.occlusion(model, x, classes, O.OcclusionConfig(incremental="off", **cfg), "cpu",
                                return_details=True)
     assert d_full == {"engine": "full"}
     assert hook_count(model) == 0
@@ -58,7 +60,7 @@ def test_incremental_equals_full_on_vgg(hw, window, stride, reference, score):
     assert full.abs().max() > 1e-4              # the maps are far from float noise
     torch.testing.assert_close(inc, full, rtol=1e-4, atol=1e-6)
     # the class matters: another class gives another map
-    other = K.occlusion(model, x, [0, 1, 2], K.OcclusionConfig(window, stride, reference, 1.5, 0.3,
+    other = O.occlusion(model, x, [0, 1, 2], O.OcclusionConfig(window, stride, reference, 1.5, 0.3,
                                                                 score), "cpu")
     assert (other - inc).abs().max() > 1e-4
 
@@ -79,15 +81,15 @@ def test_batch_size_does_not_change_results_or_progress(bs):
     model = _vgg(2)
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     kw = dict(window=6, stride=5, reference="constant", constant=0.5, score="logit")
-    ref = K.occlusion(model, x, [1, 2], K.OcclusionConfig(batch_size=128, **kw), "cpu")
+    ref = O.occlusion(model, x, [1, 2], O.OcclusionConfig(batch_size=128, **kw), "cpu")
     calls, calls_off = [], []
-    got, det = K.occlusion(model, x, [1, 2], K.OcclusionConfig(batch_size=bs, **kw), "cpu",
+    got, det = O.occlusion(model, x, [1, 2], O.OcclusionConfig(batch_size=bs, **kw), "cpu",
                            progress=lambda d, t: calls.append((d, t)), return_details=True)
     assert det["engine"] == "incremental"
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
-    K.occlusion(model, x, [1, 2], K.OcclusionConfig(batch_size=bs, incremental="off", **kw), "cpu",
+    O.occlusion(model, x, [1, 2], O.OcclusionConfig(batch_size=bs, incremental="off", **kw), "cpu",
                 progress=lambda d, t: calls_off.append((d, t)))
-    n = 2 * len(K.occlusion_positions((32, 32), K.OcclusionConfig(**kw)))
+    n = 2 * len(O.occlusion_positions((32, 32), O.OcclusionConfig(**kw)))
     assert calls == calls_off == [(min(d, n), n) for d in range(bs, n + bs, bs)]
 
 
@@ -199,7 +201,7 @@ class Remembers(nn.Module):
 def test_tracing_leaves_no_trace_on_a_model_that_sets_attributes():
     model = Remembers().eval()
     x = torch.randn(2, 3, 8, 8)
-    got, det = K.occlusion(model, x, [0, 1], K.OcclusionConfig(4, 2, score="logit"), "cpu",
+    got, det = O.occlusion(model, x, [0, 1], O.OcclusionConfig(4, 2, score="logit"), "cpu",
                            return_details=True)
     assert det["engine"] == "full" and "sets attributes (last)" in det["engine_reason"]
     assert isinstance(model.last, torch.Tensor)          # a tensor from the real passes, no proxy
@@ -212,8 +214,6 @@ def test_tracing_leaves_no_trace_on_a_model_that_sets_attributes():
     (lambda: TwoReaders().eval(), "used 2 times"),
     (lambda: SharedConv().eval(), "conv is called 2 times"),
     (lambda: Scaled().eval(), "not a layer applied to the model input"),
-    (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                           nn.Flatten(), nn.Linear(4, 3)).train(), "training mode"),
 ])
 def test_fallbacks_say_why_and_equal_off(make, why):
     torch.manual_seed(3)
@@ -222,9 +222,9 @@ def test_fallbacks_say_why_and_equal_off(make, why):
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     cfg = dict(window=4, stride=3, reference="blur", blur_sigma=1.0, score="logit")
     torch.manual_seed(0)
-    got, det = K.occlusion(model, x, [0, 2], K.OcclusionConfig(**cfg), "cpu", return_details=True)
+    got, det = O.occlusion(model, x, [0, 2], O.OcclusionConfig(**cfg), "cpu", return_details=True)
     torch.manual_seed(0)
-    off = K.occlusion(model, x, [0, 2], K.OcclusionConfig(incremental="off", **cfg), "cpu")
+    off = O.occlusion(model, x, [0, 2], O.OcclusionConfig(incremental="off", **cfg), "cpu")
     assert det["engine"] == "full" and why in det["engine_reason"], det
     assert torch.equal(got, off)
     assert hook_count(model) == 0 and model.training == training
@@ -233,11 +233,11 @@ def test_fallbacks_say_why_and_equal_off(make, why):
 def test_hooks_that_would_be_skipped_force_the_full_pass():
     model = _vgg()
     x = torch.randn(1, 3, 32, 32)
-    cfg = K.OcclusionConfig(window=8, stride=8, score="logit", batch_size=4)
+    cfg = O.OcclusionConfig(window=8, stride=8, score="logit", batch_size=4)
     seen = []
     handle = model.features.register_forward_hook(lambda *_: seen.append(1))   # a user's hook
     try:
-        _, det = K.occlusion(model, x, [0], cfg, "cpu", return_details=True)
+        _, det = O.occlusion(model, x, [0], cfg, "cpu", return_details=True)
     finally:
         handle.remove()
     assert det["engine"] == "full" and "features has forward hooks" in det["engine_reason"]
@@ -256,7 +256,7 @@ def test_hooks_that_would_be_skipped_force_the_full_pass():
     t.start()
     try:
         ready.wait(30)
-        _, det = K.occlusion(model, x, [0], cfg, "cpu", return_details=True)
+        _, det = O.occlusion(model, x, [0], cfg, "cpu", return_details=True)
     finally:
         done.set()
         t.join()
@@ -296,4 +296,19 @@ def test_tracing_does_not_disturb_other_threads():
 
 def test_bad_incremental_value():
     with pytest.raises(NnsensError, match=r"incremental='on'.*'auto', 'off'"):
-        K.OcclusionConfig(incremental="on")
+        O.OcclusionConfig(incremental="on")
+
+
+def test_a_model_in_training_mode_runs_as_its_eval_copy_and_stays_in_training_mode():
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).train()
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    cfg = O.OcclusionConfig(window=4, stride=3, reference="blur", blur_sigma=1.0, score="logit")
+    got, det = O.occlusion(model, x, [0, 2], cfg, "cpu", return_details=True)
+    want = O.occlusion(copy.deepcopy(model).eval(), x, [0, 2], cfg, "cpu")
+    assert det["engine"] == "incremental"
+    torch.testing.assert_close(got, want)
+    assert model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

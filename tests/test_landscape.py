@@ -407,7 +407,7 @@ def test_descent_share_keeps_the_main_descent_only():
 
 def test_final_per_sample_values_are_subsampled_on_large_data(monkeypatch):
     X, y = _toy(50, 2)
-    monkeypatch.setattr(L, "FINAL_ROWS", 20)
+    monkeypatch.setattr(L.tanh_unit, "FINAL_ROWS", 20)
     h = L.train_tanh_units(X, y, L.LandscapeConfig(epochs=3, retrains=2), "cpu")
     rows = h.final_rows
     assert len(rows) == 20 and rows[0] == 0 and rows[-1] == 49 and (np.diff(rows) > 0).all()

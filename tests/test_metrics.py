@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnsens_core import metrics as M
+from nnsens_core.saliency import metrics as M
 from nnsens_core.errors import NnsensError
 
 A = np.array([[0.0, 1.0, 2.0],

@@ -11,7 +11,7 @@ from torch import nn
 from nnsens_core import zoo
 from nnsens_core._hooks import forward_with_outputs, hook_count
 from nnsens_core.errors import NnsensError
-from nnsens_core.perturbation import (LocalConfig, agreement, count_forwards, local_sensitivity,
+from nnsens_core.local_sensitivity import (LocalConfig, agreement, count_forwards, local_sensitivity,
                                       local_sensitivity_many, mean_std, order_of_magnitude, pool_tiles,
                                       sensitivity_map)
 

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nnsens_core.perturbation import order_of_magnitude
+from nnsens_core.local_sensitivity import order_of_magnitude
 
 
 def _scaled(maps: np.ndarray, shared: bool) -> tuple[np.ndarray, list[int]]:

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from nnsens_core import metrics as mt
-from nnsens_core.compare import LABELS
+from nnsens_core.saliency import metrics as mt
+from nnsens_core.saliency.compare import LABELS
 
 METRIC_LABELS = {"iou": "GT IoU", "pointing": "pointing game", "mass": "relevance mass"}
 SIM_LABELS = {"top_p_iou": "IoU of top-p% regions", "spearman": "Spearman ρ", "cosine": "cosine"}

@@ -18,7 +18,7 @@ from nnsens_core.zoo import LoadedModel
 
 from . import cache
 
-DEMO_TABULAR = "Demo: tabular (Pima or breast cancer)"
+DEMO_TABULAR = "Demo: Pima diabetes"
 DEMO_PHANTOM = "Demo: lung-ultrasound phantom"
 DEMO_MLP = "Demo: paper MLP (trained on the demo data)"
 PHANTOM_TEST_N = 90

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import ImageData, TabularData, load_csv, load_image_folder, load_image_zip, load_npz
+from ..data import (
+    ImageData,
+    TabularData,
+    load_csv,
+    load_image_folder,
+    load_image_zip,
+    load_npz,
+)
 from ..demos import demo_cnn_names, load_demo_cnn
 from ..errors import NnsensError
 from ..loading import load_model

@@ -10,7 +10,13 @@ import torch
 from ..activation_max import AMConfig, AMTarget, maximize
 from ..device import resolve_device
 from ..errors import NnsensError
-from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+from ._common import (
+    add_device_seed,
+    add_model_args,
+    load_cli_images,
+    load_cli_model,
+    write_json,
+)
 
 HELP = ("Activation maximisation (TV or blur regularised) of class logits or a layer's channels; "
         "writes one PNG per target and activations.json. Without --model: the demo VGG-16.")

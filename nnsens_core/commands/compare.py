@@ -7,14 +7,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cam import CamConfig
-from ..compare import evaluate, markdown_table, parse_methods
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
-from ..gradients import GradientConfig
-from ..masks import MaskConfig, OcclusionConfig
-from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+from ..saliency.cam import CamConfig
+from ..saliency.compare import evaluate, parse_methods
+from ..saliency.gradients import GradientConfig
+from ..saliency.io import markdown_table
+from ..saliency.meaningful_mask import MaskConfig
+from ..saliency.occlusion import OcclusionConfig
+from ._common import (
+    add_device_seed,
+    add_model_args,
+    load_cli_images,
+    load_cli_model,
+    write_json,
+)
 
 PHANTOM_FEATURES = {"regular": "A-lines (regular)", "covid": "B-lines (covid)",
                     "pneumonia": "consolidation (pneumonia)"}

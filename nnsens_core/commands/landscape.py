@@ -21,8 +21,7 @@ _D = L.LandscapeConfig()
 
 def register(p) -> None:
     p.add_argument("--data", default=None,
-                   help="CSV (or .npz with X, y); default: the demo data (Pima when present, else "
-                        "scikit-learn breast cancer)")
+                   help="CSV (or .npz with X, y); default: the demo data (Pima diabetes, shipped)")
     p.add_argument("--target", help="target column of the CSV (default: the last column)")
     p.add_argument("--rows", default=None, help="row range to use, e.g. 0:500 (default: all rows)")
     p.add_argument("--epochs", type=int, default=_D.epochs, help=f"training epochs (default {_D.epochs})")

@@ -11,8 +11,20 @@ import torch
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
-from ..perturbation import LocalConfig, count_forwards, local_sensitivity_many, mean_std, resolve_blocks
-from ._common import add_device_seed, add_model_args, load_cli_images, load_cli_model, write_json
+from ..local_sensitivity import (
+    LocalConfig,
+    count_forwards,
+    local_sensitivity_many,
+    mean_std,
+    resolve_blocks,
+)
+from ._common import (
+    add_device_seed,
+    add_model_args,
+    load_cli_images,
+    load_cli_model,
+    write_json,
+)
 
 HELP = ("Local sensitivity of CNN blocks to single-pixel (or k x k patch) perturbations; writes "
         "maps.npz (maps: blocks x channels x H x W) and summary.json. Without --model/--data: the "
@@ -70,7 +82,7 @@ def select_images(data: ImageData, index: int, cls: str | None, count: int) -> n
 
 def model_inputs(data: ImageData, idx, spec) -> torch.Tensor:
     """Images ``idx`` in model-input space, with clear errors when they do not fit the model."""
-    from ..perturbation import check_image_input
+    from ..local_sensitivity import check_image_input
     x = torch.as_tensor(data.images[idx], dtype=torch.float32)
     for i in range(len(x)):
         check_image_input(x[i], spec.input_shape, what="the image")

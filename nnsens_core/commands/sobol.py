@@ -9,7 +9,13 @@ from .. import sobol
 from ..device import resolve_device
 from ..errors import NnsensError
 from ..loading import DEFAULT_MAX_BYTES, is_torchscript, read_state_dict
-from ._common import add_device_seed, add_model_args, load_cli_model, load_cli_tabular, write_json
+from ._common import (
+    add_device_seed,
+    add_model_args,
+    load_cli_model,
+    load_cli_tabular,
+    write_json,
+)
 
 HELP = "Sobol' sensitivity indices (S1, ST, S2 with bootstrap CIs) of a tabular model"
 

@@ -61,7 +61,7 @@ def test_malicious_pickle_model_is_refused_and_never_runs(tmp_path):
 
 
 def test_renamed_state_dict_loads_and_reports_the_mapping():
-    width = demo_tabular().n_features  # the demo data's width (Pima 8, breast cancer 30)
+    width = demo_tabular().n_features  # the demo data's width (Pima: 8)
     net = PaperMLP(width, 10)
     renamed = {f"layer{i}": v for i, v in enumerate(net.state_dict().values())}
     buf = io.BytesIO()

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 from app_pages import APP
 from nnsens_core.data import demo_tabular
 
-DEMO = demo_tabular()  # Pima when a local copy exists, else breast cancer: the page's demo data
+DEMO = demo_tabular()  # Pima (shipped): the page's demo data
 D, NAME1 = DEMO.n_features, DEMO.feature_names[1]
 
 

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "app"))
-from app_pages import ROOT, page_files  # noqa: E402
+from tests.app.app_pages import ROOT, page_files
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [pytest.mark.e2e,

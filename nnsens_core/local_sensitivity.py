@@ -36,7 +36,6 @@ The fast mode (``method="gradient"``) replaces the finite differences by first-o
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -46,23 +45,26 @@ import torch
 from torch import nn
 
 from . import _incremental
-from . import config as v
-from ._batching import Progress, auto_batch_size, map_batches
-from ._hooks import add_forward_hook, as_mapping, get_module
+from . import _validate as v
+from ._batching import Progress, map_batches
+from ._blocks import (
+    AGGREGATES,
+    _auto_batch,
+    _BlockTap,
+    _bytes_per_item,
+    _first_conv_channels,
+    aggregate_channels,
+    check_image_input,
+    order_of_magnitude,
+    pool_tiles,
+    resolve_blocks,
+)
 from .device import resolve_device
 from .errors import NnsensError
-from .zoo import image_blocks
 
 FORMULAS = ("diff_norm", "norm_diff")
 NOISES = ("fixed", "gaussian")
 METHODS = ("finite", "gradient")
-AGGREGATES = ("mean", "sum", "max", "l2")
-MAX_AUTO_BATCH = 1024
-CPU_BATCH_BYTES = 128 * 2**20
-"""On CPU, bigger batches are slower per image once the activations leave the caches and every
-layer's output is a fresh page-faulted allocation (demo VGG-16, one thread: batch 64 ~1.6 ms per
-perturbation, batch 512 ~2.7 ms), so the automatic batch keeps ``batch * bytes_per_item`` under
-this."""
 
 
 @dataclass(frozen=True)
@@ -143,182 +145,6 @@ class LocalResult:
                           "argmax_abs": {"channel": c, "row": i, "col": j},
                           "base_norm": float(self.base_norms[q])}
         return out
-
-
-# --------------------------------------------------------------------------- helpers
-
-def order_of_magnitude(t: torch.Tensor | np.ndarray) -> int:
-    """``floor(log10(max |t|))`` (0 for an all-zero map): the paper prints maps as value x 10^n."""
-    m = float(np.abs(np.asarray(t)).max()) if np.asarray(t).size else 0.0
-    return int(math.floor(math.log10(m))) if m > 0 and math.isfinite(m) else 0
-
-
-def pool_tiles(maps: torch.Tensor, k: int, how: str = "mean") -> torch.Tensor:
-    """Pool the last two dims into k x k tiles (edge tiles use the pixels they have)."""
-    v.positive("k", k, integer=True)
-    v.one_of("how", how, ("mean", "max", "sum"))
-    if k == 1:
-        return maps.clone()
-    lead, (h, w) = maps.shape[:-2], maps.shape[-2:]
-    x = maps.reshape(-1, 1, h, w).float()
-    if how == "max":
-        y = nn.functional.max_pool2d(x, k, k, ceil_mode=True)
-    else:
-        s = nn.functional.avg_pool2d(x, k, k, ceil_mode=True, divisor_override=1)
-        if how == "sum":
-            y = s
-        else:
-            cnt = nn.functional.avg_pool2d(torch.ones(1, 1, h, w), k, k, ceil_mode=True,
-                                           divisor_override=1)
-            y = s / cnt
-    return y.reshape(*lead, *y.shape[-2:])
-
-
-def aggregate_channels(maps: torch.Tensor, how: str = "mean", dim: int = -3) -> torch.Tensor:
-    """Collapse the channel dim: ``mean``, ``sum``, ``max`` (of |.|) or ``l2``."""
-    v.one_of("aggregate", how, AGGREGATES)
-    if how == "mean":
-        return maps.mean(dim)
-    if how == "sum":
-        return maps.sum(dim)
-    if how == "max":
-        return maps.abs().amax(dim)
-    return torch.linalg.vector_norm(maps, dim=dim)
-
-
-def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | None) -> dict[str, str]:
-    """``{label: module name}``; ``None``/empty means the detected VGG/ResNet blocks."""
-    mapping = as_mapping(blocks) if blocks else image_blocks(model)
-    if not mapping:
-        raise NnsensError("no blocks given and none detected (the model is neither VGG-like nor "
-                          "ResNet-like); pass blocks={label: module name}, e.g. from "
-                          "zoo.conv_layers(model)")
-    for name in mapping.values():
-        get_module(model, name)
-    return mapping
-
-
-def check_image_input(x: torch.Tensor, expected_shape=None, what: str = "x") -> None:
-    """Clear errors for a wrong number of dims/channels or a wrong image size."""
-    if not isinstance(x, torch.Tensor):
-        raise NnsensError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 3:
-        raise NnsensError(f"{what} has shape {tuple(x.shape)}; expected one image (C, H, W) in "
-                          "model-input space")
-    if not torch.isfinite(x).all():
-        raise NnsensError(f"{what} contains NaN or infinite values")
-    if expected_shape is None:
-        return
-    c, h, w = (int(s) for s in expected_shape)
-    if x.shape[0] != c:
-        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-        raise NnsensError(
-            f"the image is {kind.get(int(x.shape[0]), f'{x.shape[0]}-channel')} but the model expects "
-            f"{kind.get(c, f'{c} channels')}; convert the image (e.g. load it with channels={c})")
-    if tuple(x.shape[1:]) != (h, w):
-        raise NnsensError(f"the image is {x.shape[1]}x{x.shape[2]} but the model expects {h}x{w}; "
-                          f"resize it to {h}x{w}")
-
-
-def _first_conv_channels(model: nn.Module) -> int | None:
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return None
-
-
-class _Stop(Exception):
-    """Raised by the last hook so a pass stops right after the last block."""
-
-
-def _out_tensor(out):
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if not isinstance(out, torch.Tensor):
-        raise NnsensError(f"a block returned {type(out).__name__}; pick a module that returns a tensor")
-    return out
-
-
-class _BlockTap:
-    """Forward hooks on the block modules for the duration of a ``with`` block.
-
-    ``reduce(label, out)`` is applied to each block output as soon as it is produced (so no block
-    output is kept); after ``stop_after`` hook calls the pass is stopped with :class:`_Stop`.
-    """
-
-    def __init__(self, model: nn.Module, mapping: dict[str, str], reduce):
-        self.model, self.mapping, self.reduce = model, mapping, reduce
-        self.values: dict[str, object] = {}
-        self.calls = 0
-        self.stop_after: int | None = None
-        self.handles: list = []
-
-    def __enter__(self):
-        try:
-            for label, name in self.mapping.items():
-                module = get_module(self.model, name)
-                self.handles.append(add_forward_hook(module, self._hook(label)))
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def _hook(self, label):
-        def hook(_m, _inp, out):
-            self.values[label] = self.reduce(label, _out_tensor(out))
-            self.calls += 1
-            if self.stop_after is not None and self.calls >= self.stop_after:
-                raise _Stop
-        return hook
-
-    def run(self, x: torch.Tensor):
-        self.values, self.calls = {}, 0
-        try:
-            self.model(x)
-        except _Stop:
-            pass
-        missing = [lb for lb in self.mapping if lb not in self.values]
-        if missing:
-            raise NnsensError(f"block(s) {missing} (modules {[self.mapping[m] for m in missing]}) "
-                              "produced no output in the forward pass; pick modules the forward "
-                              "pass calls (TorchScript sub-modules cannot be hooked)")
-        return self.values
-
-    def __exit__(self, *exc):
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-        return False
-
-
-def _bytes_per_item(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of all leaf-module outputs for one input (an upper bound of one batch item)."""
-    total = [x.numel() * x.element_size() * 2]
-    handles = []
-
-    def hook(_m, _i, out):
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel() * out.element_size()
-
-    try:
-        for m in model.modules():
-            if not list(m.children()):
-                handles.append(add_forward_hook(m, hook))
-        with torch.inference_mode():
-            model(x[None])
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
-
-
-def _auto_batch(bytes_per_item: int, dev: torch.device) -> int:
-    """Perturbations per pass: what fits the memory budget, at most MAX_AUTO_BATCH, and on CPU
-    at most what keeps the batch's activations under CPU_BATCH_BYTES (but at least 8)."""
-    bs = min(MAX_AUTO_BATCH, auto_batch_size(bytes_per_item))
-    if dev.type == "cpu":
-        bs = min(bs, max(8, CPU_BATCH_BYTES // max(1, int(bytes_per_item))))
-    return max(1, bs)
 
 
 def _perturbations(shape, cfg: LocalConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -590,3 +416,4 @@ def agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalRes
         rel = float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
         out[lb] = {"spearman": rho, "rel_error": rel}
     return out
+

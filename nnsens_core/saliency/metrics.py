@@ -35,10 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._batching import Progress
-from ._hooks import get_module
-from .errors import NnsensError
-
+from .._batching import Progress
+from .._hooks import get_module
+from ..errors import NnsensError
 
 # --------------------------------------------------------------------------- helpers
 

@@ -21,7 +21,6 @@ component of the activations); every other method explains ``classes[i]`` for im
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,16 +29,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import config as v
-from ._batching import Progress, map_batches
-from ._hooks import add_forward_hook, get_module
-from .device import resolve_device
-from .errors import NnsensError
+from .. import _validate as v
+from .._batching import Progress, map_batches
+from .._hooks import add_forward_hook, get_module
+from ..device import inference_model, resolve_device
+from ..errors import NnsensError
+from ._common import _classes, check_batch
 
 
 def _registry() -> dict[str, type]:
-    from pytorch_grad_cam import (EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM,
-                                  XGradCAM)
+    from pytorch_grad_cam import (
+        EigenCAM,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        XGradCAM,
+    )
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
             "xgradcam": XGradCAM, "layercam": LayerCAM, "eigencam": EigenCAM,
             "scorecam": _score_cam_class()}
@@ -91,7 +97,7 @@ def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[st
     """Output shape (without batch) of each named module for one zero input, in execution order."""
     names = list(target_layer_choices(model) if names is None else names)
     dev = resolve_device(device)
-    net = _on_device(model, dev)
+    net = inference_model(model, dev)
     shapes: dict[str, tuple[int, ...]] = {}
     handles = []
     try:
@@ -152,14 +158,6 @@ def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int
 
 # --------------------------------------------------------------------------- compute
 
-def _on_device(model: nn.Module, dev: torch.device) -> nn.Module:
-    """``model`` when its parameters are on ``dev``, else a deep copy moved there (never moves it)."""
-    p = next(model.parameters(), None)
-    if p is None or p.device == dev:
-        return model
-    return copy.deepcopy(model).to(dev).eval()
-
-
 def _score_cam_class():
     from pytorch_grad_cam import ScoreCAM
 
@@ -187,19 +185,6 @@ def _score_cam_class():
     return BatchedScoreCAM
 
 
-def _classes(classes, n: int, n_out: int | None) -> list[int]:
-    c = np.asarray(classes if classes is not None else [], dtype=np.int64).reshape(-1)
-    if c.size == 1 and n > 1:
-        c = np.repeat(c, n)
-    if c.size != n:
-        raise NnsensError(f"{c.size} classes given for {n} images; give one class per image "
-                          "(or a single class for all)")
-    if n_out is not None and len(c) and (c.min() < 0 or c.max() >= n_out):
-        raise NnsensError(f"classes {sorted(set(c.tolist()))} must lie in 0..{n_out - 1} "
-                          f"(the model has {n_out} outputs)")
-    return c.tolist()
-
-
 def _make_cam(cam_cls, net: nn.Module, layer: nn.Module):
     """A grad-cam object whose activation/gradient hooks act only in this thread (the package's own
     hooks would also record other sessions' forward passes through the shared model)."""
@@ -212,12 +197,6 @@ def _make_cam(cam_cls, net: nn.Module, layer: nn.Module):
     return cam
 
 
-def check_batch(x) -> None:
-    """A clear error unless ``x`` is a batch of images ``(N, C, H, W)``."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
-
-
 def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamConfig(),
              device="auto", progress: Progress | None = None) -> torch.Tensor:
     """Grad-CAM-family maps ``(N, H, W)`` in [0, 1] for inputs ``x`` (N, C, H, W) in model-input
@@ -226,7 +205,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
 
     check_batch(x)
     dev = resolve_device(device)
-    net = _on_device(model, dev)
+    net = inference_model(model, dev)
     layer_name = cfg.target_layer if cfg.target_layer is not None else \
         default_target_layer(net, tuple(x.shape[1:]), device=dev)
     layer = validate_target_layer(net, layer_name, tuple(x.shape[1:]), dev)

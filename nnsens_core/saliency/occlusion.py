@@ -9,65 +9,25 @@ normalisation when a :class:`~nnsens_core.zoo.ModelSpec` is given).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from . import _incremental, _split
-from . import config as v
-from ._batching import Progress, map_batches
-from .cam import _classes, _on_device, check_batch
-from .device import resolve_device
-from .errors import NnsensError
+from .. import _incremental, _split
+from .. import _validate as v
+from .._batching import Progress, map_batches
+from ..device import inference_model, resolve_device
+from ..errors import NnsensError
+from ._common import (
+    REFERENCES,
+    SCORES,
+    _classes,
+    check_batch,
+    class_score,
+    reference_image,
+)
 
-REFERENCES = ("blur", "constant")
-SCORES = ("prob", "logit")
-
-
-# --------------------------------------------------------------------------- shared pieces
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflect padding (radius ``ceil(3 sigma)``,
-    capped at the image size minus one)."""
-    if sigma <= 0:
-        return x.clone()
-    h, w = x.shape[-2:]
-    out = x
-    for dim, size in ((-1, w), (-2, h)):
-        r = max(1, min(int(math.ceil(3 * sigma)), size - 1))
-        t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-        k = torch.exp(-0.5 * (t / sigma) ** 2)
-        k = (k / k.sum()).view(1, 1, -1) if dim == -1 else (k / k.sum()).view(1, 1, -1, 1)
-        c = out.shape[1]
-        if dim == -1:
-            padded = F.pad(out, (r, r, 0, 0), mode="reflect")
-            out = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        else:
-            padded = F.pad(out, (0, 0, r, r), mode="reflect")
-            out = F.conv2d(padded, k.expand(c, 1, -1, 1), groups=c)
-    return out
-
-
-def reference_image(x: torch.Tensor, reference: str = "blur", blur_sigma: float = 5.0,
-                    constant: float = 0.0, spec=None) -> torch.Tensor:
-    """The image that replaces perturbed pixels (same shape and space as ``x``)."""
-    v.one_of("reference", reference, REFERENCES)
-    if reference == "blur":
-        return gaussian_blur(x, blur_sigma)
-    grey = torch.full_like(x, float(constant))
-    return spec.normalize(grey) if spec is not None else grey
-
-
-def class_score(logits: torch.Tensor, classes: torch.Tensor, score: str) -> torch.Tensor:
-    """``f`` per row: softmax probability or logit of ``classes[i]``."""
-    vals = torch.softmax(logits, dim=-1) if score == "prob" else logits
-    return vals.gather(1, classes.view(-1, 1)).squeeze(1)
-
-
-# --------------------------------------------------------------------------- occlusion
 
 @dataclass(frozen=True)
 class OcclusionConfig:
@@ -158,7 +118,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     """
     check_batch(x)
     dev = resolve_device(device)
-    net = _on_device(model, dev)
+    net = inference_model(model, dev)
     n, _, h, w = x.shape
     pos = occlusion_positions(x.shape, cfg)
     p = len(pos)
@@ -204,107 +164,3 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     count = all_masks.sum(0)
     maps = (total / count.clamp_min(1)).cpu()
     return (maps, details) if return_details else maps
-
-
-# --------------------------------------------------------------------------- meaningful perturbation
-
-@dataclass(frozen=True)
-class MaskConfig:
-    """Meaningful-perturbation mask (deletion game), per image::
-
-        m* = argmin_m  f(X'_m) + lambda1 * mean(|1 - m|^beta1) + lambda2 * mean(|grad m|^beta2)
-        X'_m = M * X + (1 - M) * reference,   M = upsample(m)  (bilinear, to H x W)
-
-    ``m`` lives on a ``resolution`` x ``resolution`` grid in [0, 1] (1 keeps the pixel), starts at
-    ``init`` and is updated by Adam (``lr``) for ``steps`` steps, clipped to [0, 1] after each.
-    ``grad m`` are the horizontal and vertical finite differences of the low-resolution mask (both
-    included in the mean). The saliency map is ``1 - M``: what must be deleted to drop the score.
-    ``batch_size`` images are optimised together (each has its own mask and loss term, so the
-    result does not depend on it).
-    """
-    lambda1: float = 0.05
-    lambda2: float = 0.2
-    beta1: float = 1.0
-    beta2: float = 3.0
-    steps: int = 150
-    lr: float = 0.1
-    resolution: int = 8
-    init: float = 1.0
-    reference: str = "blur"
-    blur_sigma: float = 5.0
-    constant: float = 0.0
-    score: str = "prob"
-    batch_size: int = 32
-
-    def __post_init__(self):
-        for nm in ("lambda1", "lambda2"):
-            v.non_negative(nm, getattr(self, nm))
-        for nm in ("beta1", "beta2", "lr"):
-            v.positive(nm, getattr(self, nm))
-        v.positive("steps", self.steps, integer=True)
-        v.positive("resolution", self.resolution, integer=True)
-        v.in_range("init", self.init, 0.0, 1.0)
-        v.one_of("reference", self.reference, REFERENCES)
-        v.non_negative("blur_sigma", self.blur_sigma)
-        v.in_range("constant", self.constant, 0.0, 1.0)
-        v.one_of("score", self.score, SCORES)
-        v.positive("batch_size", self.batch_size, integer=True)
-
-
-def mask_objective(f: torch.Tensor, m: torch.Tensor, cfg: MaskConfig) -> torch.Tensor:
-    """Per-image objective ``(N,)`` for scores ``f`` (N,) and low-resolution masks ``m`` (N, r, r)."""
-    area = (1 - m).abs().pow(cfg.beta1).flatten(1).mean(1)
-    dx = (m[:, :, 1:] - m[:, :, :-1]).abs().pow(cfg.beta2).flatten(1)
-    dy = (m[:, 1:, :] - m[:, :-1, :]).abs().pow(cfg.beta2).flatten(1)
-    tv = torch.cat([dx, dy], 1).mean(1) if dx.shape[1] + dy.shape[1] else torch.zeros_like(area)
-    return f + cfg.lambda1 * area + cfg.lambda2 * tv
-
-
-def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfig = MaskConfig(),
-                      device="auto", spec=None, progress: Progress | None = None,
-                      return_details: bool = False):
-    """Saliency maps ``1 - M`` (N, H, W) in [0, 1]; with ``return_details`` also a dict with the
-    low-resolution masks ``m`` (N, r, r), ``score_before``/``score_after`` (N,) (``f`` of the input
-    and of the perturbed input) and the final ``objective`` (N,)."""
-    check_batch(x)
-    dev = resolve_device(device)
-    net = _on_device(model, dev)
-    n, _, h, w = x.shape
-    if cfg.resolution > min(h, w):
-        raise NnsensError(f"resolution={cfg.resolution} is finer than the {h}x{w} image; use at "
-                          f"most {min(h, w)}")
-    with torch.no_grad():
-        n_out = net(x[:1].detach().to(dev)).shape[-1]
-    cls_all = torch.tensor(_classes(classes, n, n_out), dtype=torch.long)
-
-    def one(sl: slice):
-        xb = x[sl].detach().to(dev)
-        cls = cls_all[sl].to(dev)
-        ref = reference_image(xb, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
-        with torch.no_grad():
-            f0 = class_score(net(xb), cls, cfg.score)
-        m = torch.full((len(xb), cfg.resolution, cfg.resolution), float(cfg.init), device=dev,
-                       requires_grad=True)
-        opt = torch.optim.Adam([m], lr=cfg.lr)
-        for _ in range(cfg.steps):
-            big = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)
-            xp = big * xb + (1 - big) * ref
-            loss = mask_objective(class_score(net(xp), cls, cfg.score), m, cfg).sum()
-            (m.grad,) = torch.autograd.grad(loss, [m])  # no gradients land on the model
-            opt.step()
-            with torch.no_grad():
-                m.clamp_(0, 1)
-        with torch.no_grad():
-            big = F.interpolate(m[:, None], size=(h, w), mode="bilinear", align_corners=False)
-            f1 = class_score(net(big * xb + (1 - big) * ref), cls, cfg.score)
-            obj = mask_objective(f1, m, cfg)
-        return (1 - big[:, 0]).clamp(0, 1), m.detach(), f0, f1, obj
-
-    out = map_batches(one, n, cfg.batch_size, progress)
-    if out is None:
-        empty = torch.zeros((0, h, w))
-        return (empty, {}) if return_details else empty
-    sal, m, f0, f1, obj = out
-    if return_details:
-        return sal, {"m": m, "score_before": f0, "score_after": f1, "objective": obj}
-    return sal

@@ -26,12 +26,18 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import config as v
-from ._batching import Progress, map_batches
-from .cam import _classes, _on_device, check_batch
-from .device import resolve_device
-from .errors import NnsensError
-from .masks import REFERENCES, SCORES, class_score, reference_image
+from .. import _validate as v
+from .._batching import Progress, map_batches
+from ..device import inference_model, resolve_device
+from ..errors import NnsensError
+from ._common import (
+    REFERENCES,
+    SCORES,
+    _classes,
+    check_batch,
+    class_score,
+    reference_image,
+)
 
 METHODS = ("gradient", "gradxinput", "ig", "smoothgrad")
 LABELS = {"gradient": "Gradient", "gradxinput": "Gradient × input", "ig": "Integrated Gradients",
@@ -115,7 +121,7 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
         raise NnsensError(f"cfg must be a GradientConfig, got {type(cfg).__name__}")
     v.one_of("method", method, METHODS)
     dev = resolve_device(device)
-    net = _on_device(model, dev)
+    net = inference_model(model, dev)
     x = x.detach().to(dev, torch.float32)
     n = len(x)
     cls = torch.as_tensor(_classes(classes, n, None), dtype=torch.long, device=dev)

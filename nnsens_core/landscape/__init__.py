@@ -1,0 +1,117 @@
+"""Loss-landscape sensitivity (Faroz 2024, "Sensitivity Analysis on Loss Landscape").
+
+The method trains the simplest network, ``inputs -> one tanh unit`` with an MSE loss, and records
+during training, for every input feature ``x_j``, the first, second and third derivatives of the
+per-sample loss ``L_i(x) = (tanh(w.x + b) - y_i)^2`` with respect to ``x_j`` (the diagonal
+``d^k L / dx_j^k``), averaged over the data.  The paper's claim is that the *trend* of the second
+derivative while the loss falls has the sign of the Spearman correlation between the feature and
+the target.  This module measures that claim, it does not assume it.
+
+Definitions (used by the page, the CLI and the tests):
+
+* **History**: entry ``e`` is recorded with the parameters after ``e`` epochs; entry 0 is the
+  Xavier-normal initialisation (bias 0), so a run of ``E`` epochs has ``E + 1`` entries
+  (or fewer with ``record_every > 1``; the last epoch is always recorded).
+* **Epochs where the loss falls**: recorded entries ``e >= 1`` whose full-data loss is below the
+  previous recorded entry's.  With ``descent_share = s < 1`` only those up to the first entry where
+  the loss has made ``s`` of its total drop (``loss[0] - min(loss)``) count: the main descent,
+  without the long plateau where the loss still creeps down.
+* **Trend** of feature ``j``: ``rho_j`` = Spearman correlation between the epoch index and the mean
+  second derivative ``mean_i d^2 L_i / dx_j^2`` over the epochs where the loss falls.
+  ``"increasing"`` if ``rho_j > flat_tol``, ``"decreasing"`` if ``rho_j < -flat_tol``, else ``"flat"``;
+  ``"undetermined"`` with fewer than ``min_falling_epochs`` such epochs.  The slope of a least-squares
+  line over the same epochs is reported alongside.
+* **Agreement**: the trend agrees with the data when ``"increasing"`` meets a positive and
+  ``"decreasing"`` a negative Spearman correlation between the feature and the target.  ``"flat"``,
+  ``"undetermined"`` or a zero Spearman correlation count as *not determined* (``None``) and are left
+  out of the agreement rate.
+
+Retrains (``retrains = K``) are trained together: the ``K`` weight vectors are stacked into one
+``(K, d)`` tensor and optimised with one optimizer on the sum of the ``K`` losses.  SGD and Adam act
+element-wise, so this is exactly ``K`` independent runs (tests check run ``k`` equals a lone run of
+its seed ``seed + k``).  All derivatives use ``torch.func`` (nested ``jvp`` along the basis vectors,
+``vmap`` over basis vectors, samples and runs) - no per-sample Python loop.  For the tanh unit the
+loss depends on ``x`` only through ``z = w.x + b``, so the nested ``jvp`` runs in ``z`` and the chain
+rule ``d^k L/dx_j^k = w_j^k d^k L/dz^k`` gives every feature (O(n d) instead of O(n d^2); a test
+checks it equals the nested ``jvp`` directly in the inputs).
+
+For any loaded model there are NeuralSens-style summaries of ``dy/dx`` (:func:`input_gradient_summary`)
+and a 2-D loss surface along two filter-normalised random directions (:func:`loss_surface`,
+Li et al. 2018).  :func:`digits_landscape` is the image variant on scikit-learn's 8x8 digits.
+"""
+
+from __future__ import annotations
+
+from .digits import DigitsLandscape, digits_landscape, load_digits_arrays
+from .surface import (
+    LossSurface,
+    SurfaceConfig,
+    choose_loss,
+    filter_normalized_direction,
+    input_gradient_summary,
+    input_gradients,
+    loss_surface,
+)
+from .tanh_unit import (
+    FINAL_ROWS,
+    ORDERS,
+    QUANTILES,
+    TRENDS,
+    LandscapeConfig,
+    TrainHistory,
+    derivative_histories,
+    diagonal_derivatives,
+    loss_input_derivatives,
+    tanh_unit_input_derivatives,
+    tanh_unit_loss,
+    train_tanh_units,
+    validate_xy,
+    xavier_normal,
+)
+from .trends import (
+    LandscapeResult,
+    Trend,
+    agreement,
+    classify_trend,
+    falling_mask,
+    prepare_xy,
+    run_landscape,
+    run_landscape_tabular,
+    spearman_columns,
+)
+
+__all__ = [
+    "TRENDS",
+    "QUANTILES",
+    "ORDERS",
+    "FINAL_ROWS",
+    "LandscapeConfig",
+    "validate_xy",
+    "diagonal_derivatives",
+    "tanh_unit_loss",
+    "tanh_unit_input_derivatives",
+    "loss_input_derivatives",
+    "TrainHistory",
+    "xavier_normal",
+    "train_tanh_units",
+    "derivative_histories",
+    "spearman_columns",
+    "falling_mask",
+    "Trend",
+    "classify_trend",
+    "agreement",
+    "LandscapeResult",
+    "prepare_xy",
+    "run_landscape",
+    "run_landscape_tabular",
+    "DigitsLandscape",
+    "load_digits_arrays",
+    "digits_landscape",
+    "SurfaceConfig",
+    "input_gradients",
+    "input_gradient_summary",
+    "filter_normalized_direction",
+    "choose_loss",
+    "LossSurface",
+    "loss_surface",
+]

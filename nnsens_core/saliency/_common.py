@@ -1,0 +1,80 @@
+"""Pieces every saliency method shares: the class score, the reference image, the batch and
+class checks, and per-image map scaling."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import _validate as v
+from ..errors import NnsensError
+
+REFERENCES = ("blur", "constant")
+SCORES = ("prob", "logit")
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflect padding (radius ``ceil(3 sigma)``,
+    capped at the image size minus one)."""
+    if sigma <= 0:
+        return x.clone()
+    h, w = x.shape[-2:]
+    out = x
+    for dim, size in ((-1, w), (-2, h)):
+        r = max(1, min(int(math.ceil(3 * sigma)), size - 1))
+        t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = (k / k.sum()).view(1, 1, -1) if dim == -1 else (k / k.sum()).view(1, 1, -1, 1)
+        c = out.shape[1]
+        if dim == -1:
+            padded = F.pad(out, (r, r, 0, 0), mode="reflect")
+            out = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        else:
+            padded = F.pad(out, (0, 0, r, r), mode="reflect")
+            out = F.conv2d(padded, k.expand(c, 1, -1, 1), groups=c)
+    return out
+
+
+def reference_image(x: torch.Tensor, reference: str = "blur", blur_sigma: float = 5.0,
+                    constant: float = 0.0, spec=None) -> torch.Tensor:
+    """The image that replaces perturbed pixels (same shape and space as ``x``)."""
+    v.one_of("reference", reference, REFERENCES)
+    if reference == "blur":
+        return gaussian_blur(x, blur_sigma)
+    grey = torch.full_like(x, float(constant))
+    return spec.normalize(grey) if spec is not None else grey
+
+
+def class_score(logits: torch.Tensor, classes: torch.Tensor, score: str) -> torch.Tensor:
+    """``f`` per row: softmax probability or logit of ``classes[i]``."""
+    vals = torch.softmax(logits, dim=-1) if score == "prob" else logits
+    return vals.gather(1, classes.view(-1, 1)).squeeze(1)
+
+
+# --------------------------------------------------------------------------- occlusion
+
+
+
+def _classes(classes, n: int, n_out: int | None) -> list[int]:
+    c = np.asarray(classes if classes is not None else [], dtype=np.int64).reshape(-1)
+    if c.size == 1 and n > 1:
+        c = np.repeat(c, n)
+    if c.size != n:
+        raise NnsensError(f"{c.size} classes given for {n} images; give one class per image "
+                          "(or a single class for all)")
+    if n_out is not None and len(c) and (c.min() < 0 or c.max() >= n_out):
+        raise NnsensError(f"classes {sorted(set(c.tolist()))} must lie in 0..{n_out - 1} "
+                          f"(the model has {n_out} outputs)")
+    return c.tolist()
+
+
+def check_batch(x) -> None:
+    """A clear error unless ``x`` is a batch of images ``(N, C, H, W)``."""
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
+
+

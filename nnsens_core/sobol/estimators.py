@@ -1,0 +1,230 @@
+"""SALib-equal estimators on numpy/torch arrays: :func:`sample` (Saltelli matrices) and
+:func:`analyze` (S1, ST, S2 with bootstrap confidence intervals). The model never enters here."""
+from __future__ import annotations
+
+import os
+import statistics
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import _validate as v
+from .._batching import DEFAULT_MEMORY_BUDGET, Progress, batch_slices, check_memory
+from ..device import resolve_device
+from ..errors import NnsensError
+from .problem import _EPS, SobolProblem, rows_per_sample
+
+# --------------------------------------------------------------------------- sampling
+
+def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int | None = 0,
+           progress: Progress | None = None) -> np.ndarray:
+    """SALib 1.6's ``sample.sobol.sample(problem, n, calc_second_order=..., seed=seed)``, vectorised.
+
+    Returns ``(n * (2D+2), D)`` (or ``n * (D+2)``) float64 rows: for each base sample A, then
+    AB_1..AB_D (column j from B), then (second order) BA_1..BA_D (column j from A), then B.
+    The first ``m * step`` rows for ``m < n`` equal ``sample(problem, m, ...)``.
+    """
+    from SALib.util import _scale_samples
+    from scipy.stats import qmc
+    v.power_of_two("n", n)
+    D = problem.D
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's ``seed=`` spelling, kept to match SALib exactly
+        qrng = qmc.Sobol(d=2 * D, scramble=True, seed=seed)
+        base = qrng.random(n)
+    A, B = base[:, :D], base[:, D:]
+    step = rows_per_sample(D, second_order)
+    out = np.empty((n, step, D))
+    out[:, 0] = A
+    cols = np.arange(D)
+    out[:, 1:D + 1] = A[:, None, :]
+    out[:, 1 + cols, cols] = B
+    if second_order:
+        out[:, D + 1:2 * D + 1] = B[:, None, :]
+        out[:, D + 1 + cols, cols] = A
+    out[:, step - 1] = B
+    out = out.reshape(n * step, D)
+    _scale_samples(out, [list(b) for b in problem.bounds])  # SALib's own in-place scaling
+    if progress is not None:
+        progress(1, 1)
+    return out
+
+# --------------------------------------------------------------------------- analysis
+
+@dataclass
+class SobolIndices:
+    """Indices for M outputs and D inputs (SALib's keys, with a leading output axis).
+
+    ``S2``/``S2_conf`` are (M, D, D) with the upper triangle filled and NaN elsewhere (as SALib),
+    or None without second order.  ``constant[m]``: output m never varied (its indices are 0).
+    """
+    S1: np.ndarray
+    S1_conf: np.ndarray
+    ST: np.ndarray
+    ST_conf: np.ndarray
+    S2: np.ndarray | None
+    S2_conf: np.ndarray | None
+    N: int
+    constant: np.ndarray
+
+    def select(self, idx) -> "SobolIndices":
+        idx = np.atleast_1d(np.asarray(idx))
+        return SobolIndices(self.S1[idx], self.S1_conf[idx], self.ST[idx], self.ST_conf[idx],
+                            None if self.S2 is None else self.S2[idx],
+                            None if self.S2_conf is None else self.S2_conf[idx],
+                            self.N, self.constant[idx])
+
+
+def z_value(conf_level: float) -> float:
+    """Two-sided normal quantile, SALib's ``norm.ppf(0.5 + conf_level / 2)``."""
+    return statistics.NormalDist().inv_cdf(0.5 + conf_level / 2)
+
+
+def bootstrap_indices(N: int, num_resamples: int, seed: int | None) -> np.ndarray:
+    """Resample indices (N, R) drawn as SALib does for a non-zero seed."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(N, size=(N, num_resamples))
+
+
+def analysis_bytes(N: int, D: int, M: int, second_order: bool, num_resamples: int) -> int:
+    """Memory :func:`analyze` needs beyond its chunked work space (counts, Y, results)."""
+    step = rows_per_sample(D, second_order)
+    K = _n_terms(D, second_order)
+    return int(8 * ((num_resamples + 1) * N * 2 + N * step * M * 2 + (num_resamples + 1) * K * M * 2)
+               + DEFAULT_MEMORY_BUDGET // 4)
+
+
+def _n_terms(D: int, second_order: bool) -> int:
+    return 4 + 2 * D + ((D * (D - 1)) // 2 + 1 if second_order else 0)
+
+
+def default_memory_limit() -> float:
+    """Half the physical memory (capped at 16 GiB): what one run may take."""
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        phys = 8 * 2**30
+    return float(min(16 * 2**30, phys / 2))
+
+
+def _analysis_device(device) -> torch.device:
+    dev = resolve_device(device)
+    return dev if dev.type == "cuda" else torch.device("cpu")  # float64: not on mps
+
+
+def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_resamples: int = 100,
+            conf_level: float = 0.95, seed: int | None = None, device="cpu",
+            progress: Progress | None = None, chunk_bytes: int = 64 * 2**20,
+            memory_limit: float | None = None) -> SobolIndices:
+    """SALib 1.6 ``analyze.sobol.analyze`` for every column of ``Y`` (n_rows,) or (n_rows, M).
+
+    Same estimators and output standardisation as SALib; bootstrap indices are drawn like SALib's
+    with ``seed`` (``None``: fresh entropy), so for the same non-zero seed the CIs equal SALib's.
+    ``seed=0`` is reproducible here (``default_rng(0)``), whereas SALib treats 0 like None and draws
+    from NumPy's global state: point estimates still agree exactly, CIs only statistically.
+    """
+    D = problem.D if isinstance(problem, SobolProblem) else int(problem)
+    v.positive("num_resamples", num_resamples, integer=True)
+    if num_resamples < 2:
+        raise NnsensError(f"num_resamples={num_resamples} must be >= 2 for a bootstrap CI")
+    v.in_range("conf_level", conf_level, 0, 1, lo_open=True, hi_open=True)
+    dev = _analysis_device(device)
+    Yt = torch.as_tensor(np.asarray(Y) if not isinstance(Y, torch.Tensor) else Y)
+    if Yt.ndim == 1:
+        Yt = Yt[:, None]
+    if Yt.ndim != 2:
+        raise NnsensError(f"Y has shape {tuple(Yt.shape)}; give (rows,) or (rows, outputs)")
+    n_rows, M = Yt.shape
+    step = rows_per_sample(D, second_order)
+    if n_rows == 0 or n_rows % step:
+        raise NnsensError(f"Y has {n_rows} rows, not a multiple of {step} (= {'2D+2' if second_order else 'D+2'}"
+                          f" for D={D}); confirm second_order matches the option used in sample()")
+    N = n_rows // step
+    if N < 2:
+        raise NnsensError(f"only N={N} base sample; use N >= 2")
+    if memory_limit is not None:
+        check_memory(analysis_bytes(N, D, M, second_order, num_resamples), memory_limit,
+                     "the Sobol analysis")
+    Yt = Yt.to(device=dev, dtype=torch.float64)
+    if not torch.isfinite(Yt).all():
+        raise NnsensError("Y holds NaN or infinite values; the model output is not finite on the samples")
+    # SALib: Y = (Y - Y.mean()) / Y.std()  (population std), per output here.
+    mean = Yt.mean(0)
+    std = Yt.std(0, correction=0)
+    constant = std <= 0
+    Yt = (Yt - mean) / torch.where(constant, torch.ones_like(std), std)
+    Yr = Yt.reshape(N, step, M)
+    A, B = Yr[:, 0], Yr[:, step - 1]
+    AB = Yr[:, 1:D + 1]
+    BA = Yr[:, D + 1:2 * D + 1] if second_order else None
+
+    R = num_resamples
+    r = bootstrap_indices(N, R, seed)  # (N, R): resample b draws rows r[:, b]
+    r += np.arange(R, dtype=r.dtype) * N
+    counts = torch.empty(R + 1, N, dtype=torch.float64)
+    counts[0] = 1.0  # row 0: the plain sample = point estimate
+    counts[1:] = torch.from_numpy(np.bincount(r.ravel(), minlength=R * N).reshape(R, N))
+    del r
+    counts = counts.to(dev)
+    used = counts[1:].sum(0) > 0
+
+    pairs = torch.triu_indices(D, D, 1, device=dev) if second_order else None
+    K = _n_terms(D, second_order)
+    # G[:, k, m]: mean over each resample of per-row term k of output m
+    G = torch.zeros(R + 1, K, M, dtype=torch.float64, device=dev)
+    rows_per_chunk = max(1, int(chunk_bytes // (8 * max(1, K * M) * 2)))
+    slices = list(batch_slices(N, rows_per_chunk))
+    for i, sl in enumerate(slices):
+        a, b, ab = A[sl], B[sl], AB[sl]  # (n, M), (n, M), (n, D, M)
+        terms = [a[:, None], b[:, None], (a * a)[:, None], (b * b)[:, None],
+                 b[:, None] * (ab - a[:, None]), (a[:, None] - ab) ** 2]
+        if second_order:
+            ba = BA[sl]
+            terms += [ba[:, pairs[0]] * ab[:, pairs[1]], (a * b)[:, None]]
+        F = torch.cat(terms, dim=1)  # (n, K, M)
+        G += (counts[:, sl] @ F.reshape(F.shape[0], K * M)).reshape(R + 1, K, M)
+        if progress is not None:
+            progress(i + 1, len(slices))
+    G /= N
+
+    mA, mB, mA2, mB2 = G[:, 0], G[:, 1], G[:, 2], G[:, 3]  # (R+1, M)
+    var = (mA2 + mB2) / 2 - ((mA + mB) / 2) ** 2  # np.var(np.r_[A, B]) per resample
+    ok = var > _EPS
+    safe = torch.where(ok, var, torch.ones_like(var))[:, None, :]
+    zero = torch.zeros((), dtype=torch.float64, device=dev)
+    S1 = torch.where(ok[:, None, :], G[:, 4:4 + D] / safe, zero)  # (R+1, D, M)
+    ST = torch.where(ok[:, None, :], 0.5 * G[:, 4 + D:4 + 2 * D] / safe, zero)
+    # SALib returns zeros when np.ptp(np.r_[A, B]) <= eps (here over the rows the resamples drew).
+    ab_all = torch.cat([A, B], 0)
+    ptp_point = ab_all.amax(0) - ab_all.amin(0)
+    ab_used = torch.cat([A[used], B[used]], 0)
+    ptp_used = ab_used.amax(0) - ab_used.amin(0)
+    flat = torch.stack([ptp_point <= _EPS] + [ptp_used <= _EPS] * R)  # (R+1, M)
+    S1 = torch.where(flat[:, None, :], zero, S1)
+    ST = torch.where(flat[:, None, :], zero, ST)
+    Z = z_value(conf_level)
+
+    def conf(x):  # (R+1, ..., M) -> Z * std over the R resamples
+        return Z * x[1:].std(0, correction=1)
+
+    out = {"S1": S1[0], "S1_conf": conf(S1), "ST": ST[0], "ST_conf": conf(ST)}
+    out["S1_conf"] = torch.where((ptp_used <= _EPS)[None, :], zero, out["S1_conf"])
+    out["ST_conf"] = torch.where((ptp_used <= _EPS)[None, :], zero, out["ST_conf"])
+    S2 = S2c = None
+    if second_order:
+        P = pairs.shape[1]
+        o = 4 + 2 * D
+        Vjk = torch.where(ok[:, None, :], (G[:, o:o + P] - G[:, o + P:o + P + 1]) / safe, zero)
+        S2p = Vjk - S1[:, pairs[0]] - S1[:, pairs[1]]
+        S2p = torch.where(flat[:, None, :], zero, S2p)  # (R+1, P, M)
+        S2 = np.full((M, D, D), np.nan)
+        S2c = np.full((M, D, D), np.nan)
+        j, k = pairs.cpu().numpy()
+        S2[:, j, k] = S2p[0].T.cpu().numpy()
+        S2c[:, j, k] = conf(S2p).T.cpu().numpy()
+    res = {key: val.T.cpu().numpy() for key, val in out.items()}  # (M, D)
+    return SobolIndices(res["S1"], res["S1_conf"], res["ST"], res["ST_conf"], S2, S2c, N,
+                        constant.cpu().numpy())
+

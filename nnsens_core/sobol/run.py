@@ -1,0 +1,324 @@
+"""Evaluate a model on Sobol samples (output and hidden neurons in one pass) and chain
+sample -> evaluate -> analyze (:func:`run`)."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._batching import Progress, auto_batch_size, check_memory, map_batches
+from .._hooks import add_forward_hook, forward_with_outputs
+from ..device import inference_model, resolve_device
+from ..errors import NnsensError
+from ..zoo import LoadedModel
+from .estimators import (
+    SobolIndices,
+    analysis_bytes,
+    analyze,
+    default_memory_limit,
+    sample,
+)
+from .problem import (
+    _ACTIVATIONS,
+    OUTPUT,
+    SobolConfig,
+    SobolProblem,
+    StageProgress,
+    rows_per_sample,
+)
+
+# --------------------------------------------------------------------------- evaluation
+
+def _module(model) -> nn.Module:
+    return model.module if isinstance(model, LoadedModel) else model
+
+
+def input_width(model) -> int | None:
+    """Input width of a tabular model: its spec, else its first Linear layer (None if unknown)."""
+    if isinstance(model, LoadedModel) and model.spec.input_shape:
+        return int(model.spec.input_shape[0])
+    for m in _module(model).modules():
+        if isinstance(m, nn.Linear):
+            return int(m.in_features)
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            return None
+    return None
+
+
+def check_width(model, D: int) -> None:
+    """Refuse a model whose input width differs from the number of features."""
+    width = input_width(model)
+    if width is not None and width != D:
+        raise NnsensError(f"the model takes {width} inputs but the data has {D} features; pick the "
+                          "matching dataset/model (or retrain the model on these features)")
+
+
+def _device_of(module: nn.Module) -> torch.device | None:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else None
+
+
+def _param_dtype(module: nn.Module) -> torch.dtype:
+    p = next(iter(module.parameters()), None)
+    return p.dtype if p is not None and p.dtype.is_floating_point else torch.float32
+
+
+def hidden_layers(model, n_inputs: int | None = None) -> dict[str, int]:
+    """Named modules with 2-D outputs ``(batch, neurons)``, in forward order, as ``{name: neurons}``.
+
+    For :class:`~nnsens_core.zoo.PaperMLP`: ``fc1, bn1, act1 (10), fc2, bn2, out (1)``.
+    """
+    module = _module(model)
+    d = n_inputs or input_width(model)
+    if d is None:
+        raise NnsensError("the model's input width is unknown; give n_inputs")
+    order: list[str] = []
+    widths: dict[str, int] = {}
+    handles = []
+    try:
+        for name, sub in module.named_modules():
+            if not name:
+                continue
+
+            def hook(_m, _i, out, _name=name):
+                if isinstance(out, (tuple, list)):
+                    out = out[0]
+                if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2:
+                    order.append(_name)
+                    widths[_name] = int(out.shape[1])
+            handles.append(add_forward_hook(sub, hook))
+        eval_mod = module if not module.training else copy.deepcopy(module).eval()
+        dev = _device_of(module) or torch.device("cpu")
+        with torch.no_grad():
+            eval_mod(torch.zeros(2, d, device=dev, dtype=_param_dtype(module)))
+    except NnsensError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure means the model does not fit the width
+        raise NnsensError(f"the model does not accept {d} inputs: {str(exc)[:200]}") from None
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: widths[n] for n in dict.fromkeys(order)}
+
+
+def default_layer(model, n_inputs: int | None = None) -> str | None:
+    """The first post-activation layer with more than one neuron (``act1`` for the paper MLP)."""
+    layers = hidden_layers(model, n_inputs)
+    mods = dict(_module(model).named_modules())
+    for name, width in layers.items():
+        if isinstance(mods[name], _ACTIVATIONS) and width > 1:
+            return name
+    wide = [n for n, w in layers.items() if w > 1]
+    return wide[0] if wide else (next(iter(layers)) if layers else None)
+
+
+def target_labels(target: str, width: int) -> list[str]:
+    """Labels of a target's columns: ``output`` / ``output[c]``, ``layer[i]``."""
+    if width == 1:
+        return [target]
+    return [f"{target}[{i}]" for i in range(width)]
+
+
+@torch.no_grad()
+def evaluate(model, X: np.ndarray | torch.Tensor, targets: Sequence[str] = (OUTPUT,),
+             device="auto", batch_size: int | None = None,
+             progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Run the model on every row of ``X``; returns ``{target: (n, neurons) float64}``.
+
+    ``targets``: :data:`OUTPUT` and/or module names; all are captured in ONE forward pass per batch
+    (forward hooks, removed afterwards).  The model is not modified.
+    """
+    dev = resolve_device(device)
+    targets = list(dict.fromkeys(targets))
+    if not targets:
+        raise NnsensError("targets is empty; give 'output' and/or a hidden layer name")
+    X = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
+    if X.ndim != 2:
+        raise NnsensError(f"X has shape {tuple(X.shape)}; it must be (rows, features)")
+    check_width(model, X.shape[1])
+    module = inference_model(model, dev)
+    dtype = _param_dtype(module)
+    layers = [t for t in targets if t != OUTPUT]
+    if batch_size is None:
+        batch_size = auto_batch_size(X.shape[1] * 64 + 4096)
+    if batch_size < 1:
+        raise NnsensError(f"batch_size={batch_size} must be >= 1")
+
+    def one(sl: slice):
+        xb = X[sl].to(device=dev, dtype=dtype)
+        y, outs = forward_with_outputs(module, xb, layers)
+        res = []
+        for t in targets:
+            o = y if t == OUTPUT else outs.get(t)
+            if o is None:
+                raise NnsensError(f"layer {t!r} did not run in the forward pass; pick another layer")
+            if o.ndim > 2 or o.ndim == 0:
+                raise NnsensError(f"{t!r} outputs shape {tuple(o.shape)}; pick a layer with 2-D "
+                                  "outputs (rows, neurons)")
+            res.append(o.reshape(len(xb), -1).to(torch.float64))
+        return tuple(res)
+
+    try:
+        parts = map_batches(one, len(X), batch_size, progress)
+    except NnsensError:
+        raise
+    except RuntimeError as exc:
+        raise NnsensError(f"the model failed on inputs of shape (batch, {X.shape[1]}): "
+                          f"{str(exc)[:200]}") from None
+    if parts is None:
+        raise NnsensError("X has no rows")
+    return {t: p.numpy() for t, p in zip(targets, parts)}
+
+# --------------------------------------------------------------------------- full run
+
+@dataclass
+class SobolResult:
+    """A Sobol' run: indices of the model output and of the chosen layer's neurons."""
+    problem: SobolProblem
+    config: SobolConfig
+    targets: tuple[str, ...]  # one label per analysed output column
+    groups: tuple[str, ...]   # the target (OUTPUT or layer name) of each column
+    indices: SobolIndices
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.problem.names
+
+    def group(self, target: str = OUTPUT) -> SobolIndices:
+        idx = [i for i, g in enumerate(self.groups) if g == target]
+        if not idx:
+            raise NnsensError(f"target {target!r} was not analysed; it has {sorted(set(self.groups))}")
+        return self.indices.select(idx)
+
+    def output(self, column: int = 0) -> SobolIndices:
+        """Indices of one column of the model output (the first by default)."""
+        idx = [i for i, g in enumerate(self.groups) if g == OUTPUT]
+        return self.indices.select([idx[column]])
+
+    def to_json(self) -> dict:
+        """The CLI's document: the model output's indices at top level, every target under ``targets``."""
+        def clean(a):
+            if a is None:
+                return None
+            a = np.asarray(a, dtype=float)
+            return np.where(np.isnan(a), None, a).tolist() if np.isnan(a).any() else a.tolist()
+        out = self.output()
+        doc = {"names": list(self.names), "S1": clean(out.S1[0]), "S1_conf": clean(out.S1_conf[0]),
+               "ST": clean(out.ST[0]), "ST_conf": clean(out.ST_conf[0]),
+               "S2": clean(None if out.S2 is None else out.S2[0]),
+               "S2_conf": clean(None if out.S2_conf is None else out.S2_conf[0]),
+               "N": self.indices.N, "bounds": [list(b) for b in self.problem.bounds],
+               "config": asdict(self.config), "timings_s": dict(self.timings), "targets": {}}
+        I = self.indices
+        for i, label in enumerate(self.targets):
+            doc["targets"][label] = {
+                "group": self.groups[i], "constant": bool(I.constant[i]),
+                "S1": clean(I.S1[i]), "S1_conf": clean(I.S1_conf[i]),
+                "ST": clean(I.ST[i]), "ST_conf": clean(I.ST_conf[i]),
+                "S2": clean(None if I.S2 is None else I.S2[i]),
+                "S2_conf": clean(None if I.S2_conf is None else I.S2_conf[i])}
+        return doc
+
+    def to_frames(self) -> dict:
+        """pandas tables: ``indices`` (output S1/ST), ``second_order`` (pairs), and for a layer
+        ``<layer> S1`` / ``<layer> ST`` (neuron x feature) plus ``all targets`` (long form)."""
+        import pandas as pd
+        names = list(self.names)
+        out = self.output()
+        frames = {"indices": pd.DataFrame({"S1": out.S1[0], "S1_conf": out.S1_conf[0],
+                                           "ST": out.ST[0], "ST_conf": out.ST_conf[0]},
+                                          index=pd.Index(names, name="feature"))}
+        if out.S2 is not None:
+            j, k = np.triu_indices(len(names), 1)
+            frames["second_order"] = pd.DataFrame(
+                {"S2": out.S2[0][j, k], "S2_conf": out.S2_conf[0][j, k]},
+                index=pd.MultiIndex.from_arrays([[names[a] for a in j], [names[b] for b in k]],
+                                                names=["feature_i", "feature_j"]))
+        if self.config.layer is not None:
+            layer = self.group(self.config.layer)
+            labels = [t for t, g in zip(self.targets, self.groups) if g == self.config.layer]
+            for key, arr in (("S1", layer.S1), ("ST", layer.ST)):
+                frames[f"{self.config.layer} {key}"] = pd.DataFrame(
+                    arr, index=pd.Index(labels, name="neuron"), columns=names)
+        rows = []
+        I = self.indices
+        for i, label in enumerate(self.targets):
+            for d, name in enumerate(names):
+                rows.append({"target": label, "feature": name, "S1": I.S1[i, d],
+                             "S1_conf": I.S1_conf[i, d], "ST": I.ST[i, d], "ST_conf": I.ST_conf[i, d]})
+        frames["all targets"] = pd.DataFrame(rows).set_index(["target", "feature"])
+        return frames
+
+
+def _stage(progress: StageProgress | None, stage: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage, done, total)
+
+
+def estimate_bytes(problem: SobolProblem, cfg: SobolConfig, n_outputs: int) -> int:
+    """Memory of a full run: the sample matrix, the outputs and the analysis."""
+    rows = cfg.n * rows_per_sample(problem.D, cfg.second_order)
+    return int(rows * problem.D * 8 * 2 + rows * n_outputs * 8 * 3
+               + analysis_bytes(cfg.n, problem.D, n_outputs, cfg.second_order, cfg.num_resamples))
+
+
+def _n_outputs(model, problem: SobolProblem, targets: Sequence[str]) -> dict[str, int]:
+    layers = hidden_layers(model, problem.D)
+    module = _module(model)
+    dev = _device_of(module) or torch.device("cpu")
+    with torch.no_grad():
+        eval_mod = module if not module.training else copy.deepcopy(module).eval()
+        y = eval_mod(torch.zeros(2, problem.D, device=dev, dtype=_param_dtype(module)))
+    widths = {OUTPUT: int(y.reshape(2, -1).shape[1])}
+    for t in targets:
+        if t == OUTPUT:
+            continue
+        if t not in layers:
+            allowed = ", ".join(layers) or "none"
+            raise NnsensError(f"layer {t!r} has no 2-D (rows, neurons) output in this model; "
+                              f"choose one of: {allowed}")
+        widths[t] = layers[t]
+    return widths
+
+
+def run(model, problem: SobolProblem, cfg: SobolConfig = SobolConfig(), device="auto",
+        batch_size: int | None = None, progress: StageProgress | None = None,
+        memory_limit: float | None = None) -> SobolResult:
+    """sample -> evaluate (output + ``cfg.layer`` in one pass per batch) -> analyze.
+
+    Refuses up front (with the estimate) a run whose memory exceeds ``memory_limit``
+    (default: half the physical memory, at most 16 GiB).
+    """
+    check_width(model, problem.D)
+    widths = _n_outputs(model, problem, cfg.targets)
+    M = sum(widths.values())
+    limit = default_memory_limit() if memory_limit is None else memory_limit
+    check_memory(estimate_bytes(problem, cfg, M), limit,
+                 f"Sobol with N={cfg.n}, D={problem.D}, {M} outputs")
+    t = {}
+    t0 = time.perf_counter()
+    X = sample(problem, cfg.n, cfg.second_order, cfg.seed, _stage(progress, "sampling"))
+    t["sampling"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Ys = evaluate(model, X, cfg.targets, device, batch_size, _stage(progress, "evaluation"))
+    del X
+    t["evaluation"] = time.perf_counter() - t0
+    labels, groups = [], []
+    for tgt in cfg.targets:
+        labels += target_labels(tgt, Ys[tgt].shape[1])
+        groups += [tgt] * Ys[tgt].shape[1]
+    Y = np.concatenate([Ys[tg] for tg in cfg.targets], axis=1)
+    t0 = time.perf_counter()
+    ind = analyze(problem, Y, second_order=cfg.second_order, num_resamples=cfg.num_resamples,
+                  conf_level=cfg.conf_level, seed=cfg.seed, device=device,
+                  progress=_stage(progress, "analysis"))
+    t["analysis"] = time.perf_counter() - t0
+    return SobolResult(problem, cfg, tuple(labels), tuple(groups), ind, t)
+
