@@ -25,9 +25,11 @@ def demo_images(split: str, n: int):
     return phantom.demo_images(split, n=n)
 
 
-@st.cache_resource
+@st.cache_resource(max_entries=16, ttl=3600)
 def model_on(_model: LoadedModel, key: str, device: str) -> LoadedModel:
-    """A copy of an uploaded model on ``device`` (cached per model key and device)."""
+    """The model on ``device`` (a copy when it is elsewhere), cached per content fingerprint ``key``
+    (:func:`nnsens_core.fingerprint.fingerprint`, never an upload's name) and device; entries are
+    dropped after an hour unused or when 16 are held."""
     import copy
     dev = resolve_device(device)
     if next(_model.module.parameters(), None) is not None and \

@@ -2,6 +2,9 @@
 
 Pages call :func:`tabular` or :func:`images` to get the selected data and model together with a
 ``key`` string that identifies them for ``st.cache_data`` (pass models as ``_model`` arguments).
+The key is built from content fingerprints (:func:`nnsens_core.fingerprint.fingerprint`), never from
+upload names: the caches are shared by every session, and two users who upload different files with
+the same name must never see each other's model or results.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from nnsens_core.data import ImageData, TabularData, demo_rows
 from nnsens_core.demos import demo_cnn_names
 from nnsens_core.device import DEVICE_CHOICES, available_devices, resolve_device
+from nnsens_core.fingerprint import fingerprint
 from nnsens_core.zoo import LoadedModel
 
 from . import cache
@@ -79,10 +83,31 @@ def _uploads() -> dict:
     return st.session_state["uploads"]
 
 
-def add_upload(kind: str, label: str, obj, message: str = "") -> None:
-    """Register an uploaded dataset/model (``kind`` one of the four upload kinds), select it in the
-    sidebar and rerun; ``message`` is shown once after the rerun (see :func:`flash`)."""
+def _upload_ids() -> dict:
+    if "upload_ids" not in st.session_state:
+        st.session_state["upload_ids"] = {k: {} for k in _uploads()}
+    return st.session_state["upload_ids"]
+
+
+def content_id(kind: str, label: str, obj) -> str:
+    """The fingerprint of the upload ``label`` (computed once, when it was added)."""
+    ids = _upload_ids()[kind]
+    if label not in ids:
+        ids[label] = fingerprint(obj)
+    return ids[label]
+
+
+def register_upload(kind: str, label: str, obj) -> None:
+    """Keep an uploaded dataset/model (``kind`` one of the four upload kinds) under ``label`` in this
+    session, identified by its content fingerprint."""
     _uploads()[kind][label] = obj
+    _upload_ids()[kind][label] = fingerprint(obj)
+
+
+def add_upload(kind: str, label: str, obj, message: str = "") -> None:
+    """Register an upload (:func:`register_upload`), select it in the sidebar and rerun; ``message``
+    is shown once after the rerun (see :func:`flash`)."""
+    register_upload(kind, label, obj)
     st.session_state.setdefault("_pending_sel", {})[kind] = label
     st.session_state["_flash"] = message
     st.rerun()
@@ -143,6 +168,9 @@ def tabular(stop: bool = True) -> TabularContext | None:
     ups = _uploads()
     data = demo_data if data_label == DEMO_TABULAR else ups["tabular_data"].get(data_label, demo_data)
     model = demo_model if model_label == DEMO_MLP else ups["tabular_model"].get(model_label, demo_model)
+    data_id = "demo:pima" if data is demo_data else content_id("tabular_data", data_label, data)
+    model_id = f"demo:paper-mlp:seed={sd}" if model is demo_model else \
+        content_id("tabular_model", model_label, model)
     rows = st.session_state.get("tabular_rows", {}).get(data_label) or demo_rows(data)
     width = model.spec.input_shape[0]
     if width != data.n_features:
@@ -150,8 +178,9 @@ def tabular(stop: bool = True) -> TabularContext | None:
                  f"{data.n_features} features. Pick a matching pair in the sidebar, or train the "
                  "paper MLP on this dataset on the Model & data page.")
         return _stop(stop)
-    key = f"{data_label}|{model_label}|seed={sd if model_label == DEMO_MLP else '-'}"
-    return TabularContext(data, cache.model_on(model, key, str(dev)), rows[0], rows[1], key, dev, sd)
+    key = f"{data_id}|{model_id}"
+    return TabularContext(data, cache.model_on(model, model_id, str(dev)), rows[0], rows[1], key, dev,
+                          sd)
 
 
 def images(stop: bool = True) -> ImageContext | None:
@@ -162,14 +191,18 @@ def images(stop: bool = True) -> ImageContext | None:
     data_label = st.session_state.get("sel_image_data", DEMO_PHANTOM)
     model_label = st.session_state.get("sel_image_model") or (f"Demo: {names[0]}" if names else None)
     ups = _uploads()
-    data = cache.demo_images("test", PHANTOM_TEST_N) if data_label == DEMO_PHANTOM \
-        else ups["image_data"].get(data_label)
+    if data_label == DEMO_PHANTOM:
+        data, data_id = cache.demo_images("test", PHANTOM_TEST_N), f"demo:phantom:test:{PHANTOM_TEST_N}"
+    else:
+        data = ups["image_data"].get(data_label)
+        data_id = None if data is None else content_id("image_data", data_label, data)
     if model_label and model_label.startswith("Demo: ") and model_label[6:] in names:
-        model = cache.demo_cnn(model_label[6:], str(dev))
+        model, model_id = cache.demo_cnn(model_label[6:], str(dev)), f"demo:{model_label[6:]}"
     else:
         model = ups["image_model"].get(model_label)
         if model is not None:
-            model = cache.model_on(model, f"upload:{model_label}", str(dev))
+            model_id = content_id("image_model", model_label, model)
+            model = cache.model_on(model, model_id, str(dev))
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
         return _stop(stop)
@@ -178,7 +211,7 @@ def images(stop: bool = True) -> ImageContext | None:
                  f"(C, H, W) but '{data_label}' has {tuple(data.shape)}. Re-upload the images at that "
                  "size / channel count, or pick another model.")
         return _stop(stop)
-    return ImageContext(data, model, f"{data_label}|{model_label}", dev, sd)
+    return ImageContext(data, model, f"{data_id}|{model_id}", dev, sd)
 
 
 def _stop(stop: bool) -> None:

@@ -1,0 +1,40 @@
+"""Content fingerprints (what the dashboard's shared caches are keyed by)."""
+import numpy as np
+import pytest
+import torch
+
+from nnsens_core.data import TabularData, load_pima
+from nnsens_core.errors import NnsensError
+from nnsens_core.fingerprint import fingerprint
+from nnsens_core.zoo import PaperMLP
+
+
+def test_equal_content_equal_fingerprint_any_change_differs():
+    torch.manual_seed(0)
+    a = PaperMLP(8, 10).eval()
+    b = PaperMLP(8, 10).eval()
+    b.load_state_dict(a.state_dict())
+    assert fingerprint(a) == fingerprint(b)
+    with torch.no_grad():
+        b.fc1.weight[0, 0] += 1e-6
+    assert fingerprint(a) != fingerprint(b)
+    b.load_state_dict(a.state_dict())
+    b.bn1.running_mean[0] = 0.5  # buffers count too
+    assert fingerprint(a) != fingerprint(b)
+
+
+def test_datasets_rows_dtypes_and_names_count():
+    d = load_pima()
+    assert fingerprint(d) == fingerprint(load_pima())
+    assert fingerprint(d) != fingerprint(d.rows("0:500"))
+    renamed = TabularData(d.X, d.y, tuple(reversed(d.feature_names)), d.target_name, d.name)
+    assert fingerprint(renamed) != fingerprint(d)
+    x = np.arange(6, dtype=np.float32)
+    assert fingerprint(x) != fingerprint(x.astype(np.float64)) != fingerprint(x.reshape(2, 3))
+    assert fingerprint(b"abc") != fingerprint(b"abd")
+    assert fingerprint(torch.tensor(3)) == fingerprint(torch.tensor(3))
+
+
+def test_object_arrays_are_refused():
+    with pytest.raises(NnsensError, match="Python objects"):
+        fingerprint(np.array([object()], dtype=object))
