@@ -25,10 +25,15 @@ def _feed(h, obj) -> None:
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     elif isinstance(obj, np.ndarray):
         a = np.ascontiguousarray(obj)
-        if a.dtype == object:
-            raise NnsensError("an array of Python objects cannot be fingerprinted; use numbers")
         h.update(f"array{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
+        if a.dtype != object:
+            h.update(a.tobytes())
+            return
+        for v in a.reshape(-1):  # e.g. a text column: its values, one by one
+            if not (v is None or isinstance(v, (str, int, float, bool, np.generic))):
+                raise NnsensError(f"an array holding {type(v).__name__} objects cannot be "
+                                  "fingerprinted; use numbers or text")
+            _feed(h, v.item() if isinstance(v, np.generic) else v)
     elif isinstance(obj, (bytes, bytearray, memoryview)):
         h.update(b"bytes%d" % len(obj))
         h.update(bytes(obj))

@@ -35,6 +35,9 @@ def test_datasets_rows_dtypes_and_names_count():
     assert fingerprint(torch.tensor(3)) == fingerprint(torch.tensor(3))
 
 
-def test_object_arrays_are_refused():
-    with pytest.raises(NnsensError, match="Python objects"):
+def test_text_arrays_count_and_other_objects_are_refused():
+    yes = np.array(["yes", "no"], dtype=object)
+    assert fingerprint(yes) == fingerprint(np.array(["yes", "no"], dtype=object))
+    assert fingerprint(yes) != fingerprint(np.array(["no", "yes"], dtype=object))
+    with pytest.raises(NnsensError, match="holding object objects"):
         fingerprint(np.array([object()], dtype=object))
