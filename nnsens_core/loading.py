@@ -1,4 +1,10 @@
-"""Safe model loading: TorchScript archives or ``state_dict`` files, never arbitrary pickles.
+"""Safe model loading: ``state_dict`` files (data) or, where allowed, TorchScript archives (code).
+
+* A TorchScript archive is **code**: its ``forward`` and ``__setstate__`` run at load and at every
+  call, and can read and write files (``torch.from_file``). It is refused unless the caller allows
+  code models: ``allow_code=True`` (the CLI, which runs the user's own files on the user's machine)
+  or the server setting ``NNSENS_ALLOW_CODE_MODELS=1`` (for dashboards whose every user is trusted;
+  off by default). A state_dict is only tensors and is always accepted.
 
 * ``torch.load(..., weights_only=True)`` only: a pickle that tries to build any object other than
   tensors and plain containers is refused before anything in it runs.
@@ -46,6 +52,14 @@ def _read(source: Source, max_bytes: int) -> bytes:
     if not data:
         raise NnsensError("model file is empty; upload a TorchScript (.pt) or state_dict file")
     return data
+
+
+CODE_MODELS_ENV = "NNSENS_ALLOW_CODE_MODELS"
+
+
+def code_models_allowed() -> bool:
+    """The server setting ``NNSENS_ALLOW_CODE_MODELS`` (``1``/``true``/``yes``; off by default)."""
+    return os.environ.get(CODE_MODELS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def is_torchscript(data: bytes) -> bool:
@@ -122,8 +136,10 @@ def match_state_dict(model: nn.Module, state: "OrderedDict[str, torch.Tensor]") 
 def load_model(source: Source, *, arch: str | None = None, arch_kwargs: dict | None = None,
                spec: ModelSpec | None = None, name: str = "uploaded",
                input_shape: tuple[int, ...] | None = None, class_names: tuple[str, ...] = (),
-               max_bytes: int = DEFAULT_MAX_BYTES, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a TorchScript archive, or a state_dict into ``arch``; returns an eval-mode model.
+               max_bytes: int = DEFAULT_MAX_BYTES, device: str | torch.device = "cpu",
+               allow_code: bool | None = None) -> LoadedModel:
+    """Load a state_dict into ``arch`` or, when code models are allowed (``allow_code``; ``None``
+    reads :func:`code_models_allowed`), a TorchScript archive; returns an eval-mode model.
 
     ``spec`` (or ``input_shape``/``class_names``) describes the model for the pages; for a
     TorchScript file without them the input shape must be given.
@@ -131,6 +147,13 @@ def load_model(source: Source, *, arch: str | None = None, arch_kwargs: dict | N
     data = _read(source, max_bytes)
     arch_kwargs = dict(arch_kwargs or {})
     if is_torchscript(data):
+        if not (code_models_allowed() if allow_code is None else allow_code):
+            raise NnsensError(
+                "this is a TorchScript file, which is code (it can read and write files on the "
+                "server), and this server does not run uploaded code; save the weights instead with "
+                "torch.save(model.state_dict(), 'model.pt') and upload them for a built-in "
+                f"architecture (an administrator can allow code models with {CODE_MODELS_ENV}=1 "
+                "where every user is trusted)")
         try:
             module = torch.jit.load(io.BytesIO(data), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt archives

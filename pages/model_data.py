@@ -14,11 +14,17 @@ import streamlit as st
 from nnsens_core import data as nd
 from nnsens_core.demos import manifest, train_paper_mlp
 from nnsens_core.errors import NnsensError
-from nnsens_core.loading import DEFAULT_MAX_BYTES, load_model
+from nnsens_core.loading import DEFAULT_MAX_BYTES, code_models_allowed, load_model
 from nnsens_core.training import TrainConfig
 from nnsens_core.zoo import ARCHITECTURES, IMAGE, ModelSpec
 from ui import cache, state
 from ui.widgets import Progress, guard, overlay, to_uint8
+
+_MODEL_FILES = "state_dict (.pt/.pth)" + (" or TorchScript" if code_models_allowed() else "")
+_MODEL_HELP = ("Weights saved with torch.save(model.state_dict(), 'model.pt') for a built-in "
+               "architecture. " + ("TorchScript files are accepted on this server: they are code and "
+                                   "run here." if code_models_allowed() else
+                                   "TorchScript files are code and this server does not run them."))
 
 state.require_router()
 
@@ -123,8 +129,8 @@ with tab_tab:
                                  f"accuracy ({ctx.test_rows}) {acc:.3f}. It is now selected in the "
                                  "sidebar.")
     else:
-        f = st.file_uploader("TorchScript (.pt) or state_dict (.pt/.pth)", type=["pt", "pth", "bin"],
-                             key="up_tab_model")
+        f = st.file_uploader(_MODEL_FILES, type=["pt", "pth", "bin"], key="up_tab_model",
+                             help=_MODEL_HELP)
         c1, c2 = st.columns(2)
         n_in = c1.number_input("Inputs", 1, 10000,
                                ctx.data.n_features if ctx is not None else 8, key="mlp_up_in")
@@ -197,8 +203,8 @@ with tab_img:
                              f"{list(loaded.class_names)}.")
 
     st.subheader("Add a CNN")
-    f = st.file_uploader(f"TorchScript or state_dict (at most {DEFAULT_MAX_BYTES // 2**20} MiB)",
-                         type=["pt", "pth", "bin"], key="up_cnn")
+    f = st.file_uploader(f"{_MODEL_FILES} (at most {DEFAULT_MAX_BYTES // 2**20} MiB)",
+                         type=["pt", "pth", "bin"], key="up_cnn", help=_MODEL_HELP)
     archs = [a for a, (task, _) in ARCHITECTURES.items() if task == IMAGE]
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture (for a state_dict)", archs, key="cnn_arch")

@@ -104,12 +104,41 @@ def test_torchscript_loads_and_checks_the_input_shape():
     torch.jit.save(net, buf)
     data = buf.getvalue()
     assert is_torchscript(data) and not is_torchscript(_bytes(PaperMLP().state_dict()))
-    lm = load_model(data, input_shape=(8,))
+    lm = load_model(data, input_shape=(8,), allow_code=True)
     assert lm.report == "TorchScript archive" and lm.spec.task == "tabular"
     with pytest.raises(NnsensError, match="does not accept inputs of shape"):
-        load_model(data, input_shape=(5,))
+        load_model(data, input_shape=(5,), allow_code=True)
     with pytest.raises(NnsensError, match="input shape"):
-        load_model(data)
+        load_model(data, allow_code=True)
+
+
+class ReadsAServerFile(torch.nn.Module):
+    """A scripted model whose forward returns the bytes of a file on the machine that runs it."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def forward(self, x):
+        return torch.from_file(self.path, False, 8, dtype=torch.uint8).float()[None].expand(len(x), 8)
+
+
+def test_torchscript_is_code_and_refused_unless_allowed(tmp_path, monkeypatch):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"hunter2!")
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.script(ReadsAServerFile(str(secret))), buf)
+    data = buf.getvalue()
+    monkeypatch.delenv("NNSENS_ALLOW_CODE_MODELS", raising=False)
+    for call in (lambda: load_model(data, input_shape=(8,)),
+                 lambda: load_model(data, input_shape=(8,), allow_code=False)):
+        with pytest.raises(NnsensError, match=r"TorchScript file, which is code.*state_dict\(\)"):
+            call()
+    # what the refusal prevents: allowed, the file's bytes come out of the model
+    lm = load_model(data, input_shape=(8,), allow_code=True)
+    assert bytes(lm.module(torch.zeros(1, 8))[0].to(torch.uint8).tolist()) == b"hunter2!"
+    monkeypatch.setenv("NNSENS_ALLOW_CODE_MODELS", "1")
+    assert load_model(data, input_shape=(8,)).report == "TorchScript archive"
 
 
 def test_image_state_dict_for_small_cnn_loads():

@@ -54,7 +54,8 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
     except json.JSONDecodeError:
         raise NnsensError(f"--arch-kwargs={args.arch_kwargs!r} is not JSON") from None
     return load_model(args.model, arch=args.arch, arch_kwargs=kwargs, input_shape=input_shape,
-                      class_names=class_names, name=Path(args.model).stem, device=device)
+                      class_names=class_names, name=Path(args.model).stem, device=device,
+                      allow_code=True)  # the user's own file on the user's machine
 
 
 def load_cli_tabular(path: str, target: str | None) -> TabularData:
