@@ -23,6 +23,13 @@ PIMA_COLUMNS = ["Pregnancies", "Glucose", "BloodPressure", "SkinThickness", "Ins
                 "DiabetesPedigreeFunction", "Age", "Outcome"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
+# Bounds on what an upload may unpack to, checked before anything is decompressed or decoded.
+MAX_IMAGE_PIXELS = 50_000_000       # one image (a 4000 x 3000 photo is 12 MP)
+MAX_UPLOAD_PIXELS = 500_000_000     # all images of one upload together
+MAX_ZIP_TOTAL = 2 * 2**30           # uncompressed bytes of a ZIP / NPZ
+MAX_ZIP_MEMBER = 512 * 2**20        # uncompressed bytes of one member
+MAX_ZIP_RATIO = 200                 # uncompressed / compressed, for members over 1 MiB
+
 
 @dataclass(frozen=True, eq=False)
 class TabularData:
@@ -209,15 +216,52 @@ def _to_array(img, size: tuple[int, int] | None, channels: int) -> np.ndarray:
     return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
 
 
+def check_zip(zf: zipfile.ZipFile, what: str = "the ZIP") -> None:
+    """Refuse a ZIP (or NPZ) whose members would unpack beyond the limits, before reading any."""
+    total = 0
+    for info in zf.infolist():
+        total += info.file_size
+        if info.file_size > MAX_ZIP_MEMBER:
+            raise NnsensError(f"{what} member {info.filename!r} unpacks to {info.file_size / 2**20:.0f} "
+                              f"MiB, over the {MAX_ZIP_MEMBER // 2**20} MiB limit per file")
+        if info.file_size > 2**20 and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1):
+            raise NnsensError(f"{what} member {info.filename!r} is compressed {info.file_size // max(info.compress_size, 1)}:1 "
+                              f"(a decompression bomb?); the limit is {MAX_ZIP_RATIO}:1")
+    if total > MAX_ZIP_TOTAL:
+        raise NnsensError(f"{what} unpacks to {total / 2**30:.1f} GiB, over the "
+                          f"{MAX_ZIP_TOTAL / 2**30:.0f} GiB limit; upload fewer or smaller files")
+
+
 def load_image_bytes(data: bytes, size: tuple[int, int] | None = None, channels: int = 3,
-                     name: str = "image") -> np.ndarray:
-    """One image file -> (C, H, W) float32 in [0, 1]."""
+                     name: str = "image", budget: list | None = None) -> np.ndarray:
+    """One image file -> (C, H, W) float32 in [0, 1]. Its pixel count is checked from the header
+    before decoding (:data:`MAX_IMAGE_PIXELS`; ``budget``: a one-item list of pixels the upload may
+    still use, decreased here)."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return _to_array(img, size, channels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                pixels = img.size[0] * img.size[1]
+                if pixels > MAX_IMAGE_PIXELS:
+                    raise NnsensError(f"{name!r} is {img.size[0]} x {img.size[1]} pixels, over the "
+                                      f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP limit per image; downscale it")
+                if budget is not None:
+                    budget[0] -= pixels
+                    if budget[0] < 0:
+                        raise NnsensError(f"the upload's images hold more than "
+                                          f"{MAX_UPLOAD_PIXELS / 1e6:.0f} MP together; upload fewer "
+                                          "or smaller images")
+                img.load()
+                return _to_array(img, size, channels)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise NnsensError(f"{name!r} is over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit per image "
+                          "(Pillow's decompression-bomb guard); downscale it") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
+        if isinstance(exc, NnsensError):
+            raise
         raise NnsensError(f"{name!r} is not a readable image ({exc}); upload PNG or JPEG") from None
 
 
@@ -227,9 +271,10 @@ def _collect(entries: dict[str, dict[str, bytes]], size, channels, name) -> Imag
         raise NnsensError(f"found {len(classes)} class folder(s) with images ({classes}); an image "
                           "dataset needs at least two class sub-folders (root/class_name/image.png)")
     images, labels = [], []
+    budget = [MAX_UPLOAD_PIXELS]
     for k, c in enumerate(classes):
         for fname, blob in sorted(entries[c].items()):
-            arr = load_image_bytes(blob, size, channels, fname)
+            arr = load_image_bytes(blob, size, channels, fname, budget)
             if size is None:
                 size = arr.shape[1:]
             images.append(arr)
@@ -259,6 +304,7 @@ def load_image_zip(source: str | os.PathLike | bytes | BinaryIO, size: tuple[int
     except zipfile.BadZipFile:
         raise NnsensError("the upload is not a ZIP archive; zip a folder of class sub-folders") from None
     with zf:
+        check_zip(zf)
         files = [i for i in zf.infolist() if not i.is_dir()
                  and Path(i.filename).suffix.lower() in IMAGE_SUFFIXES
                  and not Path(i.filename).name.startswith(".") and "__MACOSX" not in i.filename]
@@ -280,6 +326,9 @@ def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
     ``X``/``y`` (optional ``feature_names``) -> TabularData. Pickled objects are refused."""
     raw = source if isinstance(source, (bytes, bytearray)) else (
         source.read() if hasattr(source, "read") else Path(source).read_bytes())
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            check_zip(zf, "the .npz")
     try:
         with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
