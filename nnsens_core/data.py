@@ -321,6 +321,31 @@ def load_image_zip(source: str | os.PathLike | bytes | BinaryIO, size: tuple[int
     return _collect(entries, size, channels, "uploaded ZIP")
 
 
+def align_classes(data: ImageData, class_names) -> tuple[ImageData, str]:
+    """``data`` with its labels renumbered to ``class_names`` (the model's), matched by name
+    (case- and space-insensitive), never by position; returns the data and a one-line report.
+
+    Folder names of a ZIP are sorted alphabetically, which is rarely the model's order (the demo
+    phantom is ``covid, pneumonia, regular``... or not): position-based matching silently scores
+    a model on the wrong labels. A dataset class the model does not know raises :class:`NnsensError`
+    naming both lists."""
+    model_names = [str(c) for c in class_names]
+    if not model_names or list(data.class_names) == model_names:
+        return data, ""
+    key = {c.strip().lower(): k for k, c in enumerate(model_names)}
+    unknown = [c for c in data.class_names if c.strip().lower() not in key]
+    if unknown:
+        raise NnsensError(f"the dataset's classes {list(data.class_names)} do not match the model's "
+                          f"{model_names} by name ({unknown} unknown); rename the class folders to "
+                          "the model's class names, or enter the model's class names when loading it")
+    new = np.asarray([key[c.strip().lower()] for c in data.class_names], np.int64)
+    moved = [f"{c} -> {model_names[new[k]]}" for k, c in enumerate(data.class_names) if new[k] != k
+             or c != model_names[new[k]]]
+    aligned = ImageData(data.images, new[data.labels], tuple(model_names), data.masks, data.name,
+                        data.meta)
+    return aligned, "classes matched to the model's by name" + (f": {', '.join(moved)}" if moved else "")
+
+
 def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None):
     """``.npz`` with ``images``/``labels`` (optional ``masks``, ``class_names``) -> ImageData, or
     ``X``/``y`` (optional ``feature_names``) -> TabularData. Pickled objects are refused."""

@@ -108,3 +108,19 @@ def test_image_masks_must_match_images():
     with pytest.raises(NnsensError, match="masks have shape"):
         nd.ImageData(np.zeros((2, 3, 8, 8), np.float32), np.array([0, 1]), ("a", "b"),
                      masks=np.zeros((2, 4, 4), bool))
+
+
+def test_classes_are_matched_to_the_model_by_name_never_by_position():
+    from nnsens_core.data import ImageData, align_classes
+    imgs = np.zeros((4, 1, 2, 2), np.float32)
+    # a ZIP's folders come sorted: covid, pneumonia, regular; this model's order differs
+    d = ImageData(imgs, np.array([0, 1, 2, 2]), ("covid", "pneumonia", "regular"))
+    a, report = align_classes(d, ("Regular", "COVID", "pneumonia"))
+    assert a.class_names == ("Regular", "COVID", "pneumonia")
+    assert a.labels.tolist() == [1, 2, 0, 0]
+    assert [a.class_names[k] for k in a.labels] == ["COVID", "pneumonia", "Regular", "Regular"]
+    assert "covid -> COVID" in report
+    same, report = align_classes(d, ("covid", "pneumonia", "regular"))
+    assert same is d and report == ""
+    with pytest.raises(NnsensError, match=r"do not match the model's \['0', '1', '2'\] by name"):
+        align_classes(d, ("0", "1", "2"))

@@ -14,9 +14,10 @@ import streamlit as st
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 
-from nnsens_core.data import ImageData, TabularData, demo_rows
+from nnsens_core.data import ImageData, TabularData, align_classes, demo_rows
 from nnsens_core.demos import demo_cnn_names
 from nnsens_core.device import DEVICE_CHOICES, available_devices, resolve_device
+from nnsens_core.errors import NnsensError
 from nnsens_core.fingerprint import fingerprint
 from nnsens_core.zoo import LoadedModel
 
@@ -206,6 +207,11 @@ def images(stop: bool = True) -> ImageContext | None:
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
         return _stop(stop)
+    try:
+        data, report = align_classes(data, model.spec.class_names)
+    except NnsensError as exc:
+        st.warning(f"{exc}. Until then the dataset's labels are not the model's classes: accuracy "
+                   "and 'true label' are not meaningful.", icon=":material/warning:")
     if tuple(data.shape) != tuple(model.spec.input_shape):
         st.error(f"The CNN '{model_label}' takes images of shape {tuple(model.spec.input_shape)} "
                  f"(C, H, W) but '{data_label}' has {tuple(data.shape)}. Re-upload the images at that "

@@ -1,0 +1,25 @@
+"""A dataset whose class folders come in another order than the model's classes is matched by name
+(issue 11): the demo VGG, right on ~every phantom image, must not look wrong on the same images."""
+import numpy as np
+
+from app_pages import open_page
+from nnsens_core.data import ImageData
+from nnsens_core.demos import load_demo_cnn
+from nnsens_core.phantom import demo_images
+
+
+def test_reversed_class_folders_are_matched_to_the_model_by_name():
+    names = load_demo_cnn("vgg16-phantom").spec.class_names
+    d = demo_images("test", n=30)
+    assert tuple(d.class_names) == tuple(names)
+    rev = tuple(reversed(names))               # e.g. the sorted folder names of a ZIP
+    relabel = np.asarray([rev.index(c) for c in names])
+    zipped = ImageData(d.images, relabel[d.labels], rev, None, "reversed.zip")
+    uploads = {"tabular_data": {}, "tabular_model": {}, "image_data": {"reversed.zip": zipped},
+               "image_model": {}}
+    at = open_page("pages/saliency.py", state={"uploads": uploads, "sel_image_data": "reversed.zip"})
+    at.radio(key="sal_correct").set_value("incorrect")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("No image matches the filter" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
