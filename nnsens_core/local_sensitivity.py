@@ -32,7 +32,7 @@ The fast mode (``method="gradient"``) replaces the finite differences by first-o
   ``n_probes`` random vector-Jacobian products: ``||J u||^2 = E_v[(v^T J u)^2]`` for
   ``v ~ N(0, I)``.
 
-:func:`agreement` reports Spearman rank correlation and relative error between two results.
+:func:`engine_agreement` reports Spearman rank correlation and relative error between two results.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from torch import nn
 
 from . import _incremental
 from . import _validate as v
+from . import stats
 from ._batching import Progress, map_batches
 from ._blocks import (
     AGGREGATES,
@@ -394,10 +395,11 @@ def sensitivity_map(model: nn.Module, x: torch.Tensor, block_name: str, cfg: Loc
     return torch.stack([aggregate_channels(r.maps[0], aggregate, dim=0) for r in res])
 
 
-def agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalResult,
-              labels=None) -> dict[str, dict[str, float]]:
-    """Per block: Spearman rank correlation and relative L2 error of ``approx`` vs ``exact``."""
-    from scipy.stats import spearmanr
+def engine_agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalResult,
+                     labels=None) -> dict[str, dict[str, float]]:
+    """Per block: Spearman rank correlation (NaN when either map is constant) and relative L2
+    error of the ``approx`` maps (e.g. ``method="gradient"``) vs the ``exact`` ones (finite
+    differences)."""
     if isinstance(approx, LocalResult):
         labels = labels or approx.labels
         approx = approx.maps
@@ -412,7 +414,7 @@ def agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalRes
     for q, lb in enumerate(labels):
         a = approx[q].reshape(-1).double().numpy()
         e = exact[q].reshape(-1).double().numpy()
-        rho = float(spearmanr(a, e).statistic) if np.ptp(a) > 0 and np.ptp(e) > 0 else float("nan")
+        rho = stats.spearman(a, e)
         rel = float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
         out[lb] = {"spearman": rho, "rel_error": rel}
     return out

@@ -236,7 +236,7 @@ st.caption(f"{FORMULA_TEXT[r0.cfg.formula]}; δ = "
 ag = None
 if run["exact"] is not None:
     ex_mean, _ = P.mean_std(run["exact"])
-    ag = P.agreement(mean, ex_mean, labels)
+    ag = P.engine_agreement(mean, ex_mean, labels)
     st.markdown("**Agreement of the gradient estimate with finite differences**"
                 + (" (maps averaged over the images)" if len(results) > 1 else ""))
     st.dataframe(V.agreement_table(ag), width="stretch")
