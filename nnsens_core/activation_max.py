@@ -16,7 +16,6 @@ pass and the gradient rolled back), and always clamped to the model's valid inpu
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -26,6 +25,7 @@ from torch import nn
 
 from . import _validate as v
 from ._blocks import AGGREGATES, _BlockTap, _first_conv_channels, aggregate_channels
+from ._filters import gaussian_blur
 from ._hooks import get_module
 from .device import resolve_device
 from .errors import NnsensError
@@ -137,21 +137,6 @@ def total_variation(x: torch.Tensor, beta: float = 1e-2) -> torch.Tensor:
     dh[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
     dv[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
     return torch.sqrt(dh * dh + dv * dv + beta * beta).flatten(1).sum(1)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) per channel, reflect padding."""
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    h, w = x.shape[-2:]
-    mode = "reflect" if min(h, w) > r else "replicate"
-    y = nn.functional.pad(x, (r, r, 0, 0), mode=mode)
-    y = nn.functional.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = nn.functional.pad(y, (0, 0, r, r), mode=mode)
-    return nn.functional.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 # --------------------------------------------------------------------------- targets
