@@ -76,28 +76,6 @@ def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | Non
     return mapping
 
 
-def check_image_input(x: torch.Tensor, expected_shape=None, what: str = "x") -> None:
-    """Clear errors for a wrong number of dims/channels or a wrong image size."""
-    if not isinstance(x, torch.Tensor):
-        raise NnsensError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 3:
-        raise NnsensError(f"{what} has shape {tuple(x.shape)}; expected one image (C, H, W) in "
-                          "model-input space")
-    if not torch.isfinite(x).all():
-        raise NnsensError(f"{what} contains NaN or infinite values")
-    if expected_shape is None:
-        return
-    c, h, w = (int(s) for s in expected_shape)
-    if x.shape[0] != c:
-        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-        raise NnsensError(
-            f"the image is {kind.get(int(x.shape[0]), f'{x.shape[0]}-channel')} but the model expects "
-            f"{kind.get(c, f'{c} channels')}; convert the image (e.g. load it with channels={c})")
-    if tuple(x.shape[1:]) != (h, w):
-        raise NnsensError(f"the image is {x.shape[1]}x{x.shape[2]} but the model expects {h}x{w}; "
-                          f"resize it to {h}x{w}")
-
-
 def _first_conv_channels(model: nn.Module) -> int | None:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):

@@ -55,7 +55,6 @@ from ._blocks import (
     _bytes_per_item,
     _first_conv_channels,
     aggregate_channels,
-    check_image_input,
     order_of_magnitude,
     pool_tiles,
     resolve_blocks,
@@ -205,10 +204,10 @@ def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, st
     """
     if not isinstance(cfg, LocalConfig):
         raise NnsensError(f"cfg must be a LocalConfig, got {type(cfg).__name__}")
-    check_image_input(x, expected_shape)
     conv_c = _first_conv_channels(model)
-    if expected_shape is None and conv_c is not None and conv_c != x.shape[0]:
-        check_image_input(x, (conv_c, *x.shape[1:]))
+    if expected_shape is None and conv_c is not None and isinstance(x, torch.Tensor) and x.ndim == 3:
+        expected_shape = (conv_c, *x.shape[1:])
+    v.check_images(x, expected_shape, batch=False, finite=True)
     mapping = resolve_blocks(model, blocks)
     dev = resolve_device(device)
     x = x.detach().to(dev, torch.float32)
@@ -368,8 +367,7 @@ def local_sensitivity_many(model: nn.Module, xs: torch.Tensor, blocks, cfg: Loca
                            device="auto", progress: Progress | None = None,
                            expected_shape=None) -> list[LocalResult]:
     """:func:`local_sensitivity` for each image of ``xs`` (K, C, H, W), one progress count."""
-    if not isinstance(xs, torch.Tensor) or xs.ndim != 4:
-        raise NnsensError(f"xs has shape {tuple(getattr(xs, 'shape', ()))}; expected (K, C, H, W)")
+    v.check_images(xs, expected_shape, what="xs")
     mapping = resolve_blocks(model, blocks)
     per = count_forwards(tuple(xs.shape[1:]), cfg, 1, len(mapping))
     total = per * len(xs)
@@ -388,8 +386,7 @@ def mean_std(results: list[LocalResult]) -> tuple[torch.Tensor, torch.Tensor]:
 def sensitivity_map(model: nn.Module, x: torch.Tensor, block_name: str, cfg: LocalConfig = LocalConfig(),
                     device="auto", aggregate: str = "mean", progress: Progress | None = None) -> torch.Tensor:
     """Channel-aggregated sensitivity map ``(N, H, W)`` of one block for a batch ``x`` (N, C, H, W)."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x has shape {tuple(getattr(x, 'shape', ()))}; expected (N, C, H, W)")
+    v.check_images(x)
     v.one_of("aggregate", aggregate, AGGREGATES)
     res = local_sensitivity_many(model, x, {block_name: block_name}, cfg, device, progress)
     return torch.stack([aggregate_channels(r.maps[0], aggregate, dim=0) for r in res])

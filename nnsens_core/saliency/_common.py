@@ -7,6 +7,7 @@ import torch
 
 from .. import _validate as v
 from .._filters import gaussian_blur
+from .._validate import check_images as check_batch  # noqa: F401 - the shared (N, C, H, W) check
 from ..errors import NnsensError
 
 REFERENCES = ("blur", "constant")
@@ -47,10 +48,5 @@ def _classes(classes, n: int, n_out: int | None) -> list[int]:
                           f"(the model has {n_out} outputs)")
     return c.tolist()
 
-
-def check_batch(x) -> None:
-    """A clear error unless ``x`` is a batch of images ``(N, C, H, W)``."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
 
 
