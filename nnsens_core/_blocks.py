@@ -11,7 +11,7 @@ from torch import nn
 
 from . import _validate as v
 from ._batching import auto_batch_size
-from ._hooks import add_forward_hook, as_mapping, get_module
+from ._hooks import add_forward_hook, as_mapping, get_module, probe_outputs
 from .errors import NnsensError
 from .zoo import image_blocks
 
@@ -148,24 +148,12 @@ class _BlockTap:
 
 
 def _bytes_per_item(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of all leaf-module outputs for one input (an upper bound of one batch item)."""
-    total = [x.numel() * x.element_size() * 2]
-    handles = []
-
-    def hook(_m, _i, out):
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel() * out.element_size()
-
-    try:
-        for m in model.modules():
-            if not list(m.children()):
-                handles.append(add_forward_hook(m, hook))
-        with torch.inference_mode():
-            model(x[None])
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    """Bytes of all leaf-module outputs (every call counted) for one input ``x`` plus twice the
+    input, at ``x``'s element size: an upper bound of one batch item."""
+    leaves = [n for n, m in model.named_modules() if next(m.children(), None) is None]
+    shapes = probe_outputs(model, x[None], leaves, all_calls=True)
+    elems = sum(math.prod(s) for calls in shapes.values() for s in calls if s)
+    return (2 * x.numel() + elems) * x.element_size()
 
 
 def _auto_batch(bytes_per_item: int, dev: torch.device) -> int:
