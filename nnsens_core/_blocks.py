@@ -11,7 +11,7 @@ from torch import nn
 
 from . import _validate as v
 from ._batching import auto_batch_size
-from ._hooks import add_forward_hook, as_mapping, get_module
+from ._hooks import add_forward_hook, as_mapping, get_module, probe_outputs
 from .errors import NnsensError
 from .zoo import image_blocks
 
@@ -74,28 +74,6 @@ def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | Non
     for name in mapping.values():
         get_module(model, name)
     return mapping
-
-
-def check_image_input(x: torch.Tensor, expected_shape=None, what: str = "x") -> None:
-    """Clear errors for a wrong number of dims/channels or a wrong image size."""
-    if not isinstance(x, torch.Tensor):
-        raise NnsensError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-    if x.ndim != 3:
-        raise NnsensError(f"{what} has shape {tuple(x.shape)}; expected one image (C, H, W) in "
-                          "model-input space")
-    if not torch.isfinite(x).all():
-        raise NnsensError(f"{what} contains NaN or infinite values")
-    if expected_shape is None:
-        return
-    c, h, w = (int(s) for s in expected_shape)
-    if x.shape[0] != c:
-        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-        raise NnsensError(
-            f"the image is {kind.get(int(x.shape[0]), f'{x.shape[0]}-channel')} but the model expects "
-            f"{kind.get(c, f'{c} channels')}; convert the image (e.g. load it with channels={c})")
-    if tuple(x.shape[1:]) != (h, w):
-        raise NnsensError(f"the image is {x.shape[1]}x{x.shape[2]} but the model expects {h}x{w}; "
-                          f"resize it to {h}x{w}")
 
 
 def _first_conv_channels(model: nn.Module) -> int | None:
@@ -170,24 +148,12 @@ class _BlockTap:
 
 
 def _bytes_per_item(model: nn.Module, x: torch.Tensor) -> int:
-    """Bytes of all leaf-module outputs for one input (an upper bound of one batch item)."""
-    total = [x.numel() * x.element_size() * 2]
-    handles = []
-
-    def hook(_m, _i, out):
-        if isinstance(out, torch.Tensor):
-            total[0] += out.numel() * out.element_size()
-
-    try:
-        for m in model.modules():
-            if not list(m.children()):
-                handles.append(add_forward_hook(m, hook))
-        with torch.inference_mode():
-            model(x[None])
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    """Bytes of all leaf-module outputs (every call counted) for one input ``x`` plus twice the
+    input, at ``x``'s element size: an upper bound of one batch item."""
+    leaves = [n for n, m in model.named_modules() if next(m.children(), None) is None]
+    shapes = probe_outputs(model, x[None], leaves, all_calls=True)
+    elems = sum(math.prod(s) for calls in shapes.values() for s in calls if s)
+    return (2 * x.numel() + elems) * x.element_size()
 
 
 def _auto_batch(bytes_per_item: int, dev: torch.device) -> int:

@@ -89,3 +89,43 @@ def hook_count(model: nn.Module) -> int:
 def as_mapping(names: Mapping[str, str] | list[str]) -> dict[str, str]:
     """Display label -> module name for a list of module names or an existing mapping."""
     return dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+
+
+def probe_outputs(model, example_input: torch.Tensor, names: list[str] | tuple[str, ...] | None = None,
+                  *, all_calls: bool = False) -> dict[str, tuple]:
+    """Output shapes of the named sub-modules (``None``: every named sub-module) in one forward
+    pass of ``example_input``, in execution order.
+
+    A module called several times reports its last call (and sits at its last call's place); with
+    ``all_calls=True`` each value is instead the list of the shapes of every call, in order. A
+    module that returns a tuple or list reports its first element; a non-tensor output gives
+    ``()``; modules the pass does not call are missing. Shapes include the batch dimension.
+
+    The pass runs without gradients on :func:`~nnsens_core.device.inference_model` of ``model``
+    on the input's device (the caller's model is never switched to eval mode or moved); the hooks
+    are removed whatever happens, and errors of the forward pass propagate."""
+    from .device import inference_model
+
+    net = inference_model(model, example_input.device)
+    if names is None:
+        names = [n for n, _ in net.named_modules() if n]
+    shapes: dict[str, object] = {}
+    handles = []
+    try:
+        for name in names:
+            def hook(_m, _inp, out, _name=name):
+                if isinstance(out, (tuple, list)) and out:
+                    out = out[0]
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+                if all_calls:
+                    shapes.setdefault(_name, []).append(shape)
+                else:
+                    shapes.pop(_name, None)
+                    shapes[_name] = shape
+            handles.append(add_forward_hook(get_module(net, name), hook))
+        with torch.no_grad():
+            net(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes

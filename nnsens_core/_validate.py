@@ -37,3 +37,47 @@ def power_of_two(name: str, value: int) -> None:
     if not isinstance(value, int) or value < 1 or value & (value - 1):
         lower = 1 << max(0, int(value).bit_length() - 1) if isinstance(value, int) and value > 0 else 1
         raise NnsensError(f"{name}={value!r} is not a power of two; use {lower} or {lower * 2}")
+
+
+_KINDS = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
+
+
+def _kind(c: int) -> str:
+    return _KINDS.get(int(c), f"{int(c)} channels")
+
+
+def check_images(x, expected_shape=None, what: str = "x", *, batch: bool = True,
+                 finite: bool = False, arrays: bool = False) -> None:
+    """A clear error unless ``x`` is a tensor of images in model-input space: a batch
+    ``(N, C, H, W)`` (``batch=True``) or one image ``(C, H, W)`` (``batch=False``).
+
+    ``expected_shape`` ``(C, H, W)`` (e.g. ``spec.input_shape``) also checks the channel count
+    and the image size; ``finite=True`` refuses NaN / infinite values; ``arrays=True`` also
+    accepts a numpy array. ``what`` names ``x`` in the messages."""
+    import numpy as np
+    import torch
+
+    lead = "N, " if batch else ""
+    layout = f"({lead}C, H, W)"
+    if expected_shape is not None:
+        c, h, w = (int(s) for s in expected_shape)
+        layout += f" = ({lead}{c}, {h}, {w})"
+    types = (torch.Tensor, np.ndarray) if arrays else (torch.Tensor,)
+    if not isinstance(x, types):
+        raise NnsensError(f"{what} must be a {' or '.join(t.__name__ for t in types)} of shape "
+                          f"{layout}; got {type(x).__name__}")
+    if x.ndim != (4 if batch else 3):
+        raise NnsensError(f"{what} has shape {tuple(x.shape)}; expected "
+                          f"{'a batch of images' if batch else 'one image'} {layout}")
+    if expected_shape is not None:
+        got_c, got_h, got_w = (int(s) for s in x.shape[-3:])
+        if got_c != c:
+            raise NnsensError(f"{what} is {_kind(got_c)} but the model expects {_kind(c)}; convert "
+                              f"it (e.g. load it with channels={c})")
+        if (got_h, got_w) != (h, w):
+            raise NnsensError(f"{what} is {got_h}x{got_w} but the model expects {h}x{w}; resize "
+                              f"it to {h}x{w}")
+    if finite:
+        ok = torch.isfinite(x).all() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
+        if not ok:
+            raise NnsensError(f"{what} contains NaN or infinite values")

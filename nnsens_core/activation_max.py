@@ -16,7 +16,6 @@ pass and the gradient rolled back), and always clamped to the model's valid inpu
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -26,6 +25,7 @@ from torch import nn
 
 from . import _validate as v
 from ._blocks import AGGREGATES, _BlockTap, _first_conv_channels, aggregate_channels
+from ._filters import gaussian_blur
 from ._hooks import get_module
 from .device import resolve_device
 from .errors import NnsensError
@@ -139,21 +139,6 @@ def total_variation(x: torch.Tensor, beta: float = 1e-2) -> torch.Tensor:
     return torch.sqrt(dh * dh + dv * dv + beta * beta).flatten(1).sum(1)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) per channel, reflect padding."""
-    r = max(1, int(math.ceil(3 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    h, w = x.shape[-2:]
-    mode = "reflect" if min(h, w) > r else "replicate"
-    y = nn.functional.pad(x, (r, r, 0, 0), mode=mode)
-    y = nn.functional.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    y = nn.functional.pad(y, (0, 0, r, r), mode=mode)
-    return nn.functional.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 # --------------------------------------------------------------------------- targets
 
 def as_targets(targets, n_classes: int | None = None) -> tuple[AMTarget, ...]:
@@ -248,25 +233,13 @@ def _start_images(spec: ModelSpec, start, n: int, cfg: AMConfig, dev) -> torch.T
         gen = torch.Generator().manual_seed(cfg.seed)
         x01 = (0.5 + cfg.init_std * torch.randn((n, *shape), generator=gen)).clamp(0, 1)
         return spec.normalize(x01).to(dev)
-    if not isinstance(start, torch.Tensor):
-        raise NnsensError(f"start must be a tensor in model-input space, got {type(start).__name__}")
+    single = isinstance(start, torch.Tensor) and start.ndim == 3
+    v.check_images(start, shape, what="the start image", batch=not single, finite=True)
     x = start.detach().float()
-    if x.ndim == 3:
+    if single:
         x = x[None].expand(n, *x.shape)
-    if x.ndim != 4:
-        raise NnsensError(f"start has shape {tuple(start.shape)}; expected (C, H, W) or (N, C, H, W)")
-    if x.shape[1] != shape[0]:
-        kind = {1: "grayscale (1 channel)", 3: "RGB (3 channels)"}
-        raise NnsensError(f"the start image is {kind.get(int(x.shape[1]), f'{x.shape[1]}-channel')} "
-                          f"but the model expects {kind.get(shape[0], f'{shape[0]} channels')}; "
-                          f"convert it (load it with channels={shape[0]})")
-    if tuple(x.shape[2:]) != shape[1:]:
-        raise NnsensError(f"the start image is {x.shape[2]}x{x.shape[3]} but the model expects "
-                          f"{shape[1]}x{shape[2]}; resize it")
     if x.shape[0] != n:
         raise NnsensError(f"{x.shape[0]} start images for {n} targets; give one image or one per target")
-    if not torch.isfinite(x).all():
-        raise NnsensError("the start image contains NaN or infinite values")
     return x.to(dev).clone()
 
 
@@ -346,8 +319,7 @@ def difference_map(model: nn.Module, spec: ModelSpec, x: torch.Tensor, classes, 
     """Channel-aggregated ``|x_AM - x_0|`` ``(N, H, W)`` for AM started at ``x`` (N, C, H, W),
     image ``n`` pushed toward class ``classes[n]``."""
     v.one_of("aggregate", aggregate, AGGREGATES)
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x has shape {tuple(getattr(x, 'shape', ()))}; expected (N, C, H, W)")
+    v.check_images(x)
     classes = [int(c) for c in torch.as_tensor(classes).reshape(-1).tolist()]
     if len(classes) != len(x):
         raise NnsensError(f"{len(x)} images but {len(classes)} classes; give one class per image")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from ._validate import check_images
 from .errors import NnsensError
 from .resources import pima_csv
 
@@ -184,8 +185,7 @@ class ImageData:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.images.ndim != 4:
-            raise NnsensError(f"images have shape {self.images.shape}; expected (n, C, H, W)")
+        check_images(self.images, what="images", arrays=True)
         if len(self.labels) != len(self.images):
             raise NnsensError(f"{len(self.images)} images but {len(self.labels)} labels")
         if self.masks is not None and self.masks.shape != (self.images.shape[0], *self.images.shape[2:]):

@@ -32,7 +32,7 @@ The fast mode (``method="gradient"``) replaces the finite differences by first-o
   ``n_probes`` random vector-Jacobian products: ``||J u||^2 = E_v[(v^T J u)^2]`` for
   ``v ~ N(0, I)``.
 
-:func:`agreement` reports Spearman rank correlation and relative error between two results.
+:func:`engine_agreement` reports Spearman rank correlation and relative error between two results.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ from torch import nn
 
 from . import _incremental
 from . import _validate as v
+from . import stats
 from ._batching import Progress, map_batches
 from ._blocks import (
     AGGREGATES,
@@ -54,7 +55,6 @@ from ._blocks import (
     _bytes_per_item,
     _first_conv_channels,
     aggregate_channels,
-    check_image_input,
     order_of_magnitude,
     pool_tiles,
     resolve_blocks,
@@ -204,10 +204,10 @@ def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, st
     """
     if not isinstance(cfg, LocalConfig):
         raise NnsensError(f"cfg must be a LocalConfig, got {type(cfg).__name__}")
-    check_image_input(x, expected_shape)
     conv_c = _first_conv_channels(model)
-    if expected_shape is None and conv_c is not None and conv_c != x.shape[0]:
-        check_image_input(x, (conv_c, *x.shape[1:]))
+    if expected_shape is None and conv_c is not None and isinstance(x, torch.Tensor) and x.ndim == 3:
+        expected_shape = (conv_c, *x.shape[1:])
+    v.check_images(x, expected_shape, batch=False, finite=True)
     mapping = resolve_blocks(model, blocks)
     dev = resolve_device(device)
     x = x.detach().to(dev, torch.float32)
@@ -367,8 +367,7 @@ def local_sensitivity_many(model: nn.Module, xs: torch.Tensor, blocks, cfg: Loca
                            device="auto", progress: Progress | None = None,
                            expected_shape=None) -> list[LocalResult]:
     """:func:`local_sensitivity` for each image of ``xs`` (K, C, H, W), one progress count."""
-    if not isinstance(xs, torch.Tensor) or xs.ndim != 4:
-        raise NnsensError(f"xs has shape {tuple(getattr(xs, 'shape', ()))}; expected (K, C, H, W)")
+    v.check_images(xs, expected_shape, what="xs")
     mapping = resolve_blocks(model, blocks)
     per = count_forwards(tuple(xs.shape[1:]), cfg, 1, len(mapping))
     total = per * len(xs)
@@ -387,17 +386,17 @@ def mean_std(results: list[LocalResult]) -> tuple[torch.Tensor, torch.Tensor]:
 def sensitivity_map(model: nn.Module, x: torch.Tensor, block_name: str, cfg: LocalConfig = LocalConfig(),
                     device="auto", aggregate: str = "mean", progress: Progress | None = None) -> torch.Tensor:
     """Channel-aggregated sensitivity map ``(N, H, W)`` of one block for a batch ``x`` (N, C, H, W)."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x has shape {tuple(getattr(x, 'shape', ()))}; expected (N, C, H, W)")
+    v.check_images(x)
     v.one_of("aggregate", aggregate, AGGREGATES)
     res = local_sensitivity_many(model, x, {block_name: block_name}, cfg, device, progress)
     return torch.stack([aggregate_channels(r.maps[0], aggregate, dim=0) for r in res])
 
 
-def agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalResult,
-              labels=None) -> dict[str, dict[str, float]]:
-    """Per block: Spearman rank correlation and relative L2 error of ``approx`` vs ``exact``."""
-    from scipy.stats import spearmanr
+def engine_agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalResult,
+                     labels=None) -> dict[str, dict[str, float]]:
+    """Per block: Spearman rank correlation (NaN when either map is constant) and relative L2
+    error of the ``approx`` maps (e.g. ``method="gradient"``) vs the ``exact`` ones (finite
+    differences)."""
     if isinstance(approx, LocalResult):
         labels = labels or approx.labels
         approx = approx.maps
@@ -412,7 +411,7 @@ def agreement(approx: torch.Tensor | LocalResult, exact: torch.Tensor | LocalRes
     for q, lb in enumerate(labels):
         a = approx[q].reshape(-1).double().numpy()
         e = exact[q].reshape(-1).double().numpy()
-        rho = float(spearmanr(a, e).statistic) if np.ptp(a) > 0 and np.ptp(e) > 0 else float("nan")
+        rho = stats.spearman(a, e)
         rel = float(np.linalg.norm(a - e) / max(np.linalg.norm(e), 1e-30))
         out[lb] = {"spearman": rho, "rel_error": rel}
     return out

@@ -108,8 +108,7 @@ def demo_images(split: str, n: int | None = None) -> ImageData:
 def sector_of(images: np.ndarray) -> np.ndarray:
     """The imaging sector (n, H, W) bool of phantom images (n, C, H, W): every non-black pixel."""
     images = np.asarray(images)
-    if images.ndim != 4:
-        raise NnsensError(f"images have shape {images.shape}; expected (n, C, H, W)")
+    v.check_images(images, what="images", arrays=True)
     return images.max(axis=1) > 0
 
 

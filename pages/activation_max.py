@@ -28,7 +28,7 @@ import torch
 from nnsens_core import activation_max as A
 from nnsens_core._hooks import get_module
 from nnsens_core.errors import NnsensError
-from nnsens_core.local_sensitivity import check_image_input
+from nnsens_core._validate import check_images
 from nnsens_core.zoo import conv_layers
 from ui import cnn_views as V
 from ui import state
@@ -164,7 +164,7 @@ start = None
 if start01 is not None:
     with guard("Checking the start image"):
         xt = torch.as_tensor(np.ascontiguousarray(start01), dtype=torch.float32)
-        check_image_input(xt, spec.input_shape, what="the start image")
+        check_images(xt, spec.input_shape, what="the start image", batch=False, finite=True)
         start = spec.normalize(xt).numpy()
     if start is None:
         if start_mode == "upload":

@@ -16,6 +16,7 @@ import streamlit as st
 import torch
 
 from nnsens_core import local_sensitivity as P
+from nnsens_core._validate import check_images
 from nnsens_core.zoo import conv_layers, image_blocks
 from ui import cnn_views as V
 from ui import state
@@ -106,8 +107,7 @@ if x01 is None:
 x = None
 with guard("Checking the image"):
     xt = torch.as_tensor(np.ascontiguousarray(x01), dtype=torch.float32)
-    for i in range(len(xt)):
-        P.check_image_input(xt[i], spec.input_shape, what="the image")
+    check_images(xt, spec.input_shape, what="the image", finite=True)
     x = spec.normalize(xt)
 if x is None:
     if mode == modes[2]:
@@ -236,7 +236,7 @@ st.caption(f"{FORMULA_TEXT[r0.cfg.formula]}; δ = "
 ag = None
 if run["exact"] is not None:
     ex_mean, _ = P.mean_std(run["exact"])
-    ag = P.agreement(mean, ex_mean, labels)
+    ag = P.engine_agreement(mean, ex_mean, labels)
     st.markdown("**Agreement of the gradient estimate with finite differences**"
                 + (" (maps averaged over the images)" if len(results) > 1 else ""))
     st.dataframe(V.agreement_table(ag), width="stretch")

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from nnsens_core._hooks import hook_count
-from nnsens_core.activation_max import (AMConfig, AMTarget, difference_map, gaussian_blur, maximize,
-                                        total_variation, tv_grad)
+from nnsens_core._filters import gaussian_blur
+from nnsens_core.activation_max import (AMConfig, AMTarget, difference_map, maximize, total_variation,
+                                        tv_grad)
 from nnsens_core.errors import NnsensError
 from nnsens_core.zoo import ModelSpec
 

@@ -166,10 +166,10 @@ def test_classify_trend_on_hand_made_histories():
     assert set(never_falls.label) == {"undetermined"} and never_falls.n_epochs == 0
 
 
-def test_agreement_rules():
+def test_trend_agreement_rules():
     labels = np.array(["increasing", "increasing", "decreasing", "flat", "decreasing"], dtype=object)
     sp = np.array([0.3, -0.2, -0.1, 0.5, 0.0])
-    assert list(L.agreement(labels, sp)) == [True, False, True, None, None]
+    assert list(L.trend_agreement(labels, sp)) == [True, False, True, None, None]
 
 
 def test_run_landscape_end_to_end_and_summary():

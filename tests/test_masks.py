@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnsens_core.saliency import _common as KC, meaningful_mask as MM, occlusion as O
+from nnsens_core._filters import gaussian_blur
+from nnsens_core.saliency import meaningful_mask as MM, occlusion as O
 from nnsens_core.errors import NnsensError
 
 
@@ -60,10 +61,26 @@ def test_occlusion_batch_size_and_per_image_classes():
 def test_gaussian_blur_matches_scipy_mirror():
     from scipy.ndimage import gaussian_filter
     x = torch.randn(1, 1, 12, 10, dtype=torch.float64)
-    ours = KC.gaussian_blur(x, 1.0)[0, 0].numpy()
+    ours = gaussian_blur(x, 1.0)[0, 0].numpy()
     ref = gaussian_filter(x[0, 0].numpy(), 1.0, mode="mirror", truncate=3.0)
     assert np.allclose(ours, ref, atol=1e-10)
-    assert torch.allclose(KC.gaussian_blur(torch.ones(1, 2, 5, 5), 3.0), torch.ones(1, 2, 5, 5))
+    assert torch.allclose(gaussian_blur(torch.ones(1, 2, 5, 5), 3.0), torch.ones(1, 2, 5, 5))
+
+
+def test_gaussian_blur_edges_of_tiny_images():
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    same = gaussian_blur(x, 0.0)
+    assert torch.equal(same, x) and same is not x  # sigma <= 0: a copy
+    # radius ceil(3 * 2) = 6 capped at size - 1 per dimension, reflect padding: the 3-tap kernel
+    # along a 2-pixel dimension weighs the mirrored neighbour twice
+    k = torch.exp(-0.5 * (torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64) / 2.0) ** 2)
+    k = k / k.sum()
+    two = torch.tensor([[[[1.0, 3.0]]]], dtype=torch.float64)
+    torch.testing.assert_close(gaussian_blur(two, 2.0)[0, 0, 0],
+                               torch.stack([k[1] * 1 + 2 * k[0] * 3, k[1] * 3 + 2 * k[0] * 1]))
+    row = torch.randn(1, 1, 1, 6, dtype=torch.float64)  # a 1-pixel dimension is left as it is
+    torch.testing.assert_close(gaussian_blur(row, 1.0)[0, 0, 0],
+                               gaussian_blur(row.expand(1, 1, 3, 6), 1.0)[0, 0, 1])
 
 
 def test_mask_objective_by_hand():

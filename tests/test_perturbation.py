@@ -11,7 +11,7 @@ from torch import nn
 from nnsens_core import zoo
 from nnsens_core._hooks import forward_with_outputs, hook_count
 from nnsens_core.errors import NnsensError
-from nnsens_core.local_sensitivity import (LocalConfig, agreement, count_forwards, local_sensitivity,
+from nnsens_core.local_sensitivity import (LocalConfig, engine_agreement, count_forwards, local_sensitivity,
                                       local_sensitivity_many, mean_std, order_of_magnitude, pool_tiles,
                                       sensitivity_map)
 
@@ -122,7 +122,7 @@ def test_gradient_norm_diff_is_first_order_exact():
     gr = local_sensitivity(Toy(), x, BLOCKS, LocalConfig(method="gradient", **cfg), "cpu")
     # analytic: eps * w^2 x_p / ||w x|| summed over output channels = eps * x_p / ||x|| for identity
     torch.testing.assert_close(gr.maps[1, 0], 1e-3 * x[0] / x.norm(), atol=1e-7, rtol=1e-4)
-    ag = agreement(gr, fd)
+    ag = engine_agreement(gr, fd)
     assert ag["A"]["spearman"] > 0.99 and ag["A"]["rel_error"] < 1e-2
     assert gr.n_forward == 3
 
@@ -140,7 +140,7 @@ def test_gradient_diff_norm_estimates_jacobian_column_norms():
     fd = local_sensitivity(model, x, {"b2": "features.13"}, LocalConfig(epsilon=1e-3, patch=2), "cpu")
     ge = local_sensitivity(model, x, {"b2": "features.13"},
                            LocalConfig(epsilon=1e-3, patch=2, method="gradient", n_probes=64), "cpu")
-    assert agreement(ge, fd)["b2"]["spearman"] > 0.8
+    assert engine_agreement(ge, fd)["b2"]["spearman"] > 0.8
 
 
 def test_gaussian_noise_seeded_and_scaled():

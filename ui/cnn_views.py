@@ -121,16 +121,15 @@ def parse_module_list(text: str) -> list[str]:
 
 
 def layer_shapes(model, input_shape, device) -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of every named module that returns a tensor: one forward pass
-    of a zero image, hooks removed afterwards."""
+    """Output shape (without batch) of every named module that returns a tensor, in the order of
+    ``module_names``: one probe pass of a zero image (``_hooks.probe_outputs``)."""
     import torch
 
-    from nnsens_core._hooks import capture_outputs
+    from nnsens_core._hooks import probe_outputs
+    from nnsens_core.device import resolve_device
     names = module_names(model)
-    with capture_outputs(model, names, detach=True) as store, torch.no_grad():
-        model(torch.zeros((1, *input_shape), device=device))
-        return {n: tuple(store[n].shape[1:]) for n in names
-                if n in store and isinstance(store[n], torch.Tensor)}
+    shapes = probe_outputs(model, torch.zeros((1, *input_shape), device=resolve_device(device)), names)
+    return {n: shapes[n][1:] for n in names if shapes.get(n)}
 
 
 def mosaic(images01: np.ndarray, gap: int = 2) -> np.ndarray:

@@ -1,12 +1,14 @@
 """``python -m nnsens_core am``: activation maximisation of classes (or neurons) of a CNN."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .._hooks import probe_outputs
 from ..activation_max import AMConfig, AMTarget, maximize
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -48,9 +50,8 @@ def n_outputs(model, spec, device) -> int:
     """Number of classes: the spec's class names, else the width of the model's output."""
     if spec.class_names:
         return len(spec.class_names)
-    with torch.no_grad():
-        out = model(torch.zeros((1, *spec.input_shape), device=device))
-    return int(out.reshape(1, -1).shape[1])
+    out = probe_outputs(model, torch.zeros((1, *spec.input_shape), device=device), [""])[""]
+    return math.prod(out[1:])
 
 
 def parse_classes(text: str, class_names, n_classes: int | None = None) -> list[int]:

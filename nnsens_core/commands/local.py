@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._validate import check_images
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -82,10 +83,8 @@ def select_images(data: ImageData, index: int, cls: str | None, count: int) -> n
 
 def model_inputs(data: ImageData, idx, spec) -> torch.Tensor:
     """Images ``idx`` in model-input space, with clear errors when they do not fit the model."""
-    from ..local_sensitivity import check_image_input
     x = torch.as_tensor(data.images[idx], dtype=torch.float32)
-    for i in range(len(x)):
-        check_image_input(x[i], spec.input_shape, what="the image")
+    check_images(x, spec.input_shape, what="the image", finite=True)
     return spec.normalize(x)
 
 

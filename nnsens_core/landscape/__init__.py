@@ -71,13 +71,13 @@ from .tanh_unit import (
 from .trends import (
     LandscapeResult,
     Trend,
-    agreement,
     classify_trend,
     falling_mask,
     prepare_xy,
     run_landscape,
     run_landscape_tabular,
     spearman_columns,
+    trend_agreement,
 )
 
 __all__ = [
@@ -99,7 +99,7 @@ __all__ = [
     "falling_mask",
     "Trend",
     "classify_trend",
-    "agreement",
+    "trend_agreement",
     "LandscapeResult",
     "prepare_xy",
     "run_landscape",

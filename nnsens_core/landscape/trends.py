@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import stats
 from .._batching import Progress
 from ..data import TabularData
 from .tanh_unit import (
@@ -18,22 +19,13 @@ from .tanh_unit import (
 
 # --------------------------------------------------------------------------- statistics
 
-def _rank(a: np.ndarray, axis: int = 0) -> np.ndarray:
-    from scipy.stats import rankdata
-    return rankdata(a, axis=axis)
-
-
 def spearman_columns(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman correlation of every column of ``X`` (n, d) with ``y`` (n,) (ties: mean ranks).
 
     A constant column gives NaN."""
-    rx = _rank(np.asarray(X, np.float64), 0)
-    ry = _rank(np.asarray(y, np.float64), 0)
-    rx = rx - rx.mean(0)
-    ry = ry - ry.mean()
-    den = np.sqrt((rx ** 2).sum(0) * (ry ** 2).sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (rx * ry[:, None]).sum(0) / np.where(den > 0, den, 1), np.nan)
+    X = np.asarray(X, np.float64)
+    y = np.asarray(y, np.float64).reshape(-1)
+    return np.asarray(stats.spearman(X, y[:, None], axis=0))
 
 
 def falling_mask(loss: np.ndarray, descent_share: float = 1.0) -> np.ndarray:
@@ -84,7 +76,7 @@ def classify_trend(history: np.ndarray, loss: np.ndarray, epochs: np.ndarray | N
     return Trend(label, rho, slope, n)
 
 
-def agreement(labels: np.ndarray, spearman: np.ndarray) -> np.ndarray:
+def trend_agreement(labels: np.ndarray, spearman: np.ndarray) -> np.ndarray:
     """Object array (d,): True/False where the trend and the Spearman sign are both determined, else None."""
     out = np.empty(len(labels), dtype=object)
     for j, (lab, s) in enumerate(zip(labels, spearman)):
@@ -204,7 +196,7 @@ def run_landscape(X, y, cfg: LandscapeConfig = LandscapeConfig(), *, feature_nam
     rho_fy = spearman_columns(X, y)
     trends = [classify_trend(hist.mean[2][k], hist.loss[k], hist.epochs, cfg.flat_tol,
                              cfg.min_falling_epochs, cfg.descent_share) for k in range(cfg.retrains)]
-    agree = np.stack([agreement(t.label, rho_fy) for t in trends])
+    agree = np.stack([trend_agreement(t.label, rho_fy) for t in trends])
     return LandscapeResult(names, target_name, cfg, hist, rho_fy, trends, agree, info)
 
 

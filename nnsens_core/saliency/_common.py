@@ -2,13 +2,12 @@
 class checks, and per-image map scaling."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import _validate as v
+from .._filters import gaussian_blur
+from .._validate import check_images as check_batch  # noqa: F401 - the shared (N, C, H, W) check
 from ..errors import NnsensError
 
 REFERENCES = ("blur", "constant")
@@ -16,28 +15,6 @@ SCORES = ("prob", "logit")
 
 
 # --------------------------------------------------------------------------- shared pieces
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, C, H, W) with reflect padding (radius ``ceil(3 sigma)``,
-    capped at the image size minus one)."""
-    if sigma <= 0:
-        return x.clone()
-    h, w = x.shape[-2:]
-    out = x
-    for dim, size in ((-1, w), (-2, h)):
-        r = max(1, min(int(math.ceil(3 * sigma)), size - 1))
-        t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-        k = torch.exp(-0.5 * (t / sigma) ** 2)
-        k = (k / k.sum()).view(1, 1, -1) if dim == -1 else (k / k.sum()).view(1, 1, -1, 1)
-        c = out.shape[1]
-        if dim == -1:
-            padded = F.pad(out, (r, r, 0, 0), mode="reflect")
-            out = F.conv2d(padded, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        else:
-            padded = F.pad(out, (0, 0, r, r), mode="reflect")
-            out = F.conv2d(padded, k.expand(c, 1, -1, 1), groups=c)
-    return out
-
 
 def reference_image(x: torch.Tensor, reference: str = "blur", blur_sigma: float = 5.0,
                     constant: float = 0.0, spec=None) -> torch.Tensor:
@@ -71,10 +48,5 @@ def _classes(classes, n: int, n_out: int | None) -> list[int]:
                           f"(the model has {n_out} outputs)")
     return c.tolist()
 
-
-def check_batch(x) -> None:
-    """A clear error unless ``x`` is a batch of images ``(N, C, H, W)``."""
-    if not isinstance(x, torch.Tensor) or x.ndim != 4:
-        raise NnsensError(f"x must be a (N, C, H, W) tensor; got {getattr(x, 'shape', type(x))}")
 
 

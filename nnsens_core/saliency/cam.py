@@ -31,7 +31,7 @@ from torch import nn
 
 from .. import _validate as v
 from .._batching import Progress, map_batches
-from .._hooks import add_forward_hook, get_module
+from .._hooks import add_forward_hook, get_module, probe_outputs
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ._common import _classes, check_batch
@@ -96,24 +96,8 @@ def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[st
                 device="cpu") -> dict[str, tuple[int, ...]]:
     """Output shape (without batch) of each named module for one zero input, in execution order."""
     names = list(target_layer_choices(model) if names is None else names)
-    dev = resolve_device(device)
-    net = inference_model(model, dev)
-    shapes: dict[str, tuple[int, ...]] = {}
-    handles = []
-    try:
-        for n in names:
-            def hook(_m, _i, out, _n=n):
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
-                shapes.pop(_n, None)
-                shapes[_n] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
-            handles.append(add_forward_hook(get_module(net, n), hook))
-        with torch.no_grad():
-            net(torch.zeros((1, *input_shape), device=dev))
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
+    x = torch.zeros((1, *input_shape), device=resolve_device(device))
+    return {n: s[1:] for n, s in probe_outputs(model, x, names).items()}
 
 
 def default_target_layer(model: nn.Module, input_shape: Sequence[int], min_grid: int = 8,

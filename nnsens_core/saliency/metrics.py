@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import stats
 from .._batching import Progress
 from .._hooks import get_module
 from ..errors import NnsensError
@@ -122,28 +123,11 @@ def top_p_iou(a, b, p: float = 0.1) -> np.ndarray:
     return iou(top_region(a, p), top_region(b, p))
 
 
-def _rank(flat: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-    return rankdata(flat, method="average", axis=1)
-
-
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    x = x - x.mean(1, keepdims=True)
-    y = y - y.mean(1, keepdims=True)
-    den = np.sqrt((x * x).sum(1) * (y * y).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (x * y).sum(1) / np.where(den > 0, den, 1), np.nan)
-
-
 def spearman(a, b) -> np.ndarray:
     """Spearman rank correlation over the pixels of each pair of maps (average ranks for ties);
     NaN when either map is constant."""
     a, b = _pair(a, b, "Spearman")
-    fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    const = (fa.max(1) == fa.min(1)) | (fb.max(1) == fb.min(1))
-    r = _pearson_rows(_rank(fa), _rank(fb))
-    r[const] = np.nan
-    return r
+    return np.asarray(stats.spearman(a.reshape(len(a), -1), b.reshape(len(b), -1), axis=1))
 
 
 def cosine(a, b) -> np.ndarray:

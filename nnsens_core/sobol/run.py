@@ -2,7 +2,7 @@
 sample -> evaluate -> analyze (:func:`run`)."""
 from __future__ import annotations
 
-import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._batching import Progress, auto_batch_size, check_memory, map_batches
-from .._hooks import add_forward_hook, forward_with_outputs
+from .._hooks import forward_with_outputs, probe_outputs
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ..zoo import LoadedModel
@@ -77,33 +77,14 @@ def hidden_layers(model, n_inputs: int | None = None) -> dict[str, int]:
     d = n_inputs or input_width(model)
     if d is None:
         raise NnsensError("the model's input width is unknown; give n_inputs")
-    order: list[str] = []
-    widths: dict[str, int] = {}
-    handles = []
+    dev = _device_of(module) or torch.device("cpu")
     try:
-        for name, sub in module.named_modules():
-            if not name:
-                continue
-
-            def hook(_m, _i, out, _name=name):
-                if isinstance(out, (tuple, list)):
-                    out = out[0]
-                if isinstance(out, torch.Tensor) and out.ndim == 2 and out.shape[0] == 2:
-                    order.append(_name)
-                    widths[_name] = int(out.shape[1])
-            handles.append(add_forward_hook(sub, hook))
-        eval_mod = module if not module.training else copy.deepcopy(module).eval()
-        dev = _device_of(module) or torch.device("cpu")
-        with torch.no_grad():
-            eval_mod(torch.zeros(2, d, device=dev, dtype=_param_dtype(module)))
+        shapes = probe_outputs(module, torch.zeros(2, d, device=dev, dtype=_param_dtype(module)))
     except NnsensError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure means the model does not fit the width
         raise NnsensError(f"the model does not accept {d} inputs: {str(exc)[:200]}") from None
-    finally:
-        for h in handles:
-            h.remove()
-    return {n: widths[n] for n in dict.fromkeys(order)}
+    return {n: int(s[1]) for n, s in shapes.items() if len(s) == 2 and s[0] == 2}
 
 
 def default_layer(model, n_inputs: int | None = None) -> str | None:
@@ -273,10 +254,8 @@ def _n_outputs(model, problem: SobolProblem, targets: Sequence[str]) -> dict[str
     layers = hidden_layers(model, problem.D)
     module = _module(model)
     dev = _device_of(module) or torch.device("cpu")
-    with torch.no_grad():
-        eval_mod = module if not module.training else copy.deepcopy(module).eval()
-        y = eval_mod(torch.zeros(2, problem.D, device=dev, dtype=_param_dtype(module)))
-    widths = {OUTPUT: int(y.reshape(2, -1).shape[1])}
+    out = probe_outputs(module, torch.zeros(2, problem.D, device=dev, dtype=_param_dtype(module)), [""])[""]
+    widths = {OUTPUT: math.prod(out[1:])}
     for t in targets:
         if t == OUTPUT:
             continue

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .. import _validate as v
+from .. import stats
 from .._batching import Progress, check_memory
 from ..data import TabularData
 from ..device import inference_model, resolve_device
@@ -250,7 +251,7 @@ class PCAComparison:
         df = pd.DataFrame({"sobol": self.sobol, "sobol_rank": _ranks(self.sobol),
                            "pca_importance": self.importance, "pca_rank": _ranks(self.importance)},
                           index=pd.Index(self.names, name="feature"))
-        return df.sort_values("sobol_rank")
+        return df.sort_values("sobol_rank", kind="stable")
 
     def loadings_frame(self):
         import pandas as pd
@@ -264,11 +265,8 @@ class PCAComparison:
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
-    """1 = largest value."""
-    order = np.argsort(-np.asarray(x, dtype=float), kind="stable")
-    r = np.empty(len(order), dtype=int)
-    r[order] = np.arange(1, len(order) + 1)
-    return r
+    """1 = largest value; tied values share the mean of their ranks (as in the Spearman)."""
+    return stats.rank(-np.asarray(x, dtype=float))
 
 
 def pca_comparison(X: np.ndarray, names: Sequence[str], sobol: Sequence[float], share: float = 0.8,
@@ -299,8 +297,8 @@ def pca_comparison(X: np.ndarray, names: Sequence[str], sobol: Sequence[float], 
             L[i] = -L[i]
     w = evr[:c]
     imp = (w[:, None] * L**2).sum(0) / w.sum()
-    rs, rp = _ranks(sobol), _ranks(imp)
-    n = len(rs)
-    rho = 1.0 if n < 2 else float(1 - 6 * np.sum((rs - rp) ** 2) / (n * (n**2 - 1)))
+    # ties get average ranks (the textbook 1 - 6 sum d^2 / (n (n^2 - 1)) is wrong with ties);
+    # NaN when either ranking is constant
+    rho = 1.0 if len(sobol) < 2 else stats.spearman(sobol, imp)
     return PCAComparison(tuple(names), evr, L, imp, sobol, rho)
 
