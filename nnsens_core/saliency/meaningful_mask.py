@@ -27,6 +27,7 @@ from ._common import (
     class_score,
     reference_image,
 )
+from .registry import Method, register
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,12 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
         return sal, {"m": m, "score_before": f0, "score_after": f1, "objective": obj}
     return sal
 
+
+def _mask_fn(model, x, targets, cfg: MaskConfig, *, spec=None, device="auto",
+             progress: Progress | None = None) -> torch.Tensor:
+    return perturbation_mask(model, x, targets, cfg, device, spec, progress)
+
+
+register(Method("mask", "Perturbation mask", _mask_fn, MaskConfig, aliases=("perturbation",),
+                description="1 - the smallest smooth mask whose deletion drops the class score "
+                            "(meaningful perturbation)"))

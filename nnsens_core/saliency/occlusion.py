@@ -27,6 +27,7 @@ from ._common import (
     class_score,
     reference_image,
 )
+from .registry import Method, register
 
 
 @dataclass(frozen=True)
@@ -164,3 +165,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     count = all_masks.sum(0)
     maps = (total / count.clamp_min(1)).cpu()
     return (maps, details) if return_details else maps
+
+
+def _occlusion_fn(model, x, targets, cfg: OcclusionConfig, *, spec=None, device="auto",
+                  progress: Progress | None = None) -> torch.Tensor:
+    return occlusion(model, x, targets, cfg, device, spec, progress)
+
+
+register(Method("occlusion", "Occlusion", _occlusion_fn, OcclusionConfig, signed=True,
+                description="drop of the class score when a sliding patch is replaced by the "
+                            "reference"))
