@@ -80,30 +80,30 @@ def check_batch(x) -> None:
 
 
 
-def check_images(model, x, spec=None, device=None) -> tuple[torch.Tensor, int]:
+def check_images(model, x, spec=None, device=None) -> tuple[torch.Tensor, int | None]:
     """The one input check of every saliency method (run by :class:`registry.Method`): ``x`` a
     finite floating-point batch ``(N, C, H, W)`` whose channels (and, with a ``spec``, size) are
     what ``model`` (in eval mode) expects and which it accepts (one forward pass of ``x[0]``).
 
-    Returns ``x`` as float32 and the model's number of outputs; every mismatch is a
-    :class:`NnsensError` naming the expected input."""
+    Returns ``x`` (detached) and the model's number of outputs (``None`` for an empty batch);
+    every mismatch is a :class:`NnsensError` naming the expected input."""
     from .._blocks import _first_conv_channels, check_image_input
 
     check_batch(x)
     if not torch.is_floating_point(x):
         raise NnsensError(f"x has dtype {x.dtype}; expected floating-point images in model-input "
                           "space (e.g. spec.normalize(images01) with images01 float32 in [0, 1])")
-    if len(x) == 0:
-        raise NnsensError("x holds no image; give at least one (N, C, H, W) with N >= 1")
     module = getattr(model, "module", model)
     expected = tuple(getattr(spec, "input_shape", None) or ())
     if len(expected) != 3:
         conv_c = _first_conv_channels(module) if isinstance(module, torch.nn.Module) else None
         expected = None if conv_c is None else (conv_c, *x.shape[2:])
+    x = x.detach()
+    if len(x) == 0:
+        return x, None
     check_image_input(x[0], expected)
     if not torch.isfinite(x).all():
         raise NnsensError("x contains NaN or infinite values")
-    x = x.detach().float()
     try:
         with torch.no_grad():
             n_out = module(x[:1].to(device or x.device)).shape[-1]

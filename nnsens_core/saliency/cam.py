@@ -35,7 +35,7 @@ from .._batching import Progress, map_batches
 from .._hooks import add_forward_hook, get_module
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
-from ._common import _classes, check_batch
+from ._common import _classes, check_images
 from .registry import Method, register
 
 
@@ -201,14 +201,12 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
     space, each image explaining its own ``classes[i]``."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    check_batch(x)
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, n_out = check_images(net, x, None, dev)
     layer_name = cfg.target_layer if cfg.target_layer is not None else \
         default_target_layer(net, tuple(x.shape[1:]), device=dev)
     layer = validate_target_layer(net, layer_name, tuple(x.shape[1:]), dev)
-    with torch.no_grad():
-        n_out = net(x[:1].to(dev)).shape[-1]
     cls = _classes(classes, len(x), n_out)
     cam = _make_cam(_registry()[cfg.method], net, layer)
     if cfg.method == "scorecam":

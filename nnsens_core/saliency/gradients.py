@@ -34,7 +34,7 @@ from ._common import (
     REFERENCES,
     SCORES,
     _classes,
-    check_batch,
+    check_images,
     class_score,
     reference_image,
 )
@@ -114,15 +114,15 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
     space, image ``i`` explaining ``classes[i]`` (one int for all). ``spec`` (a ModelSpec) maps
     the constant reference and SmoothGrad's noise through the model's normalisation.
     ``progress(done, total)`` counts forward + backward passes."""
-    check_batch(x)
     if not isinstance(cfg, GradientConfig):
         raise NnsensError(f"cfg must be a GradientConfig, got {type(cfg).__name__}")
     v.one_of("method", method, METHODS)
     dev = resolve_device(device)
     net = inference_model(model, dev)
-    x = x.detach().to(dev, torch.float32)
+    x, n_out = check_images(net, x, spec, dev)
+    x = x.to(dev, torch.float32)
     n = len(x)
-    cls = torch.as_tensor(_classes(classes, n, None), dtype=torch.long, device=dev)
+    cls = torch.as_tensor(_classes(classes, n, n_out), dtype=torch.long, device=dev)
     ref = reference_image(x, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
     k = evaluations(method, cfg)
     if method == "smoothgrad":

@@ -23,7 +23,7 @@ from ._common import (
     REFERENCES,
     SCORES,
     _classes,
-    check_batch,
+    check_images,
     class_score,
     reference_image,
 )
@@ -88,15 +88,13 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
     """Saliency maps ``1 - M`` (N, H, W) in [0, 1]; with ``return_details`` also a dict with the
     low-resolution masks ``m`` (N, r, r), ``score_before``/``score_after`` (N,) (``f`` of the input
     and of the perturbed input) and the final ``objective`` (N,)."""
-    check_batch(x)
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, n_out = check_images(net, x, spec, dev)
     n, _, h, w = x.shape
     if cfg.resolution > min(h, w):
         raise NnsensError(f"resolution={cfg.resolution} is finer than the {h}x{w} image; use at "
                           f"most {min(h, w)}")
-    with torch.no_grad():
-        n_out = net(x[:1].detach().to(dev)).shape[-1]
     cls_all = torch.tensor(_classes(classes, n, n_out), dtype=torch.long)
 
     def one(sl: slice):

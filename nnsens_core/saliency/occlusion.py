@@ -23,7 +23,7 @@ from ._common import (
     REFERENCES,
     SCORES,
     _classes,
-    check_batch,
+    check_images,
     class_score,
     reference_image,
 )
@@ -117,15 +117,14 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     ``"full"``), ``engine_reason`` (why ``"auto"`` fell back) and, for the incremental engine,
     ``head_layers`` (the names of the chain's layers).
     """
-    check_batch(x)
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, n_out = check_images(net, x, spec, dev)
     n, _, h, w = x.shape
     pos = occlusion_positions(x.shape, cfg)
     p = len(pos)
     xd = x.detach().to(dev)
     ref = reference_image(xd, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
-    n_out = net(xd[:1]).shape[-1]
     cls = torch.tensor(_classes(classes, n, n_out), device=dev, dtype=torch.long)
     base = map_batches(lambda sl: class_score(net(xd[sl]), cls[sl], cfg.score), n, cfg.batch_size,
                        out_device=None)

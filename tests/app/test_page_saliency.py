@@ -68,7 +68,7 @@ def test_saliency_page_reuses_the_am_page_difference_map():
     at.button(key="am_run").click()
     at.run()
     assert not at.exception, at.exception
-    am_map = at.session_state["am_difference"]["map"]
+    am_map = at.session_state["am_difference"].map
     at.switch_page(PAGE)
     at.run()
     at.multiselect(key="sal_methods").set_value(["am", "eigencam"])
