@@ -5,15 +5,9 @@ All selected targets are optimised together in one batch; from a start image the
 pushed toward every target (cross-class grid). Results are cached with ``st.cache_data`` and kept
 in ``st.session_state["am"]``.
 
-For an image-started run the page stores ``st.session_state["am_difference"]``, a dict for the
-saliency-comparison page:
-
-* ``map``: ``|x_AM - x_0|`` averaged over channels, float32 ``(n, H, W)`` (one row per target);
-* ``index``: the dataset index of the start image (``None`` for an upload);
-* ``key``: a string identifying the start image (data & model key + index, or the upload's hash);
-* ``classes``: the class index each row was pushed toward (``None`` for a layer target);
-* ``labels``: the target labels; ``image_class``: the start image's true class (or ``None``);
-* ``data_key``, ``model``, ``image01`` (C, H, W) and ``config`` (the AMConfig as a dict).
+For an image-started run the page stores ``st.session_state["am_difference"]``, a
+:class:`nnsens_core.saliency.am_difference.AMHandover` for the saliency-comparison page (the
+difference maps, the classes they were pushed toward, the config and the start image's identity).
 """
 from __future__ import annotations
 
@@ -29,6 +23,7 @@ from nnsens_core import activation_max as A
 from nnsens_core._hooks import get_module
 from nnsens_core.errors import NnsensError
 from nnsens_core._validate import check_images
+from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.zoo import conv_layers
 from ui import cnn_views as V
 from ui import state
@@ -220,15 +215,9 @@ if st.button("Run activation maximization", type="primary", key="am_run"):
         res = run["res"]
         if run["start01"] is not None:
             sid = run["start_id"]
-            st.session_state["am_difference"] = {
-                "map": res.difference("mean").numpy().astype(np.float32),
-                "index": run["start_index"],
-                "key": f"{ctx.key}#{sid[1]}" if sid[0] == "index" else f"upload:{sid[1]}:{sid[2]}",
-                "classes": [t.index if t.layer is None else None for t in res.targets],
-                "labels": list(res.labels), "image_class": run["start_class"],
-                "data_key": ctx.key, "model": spec.name,
-                "image01": np.asarray(run["start01"], dtype=np.float32),
-                "config": dataclasses.asdict(res.cfg)}
+            st.session_state["am_difference"] = AMHandover.from_result(
+                res, ctx.key, run["start_index"],
+                f"{ctx.key}#{sid[1]}" if sid[0] == "index" else f"upload:{sid[1]}:{sid[2]}")
 
 run = state.last_result(store["runs"], store["last"], ctx.key, run_key, "Run activation maximization")
 if run is None:

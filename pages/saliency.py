@@ -1,32 +1,36 @@
 """Saliency comparison for clinicians: Grad-CAM family vs AM difference vs occlusion vs local
 sensitivity vs meaningful-perturbation masks vs gradient methods, side by side and measured.
 
+The methods offered, their labels and the way they run come from
+``nnsens_core.saliency.registry`` (a registered method appears here with its default settings).
 widgets -> CamConfig / OcclusionConfig / MaskConfig / GradientConfig / AMConfig / SensitivityConfig ->
-nnsens_core.saliency.compare (explain, evaluate, sanity_check) and nnsens_core.saliency.metrics -> PIL overlays and
-plotly. Maps of one image are cached with ``st.cache_data`` (context key + image + class + method +
-config) and kept in ``st.session_state["saliency"]``; dataset tables and sanity checks are kept there
-too, so a rerun never loses work. The AM difference map of the image on screen is taken from the
-Activation maximization page (``st.session_state["am_difference"]``) when that page started from
-this image and pushed it toward the explained class.
+nnsens_core.saliency.compare (explain, evaluate_dataset, sanity_check) and
+nnsens_core.saliency.metrics -> PIL overlays and plotly. Maps of one image are cached with
+``st.cache_data`` (context key + image + class + method + config) and kept in
+``st.session_state["saliency"]``; dataset tables and sanity checks are kept there too, so a rerun
+never loses work. The AM difference map of the image on screen is taken from the Activation
+maximization page (an ``AMHandover`` in ``st.session_state["am_difference"]``) when that page
+started from this image and pushed it toward the explained class.
 """
 from __future__ import annotations
-
-import dataclasses
 
 import numpy as np
 import streamlit as st
 import torch
 
+from nnsens_core.activation_max import AMConfig
+from nnsens_core.data import ImageData
+from nnsens_core.local_sensitivity import LocalConfig
 from nnsens_core.saliency import compare as C
 from nnsens_core.saliency import metrics as mt
-from nnsens_core.activation_max import AMConfig
-from nnsens_core.saliency.cam import CAM_METHODS, CamConfig, default_target_layer, layer_grids
-from nnsens_core.data import ImageData
-from nnsens_core.saliency.gradients import METHODS as GRADIENT_METHODS
+from nnsens_core.saliency import registry as R
+from nnsens_core.saliency.am_difference import AMHandover
+from nnsens_core.saliency.cam import CamConfig, default_target_layer, layer_grids
 from nnsens_core.saliency.gradients import GradientConfig, config_of
+from nnsens_core.saliency.io import read_gt_masks
 from nnsens_core.saliency.meaningful_mask import MaskConfig
 from nnsens_core.saliency.occlusion import OcclusionConfig
-from nnsens_core.local_sensitivity import LocalConfig
+from nnsens_core.saliency.sensitivity import SensitivityConfig
 from nnsens_core.zoo import image_blocks
 from ui import saliency_views as V
 from ui import state
@@ -74,13 +78,10 @@ def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
     pushed it toward class ``cls``; the map is scaled to [0, 1] like every map of this page.
     """
     run = st.session_state.get("am_difference")
-    if not st.session_state.get("sal_am_reuse", True) or not run or run.get("data_key") != ctx.key \
-            or run.get("index") != index or cls not in (run.get("classes") or []):
+    if not st.session_state.get("sal_am_reuse", True) or not isinstance(run, AMHandover):
         return None
-    row = run["classes"].index(cls)
-    m = C.normalize_maps(torch.as_tensor(run["map"][row:row + 1]), clip_negative=True)[0].numpy()
-    cfg = run.get("config", {})
-    return m, f"{cfg.get('steps', '?')} steps, rule {cfg.get('rule', '?')}"
+    m = run.map_for(ctx.key, index, cls)
+    return None if m is None else (m, run.summary())
 
 
 def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, np.ndarray]:
@@ -129,15 +130,12 @@ if not layers:
     st.stop()
 
 # ----------------------------------------------------------------------------- settings
-available = C.available_methods()
+available = list(R.names())
 with st.expander("Methods and settings", expanded=True):
     methods = st.multiselect("Methods", available, default=[m for m in ("gradcam", "layercam", "occlusion",
                                                                        "smoothgrad") if m in available],
                              format_func=V.label, key="sal_methods",
-                             help="Grad-CAM family (grad-cam package), AM difference map, occlusion, "
-                                  "local sensitivity, the meaningful-perturbation mask and the "
-                                  "gradient methods (gradient, × input, Integrated Gradients, "
-                                  "SmoothGrad).")
+                             help="  \n".join(f"**{m.label}**: {m.description}" for m in R.methods()))
     c1, c2, c3 = st.columns([2, 2, 1])
     layer_names = list(layers)
     target_layer = c1.selectbox(
@@ -222,8 +220,8 @@ with st.expander("Methods and settings", expanded=True):
 
 cfgs: dict = {}
 with guard("Checking the settings"):
-    cam = CamConfig("gradcam", target_layer, score_batch_size=int(score_batch))
-    all_cfgs = {m: dataclasses.replace(cam, method=m) for m in CAM_METHODS}
+    # per method or per family ("cam", "gradients"); R.config_for fills in the rest with defaults
+    all_cfgs = {"cam": CamConfig("gradcam", target_layer, score_batch_size=int(score_batch))}
     all_cfgs["occlusion"] = OcclusionConfig(window=int(occ_window), stride=int(occ_stride),
                                             reference=occ_ref, constant=float(occ_const),
                                             score=occ_score)
@@ -233,11 +231,12 @@ with guard("Checking the settings"):
     grad_cfg = GradientConfig(samples=int(g_samples), sigma=float(g_sigma), steps=int(g_steps),
                               score=g_score, reference=g_ref, blur_sigma=float(g_blur),
                               seed=int(ctx.seed))
-    all_cfgs.update({m: config_of(m, grad_cfg) for m in GRADIENT_METHODS})  # unused fields: defaults
+    all_cfgs.update({m.name: config_of(m.name, grad_cfg)  # unused fields: defaults
+                     for m in R.methods() if m.family == "gradients"})
     all_cfgs["am"] = AMConfig(steps=int(am_steps), rule=am_rule, seed=int(ctx.seed), preview_every=0)
-    all_cfgs["sensitivity"] = C.SensitivityConfig(
+    all_cfgs["sensitivity"] = SensitivityConfig(
         block=block, local=LocalConfig(method="gradient", n_probes=int(probes), seed=int(ctx.seed)))
-    cfgs = {m: all_cfgs[m] for m in methods}
+    cfgs = {m: R.config_for(m, all_cfgs) for m in methods}
 if len(cfgs) != len(methods):
     st.stop()
 if not methods:
@@ -272,7 +271,7 @@ with st.expander("Ground-truth masks", expanded=data.masks is None):
                            key=f"sal_gt_upload|{ctx.key}")
     if upl is not None:
         with guard("Reading the masks"):
-            arr = C.read_gt_masks(upl.getvalue(), upl.name, len(data), (H, W))
+            arr = read_gt_masks(upl.getvalue(), upl.name, len(data), (H, W))
             store["gt"][ctx.key] = (arr, upl.name)
             st.success(f"{upl.name}: {len(arr)} mask(s) of {H}×{W}.")
     masks, gt_source = gt_masks()
@@ -419,10 +418,9 @@ with tab_data:
             with guard("The dataset evaluation"):
                 bar = Progress(f"Explaining {len(subset)} images with {len(methods)} methods")
                 gt_data = ImageData(data.images, data.labels, data.class_names, masks, data.name, data.meta)
-                store["eval"][eval_key] = C.evaluate(lm.module, lm.spec, gt_data, methods, cfgs,
-                                                     indices=subset, target=ds_target, p=ds_p,
-                                                     tolerance=float(ds_tol), batch_size=16,
-                                                     device=ctx.device, progress=bar)
+                store["eval"][eval_key] = C.evaluate_dataset(
+                    lm.module, lm.spec, gt_data, methods, cfgs, indices=subset, target=ds_target,
+                    p=ds_p, tolerance=float(ds_tol), batch_size=16, device=ctx.device, progress=bar)
                 bar.done()
         if eval_key in store["eval"]:
             store["last_eval"][ctx.key] = eval_key

@@ -116,7 +116,7 @@ def test_batched_metrics_are_per_image_and_accept_torch():
 
 def test_agreement_matrix():
     maps = {"a": np.stack([A, A]), "b": np.stack([A, -A])}
-    ag = M.agreement(maps, p=1 / 3)
+    ag = M.pairwise_agreement(maps, p=1 / 3)
     assert ag["spearman"][0, 1] == pytest.approx(0.0)  # mean of +1 and -1
     assert ag["spearman"][1, 0] == ag["spearman"][0, 1]
     assert ag["cosine"][0, 0] == pytest.approx(1.0)

@@ -40,7 +40,7 @@ def test_callers_use_the_shared_check():
     from nnsens_core.data import ImageData
     from nnsens_core.local_sensitivity import local_sensitivity_many, sensitivity_map
     from nnsens_core.phantom import sector_of
-    from nnsens_core.saliency._common import check_batch
+    from nnsens_core.saliency._common import check_model_input
 
     model = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU())
     with pytest.raises(NnsensError, match=r"expected a batch of images \(N, C, H, W\)"):
@@ -56,4 +56,5 @@ def test_callers_use_the_shared_check():
         ImageData(np.zeros((2, 8, 8)), np.zeros(2, int), ("a", "b"))
     with pytest.raises(NnsensError, match=r"\(N, C, H, W\)"):
         sector_of(np.zeros((8, 8)))
-    assert check_batch is check_images
+    with pytest.raises(NnsensError, match=r"x is grayscale \(1 channel\) but the model expects RGB"):
+        check_model_input(model, torch.zeros(1, 1, 8, 8))

@@ -11,14 +11,15 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from nnsens_core.saliency import metrics as mt
-from nnsens_core.saliency.compare import LABELS
+from nnsens_core.saliency import registry
 
 METRIC_LABELS = {"iou": "GT IoU", "pointing": "pointing game", "mass": "relevance mass"}
 SIM_LABELS = {"top_p_iou": "IoU of top-p% regions", "spearman": "Spearman ρ", "cosine": "cosine"}
 
 
 def label(method: str) -> str:
-    return LABELS.get(method, method)
+    """The registry's display label of ``method`` (the name itself when it is not registered)."""
+    return registry.label(method)
 
 
 def upscale(img: np.ndarray, factor: int) -> np.ndarray:
@@ -55,7 +56,7 @@ def prob_figure(probs: np.ndarray, class_names: Sequence[str], true: int, pred: 
 
 def pairwise_table(maps: Mapping[str, np.ndarray], p: float) -> pd.DataFrame:
     """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine."""
-    ag = mt.agreement(maps, p)
+    ag = mt.pairwise_agreement(maps, p)
     names = list(maps)
     rows = []
     for i, a in enumerate(names):
@@ -67,7 +68,7 @@ def pairwise_table(maps: Mapping[str, np.ndarray], p: float) -> pd.DataFrame:
 
 
 def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str) -> go.Figure:
-    ag = mt.agreement(maps, p)[which]
+    ag = mt.pairwise_agreement(maps, p)[which]
     names = [label(m) for m in maps]
     zmin = -1 if which == "spearman" else 0
     fig = go.Figure(go.Heatmap(z=ag, x=names, y=names, zmin=zmin, zmax=1, colorscale="RdBu_r"

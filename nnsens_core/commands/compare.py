@@ -10,8 +10,9 @@ import numpy as np
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
+from ..saliency import registry
 from ..saliency.cam import CamConfig
-from ..saliency.compare import evaluate, parse_methods
+from ..saliency.compare import DEFAULT_METHODS, evaluate_dataset
 from ..saliency.gradients import GradientConfig
 from ..saliency.io import markdown_table
 from ..saliency.meaningful_mask import MaskConfig
@@ -27,8 +28,9 @@ from ._common import (
 PHANTOM_FEATURES = {"regular": "A-lines (regular)", "covid": "B-lines (covid)",
                     "pneumonia": "consolidation (pneumonia)"}
 HELP = ("Compare saliency maps (Grad-CAM family, AM difference, occlusion, local sensitivity, "
-        "perturbation mask, gradient, gradient x input, Integrated Gradients, SmoothGrad) against ground-truth masks; writes metrics.json, summary.csv, "
-        "records.csv, table.md (markdown IoU / pointing per method and class) and maps.npz.")
+        "perturbation mask, gradient methods; see --methods) against ground-truth masks; writes "
+        "metrics.json, summary.csv, records.csv, table.md (markdown IoU / pointing per method and "
+        "class) and maps.npz.")
 
 
 def register(p) -> None:
@@ -39,8 +41,12 @@ def register(p) -> None:
     p.add_argument("--masks", help=".npy/.npz (key 'masks') of (N, H, W) ground-truth masks when "
                                    "--data has none")
     p.add_argument("--n", type=int, default=60, help="phantom test images (default 60)")
-    p.add_argument("--methods", default="gradcam,am,occlusion,mask",
-                   help="comma list of methods or 'all' (default gradcam,am,occlusion,mask)")
+    default = ",".join(DEFAULT_METHODS)
+    p.add_argument("--methods", default=default, metavar="M1,M2,...",
+                   help=f"comma list of methods or 'all' (default {default}); choices: "
+                        + ", ".join(f"{m.name} ({m.label}"
+                                    + (f"; also {'/'.join(m.aliases)}" if m.aliases else "") + ")"
+                                    for m in registry.methods()))
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--target", choices=("label", "pred"), default="label",
                    help="class to explain: the true label (default) or the prediction")
@@ -98,7 +104,7 @@ def _load_masks(path: str, data: ImageData) -> ImageData:
 
 def run(args) -> int:
     t0 = time.perf_counter()
-    methods = parse_methods(args.methods)
+    methods = registry.parse_methods(args.methods)
     dev = resolve_device(args.device)
     data = load_cli_images(args.data, n_demo=args.n)
     if args.masks:
@@ -130,8 +136,9 @@ def run(args) -> int:
             last[0] = now
             print(f"  {100 * done / max(total, 1):5.1f}%  {now - t0:6.1f}s", flush=True)
 
-    ev = evaluate(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
-                  tolerance=args.tolerance, batch_size=args.batch_size, device=dev, progress=progress)
+    ev = evaluate_dataset(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
+                          tolerance=args.tolerance, batch_size=args.batch_size, device=dev,
+                          progress=progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = ev.metrics_json()

@@ -7,7 +7,6 @@ import torch
 
 from .. import _validate as v
 from .._filters import gaussian_blur
-from .._validate import check_images as check_batch  # noqa: F401 - the shared (N, C, H, W) check
 from ..errors import NnsensError
 
 REFERENCES = ("blur", "constant")
@@ -50,3 +49,49 @@ def _classes(classes, n: int, n_out: int | None) -> list[int]:
 
 
 
+
+
+def check_model_input(model, x, spec=None, device=None) -> tuple[torch.Tensor, int | None]:
+    """The one input check of every saliency method (run by :class:`registry.Method`): ``x`` a
+    finite floating-point batch ``(N, C, H, W)`` whose channels (and, with a ``spec``, size) are
+    what ``model`` (in eval mode) expects and which it accepts (one forward pass of ``x[0]``).
+
+    Returns ``x`` (detached) and the model's number of outputs (``None`` for an empty batch);
+    every mismatch is a :class:`NnsensError` naming the expected input."""
+    from .._blocks import _first_conv_channels
+
+    v.check_images(x)
+    if not torch.is_floating_point(x):
+        raise NnsensError(f"x has dtype {x.dtype}; expected floating-point images in model-input "
+                          "space (e.g. spec.normalize(images01) with images01 float32 in [0, 1])")
+    module = getattr(model, "module", model)
+    expected = tuple(getattr(spec, "input_shape", None) or ())
+    if len(expected) != 3:
+        conv_c = _first_conv_channels(module) if isinstance(module, torch.nn.Module) else None
+        expected = None if conv_c is None else (conv_c, *x.shape[2:])
+    x = x.detach()
+    if len(x) == 0:
+        return x, None
+    v.check_images(x, expected, finite=True)
+    try:
+        with torch.no_grad():
+            n_out = module(x[:1].to(device or x.device)).shape[-1]
+    except RuntimeError as exc:
+        raise NnsensError(f"the model does not accept images of shape {tuple(x.shape[1:])} (C, H, W): "
+                          f"{str(exc).splitlines()[0][:300]}; give the images the model was "
+                          "trained on") from None
+    return x, int(n_out)
+
+
+def normalize_maps(maps: torch.Tensor, clip_negative: bool = False) -> torch.Tensor:
+    """Per-image min-max scaling to [0, 1] of ``(N, H, W)`` (constant maps -> 0); with
+    ``clip_negative`` values below 0 are set to 0 first."""
+    m = maps.detach().float().cpu()
+    if clip_negative:
+        m = m.clamp_min(0)
+    flat = m.flatten(1)
+    lo, hi = flat.min(1)[0], flat.max(1)[0]
+    span = (hi - lo).view(-1, 1, 1)
+    out = (m - lo.view(-1, 1, 1)) / torch.where(span > 0, span, torch.ones_like(span))
+    out[span.view(-1) <= 0] = 0
+    return out.clamp_(0, 1)

@@ -21,6 +21,7 @@ component of the activations); every other method explains ``classes[i]`` for im
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -34,7 +35,8 @@ from .._batching import Progress, map_batches
 from .._hooks import add_forward_hook, get_module, probe_outputs
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
-from ._common import _classes, check_batch
+from ._common import _classes, check_model_input
+from .registry import Method, register
 
 
 def _registry() -> dict[str, type]:
@@ -54,10 +56,6 @@ def _registry() -> dict[str, type]:
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam",
                                 "eigencam", "scorecam")
 """Names accepted by :class:`CamConfig` (``method``), in display order."""
-CAM_LABELS = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
-              "xgradcam": "XGrad-CAM", "layercam": "LayerCAM", "eigencam": "EigenCAM",
-              "scorecam": "Score-CAM"}
-CLASS_AGNOSTIC = frozenset({"eigencam"})
 
 
 @dataclass(frozen=True)
@@ -187,14 +185,12 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
     space, each image explaining its own ``classes[i]``."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    check_batch(x)
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, n_out = check_model_input(net, x, None, dev)
     layer_name = cfg.target_layer if cfg.target_layer is not None else \
         default_target_layer(net, tuple(x.shape[1:]), device=dev)
     layer = validate_target_layer(net, layer_name, tuple(x.shape[1:]), dev)
-    with torch.no_grad():
-        n_out = net(x[:1].to(dev)).shape[-1]
     cls = _classes(classes, len(x), n_out)
     cam = _make_cam(_registry()[cfg.method], net, layer)
     if cfg.method == "scorecam":
@@ -213,3 +209,33 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
     if maps is None:
         return torch.zeros((0, *x.shape[2:]))
     return maps.clamp_(0, 1)
+
+
+# --------------------------------------------------------------------------- registry entries
+
+def _method_fn(method: str):
+    def fn(model, x, targets, cfg: CamConfig, *, spec=None, device="auto",
+           progress: Progress | None = None) -> torch.Tensor:
+        if cfg.method != method:
+            cfg = dataclasses.replace(cfg, method=method)
+        return cam_maps(model, x, targets, cfg, device, progress)
+    fn.__name__ = f"cam_{method}"
+    return fn
+
+
+for _name, _label, _aliases, _description in (
+        ("gradcam", "Grad-CAM", ("cam", "grad-cam"),
+         "the target layer's activations weighted by their mean class gradient (ReLU)"),
+        ("gradcam++", "Grad-CAM++", ("gradcampp", "gradcam-plus-plus"),
+         "Grad-CAM with second-order weights of the positive gradients"),
+        ("hirescam", "HiResCAM", (), "gradient times activation at every location of the target layer"),
+        ("xgradcam", "XGrad-CAM", (), "Grad-CAM with activation-normalised gradient weights"),
+        ("layercam", "LayerCAM", (), "positive gradients times activations, location by location"),
+        ("eigencam", "EigenCAM", (), "first principal component of the target layer's activations "
+                                     "(class-agnostic)"),
+        ("scorecam", "Score-CAM", (), "activations weighted by the class score of the image masked "
+                                      "by each channel")):
+    register(Method(_name, _label, _method_fn(_name), CamConfig, class_agnostic=_name == "eigencam",
+                    aliases=_aliases, description=_description, family="cam",
+                    config_method_field="method"))
+del _name, _label, _aliases, _description

@@ -1,16 +1,14 @@
 """Saliency comparison: run many explanation methods on the same images and score them.
 
 :func:`explain` returns ``{method: (N, H, W) maps}``, every map scaled per image to [0, 1]
-(min-max; a constant map becomes all zeros; signed maps, i.e. occlusion and the activation-
+(min-max; a constant map becomes all zeros; signed maps, e.g. occlusion and the activation-
 maximization difference map, are clipped at 0 first, keeping the evidence *for* the class).
-:func:`evaluate` runs :func:`explain` over a dataset with ground-truth masks and scores each map
-with :mod:`nnsens_core.metrics` (GT IoU, pointing game, relevance mass).
+:func:`evaluate_dataset` runs :func:`explain` over a dataset with ground-truth masks and scores
+each map with :mod:`nnsens_core.saliency.metrics` (GT IoU, pointing game, relevance mass).
 
-Methods (:data:`METHODS`): the Grad-CAM family of :mod:`nnsens_core.cam`; ``am`` (activation-
-maximization difference map, :mod:`nnsens_core.activation_max`); ``occlusion`` and ``mask``
-(meaningful perturbation) from :mod:`nnsens_core.masks`; ``sensitivity`` (local pixel sensitivity
-of a block, :mod:`nnsens_core.perturbation`; class-agnostic); the gradient methods ``gradient``,
-``gradxinput``, ``ig`` (Integrated Gradients) and ``smoothgrad`` of :mod:`nnsens_core.gradients`.
+The methods, their labels and their settings come from :mod:`nnsens_core.saliency.registry`
+(``registry.names()``): the Grad-CAM family, ``am``, ``occlusion``, ``sensitivity``, ``mask`` and
+the gradient methods, plus any method registered later.
 """
 from __future__ import annotations
 
@@ -24,150 +22,18 @@ from torch import nn
 
 from .. import _validate as v
 from .._batching import Progress, map_batches
-from ..activation_max import AMConfig, difference_map
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
-from ..local_sensitivity import LocalConfig, sensitivity_map
-from ..zoo import image_blocks
 from . import metrics as mt
-from ._common import _classes, check_batch
-from .cam import CAM_LABELS, CAM_METHODS, CLASS_AGNOSTIC, CamConfig, cam_maps
-from .gradients import LABELS as GRADIENT_LABELS
-from .gradients import METHODS as GRADIENT_METHODS
-from .gradients import SIGNED as GRADIENT_SIGNED
-from .gradients import GradientConfig, gradient_maps
-from .meaningful_mask import MaskConfig, perturbation_mask
-from .occlusion import OcclusionConfig, occlusion
+from . import registry
+from ._common import check_model_input, normalize_maps
+from .registry import config_for, default_config, parse_methods
 
-OTHER_METHODS = ("am", "occlusion", "sensitivity", "mask")
-METHODS: tuple[str, ...] = CAM_METHODS + OTHER_METHODS + GRADIENT_METHODS
-LABELS = {**CAM_LABELS, "am": "AM difference", "occlusion": "Occlusion",
-          "sensitivity": "Local sensitivity", "mask": "Perturbation mask", **GRADIENT_LABELS}
-SIGNED = frozenset({"occlusion", "am"}) | GRADIENT_SIGNED
-CLASS_FREE = CLASS_AGNOSTIC | {"sensitivity"}
+__all__ = ["DEFAULT_METHODS", "Evaluation", "TARGETS", "config_for", "default_config",
+           "evaluate_dataset", "explain", "normalize_maps", "parse_methods", "predict_proba",
+           "sanity_check"]
+
 DEFAULT_METHODS = ("gradcam", "am", "occlusion", "mask")
-
-
-@dataclass(frozen=True)
-class SensitivityConfig:
-    """Local pixel sensitivity of module ``block`` (``None``: the model's last detected block)."""
-    block: str | None = None
-    local: object = None  # perturbation.LocalConfig; None = gradient estimate, 16 probes
-    aggregate: str = "mean"
-
-    def __post_init__(self):
-        if self.block is not None and not isinstance(self.block, str):
-            raise NnsensError(f"block={self.block!r} must be a module name (str)")
-
-
-def unavailable(method: str) -> str | None:
-    """Why ``method`` cannot run, or None when it can (every method of :data:`METHODS` can)."""
-    if method not in METHODS:
-        return f"method {method!r} is unknown; use one of {METHODS}"
-    return None
-
-
-def available_methods() -> list[str]:
-    return [m for m in METHODS if unavailable(m) is None]
-
-
-def parse_methods(text: str | Sequence[str]) -> list[str]:
-    """``"gradcam,am"`` or a list -> validated method names (``"cam"`` = Grad-CAM, ``"all"``)."""
-    items = [s.strip().lower() for s in (text.split(",") if isinstance(text, str) else text)]
-    items = [s for s in items if s]
-    alias = {"cam": "gradcam", "grad-cam": "gradcam", "gradcampp": "gradcam++",
-             "gradcam-plus-plus": "gradcam++", "perturbation": "mask", "local": "sensitivity",
-             "saliency": "gradient", "inputxgradient": "gradxinput", "integrated-gradients": "ig",
-             "integratedgradients": "ig"}
-    out: list[str] = []
-    for s in items:
-        if s == "all":
-            out += [m for m in available_methods() if m not in out]
-            continue
-        s = alias.get(s, s)
-        if s not in METHODS:
-            raise NnsensError(f"method {s!r} is unknown; use a comma list of {', '.join(METHODS)}")
-        if s not in out:
-            out.append(s)
-    if not out:
-        raise NnsensError("no method given; use e.g. gradcam,am,occlusion,mask")
-    return out
-
-
-def default_config(method: str):
-    """The default config object of ``method``."""
-    if method in CAM_METHODS:
-        return CamConfig(method)
-    if method == "occlusion":
-        return OcclusionConfig()
-    if method == "mask":
-        return MaskConfig()
-    if method == "sensitivity":
-        return SensitivityConfig()
-    if method in GRADIENT_METHODS:
-        return GradientConfig()
-    if method == "am":
-        return AMConfig()
-    raise NnsensError(f"method {method!r} is unknown; use one of {METHODS}")
-
-
-def config_for(method: str, cfgs: Mapping[str, object] | None):
-    """``cfgs[method]``, else for a CAM method ``cfgs["cam"]`` with its ``method`` replaced, for a
-    gradient method ``cfgs["gradients"]``, else the default."""
-    cfgs = cfgs or {}
-    if method in cfgs and cfgs[method] is not None:
-        cfg = cfgs[method]
-        if method in CAM_METHODS and isinstance(cfg, CamConfig) and cfg.method != method:
-            cfg = dataclasses.replace(cfg, method=method)
-        return cfg
-    if method in CAM_METHODS and isinstance(cfgs.get("cam"), CamConfig):
-        return dataclasses.replace(cfgs["cam"], method=method)
-    if method in GRADIENT_METHODS and isinstance(cfgs.get("gradients"), GradientConfig):
-        return cfgs["gradients"]
-    return default_config(method)
-
-
-def normalize_maps(maps: torch.Tensor, clip_negative: bool = False) -> torch.Tensor:
-    """Per-image min-max scaling to [0, 1] of ``(N, H, W)`` (constant maps -> 0); with
-    ``clip_negative`` values below 0 are set to 0 first."""
-    m = maps.detach().float().cpu()
-    if clip_negative:
-        m = m.clamp_min(0)
-    flat = m.flatten(1)
-    lo, hi = flat.min(1)[0], flat.max(1)[0]
-    span = (hi - lo).view(-1, 1, 1)
-    out = (m - lo.view(-1, 1, 1)) / torch.where(span > 0, span, torch.ones_like(span))
-    out[span.view(-1) <= 0] = 0
-    return out.clamp_(0, 1)
-
-
-def _run_one(method: str, model: nn.Module, spec, x: torch.Tensor, classes: list[int], cfg,
-             dev: torch.device, progress) -> torch.Tensor:
-    if method in CAM_METHODS:
-        return cam_maps(model, x, classes, cfg, dev, progress)
-    if method == "occlusion":
-        return occlusion(model, x, classes, cfg, dev, spec, progress)
-    if method == "mask":
-        return perturbation_mask(model, x, classes, cfg, dev, spec, progress)
-    if method in GRADIENT_METHODS:
-        return gradient_maps(model, x, classes, method, cfg, dev, spec, progress)
-    if method == "am":
-        return difference_map(model, spec, x, torch.as_tensor(classes, dtype=torch.long), cfg, dev,
-                              progress=progress)
-    if method == "sensitivity":
-        local = cfg.local if cfg.local is not None else LocalConfig(method="gradient", n_probes=16)
-        block = cfg.block or default_block(model)
-        return sensitivity_map(model, x, block, local, dev, cfg.aggregate, progress)
-    raise NnsensError(f"method {method!r} is unknown; use one of {METHODS}")  # pragma: no cover
-
-
-def default_block(model: nn.Module) -> str:
-    """The last detected block (VGG: after the last max-pool, ResNet: ``layer4``)."""
-    blocks = image_blocks(model)
-    if blocks:
-        return list(blocks.values())[-1]
-    from ..zoo import last_conv_layer
-    return last_conv_layer(model)
 
 
 def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],
@@ -175,35 +41,25 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
             progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Maps ``{method: (N, H, W)}`` in [0, 1] explaining ``classes[i]`` for image ``x[i]``.
 
-    ``x`` is (N, C, H, W) in model-input space (``spec.normalize(images01)``); ``classes`` one int
-    per image (or one for all); ``cfgs`` maps method names (or ``"cam"`` for every CAM method) to
-    config objects (defaults otherwise). ``progress(done, total)`` runs from 0 to
-    ``1000 * len(methods)``.
+    ``model`` is an ``nn.Module`` or a LoadedModel (``spec=None`` then takes its spec). ``x`` is
+    (N, C, H, W) in model-input space (``spec.normalize(images01)``); ``classes`` one int per image
+    (or one for all); ``methods`` registered names or aliases (or ``"all"``); ``cfgs`` maps method
+    names (or ``"cam"`` for every CAM method, ``"gradients"`` for every gradient method) to config
+    objects (defaults otherwise). ``progress(done, total)`` runs from 0 to ``1000 * len(methods)``.
     """
-    check_batch(x)
-    if spec is not None and getattr(spec, "input_shape", None) and \
-            tuple(x.shape[1:]) != tuple(spec.input_shape):
-        raise NnsensError(f"the images are {tuple(x.shape[1:])} (C, H, W) but the model expects "
-                          f"{tuple(spec.input_shape)}; resize them or pick another model")
+    if spec is None:
+        spec = getattr(model, "spec", None)
     methods = parse_methods(methods)
     dev = resolve_device(device)
     net = inference_model(model, dev)
-    cls = _classes(classes, len(x), None)
     out: dict[str, torch.Tensor] = {}
     total = 1000 * len(methods)
-    for k, method in enumerate(methods):
-        reason = unavailable(method)
-        if reason:
-            raise NnsensError(reason)
-        cfg = config_for(method, cfgs)
+    for k, name in enumerate(methods):
+        method = registry.get(name)
         sub = None if progress is None else (
             lambda d, t, _k=k: progress(_k * 1000 + int(1000 * d / max(t, 1)), total))
-        maps = _run_one(method, net, spec, x, cls, cfg, dev, sub)
-        maps = torch.as_tensor(maps).detach().float().cpu()
-        if maps.shape != (len(x), *x.shape[2:]):
-            raise NnsensError(f"method {method!r} returned maps of shape {tuple(maps.shape)}; "
-                              f"expected {(len(x), *x.shape[2:])}")
-        out[method] = normalize_maps(maps, clip_negative=method in SIGNED)
+        maps = method(net, x, classes, config_for(name, cfgs), spec=spec, device=dev, progress=sub)
+        out[name] = normalize_maps(maps, clip_negative=method.signed)
         if progress is not None:
             progress((k + 1) * 1000, total)
     return out
@@ -216,6 +72,7 @@ def predict_proba(model: nn.Module, x: torch.Tensor, device="auto", batch_size: 
     """Softmax probabilities (N, K) on CPU."""
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, _ = check_model_input(net, x, None, dev)
     return map_batches(lambda sl: torch.softmax(net(x[sl].to(dev)), -1), len(x), batch_size)
 
 
@@ -267,10 +124,10 @@ class Evaluation:
         return out
 
 
-def evaluate(model: nn.Module, spec, data, methods: Sequence[str],
-             cfgs: Mapping[str, object] | None = None, indices=None, target: str = "label",
-             p: float | None = None, tolerance: float = 0.0, batch_size: int = 32, device="auto",
-             progress: Progress | None = None) -> Evaluation:
+def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
+                     cfgs: Mapping[str, object] | None = None, indices=None, target: str = "label",
+                     p: float | None = None, tolerance: float = 0.0, batch_size: int = 32,
+                     device="auto", progress: Progress | None = None) -> Evaluation:
     """Explain ``data`` (an :class:`~nnsens_core.data.ImageData` with ``masks``) image by image
     (``target="label"``: the true class; ``"pred"``: the predicted class) and score the maps against
     the masks (:func:`metrics.localization` with ``p``, ``tolerance``).
@@ -289,13 +146,11 @@ def evaluate(model: nn.Module, spec, data, methods: Sequence[str],
     if idx.min() < 0 or idx.max() >= len(data):
         raise NnsensError(f"indices must lie in 0..{len(data) - 1}")
     methods = parse_methods(methods)
-    for m in methods:
-        reason = unavailable(m)
-        if reason:
-            raise NnsensError(reason)
+    if spec is None:
+        spec = getattr(model, "spec", None)
     dev = resolve_device(device)
     net = inference_model(model, dev)
-    x01 = torch.as_tensor(data.images[idx], dtype=torch.float32)
+    x01, _ = check_model_input(net, torch.as_tensor(data.images[idx], dtype=torch.float32), spec, dev)
     x = spec.normalize(x01) if spec is not None else x01
     probs = predict_proba(net, x, dev)
     labels = np.asarray(data.labels[idx], dtype=np.int64)
@@ -343,6 +198,8 @@ def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequ
     with the maps of :func:`explain`; ``layers`` default to every Conv2d/Linear, top first."""
     dev = resolve_device(device)
     methods = parse_methods(methods)
+    if spec is None:
+        spec = getattr(model, "spec", None)
 
     def fn(m: nn.Module):
         return explain(m, spec, x, classes, methods, cfgs, dev)

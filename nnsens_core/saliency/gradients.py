@@ -14,8 +14,8 @@ through the class score ``f`` (the logit by default: the softmax saturates on co
   ``sum_c (z - r)_c df/dz_c`` over ``samples`` noisy copies ``z = x + N(0, sigma^2)``; ``sigma``
   is a fraction of the valid input range (of each channel, when a ModelSpec gives it).
 
-The signed maps are returned signed; :func:`nnsens_core.compare.explain` keeps their positive part
-(evidence for the class). All model evaluations of a call go through one batching loop
+The signed maps are returned signed; :func:`nnsens_core.saliency.compare.explain` keeps their
+positive part (evidence for the class). All model evaluations of a call go through one batching loop
 (``batch_size`` inputs per forward + backward), so the batch size never changes a map.
 """
 from __future__ import annotations
@@ -34,15 +34,13 @@ from ._common import (
     REFERENCES,
     SCORES,
     _classes,
-    check_batch,
+    check_model_input,
     class_score,
     reference_image,
 )
+from .registry import Method, register
 
 METHODS = ("gradient", "gradxinput", "ig", "smoothgrad")
-LABELS = {"gradient": "Gradient", "gradxinput": "Gradient × input", "ig": "Integrated Gradients",
-          "smoothgrad": "SmoothGrad × input"}
-SIGNED = frozenset({"gradxinput", "ig", "smoothgrad"})
 
 
 @dataclass(frozen=True)
@@ -116,15 +114,15 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
     space, image ``i`` explaining ``classes[i]`` (one int for all). ``spec`` (a ModelSpec) maps
     the constant reference and SmoothGrad's noise through the model's normalisation.
     ``progress(done, total)`` counts forward + backward passes."""
-    check_batch(x)
     if not isinstance(cfg, GradientConfig):
         raise NnsensError(f"cfg must be a GradientConfig, got {type(cfg).__name__}")
     v.one_of("method", method, METHODS)
     dev = resolve_device(device)
     net = inference_model(model, dev)
-    x = x.detach().to(dev, torch.float32)
+    x, n_out = check_model_input(net, x, spec, dev)
+    x = x.to(dev, torch.float32)
     n = len(x)
-    cls = torch.as_tensor(_classes(classes, n, None), dtype=torch.long, device=dev)
+    cls = torch.as_tensor(_classes(classes, n, n_out), dtype=torch.long, device=dev)
     ref = reference_image(x, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
     k = evaluations(method, cfg)
     if method == "smoothgrad":
@@ -154,3 +152,26 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
     total = n * k
     per_item = map_batches(fn, total, cfg.batch_size, progress, out_device="cpu")
     return per_item.view(n, k, *x.shape[2:]).mean(1).float()
+
+
+# --------------------------------------------------------------------------- registry entries
+
+def _method_fn(method: str):
+    def fn(model, x, targets, cfg: GradientConfig, *, spec=None, device="auto",
+           progress: Progress | None = None) -> torch.Tensor:
+        return gradient_maps(model, x, targets, method, cfg, device, spec, progress)
+    fn.__name__ = f"gradient_maps_{method}"
+    return fn
+
+
+for _name, _label, _signed, _aliases, _description in (
+        ("gradient", "Gradient", False, ("saliency",), "max over channels of |df/dx|"),
+        ("gradxinput", "Gradient × input", True, ("inputxgradient",),
+         "sum over channels of (x - r) df/dx"),
+        ("ig", "Integrated Gradients", True, ("integrated-gradients", "integratedgradients"),
+         "(x - r) times the mean gradient on the straight path from the reference r to x"),
+        ("smoothgrad", "SmoothGrad × input", True, (),
+         "gradient × input averaged over noisy copies of the image")):
+    register(Method(_name, _label, _method_fn(_name), GradientConfig, signed=_signed,
+                    aliases=_aliases, description=_description, family="gradients"))
+del _name, _label, _signed, _aliases, _description

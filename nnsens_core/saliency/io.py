@@ -6,7 +6,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..errors import NnsensError
-from .compare import LABELS
+from .registry import label
 
 # --------------------------------------------------------------------------- user ground-truth masks
 
@@ -108,7 +108,7 @@ def markdown_table(info: Mapping, class_names: Sequence[str] | None = None,
     head = "| method | " + " | ".join(f"{lab}: IoU / pointing" for _, lab in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for m, row in vals.items():
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(
+        lines.append(f"| {label(m)} | " + " | ".join(
             f"{fmt(row[c][0], c, 0)} / {fmt(row[c][1], c, 1)}" for c, _ in cols) + " |")
     return "\n".join(lines) + "\n"
 

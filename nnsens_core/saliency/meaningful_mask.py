@@ -23,10 +23,11 @@ from ._common import (
     REFERENCES,
     SCORES,
     _classes,
-    check_batch,
+    check_model_input,
     class_score,
     reference_image,
 )
+from .registry import Method, register
 
 
 @dataclass(frozen=True)
@@ -87,15 +88,13 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
     """Saliency maps ``1 - M`` (N, H, W) in [0, 1]; with ``return_details`` also a dict with the
     low-resolution masks ``m`` (N, r, r), ``score_before``/``score_after`` (N,) (``f`` of the input
     and of the perturbed input) and the final ``objective`` (N,)."""
-    check_batch(x)
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, n_out = check_model_input(net, x, spec, dev)
     n, _, h, w = x.shape
     if cfg.resolution > min(h, w):
         raise NnsensError(f"resolution={cfg.resolution} is finer than the {h}x{w} image; use at "
                           f"most {min(h, w)}")
-    with torch.no_grad():
-        n_out = net(x[:1].detach().to(dev)).shape[-1]
     cls_all = torch.tensor(_classes(classes, n, n_out), dtype=torch.long)
 
     def one(sl: slice):
@@ -130,3 +129,12 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
         return sal, {"m": m, "score_before": f0, "score_after": f1, "objective": obj}
     return sal
 
+
+def _mask_fn(model, x, targets, cfg: MaskConfig, *, spec=None, device="auto",
+             progress: Progress | None = None) -> torch.Tensor:
+    return perturbation_mask(model, x, targets, cfg, device, spec, progress)
+
+
+register(Method("mask", "Perturbation mask", _mask_fn, MaskConfig, aliases=("perturbation",),
+                description="1 - the smallest smooth mask whose deletion drops the class score "
+                            "(meaningful perturbation)"))

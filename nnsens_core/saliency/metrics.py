@@ -146,7 +146,7 @@ SIMILARITIES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, np.ndarray]:
+def pairwise_agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, np.ndarray]:
     """Mean agreement of every pair of methods: ``{"top_p_iou"|"spearman"|"cosine": (M, M)}``.
 
     Entry ``[i, j]`` is the NaN-mean over images of the metric between method ``i`` and ``j``

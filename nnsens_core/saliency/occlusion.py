@@ -23,10 +23,11 @@ from ._common import (
     REFERENCES,
     SCORES,
     _classes,
-    check_batch,
+    check_model_input,
     class_score,
     reference_image,
 )
+from .registry import Method, register
 
 
 @dataclass(frozen=True)
@@ -116,15 +117,14 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     ``"full"``), ``engine_reason`` (why ``"auto"`` fell back) and, for the incremental engine,
     ``head_layers`` (the names of the chain's layers).
     """
-    check_batch(x)
     dev = resolve_device(device)
     net = inference_model(model, dev)
+    x, n_out = check_model_input(net, x, spec, dev)
     n, _, h, w = x.shape
     pos = occlusion_positions(x.shape, cfg)
     p = len(pos)
     xd = x.detach().to(dev)
     ref = reference_image(xd, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
-    n_out = net(xd[:1]).shape[-1]
     cls = torch.tensor(_classes(classes, n, n_out), device=dev, dtype=torch.long)
     base = map_batches(lambda sl: class_score(net(xd[sl]), cls[sl], cfg.score), n, cfg.batch_size,
                        out_device=None)
@@ -164,3 +164,13 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     count = all_masks.sum(0)
     maps = (total / count.clamp_min(1)).cpu()
     return (maps, details) if return_details else maps
+
+
+def _occlusion_fn(model, x, targets, cfg: OcclusionConfig, *, spec=None, device="auto",
+                  progress: Progress | None = None) -> torch.Tensor:
+    return occlusion(model, x, targets, cfg, device, spec, progress)
+
+
+register(Method("occlusion", "Occlusion", _occlusion_fn, OcclusionConfig, signed=True,
+                description="drop of the class score when a sliding patch is replaced by the "
+                            "reference"))

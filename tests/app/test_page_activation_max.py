@@ -41,8 +41,8 @@ def test_am_page_noise_then_image_start():
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     d = at.session_state["am_difference"]
-    assert d["map"].shape == (3, 64, 64) and d["index"] == 2 and d["classes"] == [0, 1, 2]
-    assert np.all(d["map"] >= 0) and d["map"].max() > 0
+    assert d.map.shape == (3, 64, 64) and d.index == 2 and d.classes == (0, 1, 2)
+    assert np.all(d.map >= 0) and d.map.max() > 0
     assert len(at.session_state["am"]["runs"]) == 2
     assert len(at.get("plotly_chart")) >= 2  # difference maps + history
 
@@ -92,4 +92,4 @@ def test_am_page_upload_start_is_checked():
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     d = at.session_state["am_difference"]
-    assert d["index"] is None and d["key"].startswith("upload:gray.png") and d["map"].shape == (3, 64, 64)
+    assert d.index is None and d.key.startswith("upload:gray.png") and d.map.shape == (3, 64, 64)

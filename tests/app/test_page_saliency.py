@@ -1,7 +1,10 @@
 """AppTest smoke test of the Saliency comparison page: renders, browses, compares, evaluates a tiny
 subset and runs a tiny sanity check, with no exception and tables on screen."""
 
+from dataclasses import dataclass
+
 import numpy as np
+import pytest
 
 from app_pages import open_page
 
@@ -68,7 +71,7 @@ def test_saliency_page_reuses_the_am_page_difference_map():
     at.button(key="am_run").click()
     at.run()
     assert not at.exception, at.exception
-    am_map = at.session_state["am_difference"]["map"]
+    am_map = at.session_state["am_difference"].map
     at.switch_page(PAGE)
     at.run()
     at.multiselect(key="sal_methods").set_value(["am", "eigencam"])
@@ -117,3 +120,39 @@ def test_saliency_page_gradient_methods_follow_their_settings():
     _, _, blurred = at.session_state["sal_current_maps"]
     np.testing.assert_array_equal(blurred["gradient"], maps["gradient"])
     assert not np.allclose(blurred["ig"], maps["ig"])
+
+
+@dataclass(frozen=True)
+class BrightnessConfig:
+    scale: float = 1.0
+
+
+def _brightness(model, x, targets, cfg, *, spec=None, device="auto", progress=None):
+    return cfg.scale * x.mean(1)
+
+
+@pytest.fixture
+def brightness():
+    from nnsens_core.saliency import registry as R
+    m = R.register(R.Method("brightness", "Brightness (toy)", _brightness, BrightnessConfig,
+                            description="channel mean of the input"))
+    yield m
+    R.unregister("brightness")
+
+
+def test_saliency_page_offers_and_runs_a_registered_method(brightness):
+    at = open_page(PAGE, timeout=240)
+    ms = at.multiselect(key="sal_methods")
+    assert "Brightness (toy)" in ms.options and "Grad-CAM" in ms.options
+    ms.set_value(["brightness", "eigencam"])
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    index, _, maps = at.session_state["sal_current_maps"]
+    assert list(maps) == ["brightness", "eigencam"]
+    from nnsens_core.phantom import demo_images
+    from ui.state import PHANTOM_TEST_N
+    img = demo_images("test", n=PHANTOM_TEST_N).images[index]  # the page's default data
+    mean = img.mean(0)  # the demo VGG normalises every channel alike, so the scaled maps agree
+    np.testing.assert_allclose(maps["brightness"], (mean - mean.min()) / (mean.max() - mean.min()),
+                               atol=1e-5)

@@ -1,0 +1,193 @@
+"""The one registry of saliency methods: what exists, how it is called, and how it is shown.
+
+Each method module registers its entries (a :class:`Method`) when it is imported; importing
+``nnsens_core.saliency`` (or any of its modules) imports every built-in method module once, in
+display order (see ``saliency/__init__.py``). The compare engine, the saliency page and the CLI list,
+label and run methods only through this module, so adding a method is one module with one
+:func:`register` call (plus its import in ``saliency/__init__.py`` for a built-in one).
+
+Every method's ``fn`` has one signature::
+
+    fn(model, x, targets, cfg, *, spec=None, device="auto", progress=None) -> Tensor (N, H, W)
+
+``model`` is a :class:`~nnsens_core.zoo.LoadedModel` or an ``nn.Module``; ``x`` is (N, C, H, W) in
+model-input space; ``targets`` one class per image (or one int for all); ``cfg`` an instance of
+the method's ``config_type``; ``progress(done, total)``. Calling a :class:`Method` (or :func:`run`)
+checks the inputs once for every method (batch shape, dtype, channels, the model accepting the
+images, classes in range; :func:`~nnsens_core.saliency._common.check_model_input`), puts the model in
+eval mode on the device without touching the caller's (:func:`nnsens_core.device.inference_model`)
+and checks the shape of the maps returned.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from ..device import inference_model, resolve_device
+from ..errors import NnsensError
+from ._common import _classes, check_model_input
+
+
+@dataclass(frozen=True)
+class Method:
+    """One saliency method.
+
+    ``signed``: the map is signed and keeps its positive part (evidence for the class) after
+    scaling; ``class_agnostic``: the map does not depend on the explained class; ``config_type``: the
+    frozen dataclass of its settings (its default instance, with ``config_method_field`` set to
+    ``name`` when given, is the default config); ``family``: the key of a config shared by a family
+    in :func:`config_for` (``"cam"``, ``"gradients"``); ``aliases``: other names accepted by
+    :func:`get`; ``description``: one line saying what the map shows.
+    """
+    name: str
+    label: str
+    fn: Callable[..., torch.Tensor]
+    config_type: type
+    signed: bool = False
+    class_agnostic: bool = False
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    family: str | None = None
+    config_method_field: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.lower() \
+                or "," in self.name:
+            raise NnsensError(f"method name {self.name!r} must be a non-empty lower-case string "
+                              "without commas")
+        if not callable(self.fn):
+            raise NnsensError(f"method {self.name!r}: fn must be callable")
+        if not (isinstance(self.config_type, type) and dataclasses.is_dataclass(self.config_type)):
+            raise NnsensError(f"method {self.name!r}: config_type must be a dataclass type")
+        object.__setattr__(self, "aliases", tuple(a.lower() for a in self.aliases))
+
+    def bind(self, cfg):
+        """``cfg`` with its ``config_method_field`` (if any) set to this method's name."""
+        f = self.config_method_field
+        if f is not None and getattr(cfg, f, self.name) != self.name:
+            cfg = dataclasses.replace(cfg, **{f: self.name})
+        return cfg
+
+    def default_config(self):
+        return self.bind(self.config_type())
+
+    def __call__(self, model, x, targets, cfg=None, *, spec=None, device="auto",
+                 progress=None) -> torch.Tensor:
+        """Raw (unscaled) maps ``(N, H, W)`` float32 on the CPU; ``cfg=None``: the default."""
+        cfg = self.default_config() if cfg is None else self.bind(cfg)
+        if not isinstance(cfg, self.config_type):
+            raise NnsensError(f"the settings of {self.name!r} must be a {self.config_type.__name__}, "
+                              f"got {type(cfg).__name__}")
+        if spec is None:
+            spec = getattr(model, "spec", None)
+        dev = resolve_device(device)
+        net = inference_model(model, dev)
+        x, n_out = check_model_input(net, x, spec, dev)
+        cls = _classes(targets, len(x), n_out)
+        maps = self.fn(net, x, cls, cfg, spec=spec, device=dev, progress=progress)
+        maps = torch.as_tensor(maps).detach().float().cpu()
+        if maps.shape != (len(x), *x.shape[2:]):
+            raise NnsensError(f"method {self.name!r} returned maps of shape {tuple(maps.shape)}; "
+                              f"expected {(len(x), *x.shape[2:])}")
+        return maps
+
+
+_METHODS: dict[str, Method] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method``; a name or alias already taken raises :class:`NnsensError`."""
+    if not isinstance(method, Method):
+        raise NnsensError(f"register() takes a Method, got {type(method).__name__}")
+    for key in (method.name, *method.aliases):
+        if key in _METHODS or key in _ALIASES or key == "all":
+            raise NnsensError(f"saliency method name {key!r} is already taken; pick another name")
+    if len(set(method.aliases)) != len(method.aliases) or method.name in method.aliases:
+        raise NnsensError(f"method {method.name!r} lists an alias twice")
+    _METHODS[method.name] = method
+    _ALIASES.update({a: method.name for a in method.aliases})
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a method (and its aliases); used by tests that register a toy method."""
+    m = get(name)
+    del _METHODS[m.name]
+    for a in m.aliases:
+        _ALIASES.pop(a, None)
+
+
+def get(name: str) -> Method:
+    """The method called ``name`` or one of its aliases (case and surrounding spaces ignored)."""
+    key = str(name).strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in _METHODS:
+        raise NnsensError(f"method {name!r} is unknown; use one of {', '.join(_METHODS)}")
+    return _METHODS[key]
+
+
+def names() -> tuple[str, ...]:
+    """Every method name, in display order."""
+    return tuple(_METHODS)
+
+
+def methods() -> tuple[Method, ...]:
+    """Every method, in display order."""
+    return tuple(_METHODS.values())
+
+
+def label(name: str) -> str:
+    """The display label of ``name`` (the name itself when it is not registered)."""
+    key = str(name).strip().lower()
+    m = _METHODS.get(_ALIASES.get(key, key))
+    return m.label if m is not None else str(name)
+
+
+def parse_methods(text: str | Sequence[str]) -> list[str]:
+    """``"gradcam,am"`` or a list -> method names (aliases resolved, duplicates dropped, order
+    kept; ``"all"`` adds every method)."""
+    if not isinstance(text, str) and not (isinstance(text, Sequence) and
+                                          all(isinstance(s, str) for s in text)):
+        raise NnsensError(f"methods must be a comma list or a list of names, got {text!r}")
+    items = [s.strip().lower() for s in (text.split(",") if isinstance(text, str) else text)]
+    out: list[str] = []
+    for s in (s for s in items if s):
+        if s == "all":
+            out += [m for m in _METHODS if m not in out]
+            continue
+        if _ALIASES.get(s, s) not in _METHODS:
+            raise NnsensError(f"method {s!r} is unknown; use a comma list of {', '.join(_METHODS)} "
+                              "or 'all'")
+        m = _ALIASES.get(s, s)
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise NnsensError(f"no method given; use e.g. {','.join(list(_METHODS)[:3])} or 'all'")
+    return out
+
+
+def default_config(name: str):
+    """The default config object of ``name``."""
+    return get(name).default_config()
+
+
+def config_for(name: str, cfgs: Mapping[str, object] | None):
+    """``cfgs[name]``, else the config of its family (``cfgs["cam"]`` for a CAM method, with its
+    ``method`` replaced; ``cfgs["gradients"]`` for a gradient method) when it has the method's
+    config type, else the default."""
+    m = get(name)
+    cfgs = cfgs or {}
+    cfg = cfgs.get(m.name)
+    if cfg is None and m.family is not None and isinstance(cfgs.get(m.family), m.config_type):
+        cfg = cfgs[m.family]
+    return m.default_config() if cfg is None else m.bind(cfg)
+
+
+def run(name: str, model, x, targets, cfg=None, *, spec=None, device="auto",
+        progress=None) -> torch.Tensor:
+    """Raw maps ``(N, H, W)`` of method ``name`` (see :meth:`Method.__call__`)."""
+    return get(name)(model, x, targets, cfg, spec=spec, device=device, progress=progress)
