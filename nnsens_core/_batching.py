@@ -37,7 +37,10 @@ def sub_progress(progress: Progress | None, stage: str = "", start: int = 0, tot
 
     def sub(done: int, t: int, stage: str = "") -> None:
         d = done if span is None else int(span * done / max(t, 1))
-        progress(start + d, t if total is None else total, stage=outer or stage)
+        if outer or stage:
+            progress(start + d, t if total is None else total, stage=outer or stage)
+        else:  # stage-less jobs also accept a plain (done, total) callable
+            progress(start + d, t if total is None else total)
     return sub
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of activations one batch may use

@@ -287,7 +287,6 @@ def randomizable_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-@dataclass
 @dataclass(frozen=True)
 class RandomizationSettings:
     """Settings of a cascading randomization: similarity metric, seed, layers (top first)."""
