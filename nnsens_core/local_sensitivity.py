@@ -32,7 +32,8 @@ The fast mode (``method="gradient"``) replaces the finite differences by first-o
   ``n_probes`` random vector-Jacobian products: ``||J u||^2 = E_v[(v^T J u)^2]`` for
   ``v ~ N(0, I)``.
 
-:func:`agreement` reports Spearman rank correlation and relative error between two results.
+:func:`agreement` reports Spearman rank correlation and relative error between two results;
+:class:`LocalBatchResult` holds several images run with one config (the CLI's and the page's export).
 """
 from __future__ import annotations
 
