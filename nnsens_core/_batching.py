@@ -5,14 +5,43 @@ batch size never changes results and progress is reported the same way everywher
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 
 from .errors import NnsensError
 
-Progress = Callable[[int, int], None]
-"""``progress(done, total)``: called after each batch with items done so far and the total."""
+
+class Progress(Protocol):
+    """``progress(done, total, stage="")``: the one progress signature of nnsens_core.
+
+    Called with ``0 <= done <= total``; ``done`` reaches ``total`` when the job (or, for jobs with
+    stages, the stage) ends. ``stage`` names the part of a longer job (Sobol: ``sampling`` /
+    ``evaluation`` / ``analysis``; landscape: ``training`` / ``derivatives``; saliency comparison:
+    the method), ``""`` for jobs without stages.
+    """
+
+    def __call__(self, done: int, total: int, stage: str = "") -> None: ...
+
+
+def sub_progress(progress: Progress | None, stage: str = "", start: int = 0, total: int | None = None,
+                 span: int | None = None) -> Progress | None:
+    """A :data:`Progress` for one part of a longer job, reporting to ``progress``.
+
+    The part's ``(done, t)`` becomes ``start + done`` (or ``start + span * done / t`` with ``span``)
+    out of ``total`` (default: the part's own ``t``); ``stage`` (default: the part's own) is passed on.
+    """
+    if progress is None:
+        return None
+    outer = stage
+
+    def sub(done: int, t: int, stage: str = "") -> None:
+        d = done if span is None else int(span * done / max(t, 1))
+        if outer or stage:
+            progress(start + d, t if total is None else total, stage=outer or stage)
+        else:  # stage-less jobs also accept a plain (done, total) callable
+            progress(start + d, t if total is None else total)
+    return sub
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of activations one batch may use
 

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +28,7 @@ from . import _validate as v
 from ._blocks import AGGREGATES, _BlockTap, _first_conv_channels, aggregate_channels
 from ._filters import gaussian_blur
 from ._hooks import get_module
+from ._results import Result
 from .device import resolve_device
 from .errors import NnsensError
 from .zoo import ModelSpec
@@ -93,7 +95,7 @@ class AMConfig:
 
 
 @dataclass
-class AMResult:
+class AMResult(Result):
     """Optimised images and their activations (all CPU tensors, images in model-input space)."""
     images: torch.Tensor        # (N, C, H, W)
     start: torch.Tensor         # (N, C, H, W)
@@ -102,7 +104,7 @@ class AMResult:
     history: torch.Tensor       # (steps, N) activation before each update
     targets: tuple[AMTarget, ...]
     labels: tuple[str, ...]
-    cfg: AMConfig
+    config: AMConfig
     seconds: float
 
     def images01(self, spec: ModelSpec) -> torch.Tensor:
@@ -112,6 +114,27 @@ class AMResult:
     def difference(self, aggregate: str = "mean") -> torch.Tensor:
         """Channel-aggregated ``|x_AM - x_0|``: ``(N, H, W)``."""
         return aggregate_channels((self.images - self.start).abs(), aggregate, dim=1)
+
+    def file_names(self, start_image: bool = False) -> list[str]:
+        """Names of the PNG files of the images (``start.png`` first for an image start)."""
+        safe = ["".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in lb) for lb in self.labels]
+        return ["start.png"] * start_image + [f"am_{n:02d}_{s}.png" for n, s in enumerate(safe)]
+
+    def _payload(self) -> dict:
+        return {"targets": list(self.labels), "target_specs": self.targets,
+                "start_activations": self.start_activations,
+                "final_activations": self.activations, "steps": len(self.history)}
+
+    def to_frame(self):
+        import pandas as pd
+        a0, a1 = self.start_activations.numpy(), self.activations.numpy()
+        return pd.DataFrame({"target": list(self.labels), "start activation": a0,
+                             "final activation": a1, "gain": a1 - a0}).set_index("target")
+
+    def arrays(self) -> dict:
+        return {"images": self.images.numpy(), "start": self.start.numpy(),
+                "activations": self.activations.numpy(), "history": self.history.numpy(),
+                "difference": self.difference().numpy(), "targets": np.array(self.labels)}
 
 
 # --------------------------------------------------------------------------- regularisers

@@ -32,12 +32,13 @@ The fast mode (``method="gradient"``) replaces the finite differences by first-o
   ``n_probes`` random vector-Jacobian products: ``||J u||^2 = E_v[(v^T J u)^2]`` for
   ``v ~ N(0, I)``.
 
-:func:`engine_agreement` reports Spearman rank correlation and relative error between two results.
+:func:`engine_agreement` reports Spearman rank correlation and relative error between two results;
+:class:`LocalBatchResult` holds several images run with one config (the CLI's and the page's export).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -47,7 +48,7 @@ from torch import nn
 from . import _incremental
 from . import _validate as v
 from . import stats
-from ._batching import Progress, map_batches
+from ._batching import Progress, map_batches, sub_progress
 from ._blocks import (
     AGGREGATES,
     _auto_batch,
@@ -55,10 +56,11 @@ from ._blocks import (
     _bytes_per_item,
     _first_conv_channels,
     aggregate_channels,
-    order_of_magnitude,
-    pool_tiles,
+    order_of_magnitude,  # noqa: F401 - public here (the page prints maps as value x 10^n)
+    pool_tiles,  # noqa: F401 - public here (LocalResult.tiles, the page's tile pooling)
     resolve_blocks,
 )
+from ._local_results import LocalBatchResult, LocalResult
 from .device import resolve_device
 from .errors import NnsensError
 
@@ -106,45 +108,6 @@ class LocalConfig:
             v.positive("batch_size", self.batch_size, integer=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise NnsensError(f"seed={self.seed!r} must be a whole number")
-
-
-@dataclass
-class LocalResult:
-    """Sensitivity maps ``(blocks, C, H, W)`` (CPU float32) and what produced them.
-
-    For finite differences ``extra`` holds ``engine`` (``"incremental"`` or ``"full"``), the
-    ``batch_size`` used and, when ``incremental="auto"`` fell back to full passes, ``engine_reason``.
-    """
-    maps: torch.Tensor
-    labels: tuple[str, ...]
-    modules: tuple[str, ...]
-    base_norms: torch.Tensor  # (blocks,) ||B_q(x)||
-    cfg: LocalConfig
-    n_forward: int
-    seconds: float
-    extra: dict = field(default_factory=dict)
-
-    def tiles(self, k: int, how: str = "mean") -> torch.Tensor:
-        """The maps pooled into k x k tiles: ``(blocks, C, ceil(H/k), ceil(W/k))``."""
-        return pool_tiles(self.maps, k, how)
-
-    def channel_map(self, aggregate: str = "mean") -> torch.Tensor:
-        """One map per block, ``(blocks, H, W)``, aggregated over channels."""
-        return aggregate_channels(self.maps, aggregate, dim=1)
-
-    def summary(self) -> dict:
-        """Per block: max/mean/min, the order of magnitude and the most sensitive pixel."""
-        out = {}
-        for q, label in enumerate(self.labels):
-            m = self.maps[q]
-            flat = int(torch.argmax(m.abs()).item())
-            c, rem = divmod(flat, m.shape[1] * m.shape[2])
-            i, j = divmod(rem, m.shape[2])
-            out[label] = {"module": self.modules[q], "max": float(m.max()), "min": float(m.min()),
-                          "mean": float(m.mean()), "order_of_magnitude": order_of_magnitude(m),
-                          "argmax_abs": {"channel": c, "row": i, "col": j},
-                          "base_norm": float(self.base_norms[q])}
-        return out
 
 
 def _perturbations(shape, cfg: LocalConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -265,7 +228,7 @@ def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
         with torch.inference_mode():
             return engine.values(sl, idx[sl], delta[sl], cfg.formula)
 
-    prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
+    prog = sub_progress(progress, start=offset + 1, total=total)
     out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
     base = torch.stack([engine.base_norm[lb][0] for lb in engine.labels])
     return _spread(out.T, shape, cfg.patch), base, n + 1, {"engine": "incremental", "batch_size": bs}
@@ -306,7 +269,7 @@ def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):
                 vals = tap.run(xb.view(-1, *shape))
             return torch.stack([vals[lb] for lb in labels], dim=1)
 
-        prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
+        prog = sub_progress(progress, start=offset + 1, total=total)
         out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
     maps = _spread(out.T, shape, cfg.patch)
     return maps, torch.stack([base_norm[lb][0] for lb in labels]), n + 1, bs
@@ -351,7 +314,7 @@ def _gradient(model, x, mapping, cfg, dev, progress, offset, total_all):
                 (grad,) = torch.autograd.grad(loss, xb)
             return grad.reshape(b, -1)
 
-        prog = None if progress is None else (lambda d, _t: progress(offset + 1 + d, total))
+        prog = sub_progress(progress, start=offset + 1, total=total)
         grads = map_batches(fn, n_items, bs, prog, out_device=dev)   # (Q*probes, CHW)
     idx, delta, _ = _perturbations(shape, cfg)
     idx, delta = idx.to(dev), delta.to(dev)
@@ -377,10 +340,7 @@ def local_sensitivity_many(model: nn.Module, xs: torch.Tensor, blocks, cfg: Loca
 
 def mean_std(results: list[LocalResult]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and (population) std of the maps of several images: each ``(blocks, C, H, W)``."""
-    if not results:
-        raise NnsensError("no results to summarise; run at least one image")
-    stack = torch.stack([r.maps for r in results])
-    return stack.mean(0), stack.std(0, unbiased=False)
+    return LocalBatchResult(tuple(results)).mean_std()
 
 
 def sensitivity_map(model: nn.Module, x: torch.Tensor, block_name: str, cfg: LocalConfig = LocalConfig(),

@@ -11,15 +11,14 @@ difference maps, the classes they were pushed toward, the config and the start i
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
 from nnsens_core import activation_max as A
+from nnsens_core._results import export_json, image_context
 from nnsens_core._hooks import get_module
 from nnsens_core.errors import NnsensError
 from nnsens_core._validate import check_images
@@ -58,7 +57,7 @@ def compute(_model, _spec, key: str, targets: tuple, cfg: A.AMConfig, start: np.
     every = max(1, cfg.steps // 100)
     preview = st.empty()
 
-    def progress(done, total):
+    def progress(done, total, stage=""):
         if done % every == 0 or done == total:
             bar(done, total)
 
@@ -229,14 +228,12 @@ res: A.AMResult = run["res"]
 st.subheader("Results")
 k1, k2, k3, k4 = st.columns(4)
 k1.metric("Images", f"{len(res.labels)}")
-k2.metric("Steps", f"{res.cfg.steps}")
+k2.metric("Steps", f"{res.config.steps}")
 k3.metric("Time", f"{res.seconds:.2f} s")
-k4.metric("Steps / s", f"{res.cfg.steps / max(res.seconds, 1e-9):.1f}")
+k4.metric("Steps / s", f"{res.config.steps / max(res.seconds, 1e-9):.1f}")
 imgs01 = res.images01(spec).numpy()
 acts = res.activations.numpy()
-table = pd.DataFrame({"target": list(res.labels), "start activation": res.start_activations.numpy(),
-                      "final activation": acts,
-                      "gain": acts - res.start_activations.numpy()}).set_index("target")
+table = res.to_frame()
 if kind == "classes" and all(t.layer is None for t in res.targets):
     with torch.no_grad():
         logits = model(res.images.to(ctx.device)).float().cpu()
@@ -261,19 +258,14 @@ else:
 st.plotly_chart(V.history_figure(res.history.numpy(), list(res.labels)), key="am_history")
 
 # ----------------------------------------------------------------------------- export
-names = [f"am_{n:02d}_{V.safe_name(lb)}.png" for n, lb in enumerate(res.labels)]
-pngs = list(imgs01)
-if run["start01"] is not None:
-    names, pngs = ["start.png"] + names, [np.asarray(run["start01"])] + pngs
-doc = {"model": spec.name, "targets": list(res.labels), "config": dataclasses.asdict(res.cfg),
-       "start": "noise" if run["start01"] is None else str(run["start_id"][1]),
-       "start_activations": res.start_activations.tolist(), "final_activations": res.activations.tolist(),
-       "seconds": res.seconds, "files": names}
-arrays = {"images01": imgs01, "images": res.images.numpy(), "start": res.start.numpy(),
-          "activations": res.activations.numpy(), "history": res.history.numpy(),
-          "targets": np.array(res.labels)}
-if run["start01"] is not None:
-    arrays["difference"] = res.difference("mean").numpy()
+# the core builds the documents: the JSON is the CLI's activations.json for the same run
+names = res.file_names(start_image=run["start01"] is not None)
+pngs = ([np.asarray(run["start01"])] if run["start01"] is not None else []) + list(imgs01)
+sid = run["start_id"]
+start_ctx = ("noise" if sid[0] == "noise" else image_context(data, [sid[1]]) if sid[0] == "index"
+             else {"upload": sid[1], "sha1": sid[2]})
+doc = export_json(res, model=spec.name, start=start_ctx, files=names)
+arrays = {**res.arrays(), "images01": imgs01}
 d1, d2, d3 = st.columns(3)
 with d1:
     st.download_button("Download images (ZIP of PNGs)", V.zip_pngs(np.stack(pngs), names),

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from nnsens_core import landscape as L
+from nnsens_core._results import export_json
 from nnsens_core.data import TabularData
 from ui import landscape_views as V
 from ui import state
@@ -178,7 +179,10 @@ def _simple_tab(res: L.LandscapeResult) -> None:
         download_csv("Histories (CSV)", V.history_frame(res), "landscape_histories.csv",
                      key="dl_ls_hist")
     with c4:
-        download_json("Summary (JSON)", res.summary(), "landscape_summary.json", key="dl_ls_json")
+        run_rows = store["last"][ctx.key][1] or None  # the rows of the run shown
+        download_json("Summary (JSON)", export_json(res, data=data.name, rows=run_rows,
+                                                    n_rows=int(res.history.final[1].shape[1])),
+                      "landscape_summary.json", key="dl_ls_json")
 
 
 def _model_tab() -> None:
@@ -293,7 +297,7 @@ def _digits_tab() -> None:
         download_csv("Pixel maps (CSV)", maps.set_index("pixel"), f"landscape_digits_{digit}.csv",
                      key="dl_ls_digits")
     with c2:
-        download_json("Digits summary (JSON)", dg.result.summary(), f"landscape_digits_{digit}.json",
+        download_json("Digits summary (JSON)", dg.to_dict(), f"landscape_digits_{digit}.json",
                       key="dl_ls_digits_json")
 
 

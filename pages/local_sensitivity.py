@@ -11,12 +11,12 @@ import dataclasses
 import hashlib
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
 from nnsens_core import local_sensitivity as P
 from nnsens_core._validate import check_images
+from nnsens_core._results import export_json, image_context
 from nnsens_core.zoo import conv_layers, image_blocks
 from ui import cnn_views as V
 from ui import state
@@ -216,9 +216,10 @@ if run is None:
 
 # ----------------------------------------------------------------------------- results
 results: list[P.LocalResult] = run["results"]
+batch = P.LocalBatchResult(tuple(results), run["exact"])
 r0 = results[0]
 labels, n_c = list(r0.labels), r0.maps.shape[1]
-mean, std = P.mean_std(results)
+mean, std = batch.mean_std()
 st.subheader("Results")
 k1, k2, k3, k4 = st.columns(4)
 k1.metric("Forward passes", f"{sum(r.n_forward for r in results):,}")
@@ -226,17 +227,15 @@ k2.metric("Time", f"{sum(r.seconds for r in results):.2f} s")
 k3.metric("Images", f"{len(results)}")
 k4.metric("Blocks × channels", f"{r0.maps.shape[0]} × {r0.maps.shape[1]}",
           help=f"maps of {r0.maps.shape[2]}×{r0.maps.shape[3]} pixels")
-st.caption(f"{FORMULA_TEXT[r0.cfg.formula]}; δ = "
-           + (f"ε = {r0.cfg.epsilon:g}" if r0.cfg.noise == "fixed" else
-              f"N(0, {r0.cfg.sigma:g}²), seed {r0.cfg.seed}")
-           + f"; patch {r0.cfg.patch}×{r0.cfg.patch}; "
-           + ("finite differences" if r0.cfg.method == "finite" else "gradient estimate")
+st.caption(f"{FORMULA_TEXT[r0.config.formula]}; δ = "
+           + (f"ε = {r0.config.epsilon:g}" if r0.config.noise == "fixed" else
+              f"N(0, {r0.config.sigma:g}²), seed {r0.config.seed}")
+           + f"; patch {r0.config.patch}×{r0.config.patch}; "
+           + ("finite differences" if r0.config.method == "finite" else "gradient estimate")
            + V.engine_text(r0.extra))
 
-ag = None
-if run["exact"] is not None:
-    ex_mean, _ = P.mean_std(run["exact"])
-    ag = P.engine_agreement(mean, ex_mean, labels)
+ag = batch.agreement()
+if ag is not None:
     st.markdown("**Agreement of the gradient estimate with finite differences**"
                 + (" (maps averaged over the images)" if len(results) > 1 else ""))
     st.dataframe(V.agreement_table(ag), width="stretch")
@@ -280,33 +279,22 @@ st.caption("Order of magnitude per block (values are printed as value × 10^n): 
 st.plotly_chart(V.block_channel_grid(maps_np, labels, names_c, shared=shared,
                                      title="Sensitivity per block × channel"), key="ls_grid")
 
-rows = []
-for q, lb in enumerate(labels):
-    m = mean[q]
-    rows.append({"block": lb, "module": r0.modules[q], "max": float(m.max()), "mean": float(m.mean()),
-                 "min": float(m.min()), "std over images": float(std[q].mean()),
-                 "order of magnitude": P.order_of_magnitude(m),
-                 "‖B(x)‖ (image 0)": float(r0.base_norms[q])})
-summary = pd.DataFrame(rows).set_index("block")
+summary = batch.to_frame().rename(columns={"std_over_images": "std over images",
+                                           "order_of_magnitude": "order of magnitude",
+                                           "base_norm_image0": "‖B(x)‖ (image 0)"})
 st.dataframe(summary, width="stretch")
 
 # ----------------------------------------------------------------------------- export
-cfg_d = dataclasses.asdict(r0.cfg)
-doc = {"model": spec.name, "data": data.name, "images": list(run["captions"]),
-       "image_id": [str(v) for v in run["image_id"]], "config": cfg_d,
-       "blocks": {lb: {**rows[q], "per_image": [r.summary()[lb] for r in results]}
-                  for q, lb in enumerate(labels)},
-       "maps_shape": list(mean.shape), "forward_passes": sum(r.n_forward for r in results),
-       "seconds": sum(r.seconds for r in results)}
-if ag is not None:
-    doc["agreement_with_finite_differences"] = ag
-arrays = {"maps": mean.numpy(), "maps_std": std.numpy(),
-          "maps_all": torch.stack([r.maps for r in results]).numpy(),
-          "blocks": np.array(labels), "modules": np.array(r0.modules),
-          "base_norms": torch.stack([r.base_norms for r in results]).numpy(),
-          "images01": np.asarray(run["x01"], dtype=np.float32)}
-if run["exact"] is not None:
-    arrays["maps_finite"] = torch.stack([r.maps for r in run["exact"]]).numpy()
+# the core builds both documents: the JSON is the CLI's summary.json for the same images and settings
+if run["image_id"][0] == "index":
+    context = image_context(data, run["image_id"][1])
+else:
+    context = {"upload": run["image_id"][1], "sha1": run["image_id"][2]}
+doc = export_json(batch, model=spec.name, **context)
+arrays = {**batch.arrays(), "images01": np.asarray(run["x01"], dtype=np.float32)}
+if "image_indices" in context:
+    arrays.update(image_indices=np.asarray(context["image_indices"]),
+                  labels=np.asarray(context["labels"]))
 d1, d2 = st.columns(2)
 with d1:
     download_npz("Download maps (NPZ: blocks × channels × H × W)", arrays, "local_sensitivity.npz",

@@ -26,6 +26,7 @@ from nnsens_core.saliency import metrics as mt
 from nnsens_core.saliency import registry as R
 from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.saliency.cam import CamConfig, default_target_layer, layer_grids
+from nnsens_core._results import export_json
 from nnsens_core.saliency.gradients import GradientConfig, config_of
 from nnsens_core.saliency.io import read_gt_masks
 from nnsens_core.saliency.meaningful_mask import MaskConfig
@@ -34,7 +35,7 @@ from nnsens_core.saliency.sensitivity import SensitivityConfig
 from nnsens_core.zoo import image_blocks
 from ui import saliency_views as V
 from ui import state
-from ui.widgets import Progress, download_csv, download_npz, guard, overlay, to_uint8
+from ui.widgets import Progress, download_csv, download_json, download_npz, guard, overlay, to_uint8
 
 state.require_router()
 st.title("Saliency comparison")
@@ -432,16 +433,18 @@ with tab_data:
             st.caption(f"{len(ev.indices)} images; accuracy on them "
                        f"{(ev.probs.argmax(1).numpy() == labels[ev.indices]).mean():.1%}. "
                        "n counts the images with a non-empty mask.")
-            c_a, c_b, c_c = st.columns(3)
+            c_a, c_b, c_c, c_d = st.columns(4)
             with c_a:
                 download_csv("Summary (CSV)", summary, "saliency_summary.csv", key="sal_sum_csv")
             with c_b:
                 download_csv("Per-image records (CSV)", ev.records.set_index("index"),
                              "saliency_records.csv", key="sal_rec_csv")
             with c_c:
-                download_npz("Maps (.npz)", {"indices": ev.indices, **{f"map_{m}": v.numpy()
-                                                                      for m, v in ev.maps.items()}},
-                             "saliency_maps.npz", key="sal_maps_npz")
+                download_npz("Maps (.npz)", ev.arrays(), "saliency_maps.npz", key="sal_maps_npz")
+            with c_d:  # the CLI's metrics.json for the same images and settings
+                download_json("Metrics (JSON)", export_json(
+                    ev, model=lm.spec.name, data=data.name, device=str(ctx.device),
+                    class_names=list(data.class_names)), "saliency_metrics.json", key="sal_metrics_json")
             if len(ev.maps) > 1:
                 pp = float(st.session_state.get("sal_p", 10)) / 100
                 st.markdown(f"**Agreement between methods over the subset** (mean over images, p = {pp:.0%})")
@@ -483,7 +486,7 @@ with tab_sanity:
                             "Run the sanity check")
     if res is not None:
         st.plotly_chart(V.sanity_figure(res), key="sal_san_fig")
-        table = res.table()
+        table = res.to_frame()
         table.columns = [f"{V.label(c.rsplit('_', 1)[0])} {c.rsplit('_', 1)[1]}" for c in table.columns]
         st.dataframe(table.style.format("{:.3f}"), key="sal_san_table")
-        download_csv("Sanity check (CSV)", res.table(), "sanity_check.csv", key="sal_san_csv")
+        download_csv("Sanity check (CSV)", res.to_frame(), "sanity_check.csv", key="sal_san_csv")

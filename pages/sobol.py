@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from nnsens_core import sobol as S
+from nnsens_core._results import export_json
 from nnsens_core.data import parse_rows
 from nnsens_core.training import TrainConfig
 from ui import plots, state
@@ -42,7 +43,7 @@ class StageBars:
     def __init__(self):
         self.bars: dict[str, Progress] = {}
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
         if stage not in self.bars:
             self.bars[stage] = Progress(self.LABELS.get(stage, stage), total)
         self.bars[stage](done, total)
@@ -308,10 +309,10 @@ with tabs[2]:
 with tabs[3]:
     pca_shown = _pca_tab(res)
 
-if res is not None:  # the whole result as shown: indices, and each study on screen
-    doc = {"sobol": res.to_json()}
-    for name, part in (("convergence", conv_shown), ("feature_reduction", fr_shown), ("pca", pca_shown)):
-        if part is not None:
-            doc[name] = part.to_json()
+if res is not None:  # the CLI's document, plus each study on screen
+    studies = {name: part.to_dict() for name, part in (
+        ("convergence", conv_shown), ("feature_reduction", fr_shown), ("pca", pca_shown))
+        if part is not None}
+    doc = export_json(res, model=ctx.model.spec.name, data=data.name, rows=rows_spec, **studies)
     st.session_state["sobol_export"] = doc
     download_json("Download the whole result (JSON)", doc, "sobol_result.json", key="dl_sobol_json")

@@ -119,7 +119,7 @@ def test_evaluate_records_summary_and_json():
     assert ev.maps["gradcam"].shape == (3, S, S)
     table = ev.summary()
     assert table.loc[("gradcam", "all"), "pointing_mean"] == 1.0
-    js = ev.metrics_json()
+    js = ev.to_dict()
     assert js["methods"]["occlusion"]["pointing"] == 1.0
     assert js["methods"]["gradcam"]["per_class"]["bright"]["n"] == 3
     assert js["n_images"] == 3

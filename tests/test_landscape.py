@@ -124,7 +124,7 @@ def test_training_reduces_loss_and_records_history():
     Xs, ys, _ = L.prepare_xy(X, y, L.LandscapeConfig())
     cfg = L.LandscapeConfig(epochs=40, retrains=2, lr=0.1, record_every=3)
     calls = []
-    h = L.train_tanh_units(Xs, ys, cfg, "cpu", progress=lambda d, t: calls.append((d, t)))
+    h = L.train_tanh_units(Xs, ys, cfg, "cpu", progress=lambda d, t, stage="": calls.append((d, t)))
     assert list(h.epochs) == list(range(0, 40, 3)) + [40]
     T = len(h.epochs)
     assert h.loss.shape == (2, T) and h.weights.shape == (2, T, 3)
@@ -177,7 +177,7 @@ def test_run_landscape_end_to_end_and_summary():
     res = L.run_landscape(X, y, L.LandscapeConfig(epochs=30, retrains=3, lr=0.1),
                           feature_names=("a", "b", "c"), target_name="t", device="cpu")
     assert res.spearman[0] > 0.3 and res.spearman[1] < -0.1
-    s = res.summary()
+    s = res.to_dict()
     assert [f["feature"] for f in s["features"]] == ["a", "b", "c"]
     f0 = s["features"][0]
     assert f0["trend"] in L.TRENDS and len(f0["trend_per_run"]) == 3

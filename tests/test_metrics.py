@@ -164,7 +164,7 @@ def test_cascading_randomization_copies_model_and_falls():
     assert res.mean["grad"][0] == 1.0
     assert res.mean["grad"][-1] < 0.9  # the gradient map changes with the weights
     assert np.allclose(res.mean["const_input"], 1.0)  # a model-independent map does not fall
-    assert res.table().shape == (3, 4)
+    assert res.to_frame().shape == (3, 4)
     with pytest.raises(NnsensError, match="metric"):
         M.cascading_randomization(model, explain, metric="ssim")
     with pytest.raises(NnsensError, match="does not exist"):

@@ -299,7 +299,7 @@ def test_a_registered_method_is_offered_and_run_by_the_cli(brightness, tiny_vgg,
     assert rc == 0
     info = json.loads((tmp_path / "metrics.json").read_text())
     assert list(info["methods"]) == ["brightness"]
-    assert info["settings"]["configs"]["brightness"] == {"scale": 1.0}
+    assert info["config"]["configs"]["brightness"] == {"scale": 1.0}
     from nnsens_core.phantom import demo_images
     data = demo_images("test", n=3)
     mean = data.images.mean(1)  # the spec's normalisation is per-channel affine with one std

@@ -257,7 +257,7 @@ def test_run_with_layer_and_exports():
     problem = S.SobolProblem(tuple("abcd"), ((0, 1), (-1, 1), (0, 10), (2, 3)))
     seen = []
     res = S.run(m, problem, S.SobolConfig(n=128, layer="act1", num_resamples=20), "cpu",
-                batch_size=97, progress=lambda st, d, t: seen.append(st))
+                batch_size=97, progress=lambda d, t, stage="": seen.append(stage))
     assert res.targets[0] == "output" and res.targets[1:] == tuple(f"act1[{i}]" for i in range(6))
     assert res.group("act1").S1.shape == (6, 4)
     assert {"sampling", "evaluation", "analysis"} <= set(seen)
@@ -266,7 +266,7 @@ def test_run_with_layer_and_exports():
     Y = S.evaluate(m, X, ("act1",), "cpu")["act1"]
     direct = S.analyze(problem, Y, num_resamples=20, seed=0)
     np.testing.assert_allclose(res.group("act1").ST, direct.ST, atol=1e-9)
-    doc = json.loads(json.dumps(res.to_json()))
+    doc = json.loads(json.dumps(res.to_dict()))
     assert doc["names"] == list("abcd") and doc["N"] == 128 and len(doc["S2"]) == 4
     assert doc["S2"][0][0] is None and isinstance(doc["S2"][0][1], float)
     assert set(doc["targets"]) == set(res.targets)
@@ -331,7 +331,7 @@ def test_feature_reduction_top_beats_bottom_and_keeps_model():
     st = np.array([0.6, 0.0, 0.4, 0.01, 0.02])
     cfg = S.FeatureReductionConfig(k=2, seeds=(0, 1), train=TrainConfig(epochs=12, lr=0.1))
     calls = []
-    res = S.feature_reduction(model, train, test, st, cfg, "cpu", progress=lambda d, t: calls.append(d))
+    res = S.feature_reduction(model, train, test, st, cfg, "cpu", progress=lambda d, t, stage="": calls.append(d))
     assert res.subsets["top-2"] == ("f0", "f2") and res.subsets["bottom-2"] == ("f1", "f3")
     frame = res.to_frame()
     assert frame.loc["top-2", "acc_mean"] > frame.loc["bottom-2", "acc_mean"] + 0.15

@@ -169,10 +169,6 @@ def zip_pngs(images01: np.ndarray, names) -> bytes:
     return buf.getvalue()
 
 
-def safe_name(label: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(label))
-
-
 def map_row(maps: np.ndarray, labels, title: str = "", colorscale: str = "Viridis",
             shared: bool = True) -> go.Figure:
     """Several (H, W) maps side by side (``maps`` (N, H, W)), printed as value x 10^n."""

@@ -163,8 +163,7 @@ def surface_figures(s: L.LossSurface) -> tuple[go.Figure, go.Figure]:
 
 
 def surface_frame(s: L.LossSurface) -> pd.DataFrame:
-    a, b = np.meshgrid(s.alphas, s.betas, indexing="ij")
-    return pd.DataFrame({"alpha": a.ravel(), "beta": b.ravel(), "loss": s.loss.ravel()})
+    return s.to_frame()
 
 
 # ------------------------------------------------------------------------ digits

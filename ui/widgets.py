@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 import time
 
 import numpy as np
@@ -11,6 +9,7 @@ import streamlit as st
 
 from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
+from nnsens_core._results import dumps, npz_bytes
 from nnsens_core.errors import NnsensError
 
 
@@ -38,19 +37,29 @@ class Progress:
         extra = f" ({total:,} steps)" if total else ""
         self.bar = st.progress(0.0, text=f"{label}{extra}")
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, done: int, total: int, stage: str = "") -> None:
         dt = time.perf_counter() - self.t0
         eta = dt / max(done, 1) * (total - done)
+        what = f"{self.label} ({stage})" if stage else self.label
         self.bar.progress(min(1.0, done / max(total, 1)),
-                          text=f"{self.label}: {done:,}/{total:,} · {dt:.1f}s elapsed · ~{eta:.1f}s left")
+                          text=f"{what}: {done:,}/{total:,} · {dt:.1f}s elapsed · ~{eta:.1f}s left")
 
     def done(self) -> None:
         self.bar.empty()
 
 
-def download_json(label: str, obj, file_name: str, key: str | None = None) -> None:
-    st.download_button(label, json.dumps(obj, indent=2, default=_jsonable), file_name,
-                       "application/json", key=key)
+EXPORTS = "exports"
+"""``st.session_state[EXPORTS][key]``: the JSON text each download button offered last (tests
+compare it with the CLI's file)."""
+
+
+def download_json(label: str, doc: dict, file_name: str, key: str | None = None) -> None:
+    """Offer an export document (built by the core, e.g. ``export_json(result, ...)``) as the same
+    text the CLI writes."""
+    text = dumps(doc)
+    if key:
+        st.session_state.setdefault(EXPORTS, {})[key] = text
+    st.download_button(label, text, file_name, "application/json", key=key)
 
 
 def download_csv(label: str, df, file_name: str, key: str | None = None) -> None:
@@ -58,17 +67,7 @@ def download_csv(label: str, df, file_name: str, key: str | None = None) -> None
 
 
 def download_npz(label: str, arrays: dict, file_name: str, key: str | None = None) -> None:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    st.download_button(label, buf.getvalue(), file_name, "application/octet-stream", key=key)
-
-
-def _jsonable(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    return str(o)
+    st.download_button(label, npz_bytes(arrays), file_name, "application/octet-stream", key=key)
 
 
 def to_uint8(img01: np.ndarray) -> np.ndarray:

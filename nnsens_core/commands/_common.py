@@ -5,8 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
+from .._results import dumps, npz_bytes
 from ..data import (
     ImageData,
     TabularData,
@@ -83,16 +82,18 @@ def load_cli_images(path: str | None, size=None, channels: int = 3, n_demo: int 
     return load_image_folder(path, size=size, channels=channels)
 
 
-def write_json(path: str | Path, obj) -> Path:
+def write_json(path: str | Path, doc) -> Path:
+    """Write an export document (:func:`nnsens_core._results.dumps`: the same text the dashboard
+    offers for download)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=_jsonable))
+    path.write_text(dumps(doc))
     return path
 
 
-def _jsonable(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+def write_npz(path: str | Path, arrays: dict) -> Path:
+    """Write arrays as a compressed ``.npz`` (the same bytes the dashboard offers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(npz_bytes(arrays))
+    return path

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._hooks import probe_outputs
+from .._results import export_json, image_context
 from ..activation_max import AMConfig, AMTarget, maximize
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -18,6 +19,7 @@ from ._common import (
     load_cli_images,
     load_cli_model,
     write_json,
+    write_npz,
 )
 
 HELP = ("Activation maximisation (TV or blur regularised) of class logits or a layer's channels; "
@@ -95,38 +97,30 @@ def run(args) -> int:
     else:
         targets = [AMTarget(c) for c in parse_classes(args.classes, spec.class_names,
                                                            n_outputs(lm.module, spec, dev))]
-    start = None
+    start, start_ctx = None, "noise"
     if args.data:
         from .local import model_inputs
         data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0])
         if not 0 <= args.index < len(data):
             raise NnsensError(f"--index {args.index} is out of range; the data have {len(data)} images")
         start = model_inputs(data, np.array([args.index]), spec)[0]
+        start_ctx = image_context(data, [args.index])
     cfg = AMConfig(steps=args.steps, rule=args.rule, lr=args.lr, tv_weight=args.tv_weight,
                    blur_sigma=args.sigma, jitter=args.jitter, normalize_grad=not args.no_normalize_grad,
                    seed=args.seed)
     res = maximize(lm.module, spec, targets, cfg, dev, start=start)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    imgs = res.images01(spec)
-    files = []
-    for n, label in enumerate(res.labels):
-        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in label)
-        f = out / f"am_{n:02d}_{safe}.png"
-        _png(f, imgs[n])
-        files.append(f.name)
+    files = res.file_names(start_image=start is not None)
+    pngs = list(res.images01(spec))
     if start is not None:
-        _png(out / "start.png", spec.denormalize(start).clamp(0, 1))
-        np.savez_compressed(out / "difference.npz", difference=res.difference().numpy(),
-                            targets=np.array(res.labels))
-    np.savez_compressed(out / "am_images.npz", images=res.images.numpy(), history=res.history.numpy())
-    write_json(out / "activations.json", {
-        "model": spec.name, "targets": list(res.labels),
-        "start": "noise" if start is None else f"{args.data}[{args.index}]",
-        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "start_activations": res.start_activations.tolist(),
-        "final_activations": res.activations.tolist(), "files": files,
-        "seconds": round(time.perf_counter() - t0, 3)})
+        pngs.insert(0, spec.denormalize(start).clamp(0, 1))
+        write_npz(out / "difference.npz", {"difference": res.difference().numpy(),
+                                           "targets": np.array(res.labels)})
+    for f, img in zip(files, pngs):
+        _png(out / f, img)
+    write_npz(out / "am_images.npz", res.arrays())
+    write_json(out / "activations.json", export_json(res, model=spec.name, start=start_ctx, files=files))
     for label, a0, a1 in zip(res.labels, res.start_activations.tolist(), res.activations.tolist()):
         print(f"{label}: {a0:.4g} -> {a1:.4g}")
     print(f"wrote {len(files)} PNGs and activations.json to {out} in {time.perf_counter() - t0:.1f}s")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._results import export_json
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -23,6 +24,7 @@ from ._common import (
     load_cli_images,
     load_cli_model,
     write_json,
+    write_npz,
 )
 
 PHANTOM_FEATURES = {"regular": "A-lines (regular)", "covid": "B-lines (covid)",
@@ -130,7 +132,7 @@ def run(args) -> int:
 
     last = [0.0]
 
-    def progress(done, total):
+    def progress(done, total, stage=""):
         now = time.perf_counter()
         if now - last[0] > 10 or done == total:
             last[0] = now
@@ -141,10 +143,8 @@ def run(args) -> int:
                           progress=progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    info = ev.metrics_json()
-    info.update({"model": lm.spec.name, "data": data.name, "device": str(dev),
-                 "class_names": list(data.class_names), "seconds": round(time.perf_counter() - t0, 2),
-                 "accuracy": float((ev.probs.argmax(1).numpy() == data.labels[ev.indices]).mean())})
+    info = export_json(ev, model=lm.spec.name, data=data.name, device=str(dev),
+                       class_names=list(data.class_names))
     write_json(out / "metrics.json", info)
     ev.summary().to_csv(out / "summary.csv")
     order = [c for c in ("covid", "pneumonia", "regular") if c in data.class_names] \
@@ -153,12 +153,12 @@ def run(args) -> int:
         info, order or list(data.class_names), PHANTOM_FEATURES if args.data == "phantom" else None))
     ev.records.to_csv(out / "records.csv", index=False)
     if not args.no_maps:
-        np.savez_compressed(out / "maps.npz", indices=ev.indices, labels=data.labels[ev.indices],
-                            masks=data.masks[ev.indices],
-                            **{f"map_{m}": ev.maps[m].numpy().astype(np.float16) for m in methods})
+        write_npz(out / "maps.npz", {**{k: a.astype(np.float16) if k.startswith("map_") else a
+                                        for k, a in ev.arrays().items()},
+                                     "labels": data.labels[ev.indices], "masks": data.masks[ev.indices]})
     print(f"{'method':<12} {'IoU':>6} {'pointing':>9} {'mass':>6}")
     for m, e in info["methods"].items():
         fmt = lambda x: "  n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"{m:<12} {fmt(e['iou']):>6} {fmt(e['pointing']):>9} {fmt(e['mass']):>6}")
-    print(f"wrote {out / 'metrics.json'} ({info['seconds']} s)")
+    print(f"wrote {out / 'metrics.json'} ({time.perf_counter() - t0:.2f} s)")
     return 0

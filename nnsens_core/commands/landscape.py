@@ -10,6 +10,7 @@ from .. import landscape as L
 from ..data import demo_tabular
 from ..device import resolve_device
 from ..errors import NnsensError
+from .._results import export_json
 from ._common import load_cli_tabular, write_json
 
 HELP = ("Loss-landscape sensitivity (one tanh unit, MSE, Xavier-normal init, K retrains): per-feature "
@@ -60,13 +61,6 @@ def _data(args):
     return load_cli_tabular(args.data, args.target)
 
 
-def histories_json(res: L.LandscapeResult) -> dict:
-    """Per-run loss and mean-derivative histories (lists, JSON-ready)."""
-    h = res.history
-    return {"epochs": h.epochs.tolist(), "loss": h.loss.tolist(),
-            **{f"mean_d{k}": h.mean[k].tolist() for k in L.ORDERS}}
-
-
 def run(args) -> int:
     cfg = L.LandscapeConfig(epochs=args.epochs, retrains=args.retrains, optimizer=args.optimizer,
                             lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
@@ -77,21 +71,19 @@ def run(args) -> int:
     device = resolve_device(args.device)
     t0 = time.perf_counter()
 
-    def progress(done, total):
+    def progress(done, total, stage=""):
         if done == total:
             print("  training and derivatives: done", file=sys.stderr)
 
     res = L.run_landscape_tabular(data, cfg, rows=args.rows, device=device, progress=progress)
-    doc = res.summary()
-    doc.update({"data": data.name, "rows": args.rows, "n_rows": int(res.history.final[1].shape[1]),
-                "seconds": round(time.perf_counter() - t0, 3)})
-    if args.histories:
-        doc["histories"] = histories_json(res)
+    extra = {"histories": res.histories()} if args.histories else {}
+    doc = export_json(res, data=data.name, rows=args.rows, n_rows=int(res.history.final[1].shape[1]),
+                      **extra)
     path = write_json(args.out, doc)
     rate0, rate = doc["agreement_rate_run0"], doc["agreement_rate_all_runs"]
     fmt = lambda r: "n/a" if r is None else f"{r:.3f}"  # noqa: E731
     print(f"landscape {data.name}: {len(res.feature_names)} features, {cfg.epochs} epochs, "
-          f"K={cfg.retrains} ({doc['seconds']:.1f}s) -> {path}")
+          f"K={cfg.retrains} ({time.perf_counter() - t0:.1f}s) -> {path}")
     print(f"  agreement with the Spearman sign: run 0 {fmt(rate0)}, all runs {fmt(rate)}")
     for f in doc["features"]:
         agrees = {True: "yes", False: "no", None: "-"}[f["agrees"]]

@@ -12,11 +12,12 @@ from .._validate import check_images
 from ..data import ImageData
 from ..device import resolve_device
 from ..errors import NnsensError
+from .._results import export_json, image_context
 from ..local_sensitivity import (
+    LocalBatchResult,
     LocalConfig,
     count_forwards,
     local_sensitivity_many,
-    mean_std,
     resolve_blocks,
 )
 from ._common import (
@@ -25,6 +26,7 @@ from ._common import (
     load_cli_images,
     load_cli_model,
     write_json,
+    write_npz,
 )
 
 HELP = ("Local sensitivity of CNN blocks to single-pixel (or k x k patch) perturbations; writes "
@@ -104,29 +106,13 @@ def run(args) -> int:
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
     print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
     results = local_sensitivity_many(lm.module, x, mapping, cfg, dev, expected_shape=spec.input_shape)
-    mean, std = mean_std(results)
+    batch = LocalBatchResult(tuple(results))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / "maps.npz", maps=mean.numpy(), maps_std=std.numpy(),
-                        maps_all=torch.stack([r.maps for r in results]).numpy(),
-                        blocks=np.array(list(mapping)), modules=np.array(list(mapping.values())),
-                        image_indices=idx, labels=data.labels[idx])
-    per_image = [r.summary() for r in results]
-    summary = {
-        "model": spec.name, "data": data.name, "image_indices": idx.tolist(),
-        "class_names": list(data.class_names), "labels": data.labels[idx].tolist(),
-        "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-        "maps_shape": list(mean.shape), "forward_passes": sum(r.n_forward for r in results),
-        "engine": results[0].extra.get("engine"), "engine_reason": results[0].extra.get("engine_reason"),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "blocks": {lb: {"module": mapping[lb], "mean": float(mean[q].mean()), "max": float(mean[q].max()),
-                        "std_over_images": float(std[q].mean()),
-                        "order_of_magnitude": per_image[0][lb]["order_of_magnitude"],
-                        "per_image": [s[lb] for s in per_image]}
-                   for q, lb in enumerate(mapping)},
-    }
-    write_json(out / "summary.json", summary)
-    for lb, s in summary["blocks"].items():
+    context = image_context(data, idx)
+    write_npz(out / "maps.npz", {**batch.arrays(), "image_indices": idx, "labels": data.labels[idx]})
+    doc = export_json(batch, model=spec.name, **context)
+    write_json(out / "summary.json", doc)
+    for lb, s in doc["blocks"].items():
         print(f"{lb:>8} ({s['module']}): max {s['max']:.3e}  mean {s['mean']:.3e}")
-    print(f"wrote {out / 'maps.npz'} and {out / 'summary.json'} in {summary['seconds']:.1f}s")
+    print(f"wrote {out / 'maps.npz'} and {out / 'summary.json'} in {time.perf_counter() - t0:.1f}s")
     return 0

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import sobol
+from .._results import export_json
 from ..device import resolve_device
 from ..errors import NnsensError
 from ..loading import DEFAULT_MAX_BYTES, is_torchscript, read_state_dict
@@ -75,12 +76,12 @@ def run(args) -> int:
     model = load_cli_model(args, input_shape=shape, device=device)
     sobol.check_width(model, problem.D)
 
-    def progress(stage, done, total):
+    def progress(done, total, stage=""):
         if done == total:
             print(f"  {stage}: done", file=sys.stderr)
 
     res = sobol.run(model, problem, cfg, device, args.batch_size, progress)
-    path = write_json(args.out, res.to_json())
+    path = write_json(args.out, export_json(res, model=model.spec.name, data=data.name, rows=args.rows))
     out = res.output()
     print(f"Sobol N={cfg.n} D={problem.D} second_order={cfg.second_order} "
           f"({sum(res.timings.values()):.2f}s) -> {path}")

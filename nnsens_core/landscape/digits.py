@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import _validate as v
 from .._batching import Progress
+from .._results import Result
 from ..errors import NnsensError
 from .tanh_unit import LandscapeConfig
 from .trends import LandscapeResult, run_landscape
@@ -14,7 +15,7 @@ from .trends import LandscapeResult, run_landscape
 # --------------------------------------------------------------------------- image variant
 
 @dataclass(frozen=True, eq=False)
-class DigitsLandscape:
+class DigitsLandscape(Result):
     """The experiment on scikit-learn's 8x8 digits, target ``label == digit`` (1) vs rest (0).
 
     Constant pixels (always 0 in this data) are left out of training; their maps hold NaN / False.
@@ -32,6 +33,26 @@ class DigitsLandscape:
     agree_map: np.ndarray
     images: np.ndarray
     labels: np.ndarray
+
+    @property
+    def config(self) -> LandscapeConfig:
+        return self.result.config
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
+
+    def _payload(self) -> dict:
+        return {"digit": self.digit, "n_images": len(self.images), **self.result._payload()}
+
+    def to_frame(self):
+        """One row per trained pixel (``result.to_frame()``)."""
+        return self.result.to_frame()
+
+    def arrays(self) -> dict:
+        return {"increasing_mask": self.increasing_mask, "increasing_share": self.increasing_share,
+                "spearman_map": self.spearman_map, "rho_map": self.rho_map,
+                "agree_map": self.agree_map, "pixel_index": self.pixel_index}
 
 
 def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@ filter-normalised random directions (Li et al. 2018)."""
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from torch.func import functional_call, vmap
 
 from .. import _validate as v
 from .._batching import Progress, auto_batch_size, map_batches
+from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 
@@ -143,13 +145,28 @@ def choose_loss(out: torch.Tensor, y: np.ndarray, loss: str = "auto") -> str:
 
 
 @dataclass(frozen=True, eq=False)
-class LossSurface:
+class LossSurface(Result):
     """``loss[i, j]`` at ``theta + alphas[i] * d1 + betas[j] * d2``; ``center`` the loss at theta."""
     alphas: np.ndarray
     betas: np.ndarray
     loss: np.ndarray
     center: float
     loss_kind: str
+    config: SurfaceConfig = SurfaceConfig()
+    seconds: float = 0.0
+
+    def _payload(self) -> dict:
+        return {"loss_kind": self.loss_kind, "center": self.center, "alphas": self.alphas,
+                "betas": self.betas, "loss": self.loss}
+
+    def to_frame(self):
+        """Long form: one row per grid point (``alpha``, ``beta``, ``loss``)."""
+        import pandas as pd
+        A, B = np.meshgrid(self.alphas, self.betas, indexing="ij")
+        return pd.DataFrame({"alpha": A.ravel(), "beta": B.ravel(), "loss": self.loss.ravel()})
+
+    def arrays(self) -> dict:
+        return {"alphas": self.alphas, "betas": self.betas, "loss": self.loss}
 
 
 def loss_surface(model: nn.Module, X, y, cfg: SurfaceConfig = SurfaceConfig(), device="auto",
@@ -160,6 +177,7 @@ def loss_surface(model: nn.Module, X, y, cfg: SurfaceConfig = SurfaceConfig(), d
     sets (one forward per batch).  The model runs in eval mode (BatchNorm uses its running statistics,
     :func:`~nnsens_core.device.inference_model`); the caller's model is never modified.
     """
+    t0 = time.perf_counter()
     dev = resolve_device(device)
     m = inference_model(model, dev)
     Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
@@ -207,7 +225,7 @@ def loss_surface(model: nn.Module, X, y, cfg: SurfaceConfig = SurfaceConfig(), d
         vals = map_batches(one, G, batch_size, progress)
         center = float(lf(out0, yt))
     return LossSurface(axis.numpy(), axis.numpy(), vals.double().numpy().reshape(cfg.grid, cfg.grid),
-                       center, kind)
+                       center, kind, cfg, time.perf_counter() - t0)
 
 
 def _loss_by_copy(m: nn.Module, p: dict, X, y, lf) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch.func import jvp, vmap
 
 from .. import _validate as v
-from .._batching import Progress, auto_batch_size, map_batches
+from .._batching import Progress, auto_batch_size, map_batches, sub_progress
 from ..device import resolve_device
 from ..errors import NnsensError
 
@@ -244,8 +244,8 @@ def train_tanh_units(X, y, cfg: LandscapeConfig = LandscapeConfig(), device="aut
     """Train ``cfg.retrains`` one-tanh-unit networks on prepared arrays (already scaled) together,
     then compute the input derivatives of every recorded epoch of every run.
 
-    ``progress(done, total)`` counts the training epochs, then the (run, epoch) parameter sets whose
-    derivatives are done.
+    ``progress(done, total, stage)`` counts the training epochs (stage ``"training"``), then the
+    (run, epoch) parameter sets whose derivatives are done (``"derivatives"``), out of one total.
     """
     dev = resolve_device(device)
     Xt = torch.as_tensor(np.asarray(X, np.float32), device=dev)
@@ -294,11 +294,11 @@ def train_tanh_units(X, y, cfg: LandscapeConfig = LandscapeConfig(), device="aut
         if epoch % cfg.record_every == 0 or epoch == cfg.epochs:
             record(epoch)
         if progress is not None:
-            progress(epoch, total)
+            progress(epoch, total, stage="training")
     T = len(epochs)
     W_all = torch.stack(Ws, 1)  # (K, T, d)
     b_all = torch.stack(bs_, 1)  # (K, T)
-    sub = None if progress is None else (lambda done, _t: progress(cfg.epochs + done, total))
+    sub = sub_progress(progress, "derivatives", cfg.epochs, total)
     mean, quant = derivative_histories(W_all.reshape(K * T, d), b_all.reshape(K * T), Xt, yt,
                                        chunk, sub)
     rows = np.arange(n) if n <= FINAL_ROWS else np.unique(np.linspace(0, n - 1, FINAL_ROWS).round()

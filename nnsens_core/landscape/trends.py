@@ -2,12 +2,14 @@
 result (:func:`run_landscape`)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import stats
 from .._batching import Progress
+from .._results import Result
 from ..data import TabularData
 from .tanh_unit import (
     TRENDS,
@@ -90,7 +92,7 @@ def trend_agreement(labels: np.ndarray, spearman: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the experiment
 
 @dataclass(frozen=True, eq=False)
-class LandscapeResult:
+class LandscapeResult(Result):
     """Everything the page and the CLI show.  Run ``k`` of the arrays uses seed ``cfg.seed + k``."""
     feature_names: tuple[str, ...]
     target_name: str
@@ -100,6 +102,7 @@ class LandscapeResult:
     trends: list  # K Trend objects (2nd derivative)
     agree: np.ndarray  # (K, d) object: True / False / None
     scaling: dict = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def n_runs(self) -> int:
@@ -133,8 +136,21 @@ class LandscapeResult:
         det = [x for x in a.ravel() if x is not None]
         return float(np.mean(det)) if det else None
 
-    def summary(self) -> dict:
-        """JSON-ready: per feature the trend (run 0 and majority), Spearman and agreement."""
+    def to_frame(self):
+        """One row per feature: Spearman, trend shares, majority trend and agreement."""
+        import pandas as pd
+        return pd.DataFrame(self.consistency()).set_index("feature")
+
+    def histories(self) -> dict:
+        """Per-run loss and mean-derivative histories (``epochs``, ``loss``, ``mean_d1..3``)."""
+        h = self.history
+        return {"epochs": h.epochs, "loss": h.loss, **{f"mean_d{k}": h.mean[k] for k in sorted(h.mean)}}
+
+    def arrays(self) -> dict:
+        return {k: np.asarray(v) for k, v in self.histories().items()}
+
+    def _payload(self) -> dict:
+        """Per feature the trend (run 0 and majority), Spearman and agreement."""
         t0 = self.trends[0]
         cons = self.consistency()
         feats = []
@@ -152,8 +168,7 @@ class LandscapeResult:
         return {
             "method": "one tanh unit, MSE loss, Xavier-normal init; trend = Spearman(epoch, mean "
                       "d2L/dx_j2) over epochs where the loss falls",
-            "target": self.target_name, "config": _config_dict(self.config),
-            "scaling": self.scaling, "seeds": list(h.seeds),
+            "target": self.target_name, "scaling": self.scaling, "seeds": list(h.seeds),
             "final_loss_per_run": [float(x) for x in h.loss[:, -1]],
             "initial_loss_per_run": [float(x) for x in h.loss[:, 0]],
             "agreement_rate_run0": self.agreement_rate(0),
@@ -165,11 +180,6 @@ class LandscapeResult:
 def _f(x) -> float | None:
     x = float(x)
     return x if np.isfinite(x) else None
-
-
-def _config_dict(cfg) -> dict:
-    import dataclasses
-    return dataclasses.asdict(cfg)
 
 
 def prepare_xy(X: np.ndarray, y: np.ndarray, cfg: LandscapeConfig) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -190,6 +200,7 @@ def run_landscape(X, y, cfg: LandscapeConfig = LandscapeConfig(), *, feature_nam
                   target_name: str = "target", device="auto", progress: Progress | None = None,
                   deriv_batch_size: int | None = None) -> LandscapeResult:
     """The whole experiment on arrays: validate, scale, train ``K`` runs, trends, agreement."""
+    t0 = time.perf_counter()
     X, y, names = validate_xy(X, y, feature_names)
     Xs, ys, info = prepare_xy(X, y, cfg)
     hist = train_tanh_units(Xs, ys, cfg, device, progress, deriv_batch_size)
@@ -197,7 +208,8 @@ def run_landscape(X, y, cfg: LandscapeConfig = LandscapeConfig(), *, feature_nam
     trends = [classify_trend(hist.mean[2][k], hist.loss[k], hist.epochs, cfg.flat_tol,
                              cfg.min_falling_epochs, cfg.descent_share) for k in range(cfg.retrains)]
     agree = np.stack([trend_agreement(t.label, rho_fy) for t in trends])
-    return LandscapeResult(names, target_name, cfg, hist, rho_fy, trends, agree, info)
+    return LandscapeResult(names, target_name, cfg, hist, rho_fy, trends, agree, info,
+                           time.perf_counter() - t0)
 
 
 def run_landscape_tabular(data: TabularData, cfg: LandscapeConfig = LandscapeConfig(),

@@ -56,7 +56,7 @@ class AMHandover:
     @classmethod
     def from_result(cls, res: AMResult, data_key: str, index: int | None, key: str) -> "AMHandover":
         return cls(res.difference("mean").numpy().astype(np.float32),
-                   tuple(t.index if t.layer is None else None for t in res.targets), res.cfg,
+                   tuple(t.index if t.layer is None else None for t in res.targets), res.config,
                    data_key, None if index is None else int(index), key)
 
     def map_for(self, data_key: str, index: int, cls: int) -> np.ndarray | None:

@@ -12,7 +12,7 @@ the gradient methods, plus any method registered later.
 """
 from __future__ import annotations
 
-import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .. import _validate as v
-from .._batching import Progress, map_batches
+from .._batching import Progress, map_batches, sub_progress
+from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from . import metrics as mt
@@ -45,7 +46,8 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     (N, C, H, W) in model-input space (``spec.normalize(images01)``); ``classes`` one int per image
     (or one for all); ``methods`` registered names or aliases (or ``"all"``); ``cfgs`` maps method
     names (or ``"cam"`` for every CAM method, ``"gradients"`` for every gradient method) to config
-    objects (defaults otherwise). ``progress(done, total)`` runs from 0 to ``1000 * len(methods)``.
+    objects (defaults otherwise). ``progress(done, total, stage=method)`` runs from 0 to
+    ``1000 * len(methods)``.
     """
     if spec is None:
         spec = getattr(model, "spec", None)
@@ -56,12 +58,11 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     total = 1000 * len(methods)
     for k, name in enumerate(methods):
         method = registry.get(name)
-        sub = None if progress is None else (
-            lambda d, t, _k=k: progress(_k * 1000 + int(1000 * d / max(t, 1)), total))
+        sub = sub_progress(progress, name, k * 1000, total, span=1000)
         maps = method(net, x, classes, config_for(name, cfgs), spec=spec, device=dev, progress=sub)
         out[name] = normalize_maps(maps, clip_negative=method.signed)
         if progress is not None:
-            progress((k + 1) * 1000, total)
+            progress((k + 1) * 1000, total, stage=name)
     return out
 
 
@@ -81,8 +82,19 @@ def predict_proba(model: nn.Module, x: torch.Tensor, device="auto", batch_size: 
 TARGETS = ("label", "pred")
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Settings of a dataset evaluation: methods, class explained, IoU region, pointing tolerance
+    and each method's config."""
+    methods: tuple[str, ...]
+    target: str = "label"
+    p: float | None = None
+    tolerance: float = 0.0
+    configs: dict = field(default_factory=dict)
+
+
 @dataclass
-class Evaluation:
+class Evaluation(Result):
     """Per-image records (pandas DataFrame, one row per image x method), the maps and the inputs.
 
     ``records`` columns: ``index`` (into the dataset), ``label``/``pred``/``target`` (class ids),
@@ -92,29 +104,37 @@ class Evaluation:
     maps: dict[str, torch.Tensor]
     indices: np.ndarray
     probs: torch.Tensor
-    settings: dict = field(default_factory=dict)
+    config: EvaluationSettings
+    seconds: float = 0.0
 
     def summary(self):
         """Mean ± std per method and class (plus ``all``), see :func:`metrics.summarize`."""
         return mt.summarize(self.records)
 
-    def metrics_json(self) -> dict:
+    def to_frame(self):
+        """The per-image records (one row per image x method)."""
+        return self.records
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"indices": self.indices, **{f"map_{m}": v.numpy() for m, v in self.maps.items()}}
+
+    def _payload(self) -> dict:
         """``{"methods": {m: {"iou", "pointing", "mass", "n", "per_class": {c: {...}}}}, ...}``."""
         table = self.summary()
+        cfg = self.config
         out: dict = {"definitions": {
             "iou": "IoU of the top-k map pixels (k = GT mask area) with the GT mask"
-                   + ("" if self.settings.get("p") is None else f"; top-{self.settings['p']} region"),
+                   + ("" if cfg.p is None else f"; top-{cfg.p} region"),
             "pointing": "share of images whose map maximum lies in the GT mask "
-                        f"(tolerance {self.settings.get('tolerance', 0)} px; empty masks excluded)",
+                        f"(tolerance {cfg.tolerance} px; empty masks excluded)",
             "mass": "share of the map's total inside the GT mask"},
-            "settings": self.settings, "n_images": int(len(self.indices)), "methods": {}}
+            "n_images": int(len(self.indices)), "methods": {},
+            "accuracy": float(self.records["correct"].to_numpy()[:len(self.indices)].mean())}
         for method in dict.fromkeys(self.records["method"]):
             entry: dict = {"per_class": {}}
             for (m, c), row in table.loc[[method]].iterrows():
-                vals = {k: (None if not np.isfinite(row[f"{k}_mean"]) else float(row[f"{k}_mean"]))
-                        for k in ("iou", "pointing", "mass")}
-                vals.update({f"{k}_std": (None if not np.isfinite(row[f"{k}_std"])
-                                          else float(row[f"{k}_std"])) for k in ("iou", "pointing", "mass")})
+                vals = {k: row[f"{k}_mean"] for k in ("iou", "pointing", "mass")}
+                vals.update({f"{k}_std": row[f"{k}_std"] for k in ("iou", "pointing", "mass")})
                 vals["n"] = int(row["iou_n"])
                 if c == "all":
                     entry.update(vals)
@@ -135,6 +155,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     ``indices`` selects a subset (default: all). ``batch_size`` images are explained at a time.
     """
     import pandas as pd
+    t0 = time.perf_counter()
     v.one_of("target", target, TARGETS)
     v.positive("batch_size", batch_size, integer=True)
     if data.masks is None:
@@ -161,8 +182,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     for b in range(n_batches):
         sl = slice(b * batch_size, min((b + 1) * batch_size, len(idx)))
-        sub = None if progress is None else (
-            lambda d, t, _b=b: progress(_b * 1000 + int(1000 * d / max(t, 1)), n_batches * 1000))
+        sub = sub_progress(progress, "", b * 1000, n_batches * 1000, span=1000)
         got = explain(net, spec, x[sl], cls[sl].tolist(), methods, cfgs, dev, sub)
         for m in methods:
             maps[m].append(got[m])
@@ -176,18 +196,9 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                          "target": int(cls[i]), "class": names[labels[i]],
                          "correct": bool(labels[i] == preds[i]), "method": m,
                          "iou": loc["iou"][i], "pointing": loc["pointing"][i], "mass": loc["mass"][i]})
-    settings = {"methods": methods, "target": target, "p": p, "tolerance": tolerance,
-                "configs": {m: _cfg_dict(config_for(m, cfgs)) for m in methods}}
-    return Evaluation(pd.DataFrame(rows), full, idx, probs, settings)
-
-
-def _cfg_dict(cfg) -> dict | None:
-    if cfg is None:
-        return None
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: (_cfg_dict(getattr(cfg, f.name)) if dataclasses.is_dataclass(getattr(cfg, f.name))
-                         else getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    return {"value": repr(cfg)}
+    settings = EvaluationSettings(tuple(methods), target, p, tolerance,
+                                  {m: config_for(m, cfgs) for m in methods})
+    return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0)
 
 
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],

@@ -76,7 +76,7 @@ def read_gt_masks(raw: bytes, filename: str, n_images: int, hw: Sequence[int]) -
 
 def markdown_table(info: Mapping, class_names: Sequence[str] | None = None,
                    feature_names: Mapping[str, str] | None = None) -> str:
-    """A markdown table from :meth:`Evaluation.metrics_json` (``info``): one row per method, one
+    """A markdown table from :meth:`Evaluation.to_dict` (``info``): one row per method, one
     column per class with ``IoU / pointing`` (mean over that class's images), then all classes.
 
     ``feature_names`` renames class columns, e.g. ``{"covid": "B-lines (covid)"}``; the best value

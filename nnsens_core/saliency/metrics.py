@@ -28,6 +28,7 @@ Definitions (used everywhere in nnsens, also in the CLI's ``metrics.json``):
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -38,6 +39,7 @@ from torch import nn
 from .. import stats
 from .._batching import Progress
 from .._hooks import get_module
+from .._results import Result
 from ..errors import NnsensError
 
 # --------------------------------------------------------------------------- helpers
@@ -269,8 +271,16 @@ def randomizable_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
+@dataclass(frozen=True)
+class RandomizationSettings:
+    """Settings of a cascading randomization: similarity metric, seed, layers (top first)."""
+    metric: str = "spearman"
+    seed: int = 0
+    layers: tuple[str, ...] = ()
+
+
 @dataclass
-class RandomizationResult:
+class RandomizationResult(Result):
     """Cascading randomization (Adebayo et al. 2018).
 
     ``steps[0]`` is ``"original"``; ``steps[k]`` names the k-th layer randomized, cumulatively
@@ -281,14 +291,19 @@ class RandomizationResult:
     metric: str
     mean: dict[str, np.ndarray] = field(default_factory=dict)
     std: dict[str, np.ndarray] = field(default_factory=dict)
+    config: RandomizationSettings = RandomizationSettings()
+    seconds: float = 0.0
 
-    def table(self):
+    def to_frame(self):
         import pandas as pd
         cols = {}
         for m in self.mean:
             cols[f"{m}_mean"] = self.mean[m]
             cols[f"{m}_std"] = self.std[m]
         return pd.DataFrame(cols, index=pd.Index(self.steps, name="randomized up to"))
+
+    def _payload(self) -> dict:
+        return {"steps": list(self.steps), "metric": self.metric, "mean": self.mean, "std": self.std}
 
 
 def _reinit(module: nn.Module) -> None:
@@ -315,6 +330,7 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
     """
     if metric not in SIMILARITIES:
         raise NnsensError(f"metric={metric!r} is unknown; use one of {sorted(SIMILARITIES)}")
+    t0 = time.perf_counter()
     work = copy.deepcopy(model)
     if layers is None:
         layers = randomizable_layers(work)[::-1]
@@ -340,8 +356,10 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
             vals[k].append(np.nan_to_num(s, nan=0.0))
         if progress is not None:
             progress(step + 1, len(layers) + 1)
-    res = RandomizationResult(["original", *layers], metric)
+    res = RandomizationResult(["original", *layers], metric,
+                              config=RandomizationSettings(metric, int(seed), tuple(layers)))
     for k, v in vals.items():
         arr = np.stack(v)  # (steps, N)
         res.mean[k], res.std[k] = arr.mean(1), arr.std(1)
+    res.seconds = time.perf_counter() - t0
     return res

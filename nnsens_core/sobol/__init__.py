@@ -45,6 +45,7 @@ from .studies import (
     FeatureReductionConfig,
     FeatureReductionResult,
     PCAComparison,
+    PCASettings,
     convergence,
     feature_reduction,
     pca_comparison,
@@ -79,5 +80,6 @@ __all__ = [
     "FeatureReductionResult",
     "feature_reduction",
     "PCAComparison",
+    "PCASettings",
     "pca_comparison",
 ]

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 from torch import nn
 
@@ -14,9 +12,6 @@ from ..errors import NnsensError
 
 OUTPUT = "output"
 """Target name of the model's own output (every other target is a module name)."""
-
-StageProgress = Callable[[str, int, int], None]
-"""``progress(stage, done, total)`` with stage one of sampling / evaluation / analysis / ..."""
 
 _EPS = float(np.finfo(float).eps)
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus,

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._batching import Progress, auto_batch_size, check_memory, map_batches
+from .._batching import Progress, auto_batch_size, check_memory, map_batches, sub_progress
 from .._hooks import forward_with_outputs, probe_outputs
+from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ..zoo import LoadedModel
@@ -28,7 +29,6 @@ from .problem import (
     OUTPUT,
     SobolConfig,
     SobolProblem,
-    StageProgress,
     rows_per_sample,
 )
 
@@ -158,7 +158,7 @@ def evaluate(model, X: np.ndarray | torch.Tensor, targets: Sequence[str] = (OUTP
 # --------------------------------------------------------------------------- full run
 
 @dataclass
-class SobolResult:
+class SobolResult(Result):
     """A Sobol' run: indices of the model output and of the chosen layer's neurons."""
     problem: SobolProblem
     config: SobolConfig
@@ -182,29 +182,32 @@ class SobolResult:
         idx = [i for i, g in enumerate(self.groups) if g == OUTPUT]
         return self.indices.select([idx[column]])
 
-    def to_json(self) -> dict:
-        """The CLI's document: the model output's indices at top level, every target under ``targets``."""
-        def clean(a):
-            if a is None:
-                return None
-            a = np.asarray(a, dtype=float)
-            return np.where(np.isnan(a), None, a).tolist() if np.isnan(a).any() else a.tolist()
-        out = self.output()
-        doc = {"names": list(self.names), "S1": clean(out.S1[0]), "S1_conf": clean(out.S1_conf[0]),
-               "ST": clean(out.ST[0]), "ST_conf": clean(out.ST_conf[0]),
-               "S2": clean(None if out.S2 is None else out.S2[0]),
-               "S2_conf": clean(None if out.S2_conf is None else out.S2_conf[0]),
-               "N": self.indices.N, "bounds": [list(b) for b in self.problem.bounds],
-               "config": asdict(self.config), "timings_s": dict(self.timings), "targets": {}}
-        I = self.indices
+    @property
+    def seconds(self) -> float:
+        """Wall time of sampling + evaluation + analysis (``timings`` has each stage)."""
+        return float(sum(self.timings.values()))
+
+    def _payload(self) -> dict:
+        """The model output's indices at top level, every analysed column under ``targets``."""
+        out, I = self.output(), self.indices
+
+        def first(a):
+            return None if a is None else a[0]
+        doc = {"names": list(self.names), "S1": out.S1[0], "S1_conf": out.S1_conf[0],
+               "ST": out.ST[0], "ST_conf": out.ST_conf[0], "S2": first(out.S2),
+               "S2_conf": first(out.S2_conf), "N": I.N, "bounds": self.problem.bounds,
+               "timings_s": dict(self.timings), "targets": {}}
         for i, label in enumerate(self.targets):
             doc["targets"][label] = {
                 "group": self.groups[i], "constant": bool(I.constant[i]),
-                "S1": clean(I.S1[i]), "S1_conf": clean(I.S1_conf[i]),
-                "ST": clean(I.ST[i]), "ST_conf": clean(I.ST_conf[i]),
-                "S2": clean(None if I.S2 is None else I.S2[i]),
-                "S2_conf": clean(None if I.S2_conf is None else I.S2_conf[i])}
+                "S1": I.S1[i], "S1_conf": I.S1_conf[i], "ST": I.ST[i], "ST_conf": I.ST_conf[i],
+                "S2": None if I.S2 is None else I.S2[i],
+                "S2_conf": None if I.S2_conf is None else I.S2_conf[i]}
         return doc
+
+    def to_frame(self):
+        """Every analysed column x feature in long form (``to_frames()["all targets"]``)."""
+        return self.to_frames()["all targets"]
 
     def to_frames(self) -> dict:
         """pandas tables: ``indices`` (output S1/ST), ``second_order`` (pairs), and for a layer
@@ -237,12 +240,6 @@ class SobolResult:
         return frames
 
 
-def _stage(progress: StageProgress | None, stage: str) -> Progress | None:
-    if progress is None:
-        return None
-    return lambda done, total: progress(stage, done, total)
-
-
 def estimate_bytes(problem: SobolProblem, cfg: SobolConfig, n_outputs: int) -> int:
     """Memory of a full run: the sample matrix, the outputs and the analysis."""
     rows = cfg.n * rows_per_sample(problem.D, cfg.second_order)
@@ -268,7 +265,7 @@ def _n_outputs(model, problem: SobolProblem, targets: Sequence[str]) -> dict[str
 
 
 def run(model, problem: SobolProblem, cfg: SobolConfig = SobolConfig(), device="auto",
-        batch_size: int | None = None, progress: StageProgress | None = None,
+        batch_size: int | None = None, progress: Progress | None = None,
         memory_limit: float | None = None) -> SobolResult:
     """sample -> evaluate (output + ``cfg.layer`` in one pass per batch) -> analyze.
 
@@ -283,10 +280,10 @@ def run(model, problem: SobolProblem, cfg: SobolConfig = SobolConfig(), device="
                  f"Sobol with N={cfg.n}, D={problem.D}, {M} outputs")
     t = {}
     t0 = time.perf_counter()
-    X = sample(problem, cfg.n, cfg.second_order, cfg.seed, _stage(progress, "sampling"))
+    X = sample(problem, cfg.n, cfg.second_order, cfg.seed, sub_progress(progress, "sampling"))
     t["sampling"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    Ys = evaluate(model, X, cfg.targets, device, batch_size, _stage(progress, "evaluation"))
+    Ys = evaluate(model, X, cfg.targets, device, batch_size, sub_progress(progress, "evaluation"))
     del X
     t["evaluation"] = time.perf_counter() - t0
     labels, groups = [], []
@@ -297,7 +294,7 @@ def run(model, problem: SobolProblem, cfg: SobolConfig = SobolConfig(), device="
     t0 = time.perf_counter()
     ind = analyze(problem, Y, second_order=cfg.second_order, num_resamples=cfg.num_resamples,
                   conf_level=cfg.conf_level, seed=cfg.seed, device=device,
-                  progress=_stage(progress, "analysis"))
+                  progress=sub_progress(progress, "analysis"))
     t["analysis"] = time.perf_counter() - t0
     return SobolResult(problem, cfg, tuple(labels), tuple(groups), ind, t)
 

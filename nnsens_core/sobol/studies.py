@@ -3,6 +3,7 @@ bottom-k features, and the comparison with PCA loadings."""
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -12,27 +13,32 @@ from torch import nn
 
 from .. import _validate as v
 from .. import stats
-from .._batching import Progress, check_memory
+from .._batching import Progress, check_memory, sub_progress
+from .._results import Result
 from ..data import TabularData
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ..training import TrainConfig, fit
 from ..zoo import PaperMLP
 from .estimators import analyze, default_memory_limit, sample
-from .problem import OUTPUT, SobolConfig, SobolProblem, StageProgress, rows_per_sample
-from .run import _module, _param_dtype, _stage, check_width, estimate_bytes, evaluate
+from .problem import OUTPUT, SobolConfig, SobolProblem, rows_per_sample
+from .run import _module, _param_dtype, check_width, estimate_bytes, evaluate
 
 # --------------------------------------------------------------------------- convergence
 
 @dataclass
-class ConvergenceResult:
-    """S1/ST (and CIs) of the model output for each N in ``ns``: arrays (len(ns), D)."""
+class ConvergenceResult(Result):
+    """S1/ST (and CIs) of the model output for each N in ``ns``: arrays (len(ns), D).
+
+    ``config``: the study's Sobol settings (``n`` = the largest N, first order only)."""
     names: tuple[str, ...]
     ns: tuple[int, ...]
     S1: np.ndarray
     S1_conf: np.ndarray
     ST: np.ndarray
     ST_conf: np.ndarray
+    config: SobolConfig | None = None
+    seconds: float = 0.0
 
     def to_frame(self):
         import pandas as pd
@@ -43,9 +49,9 @@ class ConvergenceResult:
                              "ST": self.ST[i, d], "ST_conf": self.ST_conf[i, d]})
         return pd.DataFrame(rows)
 
-    def to_json(self) -> dict:
-        return {"names": list(self.names), "N": list(self.ns), "S1": self.S1.tolist(),
-                "S1_conf": self.S1_conf.tolist(), "ST": self.ST.tolist(), "ST_conf": self.ST_conf.tolist()}
+    def _payload(self) -> dict:
+        return {"names": list(self.names), "N": list(self.ns), "S1": self.S1,
+                "S1_conf": self.S1_conf, "ST": self.ST, "ST_conf": self.ST_conf}
 
 
 def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
@@ -58,7 +64,7 @@ def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
 
 def convergence(model, problem: SobolProblem, ns: Sequence[int], cfg: SobolConfig = SobolConfig(),
                 device="auto", batch_size: int | None = None,
-                progress: StageProgress | None = None, output_column: int = 0,
+                progress: Progress | None = None, output_column: int = 0,
                 memory_limit: float | None = None) -> ConvergenceResult:
     """S1/ST of the output vs N: one sample at max(ns) (its first n blocks ARE the sample for n),
     evaluated once, then analysed on each prefix.  ``cfg.n``/``cfg.layer`` are ignored."""
@@ -70,12 +76,13 @@ def convergence(model, problem: SobolProblem, ns: Sequence[int], cfg: SobolConfi
         if n < 4:
             raise NnsensError(f"n={n} is too small for a bootstrap; use n >= 4")
     check_width(model, problem.D)
+    t0 = time.perf_counter()
     big = SobolConfig(n=ns[-1], second_order=False, seed=cfg.seed, num_resamples=cfg.num_resamples,
                       conf_level=cfg.conf_level)
     limit = default_memory_limit() if memory_limit is None else memory_limit
     check_memory(estimate_bytes(problem, big, 1), limit, f"the convergence study up to N={ns[-1]}")
-    X = sample(problem, ns[-1], False, cfg.seed, _stage(progress, "sampling"))
-    Y = evaluate(model, X, (OUTPUT,), device, batch_size, _stage(progress, "evaluation"))[OUTPUT]
+    X = sample(problem, ns[-1], False, cfg.seed, sub_progress(progress, "sampling"))
+    Y = evaluate(model, X, (OUTPUT,), device, batch_size, sub_progress(progress, "evaluation"))[OUTPUT]
     Y = Y[:, output_column]
     step = rows_per_sample(problem.D, False)
     res = {k: [] for k in ("S1", "S1_conf", "ST", "ST_conf")}
@@ -85,8 +92,9 @@ def convergence(model, problem: SobolProblem, ns: Sequence[int], cfg: SobolConfi
         for k in res:
             res[k].append(getattr(ind, k)[0])
         if progress is not None:
-            progress("analysis", i + 1, len(ns))
-    return ConvergenceResult(problem.names, ns, *(np.stack(res[k]) for k in ("S1", "S1_conf", "ST", "ST_conf")))
+            progress(i + 1, len(ns), stage="analysis")
+    return ConvergenceResult(problem.names, ns, *(np.stack(res[k]) for k in ("S1", "S1_conf", "ST", "ST_conf")),
+                             config=big, seconds=time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- feature reduction
@@ -107,12 +115,14 @@ class FeatureReductionConfig:
 
 
 @dataclass
-class FeatureReductionResult:
+class FeatureReductionResult(Result):
     """Test accuracy per subset (``all``, ``top-k``, ``bottom-k``) and seed."""
     subsets: dict[str, tuple[str, ...]]  # subset -> feature names
     accuracy: dict[str, list[float]]     # subset -> one accuracy per seed
     seeds: tuple[int, ...]
     original_accuracy: float | None
+    config: FeatureReductionConfig | None = None
+    seconds: float = 0.0
 
     def to_frame(self):
         import pandas as pd
@@ -123,9 +133,9 @@ class FeatureReductionResult:
                 for s, f in self.subsets.items()]
         return pd.DataFrame(rows).set_index("subset")
 
-    def to_json(self) -> dict:
-        return {"subsets": {k: list(f) for k, f in self.subsets.items()}, "accuracy": self.accuracy,
-                "seeds": list(self.seeds), "original_accuracy": self.original_accuracy}
+    def _payload(self) -> dict:
+        return {"subsets": self.subsets, "accuracy": self.accuracy, "seeds": list(self.seeds),
+                "original_accuracy": self.original_accuracy}
 
 
 class _Task:
@@ -184,6 +194,7 @@ def feature_reduction(model, train: TabularData, test: TabularData, ranking: Seq
                       progress: Progress | None = None) -> FeatureReductionResult:
     """Retrain the model's architecture (fresh weights, never the shared model) on all features,
     the ``k`` with the highest ``ranking`` (e.g. ST) and the ``k`` lowest; test accuracy per seed."""
+    t0 = time.perf_counter()
     dev = resolve_device(device)
     D = train.n_features
     ranking = np.asarray(ranking, dtype=float).reshape(-1)
@@ -220,16 +231,23 @@ def feature_reduction(model, train: TabularData, test: TabularData, ranking: Seq
             acc[name].append(task.accuracy(net.eval(), Xte, test.y, dev))
             done += 1
             if progress is not None:
-                progress(done, total)
+                progress(done, total, stage="retraining")
     names = np.asarray(train.feature_names)
     return FeatureReductionResult({s: tuple(names[c]) for s, c in subsets.items()}, acc,
-                                  tuple(cfg.seeds), original)
+                                  tuple(cfg.seeds), original, cfg, time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------- PCA comparison
 
+@dataclass(frozen=True)
+class PCASettings:
+    """Settings of :func:`pca_comparison`."""
+    share: float = 0.8
+    standardize: bool = True
+
+
 @dataclass
-class PCAComparison:
+class PCAComparison(Result):
     """PCA of the data vs the Sobol ranking.
 
     ``loadings`` (c, D) of the ``c`` leading components reaching ``share`` of the variance
@@ -241,6 +259,8 @@ class PCAComparison:
     importance: np.ndarray     # (D,)
     sobol: np.ndarray          # (D,) the Sobol measure ranked against
     spearman: float
+    config: PCASettings = PCASettings()
+    seconds: float = 0.0
 
     @property
     def n_components(self) -> int:
@@ -258,10 +278,9 @@ class PCAComparison:
         return pd.DataFrame(self.loadings, columns=list(self.names),
                             index=[f"PC{i + 1} ({self.explained[i]:.1%})" for i in range(self.n_components)])
 
-    def to_json(self) -> dict:
-        return {"names": list(self.names), "explained": self.explained.tolist(),
-                "loadings": self.loadings.tolist(), "importance": self.importance.tolist(),
-                "sobol": self.sobol.tolist(), "spearman": self.spearman}
+    def _payload(self) -> dict:
+        return {"names": list(self.names), "explained": self.explained, "loadings": self.loadings,
+                "importance": self.importance, "sobol": self.sobol, "spearman": self.spearman}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -273,6 +292,7 @@ def pca_comparison(X: np.ndarray, names: Sequence[str], sobol: Sequence[float], 
                    standardize: bool = True) -> PCAComparison:
     """Leading principal components reaching ``share`` of the variance, ranked against ``sobol``."""
     v.in_range("share", share, 0, 1, lo_open=True)
+    t0 = time.perf_counter()
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
     if X.ndim != 2 or X.shape[0] < 2:
         raise NnsensError(f"X has shape {tuple(X.shape)}; PCA needs (rows >= 2, features)")
@@ -300,5 +320,6 @@ def pca_comparison(X: np.ndarray, names: Sequence[str], sobol: Sequence[float], 
     # ties get average ranks (the textbook 1 - 6 sum d^2 / (n (n^2 - 1)) is wrong with ties);
     # NaN when either ranking is constant
     rho = 1.0 if len(sobol) < 2 else stats.spearman(sobol, imp)
-    return PCAComparison(tuple(names), evr, L, imp, sobol, rho)
+    return PCAComparison(tuple(names), evr, L, imp, sobol, rho, PCASettings(float(share), bool(standardize)),
+                         time.perf_counter() - t0)
 

@@ -86,7 +86,7 @@ def test_local_page_first_k_images_of_a_class_mean_and_std():
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     (run,) = at.session_state["local_sens"]["runs"].values()
-    assert len(run["results"]) == 2 and run["results"][0].cfg.noise == "gaussian"
+    assert len(run["results"]) == 2 and run["results"][0].config.noise == "gaussian"
     at.selectbox(key="ls_stat").set_value("std")
     at.selectbox(key="ls_chan").set_value("l2")
     at.run()

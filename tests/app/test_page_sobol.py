@@ -58,8 +58,8 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
         assert f"Download {table} (CSV)" in labels, labels
     assert "Download the whole result (JSON)" in labels
     doc = at.session_state["sobol_export"]
-    assert doc["sobol"]["N"] == 128 and doc["sobol"]["config"]["seed"] == 3
-    np.testing.assert_allclose(doc["sobol"]["ST"], result.output().ST[0])
+    assert doc["N"] == 128 and doc["config"]["seed"] == 3
+    np.testing.assert_allclose(doc["ST"], result.output().ST[0])
     assert "pca" in doc and doc["pca"]["names"][1] == NAME1
 
     # any rerun keeps the result (no recomputation)
@@ -83,7 +83,7 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     assert len(runs) == 2 and runs[key] is result
     other = next(r for k, r in runs.items() if k != key)
     assert other.indices.S2 is None and other.indices.S1.shape == (1, D)
-    assert at.session_state["sobol_export"]["sobol"]["S2"] is None
+    assert at.session_state["sobol_export"]["S2"] is None
 
     # bad bounds (min >= max): a clear message, no traceback, no run
     _edit_bounds(at, 1, "max", -5.0)
