@@ -92,16 +92,16 @@ def test_a_stopping_block_tap_does_not_stop_other_threads():
 
 def test_grad_cam_hooks_ignore_other_threads():
     from pytorch_grad_cam import GradCAM
-    from nnsens_core.saliency.cam import _make_cam
+    from nnsens_core.saliency._gradcam_adapter import make_cam, recorded_activations, release_cam
     net = _net()
-    cam = _make_cam(GradCAM, net, net[0])
+    cam = make_cam(GradCAM, net, net[0])
     try:
         _in_thread(lambda: net(torch.ones(3, 3, 8, 8)))
-        assert cam.activations_and_grads.activations == []
+        assert recorded_activations(cam) == []
         cam.activations_and_grads(torch.ones(1, 3, 8, 8))
-        assert len(cam.activations_and_grads.activations) == 1
+        assert len(recorded_activations(cam)) == 1
     finally:
-        cam.activations_and_grads.release()
+        release_cam(cam)
     assert hook_count(net) == 0
 
 
