@@ -4,12 +4,12 @@ apply, and leaves the shared model untouched (no hooks, no state change, other t
 from __future__ import annotations
 
 import copy
-
 import threading
+import types
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 
 from nnsens_core import _split, zoo
 from nnsens_core.saliency import occlusion as O
@@ -263,10 +263,43 @@ def test_hooks_that_would_be_skipped_force_the_full_pass():
     assert det["engine"] == "incremental"
 
 
+class _TraceGate(nn.Module):
+    """Runs ``inner``. When fx traces it (its input is a Proxy: fx's class-wide patches are
+    installed), it waits until another thread has run a whole forward pass through the model, so
+    that pass certainly ran while this thread traced. (The counters live in ``log``, whose own
+    attributes change: a forward that assigned module attributes would not be split.)"""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.cond = threading.Condition()
+        self.log = types.SimpleNamespace(tracing=False, passes_while_tracing=0, traces=0)
+
+    def forward(self, x):
+        if isinstance(x, fx.Proxy):
+            log = self.log
+            with self.cond:
+                log.tracing, seen = True, log.passes_while_tracing
+                met = self.cond.wait_for(lambda: log.passes_while_tracing > seen, timeout=30)
+                log.tracing = False
+                log.traces += met
+        return self.inner(x)
+
+    def other_thread_pass(self, x):
+        with self.cond:
+            during = self.log.tracing
+        y = self(x)
+        with self.cond:
+            if during and self.log.tracing:   # tracing began before the pass and is still going
+                self.log.passes_while_tracing += 1
+                self.cond.notify_all()
+        return y
+
+
 def test_tracing_does_not_disturb_other_threads():
     """torch.fx patches nn.Module for every thread while it traces; other threads' forward passes
     through the same model must still get tensors and the same outputs."""
-    model = _vgg()
+    model = _TraceGate(_vgg()).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expect = model(x)
@@ -276,7 +309,7 @@ def test_tracing_does_not_disturb_other_threads():
         try:
             while not stop.is_set():
                 with torch.no_grad():
-                    y = model(x)
+                    y = model.other_thread_pass(x)
                 if not isinstance(y, torch.Tensor) or not torch.equal(y, expect):
                     errors.append(type(y).__name__)
         except Exception as exc:   # noqa: BLE001 - any failure in the other thread counts
@@ -285,12 +318,13 @@ def test_tracing_does_not_disturb_other_threads():
     t = threading.Thread(target=forwards)
     t.start()
     try:
-        for _ in range(40):
+        for _ in range(10):
             assert not isinstance(_split.split_head(model), str)
     finally:
         stop.set()
         t.join()
     assert errors == []
+    assert model.log.traces == 10, "the other thread's passes did not run while this thread traced"
     assert hook_count(model) == 0
 
 
