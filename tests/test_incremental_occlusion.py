@@ -132,13 +132,17 @@ def test_shape_queries_on_the_head_output_are_allowed():
     torch.testing.assert_close(inc, full, rtol=1e-4, atol=1e-6)
 
 
-class Untraceable(nn.Module):
-    """Python control flow on a tensor value: torch.fx cannot trace it."""
+class _ConvHead(nn.Module):
+    """A conv + ReLU ``features`` block and a linear ``head``; subclasses wire them in ``forward``."""
 
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
         self.head = nn.Linear(4, 3)
+
+
+class Untraceable(_ConvHead):
+    """Python control flow on a tensor value: torch.fx cannot trace it."""
 
     def forward(self, x):
         f = self.features(x)
@@ -147,13 +151,8 @@ class Untraceable(nn.Module):
         return self.head(f.mean((2, 3)))
 
 
-class TwoReaders(nn.Module):
+class TwoReaders(_ConvHead):
     """The features' output is read twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4, 3)
 
     def forward(self, x):
         f = self.features(x)
@@ -172,25 +171,18 @@ class SharedConv(nn.Module):
         return self.head(self.conv(torch.relu(self.conv(x))).mean((2, 3)))
 
 
-class Scaled(nn.Module):
+class Scaled(_ConvHead):
     """The features do not receive the raw input."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4, 3)
 
     def forward(self, x):
         return self.head(self.features(x * 2).mean((2, 3)))
 
 
-class Remembers(nn.Module):
+class Remembers(_ConvHead):
     """Its forward stores the features on the module (tracing would store an fx proxy there)."""
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4, 3)
         self.last = None
 
     def forward(self, x):
