@@ -1,3 +1,5 @@
+import threading
+
 import pytest
 import torch
 from torch import nn
@@ -47,7 +49,6 @@ def test_hooks_capture_and_are_removed_even_on_error():
 # hooks registered by one computation must not touch another thread's forward pass.
 
 def _in_thread(fn):
-    import threading
     out = {}
 
     def run():
@@ -92,36 +93,64 @@ def test_a_stopping_block_tap_does_not_stop_other_threads():
 
 def test_grad_cam_hooks_ignore_other_threads():
     from pytorch_grad_cam import GradCAM
-    from nnsens_core.saliency.cam import _make_cam
+    from nnsens_core.saliency._gradcam_adapter import make_cam, recorded_activations, release_cam
     net = _net()
-    cam = _make_cam(GradCAM, net, net[0])
+    cam = make_cam(GradCAM, net, net[0])
     try:
         _in_thread(lambda: net(torch.ones(3, 3, 8, 8)))
-        assert cam.activations_and_grads.activations == []
+        assert recorded_activations(cam) == []
         cam.activations_and_grads(torch.ones(1, 3, 8, 8))
-        assert len(cam.activations_and_grads.activations) == 1
+        assert len(recorded_activations(cam)) == 1
     finally:
-        cam.activations_and_grads.release()
+        release_cam(cam)
     assert hook_count(net) == 0
+
+
+class _Rendezvous(nn.Module):
+    """Identity layer. While ``barrier`` is set, every forward pass waits in it for a pass of the
+    other thread, so two runs on the model go pass by pass together: each thread's passes run
+    while the other thread's hooks are registered (a run that ran alone would break the barrier)."""
+
+    def __init__(self):
+        super().__init__()
+        self.barrier: threading.Barrier | None = None
+        self.passes = self.meetings = 0
+
+    def forward(self, x):
+        self.passes += 1
+        if self.barrier is not None:
+            self.barrier.wait(timeout=30)
+            self.meetings += 1
+        return x
 
 
 def test_concurrent_local_sensitivity_on_one_model_matches_sequential_runs():
     from nnsens_core.local_sensitivity import LocalConfig, local_sensitivity
-    net = _net()
+    gate = _Rendezvous()
+    net = nn.Sequential(gate, *_net()).eval()
+    blocks = {"b": "2", "c": "3"}                          # the ReLU and the MaxPool
     xa, xb = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(3, 8, 8)
     cfg = LocalConfig(batch_size=3, incremental="off")      # many passes with hooks registered
-    want_a = local_sensitivity(net, xa, {"b": "1", "c": "2"}, cfg, "cpu").maps
-    want_b = local_sensitivity(net, xb, {"b": "1", "c": "2"}, cfg, "cpu").maps
-    import threading
-    got = {}
+    want_a = local_sensitivity(net, xa, blocks, cfg, "cpu").maps
+    passes = gate.passes                                   # forward passes of one run
+    want_b = local_sensitivity(net, xb, blocks, cfg, "cpu").maps
+    got, errors = {}, []
 
     def job(key, x):
-        got[key] = local_sensitivity(net, x, {"b": "1", "c": "2"}, cfg, "cpu").maps
+        try:
+            got[key] = local_sensitivity(net, x, blocks, cfg, "cpu").maps
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{key}: {exc!r}")
+            gate.barrier.abort()                           # do not leave the other thread waiting
+    gate.barrier = threading.Barrier(2)
     threads = [threading.Thread(target=job, args=(k, x)) for k, x in (("a", xa), ("b", xb))]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    gate.barrier = None
+    assert errors == []
+    assert passes > 10 and gate.meetings == 2 * passes, "the two runs did not overlap pass by pass"
     torch.testing.assert_close(got["a"], want_a)
     torch.testing.assert_close(got["b"], want_b)
     assert hook_count(net) == 0

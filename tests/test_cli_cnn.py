@@ -92,8 +92,7 @@ def test_bad_input_gives_clear_errors(files, tmp_path, capsys, extra, message):
 
 def test_model_and_data_default_to_the_demo_vgg_and_phantom(tmp_path):
     from nnsens_core.demos import demo_cnn_names
-    if "vgg16-phantom" not in demo_cnn_names():
-        pytest.skip("demo VGG-16 not shipped")
+    assert "vgg16-phantom" in demo_cnn_names(), "the demo VGG-16 ships with nnsens (models/)"
     rc = main(["local", "--patch", "32", "--out", str(tmp_path / "l"), "--device", "cpu"])
     assert rc == 0
     s = json.loads((tmp_path / "l" / "summary.json").read_text())

@@ -129,6 +129,7 @@ def test_cli_bad_input(tmp_path, capsys, kind, extra, message):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow  # runs `python -m nnsens_core` in a subprocess
 def test_cli_bad_input_subprocess_has_no_traceback(tmp_path):
     path = _bad_csv(tmp_path, "constant")
     proc = subprocess.run([sys.executable, "-m", "nnsens_core", "landscape", "--data", str(path),

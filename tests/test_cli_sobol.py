@@ -106,6 +106,7 @@ def test_cli_width_mismatch(tmp_path, csv_path, capsys):
     assert "takes 5 inputs but the data has 8 features" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # runs `python -m nnsens_core` in a subprocess
 def test_cli_module_entry_point_on_pima(tmp_path, pima_path):
     model_path, _ = _paper_state(tmp_path)
     out = tmp_path / "pima.json"

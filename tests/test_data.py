@@ -1,12 +1,9 @@
-import io
-import zipfile
-
 import numpy as np
 import pytest
-from PIL import Image
 
 from nnsens_core import data as nd
 from nnsens_core.errors import NnsensError
+from tests.uploads import npz_bytes, png_bytes, zip_bytes
 
 
 def test_csv_text_column_is_named():
@@ -33,7 +30,7 @@ def test_pima_loads_with_paper_rows(pima_path):
     assert b.shape == (8, 2) and (b[:, 0] < b[:, 1]).all()
 
 
-def test_breast_cancer_fallback_is_offline():
+def test_breast_cancer_demo_loads_offline():
     d = nd.load_breast_cancer()
     assert d.X.shape == (569, 30)
 
@@ -47,21 +44,11 @@ def test_parse_rows():
 
 
 def _png(value: int, size=(10, 8)) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((size[1], size[0], 3), value, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, blob in files.items():
-            zf.writestr(name, blob)
-    return buf.getvalue()
+    return png_bytes(np.full((size[1], size[0], 3), value, np.uint8))
 
 
 def test_image_zip_with_two_classes_resizes_and_labels():
-    z = _zip({"root/cats/a.png": _png(0), "root/cats/b.png": _png(255), "root/dogs/c.png": _png(128)})
+    z = zip_bytes({"root/cats/a.png": _png(0), "root/cats/b.png": _png(255), "root/dogs/c.png": _png(128)})
     d = nd.load_image_zip(z, size=(16, 16), channels=3)
     assert d.images.shape == (3, 3, 16, 16) and d.class_names == ("cats", "dogs")
     assert list(d.labels) == [0, 0, 1]
@@ -70,9 +57,9 @@ def test_image_zip_with_two_classes_resizes_and_labels():
 
 def test_image_zip_with_one_class_or_bad_image_or_not_zip():
     with pytest.raises(NnsensError, match="at least two class"):
-        nd.load_image_zip(_zip({"cats/a.png": _png(0), "cats/b.png": _png(1)}))
+        nd.load_image_zip(zip_bytes({"cats/a.png": _png(0), "cats/b.png": _png(1)}))
     with pytest.raises(NnsensError, match="not a readable image"):
-        nd.load_image_zip(_zip({"a/x.png": b"garbage", "b/y.png": _png(1)}))
+        nd.load_image_zip(zip_bytes({"a/x.png": b"garbage", "b/y.png": _png(1)}))
     with pytest.raises(NnsensError, match="not a ZIP"):
         nd.load_image_zip(b"plain text")
 
@@ -86,22 +73,15 @@ def test_image_folder(tmp_path):
 
 
 def test_npz_images_tabular_and_pickle_refused():
-    buf = io.BytesIO()
-    np.savez(buf, images=np.zeros((4, 3, 8, 8), np.float32), labels=np.array([0, 1, 0, 1]),
-             masks=np.ones((4, 8, 8), bool))
-    d = nd.load_npz(buf.getvalue())
+    d = nd.load_npz(npz_bytes(images=np.zeros((4, 3, 8, 8), np.float32),
+                              labels=np.array([0, 1, 0, 1]), masks=np.ones((4, 8, 8), bool)))
     assert isinstance(d, nd.ImageData) and d.masks.shape == (4, 8, 8)
-    buf = io.BytesIO()
-    np.savez(buf, X=np.arange(6.0).reshape(3, 2), y=np.array([0, 1, 0]))
-    assert isinstance(nd.load_npz(buf.getvalue()), nd.TabularData)
-    buf = io.BytesIO()
-    np.savez(buf, X=np.array([{"evil": 1}], dtype=object), y=np.array([0]))
+    assert isinstance(nd.load_npz(npz_bytes(X=np.arange(6.0).reshape(3, 2), y=np.array([0, 1, 0]))),
+                      nd.TabularData)
     with pytest.raises(NnsensError, match="pickled"):
-        nd.load_npz(buf.getvalue())
+        nd.load_npz(npz_bytes(X=np.array([{"evil": 1}], dtype=object), y=np.array([0])))
     with pytest.raises(NnsensError, match="images\\+labels"):
-        buf = io.BytesIO()
-        np.savez(buf, foo=np.zeros(2))
-        nd.load_npz(buf.getvalue())
+        nd.load_npz(npz_bytes(foo=np.zeros(2)))
 
 
 def test_image_masks_must_match_images():

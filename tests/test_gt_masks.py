@@ -3,50 +3,38 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from nnsens_core.saliency.io import read_gt_masks
 from nnsens_core.errors import NnsensError
-
-
-def _npz(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
-def _png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG")
-    return buf.getvalue()
+from tests.uploads import npz_bytes, png_bytes
 
 
 def test_npz_npy_and_png_masks_are_read():
     m = np.zeros((5, 8, 8), bool)
     m[:, 2:4, 3:6] = True
-    got = read_gt_masks(_npz(masks=m.astype(np.uint8)), "m.npz", 5, (8, 8))
+    got = read_gt_masks(npz_bytes(masks=m.astype(np.uint8)), "m.npz", 5, (8, 8))
     assert got.dtype == bool and np.array_equal(got, m)
     # the only array of an .npz, whatever its name; a single (H, W) mask
-    assert np.array_equal(read_gt_masks(_npz(gt=m[0]), "one.npz", 5, (8, 8)), m[:1])
+    assert np.array_equal(read_gt_masks(npz_bytes(gt=m[0]), "one.npz", 5, (8, 8)), m[:1])
     buf = io.BytesIO()
     np.save(buf, m)
     assert np.array_equal(read_gt_masks(buf.getvalue(), "m.npy", 5, (8, 8)), m)
-    png = read_gt_masks(_png((m[0] * 255).astype(np.uint8)), "mask.png", 5, (8, 8))
+    png = read_gt_masks(png_bytes((m[0] * 255).astype(np.uint8)), "mask.png", 5, (8, 8))
     assert png.shape == (1, 8, 8) and np.array_equal(png[0], m[0])
 
 
 def test_wrong_size_and_bad_files_say_what_to_fix():
     m = np.zeros((5, 8, 8), bool)
     with pytest.raises(NnsensError, match=r"is 7x8 .* images are 8x8"):
-        read_gt_masks(_npz(masks=np.zeros((5, 7, 8), bool)), "m.npz", 5, (8, 8))
+        read_gt_masks(npz_bytes(masks=np.zeros((5, 7, 8), bool)), "m.npz", 5, (8, 8))
     with pytest.raises(NnsensError, match=r"is 16x16 .* images are 8x8"):
-        read_gt_masks(_png(np.zeros((16, 16), np.uint8)), "m.png", 5, (8, 8))
+        read_gt_masks(png_bytes(np.zeros((16, 16), np.uint8)), "m.png", 5, (8, 8))
     with pytest.raises(NnsensError, match="holds 3 masks for 5 images"):
-        read_gt_masks(_npz(masks=m[:3]), "m.npz", 5, (8, 8))
+        read_gt_masks(npz_bytes(masks=m[:3]), "m.npz", 5, (8, 8))
     with pytest.raises(NnsensError, match="binary"):
-        read_gt_masks(_npz(masks=m.astype(np.float32) + 0.5), "m.npz", 5, (8, 8))
+        read_gt_masks(npz_bytes(masks=m.astype(np.float32) + 0.5), "m.npz", 5, (8, 8))
     with pytest.raises(NnsensError, match="name the masks array 'masks'"):
-        read_gt_masks(_npz(a=m, b=m), "m.npz", 5, (8, 8))
+        read_gt_masks(npz_bytes(a=m, b=m), "m.npz", 5, (8, 8))
     with pytest.raises(NnsensError, match="not a readable image"):
         read_gt_masks(b"this is a text file, not a picture", "notes.png", 5, (8, 8))
     with pytest.raises(NnsensError, match="not a readable .npz"):

@@ -4,12 +4,12 @@ apply, and leaves the shared model untouched (no hooks, no state change, other t
 from __future__ import annotations
 
 import copy
-
 import threading
+import types
 
 import pytest
 import torch
-from torch import nn
+from torch import fx, nn
 
 from nnsens_core import _split, zoo
 from nnsens_core.saliency import occlusion as O
@@ -132,13 +132,17 @@ def test_shape_queries_on_the_head_output_are_allowed():
     torch.testing.assert_close(inc, full, rtol=1e-4, atol=1e-6)
 
 
-class Untraceable(nn.Module):
-    """Python control flow on a tensor value: torch.fx cannot trace it."""
+class _ConvHead(nn.Module):
+    """A conv + ReLU ``features`` block and a linear ``head``; subclasses wire them in ``forward``."""
 
     def __init__(self):
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
         self.head = nn.Linear(4, 3)
+
+
+class Untraceable(_ConvHead):
+    """Python control flow on a tensor value: torch.fx cannot trace it."""
 
     def forward(self, x):
         f = self.features(x)
@@ -147,13 +151,8 @@ class Untraceable(nn.Module):
         return self.head(f.mean((2, 3)))
 
 
-class TwoReaders(nn.Module):
+class TwoReaders(_ConvHead):
     """The features' output is read twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4, 3)
 
     def forward(self, x):
         f = self.features(x)
@@ -172,25 +171,18 @@ class SharedConv(nn.Module):
         return self.head(self.conv(torch.relu(self.conv(x))).mean((2, 3)))
 
 
-class Scaled(nn.Module):
+class Scaled(_ConvHead):
     """The features do not receive the raw input."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4, 3)
 
     def forward(self, x):
         return self.head(self.features(x * 2).mean((2, 3)))
 
 
-class Remembers(nn.Module):
+class Remembers(_ConvHead):
     """Its forward stores the features on the module (tracing would store an fx proxy there)."""
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
-        self.head = nn.Linear(4, 3)
         self.last = None
 
     def forward(self, x):
@@ -263,10 +255,43 @@ def test_hooks_that_would_be_skipped_force_the_full_pass():
     assert det["engine"] == "incremental"
 
 
+class _TraceGate(nn.Module):
+    """Runs ``inner``. When fx traces it (its input is a Proxy: fx's class-wide patches are
+    installed), it waits until another thread has run a whole forward pass through the model, so
+    that pass certainly ran while this thread traced. (The counters live in ``log``, whose own
+    attributes change: a forward that assigned module attributes would not be split.)"""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.cond = threading.Condition()
+        self.log = types.SimpleNamespace(tracing=False, passes_while_tracing=0, traces=0)
+
+    def forward(self, x):
+        if isinstance(x, fx.Proxy):
+            log = self.log
+            with self.cond:
+                log.tracing, seen = True, log.passes_while_tracing
+                met = self.cond.wait_for(lambda: log.passes_while_tracing > seen, timeout=30)
+                log.tracing = False
+                log.traces += met
+        return self.inner(x)
+
+    def other_thread_pass(self, x):
+        with self.cond:
+            during = self.log.tracing
+        y = self(x)
+        with self.cond:
+            if during and self.log.tracing:   # tracing began before the pass and is still going
+                self.log.passes_while_tracing += 1
+                self.cond.notify_all()
+        return y
+
+
 def test_tracing_does_not_disturb_other_threads():
     """torch.fx patches nn.Module for every thread while it traces; other threads' forward passes
     through the same model must still get tensors and the same outputs."""
-    model = _vgg()
+    model = _TraceGate(_vgg()).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expect = model(x)
@@ -276,7 +301,7 @@ def test_tracing_does_not_disturb_other_threads():
         try:
             while not stop.is_set():
                 with torch.no_grad():
-                    y = model(x)
+                    y = model.other_thread_pass(x)
                 if not isinstance(y, torch.Tensor) or not torch.equal(y, expect):
                     errors.append(type(y).__name__)
         except Exception as exc:   # noqa: BLE001 - any failure in the other thread counts
@@ -285,12 +310,13 @@ def test_tracing_does_not_disturb_other_threads():
     t = threading.Thread(target=forwards)
     t.start()
     try:
-        for _ in range(40):
+        for _ in range(10):
             assert not isinstance(_split.split_head(model), str)
     finally:
         stop.set()
         t.join()
     assert errors == []
+    assert model.log.traces == 10, "the other thread's passes did not run while this thread traced"
     assert hook_count(model) == 0
 
 

@@ -1,5 +1,4 @@
 import io
-import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -10,19 +9,14 @@ import torch
 from nnsens_core.errors import NnsensError
 from nnsens_core.loading import is_torchscript, load_model, match_state_dict
 from nnsens_core.zoo import PaperMLP, build
-
-
-def _bytes(obj) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
+from tests.uploads import TouchOnUnpickle, torch_bytes
 
 
 def test_state_dict_round_trip_gives_identical_outputs():
     torch.manual_seed(0)
     net = PaperMLP(8, 10).eval()
     x = torch.randn(5, 8)
-    lm = load_model(_bytes(net.state_dict()), arch="paper-mlp")
+    lm = load_model(torch_bytes(net.state_dict()), arch="paper-mlp")
     assert lm.report == "keys matched by name"
     assert not lm.module.training
     torch.testing.assert_close(lm.module(x), net(x), rtol=0, atol=0)
@@ -34,7 +28,7 @@ def test_renamed_keys_load_by_order_and_shape_and_report_the_mapping():
     seq = torch.nn.Sequential(torch.nn.Linear(8, 10), torch.nn.BatchNorm1d(10), torch.nn.ReLU(),
                               torch.nn.Linear(10, 1), torch.nn.BatchNorm1d(1), torch.nn.Sigmoid())
     seq.load_state_dict(dict(zip(seq.state_dict(), net.state_dict().values())))
-    lm = load_model(_bytes(seq.state_dict()), arch="paper-mlp")
+    lm = load_model(torch_bytes(seq.state_dict()), arch="paper-mlp")
     assert "order and shape" in lm.report and "0.weight -> fc1.weight" in lm.report
     x = torch.randn(4, 8)
     torch.testing.assert_close(lm.module(x), seq.eval()(x).squeeze(-1))
@@ -43,14 +37,14 @@ def test_renamed_keys_load_by_order_and_shape_and_report_the_mapping():
 def test_wrong_shapes_are_refused_with_the_tensor_named():
     state = PaperMLP(8, 12).state_dict()
     with pytest.raises(NnsensError, match="fc1.weight"):
-        load_model(_bytes(state), arch="paper-mlp")
+        load_model(torch_bytes(state), arch="paper-mlp")
     with pytest.raises(NnsensError, match="tensors but the architecture needs"):
-        load_model(_bytes({"w": torch.zeros(3)}), arch="paper-mlp")
+        load_model(torch_bytes({"w": torch.zeros(3)}), arch="paper-mlp")
 
 
 def test_nested_checkpoint_dict_is_accepted():
     net = PaperMLP(8, 10)
-    lm = load_model(_bytes({"epoch": 3, "state_dict": net.state_dict()}), arch="paper-mlp")
+    lm = load_model(torch_bytes({"epoch": 3, "state_dict": net.state_dict()}), arch="paper-mlp")
     assert lm.spec.input_shape == (8,)
 
 
@@ -64,7 +58,7 @@ class _Payload:
 
 def test_malicious_pickle_payload_never_runs(tmp_path):
     marker = tmp_path / "marker.txt"
-    for blob in (_bytes({"fc1.weight": _Payload(marker)}), pickle.dumps(_Payload(marker))):
+    for blob in (torch_bytes({"fc1.weight": _Payload(marker)}), pickle.dumps(_Payload(marker))):
         with pytest.raises(NnsensError, match="pickled code is refused"):
             load_model(blob, arch="paper-mlp")
     assert not marker.exists()
@@ -72,12 +66,8 @@ def test_malicious_pickle_payload_never_runs(tmp_path):
 
 def test_os_system_payload_is_refused(tmp_path):
     marker = tmp_path / "sys.txt"
-
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
     with pytest.raises(NnsensError):
-        load_model(_bytes({"x": Evil()}), arch="paper-mlp")
+        load_model(torch_bytes({"x": TouchOnUnpickle(marker)}), arch="paper-mlp")
     assert not marker.exists()
 
 
@@ -93,9 +83,9 @@ def test_corrupt_empty_and_oversized_files(tmp_path):
     with pytest.raises(NnsensError, match="does not exist"):
         load_model(tmp_path / "missing.pt", arch="paper-mlp")
     with pytest.raises(NnsensError, match="needs an architecture"):
-        load_model(_bytes(PaperMLP().state_dict()))
+        load_model(torch_bytes(PaperMLP().state_dict()))
     with pytest.raises(NnsensError, match="unknown"):
-        load_model(_bytes(PaperMLP().state_dict()), arch="nope")
+        load_model(torch_bytes(PaperMLP().state_dict()), arch="nope")
 
 
 def test_torchscript_loads_and_checks_the_input_shape():
@@ -103,7 +93,7 @@ def test_torchscript_loads_and_checks_the_input_shape():
     buf = io.BytesIO()
     torch.jit.save(net, buf)
     data = buf.getvalue()
-    assert is_torchscript(data) and not is_torchscript(_bytes(PaperMLP().state_dict()))
+    assert is_torchscript(data) and not is_torchscript(torch_bytes(PaperMLP().state_dict()))
     lm = load_model(data, input_shape=(8,), allow_code=True)
     assert lm.report == "TorchScript archive" and lm.spec.task == "tabular"
     with pytest.raises(NnsensError, match="does not accept inputs of shape"):
@@ -143,7 +133,7 @@ def test_torchscript_is_code_and_refused_unless_allowed(tmp_path, monkeypatch):
 
 def test_image_state_dict_for_small_cnn_loads():
     net = build("vgg16-small", num_classes=3).eval()
-    lm = load_model(_bytes(net.state_dict()), arch="vgg16-small", arch_kwargs={"num_classes": 3})
+    lm = load_model(torch_bytes(net.state_dict()), arch="vgg16-small", arch_kwargs={"num_classes": 3})
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(lm.module(x), net(x))
     assert lm.spec.input_shape == (3, 64, 64)

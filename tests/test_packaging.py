@@ -3,8 +3,9 @@ import re
 import shlex
 import subprocess
 import sys
-
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,6 +51,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert commands[1] in (ROOT / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # runs `python -m nnsens_core` in a subprocess
 def test_cli_lists_commands():
     out = subprocess.run([sys.executable, "-m", "nnsens_core", "--help"], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout

@@ -112,7 +112,7 @@ def test_ishigami_analytic_values():
     assert (ind.S1_conf[0] > 0).all() and (ind.S1_conf[0] < 0.05).all()
 
 
-def test_chunking_and_device_never_change_results():
+def test_row_chunking_never_changes_results():
     X = S.sample(ISHIGAMI, 256, True, seed=0)
     y = Ishigami.evaluate(X)
     a = S.analyze(ISHIGAMI, y, num_resamples=30, seed=2)

@@ -16,7 +16,7 @@ def test_paper_mlp_on_pima_reference_case(pima_path):
     assert np.isfinite(info["loss"]).all() and info["loss"][-1] < info["loss"][0]
 
 
-def test_paper_mlp_trains_on_the_offline_fallback():
+def test_paper_mlp_trains_on_breast_cancer():
     data = load_breast_cancer()
     model, info = train_paper_mlp(data, cfg=TrainConfig(epochs=30, seed=0))
     assert info["test_acc"] > 0.85

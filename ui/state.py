@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import streamlit as st
 import torch
-from streamlit.runtime.pages_manager import PagesManager
 
 from nnsens_core.data import ImageData, TabularData, align_classes, demo_rows
 from nnsens_core.demos import demo_cnn_names
@@ -22,6 +21,7 @@ from nnsens_core.fingerprint import fingerprint
 from nnsens_core.zoo import LoadedModel
 
 from . import cache
+from ._streamlit_internals import leave_pages_directory_mode
 
 DEMO_TABULAR = "Demo: Pima diabetes"
 DEMO_PHANTOM = "Demo: lung-ultrasound phantom"
@@ -57,8 +57,7 @@ def require_router() -> None:
     ``st.navigation`` switches that path off for the process; until it has run once, turn it off here
     and rerun, which goes through the router to the same page.
     """
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
+    if leave_pages_directory_mode():
         st.rerun()
 
 

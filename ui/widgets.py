@@ -7,10 +7,11 @@ import time
 import numpy as np
 import streamlit as st
 
-from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException
 
 from nnsens_core._results import dumps, npz_bytes
 from nnsens_core.errors import NnsensError
+
+from ._streamlit_internals import ScriptControlException
 
 
 @contextlib.contextmanager

@@ -5,9 +5,10 @@ What the wrapper adds to the package:
 * **one target per image**: the package zips its ``targets`` list with the batch, so a single
   ``ClassifierOutputTarget`` silently explains only the first image of a batch (the others get a zero
   gradient). :func:`cam_maps` always builds one ``ClassifierOutputTarget(classes[i])`` per image.
-* **hooks released** in ``try/finally`` (``ActivationsAndGradients.release``), and parameter
-  gradients the package leaves on the model cleared, so the (shared, cached) model is left as it
-  was. The package's context manager is not used because it swallows ``IndexError``.
+* **thread-local hooks, released** in ``try/finally``, and parameter gradients the package leaves on
+  the model cleared, so the (shared, cached) model is left as it was (every use of the package's
+  internals sits in :mod:`nnsens_core.saliency._gradcam_adapter`). The package's context manager
+  is not used because it swallows ``IndexError``.
 * **target-layer validation**: a Conv2d, or a block that contains one, whose output is a
   ``(N, C, h, w)`` feature map; anything else raises :class:`~nnsens_core.errors.NnsensError`.
 * **ScoreCAM** with a batch size for its masked forward passes and no tqdm output (same weights as
@@ -27,15 +28,15 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import _validate as v
 from .._batching import Progress, map_batches
-from .._hooks import add_forward_hook, get_module, probe_outputs
+from .._hooks import get_module, probe_outputs
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ._common import _classes, check_model_input
+from ._gradcam_adapter import make_cam, release_cam, score_cam_class
 from .registry import Method, register
 
 
@@ -50,7 +51,7 @@ def _registry() -> dict[str, type]:
     )
     return {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "hirescam": HiResCAM,
             "xgradcam": XGradCAM, "layercam": LayerCAM, "eigencam": EigenCAM,
-            "scorecam": _score_cam_class()}
+            "scorecam": score_cam_class()}
 
 
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam",
@@ -140,45 +141,6 @@ def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int
 
 # --------------------------------------------------------------------------- compute
 
-def _score_cam_class():
-    from pytorch_grad_cam import ScoreCAM
-
-    class BatchedScoreCAM(ScoreCAM):
-        """The package's ScoreCAM weights, computed with a chosen batch size and no tqdm bars."""
-        batch_size = 64
-
-        def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
-            with torch.no_grad():
-                act = torch.as_tensor(activations).to(self.device)
-                up = F.interpolate(act, size=input_tensor.shape[-2:], mode="bilinear",
-                                   align_corners=True)  # = nn.UpsamplingBilinear2d
-                flat = up.flatten(2)
-                mx, mn = flat.max(-1)[0][..., None, None], flat.min(-1)[0][..., None, None]
-                up = (up - mn) / (mx - mn + 1e-8)
-                n, k = up.shape[:2]
-                scores = torch.empty(n, k)
-                for i, target in enumerate(targets):
-                    xi = input_tensor[i].detach()
-                    scores[i] = map_batches(
-                        lambda sl: target(self.model(xi[None] * up[i, sl, None])).float(),
-                        k, self.batch_size)
-                return torch.softmax(scores, dim=-1).numpy()
-
-    return BatchedScoreCAM
-
-
-def _make_cam(cam_cls, net: nn.Module, layer: nn.Module):
-    """A grad-cam object whose activation/gradient hooks act only in this thread (the package's own
-    hooks would also record other sessions' forward passes through the shared model)."""
-    cam = cam_cls(model=net, target_layers=[layer])
-    aag = cam.activations_and_grads
-    for handle in aag.handles:
-        handle.remove()
-    aag.handles = [add_forward_hook(layer, aag.save_activation),
-                   add_forward_hook(layer, aag.save_gradient)]
-    return cam
-
-
 def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamConfig(),
              device="auto", progress: Progress | None = None) -> torch.Tensor:
     """Grad-CAM-family maps ``(N, H, W)`` in [0, 1] for inputs ``x`` (N, C, H, W) in model-input
@@ -192,7 +154,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
         default_target_layer(net, tuple(x.shape[1:]), device=dev)
     layer = validate_target_layer(net, layer_name, tuple(x.shape[1:]), dev)
     cls = _classes(classes, len(x), n_out)
-    cam = _make_cam(_registry()[cfg.method], net, layer)
+    cam = make_cam(_registry()[cfg.method], net, layer)
     if cfg.method == "scorecam":
         cam.batch_size = cfg.score_batch_size
     try:
@@ -204,7 +166,7 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
 
         maps = map_batches(one, len(x), cfg.batch_size, progress)
     finally:
-        cam.activations_and_grads.release()
+        release_cam(cam)
         net.zero_grad(set_to_none=True)
     if maps is None:
         return torch.zeros((0, *x.shape[2:]))

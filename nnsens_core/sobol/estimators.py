@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,6 +13,7 @@ from .. import _validate as v
 from .._batching import DEFAULT_MEMORY_BUDGET, Progress, batch_slices, check_memory
 from ..device import resolve_device
 from ..errors import NnsensError
+from ._salib_adapter import scale_to_bounds, sobol_base
 from .problem import _EPS, SobolProblem, rows_per_sample
 
 # --------------------------------------------------------------------------- sampling
@@ -26,14 +26,9 @@ def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int |
     AB_1..AB_D (column j from B), then (second order) BA_1..BA_D (column j from A), then B.
     The first ``m * step`` rows for ``m < n`` equal ``sample(problem, m, ...)``.
     """
-    from SALib.util import _scale_samples
-    from scipy.stats import qmc
     v.power_of_two("n", n)
     D = problem.D
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy's ``seed=`` spelling, kept to match SALib exactly
-        qrng = qmc.Sobol(d=2 * D, scramble=True, seed=seed)
-        base = qrng.random(n)
+    base = sobol_base(n, 2 * D, seed)
     A, B = base[:, :D], base[:, D:]
     step = rows_per_sample(D, second_order)
     out = np.empty((n, step, D))
@@ -46,7 +41,7 @@ def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int |
         out[:, D + 1 + cols, cols] = A
     out[:, step - 1] = B
     out = out.reshape(n * step, D)
-    _scale_samples(out, [list(b) for b in problem.bounds])  # SALib's own in-place scaling
+    scale_to_bounds(out, problem.bounds)
     if progress is not None:
         progress(1, 1)
     return out

@@ -1,6 +1,18 @@
-"""AppTest set-up shared by every page test."""
+"""AppTest set-up shared by every page test (all of them are slow: a page run takes seconds)."""
+from pathlib import Path
+
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
+
+from ui._streamlit_internals import keep_router_in_apptest
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test in this folder ``slow`` (``-m "not slow"`` leaves them out)."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -12,10 +24,4 @@ def _reruns_run_the_router(monkeypatch):
     alone (Streamlit's legacy multipage path), skipping app.py and so the shared sidebar. The server
     keeps the flag False once ``st.navigation`` has run, so the tests pin it to False as well.
     """
-    original = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
+    keep_router_in_apptest(monkeypatch)

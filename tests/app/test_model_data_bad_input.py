@@ -1,16 +1,12 @@
 """Bad uploads on the Model & data page: a clear message, no exception, previous state kept."""
-import io
-import os
-import zipfile
 
 import numpy as np
-import torch
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app_pages import APP
 from nnsens_core.data import demo_tabular
 from nnsens_core.zoo import PaperMLP
+from tests.uploads import TouchOnUnpickle, png_bytes, torch_bytes, zip_bytes
 
 
 def _app():
@@ -45,14 +41,9 @@ def test_csv_with_text_column_keeps_the_previous_dataset():
 def test_malicious_pickle_model_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "pwned"
 
-    class Evil:
-        def __reduce__(self):
-            return (os.system, (f"touch {marker}",))
-    buf = io.BytesIO()
-    torch.save({"fc1.weight": Evil()}, buf)
     at = _app()
     at.radio(key="tab_model_mode").set_value("Upload weights").run()
-    _upload(at, "up_tab_model", "evil.pt", buf.getvalue())
+    _upload(at, "up_tab_model", "evil.pt", torch_bytes({"fc1.weight": TouchOnUnpickle(marker)}))
     at.button(key="btn_tab_model").click().run()
     assert not at.exception
     assert "pickled code is refused" in _errors(at)
@@ -64,35 +55,23 @@ def test_renamed_state_dict_loads_and_reports_the_mapping():
     width = demo_tabular().n_features  # the demo data's width (Pima: 8)
     net = PaperMLP(width, 10)
     renamed = {f"layer{i}": v for i, v in enumerate(net.state_dict().values())}
-    buf = io.BytesIO()
-    torch.save(renamed, buf)
     at = _app()
     at.radio(key="tab_model_mode").set_value("Upload weights").run()
     at.number_input(key="mlp_up_in").set_value(width)
-    _upload(at, "up_tab_model", "renamed.pt", buf.getvalue())
+    _upload(at, "up_tab_model", "renamed.pt", torch_bytes(renamed))
     at.button(key="btn_tab_model").click().run()
     assert not at.exception and not at.error, _errors(at)
     assert at.session_state["sel_tabular_model"] == "renamed.pt"
     assert any("layer0 -> fc1.weight" in c.value for c in at.code)
 
 
-def _zip(files):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, blob in files.items():
-            zf.writestr(name, blob)
-    return buf.getvalue()
-
-
 def _png():
-    buf = io.BytesIO()
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return png_bytes(np.zeros((8, 8, 3), np.uint8))
 
 
 def test_one_class_image_zip_and_corrupt_cnn_give_messages():
     at = _app()
-    _upload(at, "up_img", "one.zip", _zip({"cats/a.png": _png(), "cats/b.png": _png()}))
+    _upload(at, "up_img", "one.zip", zip_bytes({"cats/a.png": _png(), "cats/b.png": _png()}))
     at.button(key="btn_img").click().run()
     assert not at.exception
     assert "at least two class" in _errors(at)

@@ -1,11 +1,10 @@
 """AppTest smoke test of the Activation maximization page: noise start for all classes, an
 image-started cross-class run that stores the AM difference map, a layer target, bad input."""
-import io
 
 import numpy as np
-from PIL import Image
 
 from app_pages import open_page
+from tests.uploads import png_bytes
 
 PAGE = "pages/activation_max.py"
 
@@ -77,9 +76,8 @@ def test_am_page_upload_start_is_checked():
     at = _page()
     at.radio(key="am_start").set_value("upload")
     at.run()
-    buf = io.BytesIO()
-    Image.fromarray(np.full((64, 64), 128, np.uint8), "L").save(buf, format="PNG")
-    at.file_uploader(key="am_upload").set_value(("gray.png", buf.getvalue(), "image/png"))
+    gray = png_bytes(np.full((64, 64), 128, np.uint8))
+    at.file_uploader(key="am_upload").set_value(("gray.png", gray, "image/png"))
     at.run()
     assert not at.exception, at.exception
     assert any("grayscale" in e.value for e in at.error), [e.value for e in at.error]

@@ -1,21 +1,17 @@
 """AppTest smoke test of the Local sensitivity page: renders, runs a small analysis (16x16 patches
 on the demo VGG-16), keeps it across reruns, and reports bad input as messages."""
-import io
 
 import numpy as np
-from PIL import Image
 
 from app_pages import open_page
+from tests.uploads import png_bytes
 
 PAGE = "pages/local_sensitivity.py"
 
 
 def png(mode: str, size: int) -> bytes:
     shape = (size, size) if mode == "L" else (size, size, 3)
-    arr = np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr, mode).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
 
 
 def _page():

@@ -19,7 +19,7 @@ import pytest
 from tests.app.app_pages import ROOT, page_files
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = [pytest.mark.e2e,
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")]
 playwright = pytest.importorskip("playwright.sync_api")
 CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

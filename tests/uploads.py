@@ -1,0 +1,51 @@
+"""Bytes of the files a user uploads, built in memory for the tests (PNG, ZIP, NPZ, ``torch.save``),
+and a pickle payload that the loaders must refuse without running it."""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def png_bytes(a: np.ndarray) -> bytes:
+    """A PNG of ``a`` (uint8; (H, W) gives a grayscale image, (H, W, 3) an RGB one)."""
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A ZIP archive holding ``{name: content}``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, blob in files.items():
+            zf.writestr(name, blob)
+    return buf.getvalue()
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def torch_bytes(obj) -> bytes:
+    """What ``torch.save(obj, file)`` writes."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+class TouchOnUnpickle:
+    """Unpickling it runs ``touch <marker>`` (``os.system``): a loader that runs pickled code
+    creates the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
