@@ -1,6 +1,6 @@
 """Split a model at the end of the layers the incremental engine can run, with torch.fx.
 
-Occlusion (:func:`nnsens_core.masks.occlusion`) changes one window of the input, so the layers a
+Occlusion (:func:`nnsens_core.saliency.occlusion.occlusion`) changes one window of the input, so the layers a
 VGG-like model applies first (convs, pools, pointwise layers, e.g. the children of ``features``)
 can be computed incrementally (:mod:`nnsens_core._incremental`); the rest of the model (the
 *tail*) then runs on their output. :func:`split_head` finds those layers in the traced graph of

@@ -2,7 +2,7 @@
 
 Every method explains ``classes[i]`` for image ``i`` of ``x`` (N, C, H, W) in model-input space,
 through the class score ``f`` (the logit by default: the softmax saturates on confident models).
-``r`` is a reference image (black by default; see :func:`nnsens_core.masks.reference_image`).
+``r`` is a reference image (black by default; see :func:`nnsens_core.saliency._common.reference_image`).
 
 * ``gradient`` (Simonyan et al. 2014): ``max_c |df/dx_c|`` per pixel (unsigned).
 * ``gradxinput`` (Shrikumar et al. 2016): ``sum_c (x - r)_c df/dx_c``, the first-order share of
