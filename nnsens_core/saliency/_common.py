@@ -15,6 +15,15 @@ SCORES = ("prob", "logit")
 
 # --------------------------------------------------------------------------- shared pieces
 
+def check_reference_settings(cfg) -> None:
+    """Validate the settings every perturbation / gradient config shares: ``reference`` (blur or
+    constant), ``blur_sigma``, ``constant`` (in [0, 1] image units) and ``score`` (prob or logit)."""
+    v.one_of("reference", cfg.reference, REFERENCES)
+    v.non_negative("blur_sigma", cfg.blur_sigma)
+    v.in_range("constant", cfg.constant, 0.0, 1.0)
+    v.one_of("score", cfg.score, SCORES)
+
+
 def reference_image(x: torch.Tensor, reference: str = "blur", blur_sigma: float = 5.0,
                     constant: float = 0.0, spec=None) -> torch.Tensor:
     """The image that replaces perturbed pixels (same shape and space as ``x``)."""

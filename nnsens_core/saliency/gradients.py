@@ -31,10 +31,9 @@ from .._batching import Progress, map_batches
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ._common import (
-    REFERENCES,
-    SCORES,
     _classes,
     check_model_input,
+    check_reference_settings,
     class_score,
     reference_image,
 )
@@ -66,10 +65,7 @@ class GradientConfig:
         v.positive("samples", self.samples, integer=True)
         v.positive("sigma", self.sigma)
         v.positive("steps", self.steps, integer=True)
-        v.one_of("reference", self.reference, REFERENCES)
-        v.in_range("constant", self.constant, 0.0, 1.0)
-        v.non_negative("blur_sigma", self.blur_sigma)
-        v.one_of("score", self.score, SCORES)
+        check_reference_settings(self)
         v.positive("batch_size", self.batch_size, integer=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise NnsensError(f"seed={self.seed!r} must be a whole number")

@@ -1,11 +1,6 @@
-"""Perturbation saliency: occlusion and the meaningful-perturbation mask (Fong & Vedaldi 2017).
-
-Both take inputs ``x`` (N, C, H, W) in model-input space and explain ``classes[i]`` for image ``i``.
-The class score ``f`` is the softmax probability (``score="prob"``) or the logit (``"logit"``).
-Perturbed pixels are replaced by a *reference* image: a Gaussian blur of the input
-(``reference="blur"``, ``blur_sigma`` pixels, reflect padding) or a constant grey level
-(``reference="constant"``, ``constant`` in [0, 1] image units, mapped through the model's
-normalisation when a :class:`~nnsens_core.zoo.ModelSpec` is given).
+"""The meaningful-perturbation mask (Fong & Vedaldi 2017): the smallest smooth region whose deletion
+(replacement by the reference image of :func:`~nnsens_core.saliency._common.reference_image`) drops
+the class score, found by gradient descent on a low-resolution mask per image.
 """
 from __future__ import annotations
 
@@ -20,10 +15,9 @@ from .._batching import Progress, map_batches
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ._common import (
-    REFERENCES,
-    SCORES,
     _classes,
     check_model_input,
+    check_reference_settings,
     class_score,
     reference_image,
 )
@@ -66,10 +60,7 @@ class MaskConfig:
         v.positive("steps", self.steps, integer=True)
         v.positive("resolution", self.resolution, integer=True)
         v.in_range("init", self.init, 0.0, 1.0)
-        v.one_of("reference", self.reference, REFERENCES)
-        v.non_negative("blur_sigma", self.blur_sigma)
-        v.in_range("constant", self.constant, 0.0, 1.0)
-        v.one_of("score", self.score, SCORES)
+        check_reference_settings(self)
         v.positive("batch_size", self.batch_size, integer=True)
 
 

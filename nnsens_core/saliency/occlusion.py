@@ -1,6 +1,7 @@
-"""Perturbation saliency: occlusion and the meaningful-perturbation mask (Fong & Vedaldi 2017).
+"""Occlusion saliency (Zeiler & Fergus 2014): slide a patch over the image and record how much the
+class score drops; the engine runs the model's leading conv chain incrementally where it can.
 
-Both take inputs ``x`` (N, C, H, W) in model-input space and explain ``classes[i]`` for image ``i``.
+It takes inputs ``x`` (N, C, H, W) in model-input space and explain ``classes[i]`` for image ``i``.
 The class score ``f`` is the softmax probability (``score="prob"``) or the logit (``"logit"``).
 Perturbed pixels are replaced by a *reference* image: a Gaussian blur of the input
 (``reference="blur"``, ``blur_sigma`` pixels, reflect padding) or a constant grey level
@@ -20,10 +21,9 @@ from .._batching import Progress, map_batches
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ._common import (
-    REFERENCES,
-    SCORES,
     _classes,
     check_model_input,
+    check_reference_settings,
     class_score,
     reference_image,
 )
@@ -55,10 +55,7 @@ class OcclusionConfig:
     def __post_init__(self):
         v.positive("window", self.window, integer=True)
         v.positive("stride", self.stride, integer=True)
-        v.one_of("reference", self.reference, REFERENCES)
-        v.non_negative("blur_sigma", self.blur_sigma)
-        v.in_range("constant", self.constant, 0.0, 1.0)
-        v.one_of("score", self.score, SCORES)
+        check_reference_settings(self)
         v.positive("batch_size", self.batch_size, integer=True)
         v.one_of("incremental", self.incremental, _incremental.CHOICES)
 
