@@ -99,6 +99,9 @@ def _module(model) -> nn.Module:
 def _input_shape(model, input_shape) -> tuple[int, ...]:
     if input_shape is None:
         input_shape = getattr(getattr(model, "spec", None), "input_shape", None)
+    if input_shape is None:  # a tabular network: the width of its first Linear layer
+        first = next((m for m in _module(model).modules() if isinstance(m, nn.Linear)), None)
+        input_shape = None if first is None else (first.in_features,)
     if input_shape is None:
         raise NnsensError("the model's input shape is unknown; pass input_shape")
     return tuple(int(s) for s in input_shape)

@@ -18,6 +18,7 @@ import streamlit as st
 import torch
 
 from nnsens_core import activation_max as A
+from nnsens_core import budget as B
 from nnsens_core._results import export_json, image_context
 from nnsens_core._hooks import get_module
 from nnsens_core.errors import NnsensError
@@ -26,7 +27,7 @@ from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.zoo import conv_layers
 from ui import cnn_views as V
 from ui import state
-from ui.widgets import Progress, download_json, download_npz, guard, to_uint8
+from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
 
 state.require_router()
 
@@ -68,8 +69,9 @@ def compute(_model, _spec, key: str, targets: tuple, cfg: A.AMConfig, start: np.
                           f"{t.label(_spec.class_names)} {a:.2f}" for t, a in zip(targets, acts.tolist())))
 
     x0 = None if start is None else torch.from_numpy(start)
-    res = A.maximize(_model, _spec, list(targets), cfg, device, start=x0, progress=progress,
-                     preview=show)
+    with within_budget(B.am(_model, len(targets), cfg, _spec.input_shape)):
+        res = A.maximize(_model, _spec, list(targets), cfg, device, start=x0, progress=progress,
+                         preview=show)
     bar.done()
     preview.empty()
     return res
@@ -201,8 +203,9 @@ st.caption(f"{len(targets)} image(s) in one batch: {steps} forward + backward pa
            f"values clamped to the model's valid input range (images in [0, 1] after "
            f"de-normalisation).")
 run_key = (ctx.key, tuple(targets), cfg, start_id)
+affordable = cost_line(B.am(model, len(targets), cfg, spec.input_shape))
 
-if st.button("Run activation maximization", type="primary", key="am_run"):
+if st.button("Run activation maximization", type="primary", key="am_run", disabled=not affordable):
     if run_key not in store["runs"]:
         with guard("Activation maximisation"):
             res = compute(model, spec, ctx.key, tuple(targets), cfg, start, str(ctx.device))
