@@ -160,3 +160,37 @@ def test_cli_asks_for_yes_above_the_budget(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "a").exists()
     assert main([*argv, "--yes"]) == 0
     assert "estimate: activation maximization" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_pages_show_the_estimate_and_refuse_over_the_budget(monkeypatch):
+    from pathlib import Path
+
+    from ui._streamlit_internals import keep_router_in_apptest
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "app"))
+    from app_pages import open_page
+    keep_router_in_apptest(monkeypatch)
+    try:
+        B.reset_server_budget(1e-9)  # every run is over it
+        at = open_page("pages/sobol.py")
+        assert any("over this server's budget" in e.value and "reduce N" in e.value for e in at.error)
+        assert at.button(key="sobol_run").disabled
+
+        limit = 5000.0
+        budget = B.reset_server_budget(limit)  # fits alone, but another run holds most of it
+        at = open_page("pages/sobol.py", state={"sobol_n": 128, "sobol_R": 10})
+        assert any("Estimated cost" in c.value for c in at.caption)
+        assert not at.button(key="sobol_run").disabled
+        with budget.admit(B.Estimate("another session's run", limit * 0.999999, "")):
+            at.button(key="sobol_run").click().run()
+            assert any("server is busy" in e.value for e in at.error)
+            assert st_result(at) is None
+        at.button(key="sobol_run").click().run()  # released: now it runs
+        assert not at.error and st_result(at) is not None, [e.value for e in at.error]
+    finally:
+        B.reset_server_budget()
+
+
+def st_result(at):
+    return at.session_state["sobol"]["last"].get(next(iter(at.session_state["sobol"]["last"]), None)) \
+        if at.session_state["sobol"]["last"] else None
