@@ -25,6 +25,7 @@ from nnsens_core.errors import NnsensError
 from nnsens_core._validate import check_images
 from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.zoo import conv_layers
+from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
 from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
@@ -44,12 +45,12 @@ RULE_TEXT = {"tv": "TV: x + ε1·∂a/∂x − ε2·∂TV/∂x", "blur": "Blur: 
              "none": "Plain: x + ε1·∂a/∂x"}
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, ttl=CACHE_TTL, max_entries=8)
 def shapes(_model, key: str, input_shape: tuple, device: str) -> dict:
     return V.layer_shapes(_model, input_shape, device)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL)
 def compute(_model, _spec, key: str, targets: tuple, cfg: A.AMConfig, start: np.ndarray | None,
             device: str) -> A.AMResult:
     """One AM run; the progress bar and the live preview live inside, so a cache hit replays

@@ -19,6 +19,7 @@ from nnsens_core import landscape as L
 from nnsens_core._results import export_json
 from nnsens_core.data import TabularData
 from nnsens_core.errors import NnsensError
+from ui.cache import CACHE_TTL
 from ui import landscape_views as V
 from ui import state
 from ui.widgets import Progress, cost_line, download_csv, download_json, guard, within_budget
@@ -39,7 +40,7 @@ store = st.session_state.setdefault("landscape", {"runs": {}, "last": {}, "grad"
 
 # ----------------------------------------------------------------------------- cached core calls
 # Progress bars live inside the cached functions: a cache hit replays them already finished.
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _train(_data: TabularData, key: str, rows: str, cfg: L.LandscapeConfig,
            device: str) -> L.LandscapeResult:
     bar = Progress(f"Training {cfg.retrains} run(s) for {cfg.epochs} epochs, then the derivatives")
@@ -50,13 +51,13 @@ def _train(_data: TabularData, key: str, rows: str, cfg: L.LandscapeConfig,
         bar.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _gradients(_model, _data: TabularData, key: str, rows: str, output: int, device: str) -> dict:
     d = _data.rows(rows or None)
     return L.input_gradient_summary(_model.module, d.X, d.feature_names, output, device)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _surface(_model, _data: TabularData, key: str, rows: str, cfg: L.SurfaceConfig,
              device: str) -> L.LossSurface:
     d = _data.rows(rows or None)
@@ -68,7 +69,7 @@ def _surface(_model, _data: TabularData, key: str, rows: str, cfg: L.SurfaceConf
         bar.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL)
 def _digits(digit: int, n: int, cfg: L.LandscapeConfig, device: str) -> L.DigitsLandscape:
     bar = Progress("Digits: training and derivatives")
     try:

@@ -19,6 +19,7 @@ from nnsens_core import local_sensitivity as P
 from nnsens_core._validate import check_images
 from nnsens_core._results import export_json, image_context
 from nnsens_core.zoo import conv_layers, image_blocks
+from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
 from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
@@ -42,7 +43,7 @@ def channel_names(c: int) -> list[str]:
     return {1: ["gray"], 3: ["R", "G", "B"]}.get(c, [f"c{i}" for i in range(c)])
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def compute(_model, key: str, x: np.ndarray, blocks: tuple, cfg: P.LocalConfig, device: str,
             compare: bool, input_shape: tuple):
     """Maps of every image of ``x`` (K, C, H, W, model-input space); with ``compare`` (gradient

@@ -34,6 +34,7 @@ from nnsens_core.saliency.meaningful_mask import MaskConfig
 from nnsens_core.saliency.occlusion import OcclusionConfig
 from nnsens_core.saliency.sensitivity import SensitivityConfig
 from nnsens_core.zoo import image_blocks
+from ui.cache import CACHE_TTL
 from ui import saliency_views as V
 from ui import state
 from ui.widgets import (
@@ -64,20 +65,20 @@ H, W = data.shape[1:]
 
 
 # ----------------------------------------------------------------------------- cached core calls
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL)
 def _probabilities(_model, key: str, device: str) -> np.ndarray:
     x = lm.spec.normalize(torch.as_tensor(data.images, dtype=torch.float32))
     return C.predict_proba(_model, x, device).numpy()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL)
 def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dict, str]:
     grids = layer_grids(_model, input_shape, device=device)
     spatial = {n: s for n, s in grids.items() if len(s) == 3}
     return spatial, default_target_layer(_model, input_shape, device=device)
 
 
-@st.cache_data(show_spinner=False, max_entries=2000)
+@st.cache_data(show_spinner=False, max_entries=2000, ttl=CACHE_TTL)
 def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str) -> np.ndarray:
     x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
     with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):

@@ -21,6 +21,7 @@ from nnsens_core._results import export_json
 from nnsens_core.data import parse_rows
 from nnsens_core.errors import NnsensError
 from nnsens_core.training import TrainConfig
+from ui.cache import CACHE_TTL
 from ui import plots, state
 from ui.widgets import Progress, cost_line, download_csv, download_json, guard, within_budget
 
@@ -58,7 +59,7 @@ class StageBars:
 
 # ----------------------------------------------------------------------------- cached core calls
 # Progress bars live inside the cached functions: a cache hit replays them already finished.
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=CACHE_TTL)
 def _run(_model, key: str, problem: S.SobolProblem, cfg: S.SobolConfig, device: str) -> S.SobolResult:
     bars = StageBars()
     try:
@@ -68,7 +69,7 @@ def _run(_model, key: str, problem: S.SobolProblem, cfg: S.SobolConfig, device: 
         bars.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _convergence(_model, key: str, problem: S.SobolProblem, ns: tuple, cfg: S.SobolConfig,
                  device: str) -> S.ConvergenceResult:
     bars = StageBars()
@@ -79,7 +80,7 @@ def _convergence(_model, key: str, problem: S.SobolProblem, ns: tuple, cfg: S.So
         bars.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _feature_reduction(_model, _data, key: str, train_rows: str, test_rows: str, ranking: tuple,
                        cfg: S.FeatureReductionConfig, device: str) -> S.FeatureReductionResult:
     bar = Progress("Retraining (all / top-k / bottom-k × seeds)", 3 * len(cfg.seeds))

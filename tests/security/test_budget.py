@@ -194,3 +194,22 @@ def test_pages_show_the_estimate_and_refuse_over_the_budget(monkeypatch):
 def st_result(at):
     return at.session_state["sobol"]["last"].get(next(iter(at.session_state["sobol"]["last"]), None)) \
         if at.session_state["sobol"]["last"] else None
+
+
+def test_every_shared_cache_is_bounded():
+    """Uploads live in session state (freed with the session); the caches shared by every session
+    hold at most max_entries, and those an upload's model or results can reach expire (ttl)."""
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    files = sorted((root / "pages").glob("*.py")) + [root / "ui" / "cache.py"]
+    found = 0
+    for path in files:
+        src = path.read_text()
+        for m in re.finditer(r"@st\.(cache_data|cache_resource)(\([^)]*\))?\s*\ndef (\w+)", src):
+            found += 1
+            args, name = m.group(2) or "", m.group(3)
+            assert "max_entries=" in args, f"{path.name}:{name} has no max_entries"
+            if not name.startswith("demo_"):
+                assert "ttl=" in args, f"{path.name}:{name} has no ttl"
+    assert found >= 15
