@@ -213,3 +213,20 @@ def test_every_shared_cache_is_bounded():
             if not name.startswith("demo_"):
                 assert "ttl=" in args, f"{path.name}:{name} has no ttl"
     assert found >= 15
+
+
+def test_deployment_files_pin_everything_and_run_read_only():
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    docker = (root / "Dockerfile").read_text()
+    base = re.search(r"^FROM\s+(\S+)", docker, re.M).group(1)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    assert re.search(r"^USER\s+(?!root)\w+", docker, re.M)
+    assert "NNSENS_CACHE" not in docker and "chown" not in docker  # nothing writable for the server
+    assert "pip install --no-deps ." in docker
+    for line in (root / "requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.+\-]*", line.strip()), line
+    run = (root / "run.sh").read_text()
+    assert "public)" in run and "NNSENS_PUBLIC=1" in run
