@@ -3,6 +3,8 @@
 #   ./run.sh        create .venv (first time), install requirements and nnsens itself (pip install -e .),
 #                   serve the dashboard on :8501
 #   ./run.sh test   also install the test extras (pytest, Playwright; Debian chromium when root), run all tests
+#   ./run.sh public serve in public mode (NNSENS_PUBLIC=1: no TorchScript uploads, tighter compute
+#                   budget, smaller uploads; see docs/security.md, and put authentication in front)
 #   ./run.sh bench  run the benchmarks in bench/
 # Python 3.11 is used when present (PYTHON=... overrides).
 set -euo pipefail
@@ -26,6 +28,11 @@ case "${1:-run}" in
   run)
     install requirements.txt
     exec "$VENV/bin/python" -m streamlit run app.py --server.port "${PORT:-8501}" ;;
+  public)
+    install requirements.txt
+    export NNSENS_PUBLIC=1
+    exec "$VENV/bin/python" -m streamlit run app.py --server.port "${PORT:-8501}" \
+      --server.maxUploadSize "${NNSENS_MAX_UPLOAD_MB:-100}" ;;
   test)
     install requirements-dev.txt
     if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -37,5 +44,5 @@ case "${1:-run}" in
   bench)
     install requirements.txt
     for b in bench/*.py; do echo "== $b"; "$VENV/bin/python" "$b"; done ;;
-  *) echo "usage: ./run.sh [run|test|bench]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh [run|public|test|bench]" >&2; exit 2 ;;
 esac

@@ -58,7 +58,11 @@ CODE_MODELS_ENV = "NNSENS_ALLOW_CODE_MODELS"
 
 
 def code_models_allowed() -> bool:
-    """The server setting ``NNSENS_ALLOW_CODE_MODELS`` (``1``/``true``/``yes``; off by default)."""
+    """The server setting ``NNSENS_ALLOW_CODE_MODELS`` (``1``/``true``/``yes``; off by default);
+    always off in public mode (``NNSENS_PUBLIC``, :mod:`nnsens_core.deployment`)."""
+    from .deployment import public_mode
+    if public_mode():
+        return False
     return os.environ.get(CODE_MODELS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 

@@ -18,15 +18,17 @@ import streamlit as st
 import torch
 
 from nnsens_core import activation_max as A
+from nnsens_core import budget as B
 from nnsens_core._results import export_json, image_context
 from nnsens_core._hooks import get_module
 from nnsens_core.errors import NnsensError
 from nnsens_core._validate import check_images
 from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.zoo import conv_layers
+from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
-from ui.widgets import Progress, download_json, download_npz, guard, to_uint8
+from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
 
 state.require_router()
 
@@ -43,12 +45,12 @@ RULE_TEXT = {"tv": "TV: x + ε1·∂a/∂x − ε2·∂TV/∂x", "blur": "Blur: 
              "none": "Plain: x + ε1·∂a/∂x"}
 
 
-@st.cache_data(show_spinner=False)
+@st.cache_data(show_spinner=False, ttl=CACHE_TTL, max_entries=8)
 def shapes(_model, key: str, input_shape: tuple, device: str) -> dict:
     return V.layer_shapes(_model, input_shape, device)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL)
 def compute(_model, _spec, key: str, targets: tuple, cfg: A.AMConfig, start: np.ndarray | None,
             device: str) -> A.AMResult:
     """One AM run; the progress bar and the live preview live inside, so a cache hit replays
@@ -68,8 +70,9 @@ def compute(_model, _spec, key: str, targets: tuple, cfg: A.AMConfig, start: np.
                           f"{t.label(_spec.class_names)} {a:.2f}" for t, a in zip(targets, acts.tolist())))
 
     x0 = None if start is None else torch.from_numpy(start)
-    res = A.maximize(_model, _spec, list(targets), cfg, device, start=x0, progress=progress,
-                     preview=show)
+    with within_budget(B.am(_model, len(targets), cfg, _spec.input_shape)):
+        res = A.maximize(_model, _spec, list(targets), cfg, device, start=x0, progress=progress,
+                         preview=show)
     bar.done()
     preview.empty()
     return res
@@ -201,8 +204,9 @@ st.caption(f"{len(targets)} image(s) in one batch: {steps} forward + backward pa
            f"values clamped to the model's valid input range (images in [0, 1] after "
            f"de-normalisation).")
 run_key = (ctx.key, tuple(targets), cfg, start_id)
+affordable = cost_line(B.am(model, len(targets), cfg, spec.input_shape))
 
-if st.button("Run activation maximization", type="primary", key="am_run"):
+if st.button("Run activation maximization", type="primary", key="am_run", disabled=not affordable):
     if run_key not in store["runs"]:
         with guard("Activation maximisation"):
             res = compute(model, spec, ctx.key, tuple(targets), cfg, start, str(ctx.device))

@@ -8,16 +8,21 @@ rerun never loses them.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from nnsens_core import budget as B
 from nnsens_core import landscape as L
 from nnsens_core._results import export_json
 from nnsens_core.data import TabularData
+from nnsens_core.errors import NnsensError
+from ui.cache import CACHE_TTL
 from ui import landscape_views as V
 from ui import state
-from ui.widgets import Progress, download_csv, download_json, guard
+from ui.widgets import Progress, cost_line, download_csv, download_json, guard, within_budget
 
 state.require_router()
 st.title("Loss landscape")
@@ -35,38 +40,41 @@ store = st.session_state.setdefault("landscape", {"runs": {}, "last": {}, "grad"
 
 # ----------------------------------------------------------------------------- cached core calls
 # Progress bars live inside the cached functions: a cache hit replays them already finished.
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _train(_data: TabularData, key: str, rows: str, cfg: L.LandscapeConfig,
            device: str) -> L.LandscapeResult:
     bar = Progress(f"Training {cfg.retrains} run(s) for {cfg.epochs} epochs, then the derivatives")
     try:
-        return L.run_landscape_tabular(_data, cfg, rows=rows or None, device=device, progress=bar)
+        with within_budget(B.landscape(len(_data.rows(rows or None).X), _data.n_features, cfg)):
+            return L.run_landscape_tabular(_data, cfg, rows=rows or None, device=device, progress=bar)
     finally:
         bar.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _gradients(_model, _data: TabularData, key: str, rows: str, output: int, device: str) -> dict:
     d = _data.rows(rows or None)
     return L.input_gradient_summary(_model.module, d.X, d.feature_names, output, device)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _surface(_model, _data: TabularData, key: str, rows: str, cfg: L.SurfaceConfig,
              device: str) -> L.LossSurface:
     d = _data.rows(rows or None)
     bar = Progress(f"Evaluating {cfg.grid ** 2} grid points")
     try:
-        return L.loss_surface(_model.module, d.X, d.y, cfg, device, progress=bar)
+        with within_budget(B.surface(_model, len(d.X), cfg.grid)):
+            return L.loss_surface(_model.module, d.X, d.y, cfg, device, progress=bar)
     finally:
         bar.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL)
 def _digits(digit: int, n: int, cfg: L.LandscapeConfig, device: str) -> L.DigitsLandscape:
     bar = Progress("Digits: training and derivatives")
     try:
-        return L.digits_landscape(digit, cfg, n=n, device=device, progress=bar)
+        with within_budget(B.landscape(n, 64, cfg)):
+            return L.digits_landscape(digit, cfg, n=n, device=device, progress=bar)
     finally:
         bar.done()
 
@@ -109,8 +117,13 @@ with guard("Checking the settings"):
                             target_scaling=scaling, flat_tol=float(flat_tol),
                             descent_share=float(descent), record_every=int(record_every))
 run_key = (ctx.key, rows.strip(), cfg)
+affordable = True
+if cfg is not None:
+    with contextlib.suppress(NnsensError):  # bad rows: the run itself says so
+        affordable = cost_line(B.landscape(len(data.rows(rows.strip() or None).X), data.n_features, cfg))
 
-if cfg is not None and st.button("Train and record derivatives", type="primary", key="ls_run"):
+if cfg is not None and st.button("Train and record derivatives", type="primary", key="ls_run",
+                                 disabled=not affordable):
     with guard("The loss-landscape training"):
         store["runs"][run_key] = _train(data, ctx.key, rows.strip(), cfg, str(ctx.device))
         store["last"][ctx.key] = run_key
@@ -223,7 +236,10 @@ def _model_tab() -> None:
     if scfg is None:
         return
     s_key = (ctx.key, s_rows.strip(), scfg)
-    if st.button("Compute loss surface", key="ls_s_run"):
+    s_ok = True
+    with contextlib.suppress(NnsensError):
+        s_ok = cost_line(B.surface(ctx.model, len(data.rows(s_rows.strip() or None).X), scfg.grid))
+    if st.button("Compute loss surface", key="ls_s_run", disabled=not s_ok):
         with guard("The loss surface"):
             store["surface"][s_key] = _surface(ctx.model, data, ctx.key, s_rows.strip(), scfg,
                                                str(ctx.device))
@@ -259,7 +275,8 @@ def _digits_tab() -> None:
     if dcfg is None:
         return
     d_key = (digit, n, dcfg)
-    if st.button("Train on digits", key="ls_d_run"):
+    d_ok = cost_line(B.landscape(n, 64, dcfg))
+    if st.button("Train on digits", key="ls_d_run", disabled=not d_ok):
         with guard("The digits experiment"):
             store["digits"][d_key] = _digits(digit, n, dcfg, str(ctx.device))
     dg = store["digits"].get(d_key)

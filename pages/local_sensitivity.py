@@ -14,13 +14,15 @@ import numpy as np
 import streamlit as st
 import torch
 
+from nnsens_core import budget as B
 from nnsens_core import local_sensitivity as P
 from nnsens_core._validate import check_images
 from nnsens_core._results import export_json, image_context
 from nnsens_core.zoo import conv_layers, image_blocks
+from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
-from ui.widgets import Progress, download_json, download_npz, guard, to_uint8
+from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
 
 state.require_router()
 
@@ -41,7 +43,7 @@ def channel_names(c: int) -> list[str]:
     return {1: ["gray"], 3: ["R", "G", "B"]}.get(c, [f"c{i}" for i in range(c)])
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def compute(_model, key: str, x: np.ndarray, blocks: tuple, cfg: P.LocalConfig, device: str,
             compare: bool, input_shape: tuple):
     """Maps of every image of ``x`` (K, C, H, W, model-input space); with ``compare`` (gradient
@@ -49,6 +51,19 @@ def compute(_model, key: str, x: np.ndarray, blocks: tuple, cfg: P.LocalConfig, 
     cache hit replays them finished."""
     xs = torch.from_numpy(x)
     mapping = dict(blocks)
+    with within_budget(_cost(_model, input_shape, cfg, len(xs), len(mapping), compare)):
+        return _compute(_model, xs, mapping, cfg, device, compare, input_shape)
+
+
+def _cost(model, input_shape: tuple, cfg: P.LocalConfig, n_img: int, n_blocks: int,
+          compare: bool) -> B.Estimate:
+    est = B.local(model, input_shape, cfg, n_img, n_blocks)
+    if compare and cfg.method == "gradient":
+        est = est + B.local(model, input_shape, dataclasses.replace(cfg, method="finite"), n_img, n_blocks)
+    return est
+
+
+def _compute(_model, xs, mapping, cfg, device, compare, input_shape):
     total = P.count_forwards(tuple(xs.shape[1:]), cfg, len(xs), len(mapping))
     what = "Finite differences" if cfg.method == "finite" else "Gradient estimate"
     bar = Progress(f"{what}: {total:,} forward passes", total)
@@ -198,8 +213,9 @@ if compare:
 st.caption(f"This run makes **{total:,} forward passes**{extra} ({n_img} image(s) × "
            f"{len(mapping)} block(s), all blocks read from each pass) on {ctx.device}.")
 run_key = (ctx.key, image_id, tuple(mapping.items()), cfg, compare)
+affordable = cost_line(_cost(model, tuple(spec.input_shape), cfg, n_img, len(mapping), compare))
 
-if st.button("Compute sensitivity maps", type="primary", key="ls_run"):
+if st.button("Compute sensitivity maps", type="primary", key="ls_run", disabled=not affordable):
     if run_key not in store["runs"]:
         with guard("The sensitivity computation"):
             results, exact = compute(model, ctx.key, x.numpy(), tuple(mapping.items()), cfg,

@@ -11,14 +11,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from nnsens_core import budget as B
 from nnsens_core import data as nd
+from nnsens_core import deployment
 from nnsens_core.demos import manifest, train_paper_mlp
 from nnsens_core.errors import NnsensError
-from nnsens_core.loading import DEFAULT_MAX_BYTES, code_models_allowed, load_model
+from nnsens_core.loading import code_models_allowed, load_model
 from nnsens_core.training import TrainConfig
-from nnsens_core.zoo import ARCHITECTURES, IMAGE, ModelSpec
+from nnsens_core.zoo import ARCHITECTURES, IMAGE, ModelSpec, build
 from ui import cache, state
-from ui.widgets import Progress, guard, overlay, to_uint8
+from ui.widgets import Progress, cost_line, guard, overlay, to_uint8, within_budget
 
 _MODEL_FILES = "state_dict (.pt/.pth)" + (" or TorchScript" if code_models_allowed() else "")
 _MODEL_HELP = ("Weights saved with torch.save(model.state_dict(), 'model.pt') for a built-in "
@@ -81,6 +83,7 @@ with tab_tab:
         if st.button("Load dataset", key="btn_tab_data"):
             with guard("Loading the dataset"):
                 raw = up.getvalue()
+                deployment.check_data_size(len(raw), up.name)
                 loaded = nd.load_npz(raw) if up.name.lower().endswith(".npz") else \
                     nd.load_csv(raw, target=target, name=up.name)
                 if not isinstance(loaded, nd.TabularData):
@@ -112,8 +115,14 @@ with tab_tab:
         hidden = c1.number_input("Hidden neurons", 1, 512, 10, key="mlp_hidden")
         epochs = c2.number_input("Epochs", 1, 2000, 100, key="mlp_epochs")
         lr = c3.number_input("Learning rate (SGD)", 1e-5, 1.0, 0.01, format="%.4f", key="mlp_lr")
-        if st.button("Train", key="btn_train_mlp") and ctx is not None:
-            with guard("Training"):
+        train_ok, train_cost = True, None
+        if ctx is not None:
+            train_cost = B.training(build("paper-mlp", n_inputs=ctx.data.n_features, hidden=int(hidden)),
+                                    len(ctx.data.rows(ctx.train_rows).X), TrainConfig(epochs=int(epochs)),
+                                    input_shape=(ctx.data.n_features,))
+            train_ok = cost_line(train_cost)
+        if st.button("Train", key="btn_train_mlp", disabled=not train_ok) and ctx is not None:
+            with guard("Training"), within_budget(train_cost):
                 bar = Progress("Training the paper MLP", int(epochs))
                 model, info = train_paper_mlp(
                     ctx.data, ctx.train_rows, int(hidden),
@@ -139,7 +148,7 @@ with tab_tab:
                    "and shapes match (the mapping is reported).")
         if f is not None and st.button("Load model", key="btn_tab_model"):
             with guard("Loading the model"):
-                lm = load_model(f.getvalue(), arch="paper-mlp",
+                lm = load_model(f.getvalue(), arch="paper-mlp", max_bytes=deployment.max_weights_bytes(),
                                 arch_kwargs={"n_inputs": int(n_in), "hidden": int(hid)},
                                 input_shape=(int(n_in),), name=f.name)
                 if ctx is not None:
@@ -191,6 +200,7 @@ with tab_img:
     if f is not None and st.button("Load images", key="btn_img"):
         with guard("Loading the images"):
             raw = f.getvalue()
+            deployment.check_data_size(len(raw), f.name)
             if f.name.lower().endswith(".npz"):
                 loaded = nd.load_npz(raw)
                 if not isinstance(loaded, nd.ImageData):
@@ -203,7 +213,7 @@ with tab_img:
                              f"{list(loaded.class_names)}.")
 
     st.subheader("Add a CNN")
-    f = st.file_uploader(f"{_MODEL_FILES} (at most {DEFAULT_MAX_BYTES // 2**20} MiB)",
+    f = st.file_uploader(f"{_MODEL_FILES} (at most {deployment.max_weights_bytes() // 2**20} MiB)",
                          type=["pt", "pth", "bin"], key="up_cnn", help=_MODEL_HELP)
     archs = [a for a, (task, _) in ARCHITECTURES.items() if task == IMAGE]
     c1, c2, c3 = st.columns(3)
@@ -231,7 +241,8 @@ with tab_img:
                 kwargs["width"] = float(width)
             spec = ModelSpec(name=f.name, arch=arch, task=IMAGE, input_shape=(3, int(size), int(size)),
                              class_names=cls_names, mean=mean, std=std, arch_kwargs=kwargs)
-            lm = load_model(f.getvalue(), arch=arch, arch_kwargs=kwargs, spec=spec)
+            lm = load_model(f.getvalue(), arch=arch, arch_kwargs=kwargs, spec=spec,
+                            max_bytes=deployment.max_weights_bytes())
             label = _unique("image_model", f.name)
             state.add_upload("image_model", label, lm, f"Loaded {label}: {lm.report}")
 

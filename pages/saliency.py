@@ -18,6 +18,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from nnsens_core import budget as B
 from nnsens_core.activation_max import AMConfig
 from nnsens_core.data import ImageData
 from nnsens_core.local_sensitivity import LocalConfig
@@ -33,9 +34,20 @@ from nnsens_core.saliency.meaningful_mask import MaskConfig
 from nnsens_core.saliency.occlusion import OcclusionConfig
 from nnsens_core.saliency.sensitivity import SensitivityConfig
 from nnsens_core.zoo import image_blocks
+from ui.cache import CACHE_TTL
 from ui import saliency_views as V
 from ui import state
-from ui.widgets import Progress, download_csv, download_json, download_npz, guard, overlay, to_uint8
+from ui.widgets import (
+    Progress,
+    cost_line,
+    download_csv,
+    download_json,
+    download_npz,
+    guard,
+    overlay,
+    to_uint8,
+    within_budget,
+)
 
 state.require_router()
 st.title("Saliency comparison")
@@ -53,23 +65,24 @@ H, W = data.shape[1:]
 
 
 # ----------------------------------------------------------------------------- cached core calls
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL)
 def _probabilities(_model, key: str, device: str) -> np.ndarray:
     x = lm.spec.normalize(torch.as_tensor(data.images, dtype=torch.float32))
     return C.predict_proba(_model, x, device).numpy()
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, ttl=CACHE_TTL)
 def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dict, str]:
     grids = layer_grids(_model, input_shape, device=device)
     spatial = {n: s for n, s in grids.items() if len(s) == 3}
     return spatial, default_target_layer(_model, input_shape, device=device)
 
 
-@st.cache_data(show_spinner=False, max_entries=2000)
+@st.cache_data(show_spinner=False, max_entries=2000, ttl=CACHE_TTL)
 def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str) -> np.ndarray:
     x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
-    return C.explain(_model, _spec, x, [cls], [method], {method: cfg}, device)[method][0].numpy()
+    with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):
+        return C.explain(_model, _spec, x, [cls], [method], {method: cfg}, device)[method][0].numpy()
 
 
 def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
@@ -100,6 +113,8 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
     else:
         st.session_state["sal_am_from_page"] = None
     todo = [m for m in methods if (ctx.key, index, cls, m, cfgs[m]) not in store["maps"]]
+    if todo and not cost_line(B.compare(lm, lm.spec.input_shape, todo, cfgs, 1)):
+        todo, methods = [], [m for m in methods if m not in todo]
     bar = Progress("Computing maps", len(todo)) if todo else None
     for k, m in enumerate(methods):
         sk = (ctx.key, index, cls, m, cfgs[m])
@@ -409,14 +424,16 @@ with tab_data:
     st.caption(f"{len(subset)} images × {len(methods)} methods on {ctx.device}.")
     eval_key = (ctx.key, gt_source, tuple(subset.tolist()), ds_target, ds_p, float(ds_tol),
                 tuple((m, cfgs[m]) for m in methods))
-    if st.button("Evaluate the subset", type="primary", key="sal_eval_run"):
+    eval_cost = B.compare(lm, lm.spec.input_shape, methods, cfgs, max(len(subset), 1))
+    eval_ok = cost_line(eval_cost)
+    if st.button("Evaluate the subset", type="primary", key="sal_eval_run", disabled=not eval_ok):
         if masks is None or len(masks) != len(data):
             st.error("The dataset table needs one ground-truth mask per image: use the dataset's masks "
                      f"or upload an .npz with {len(data)} masks of {H}×{W}.")
         elif len(subset) == 0:
             st.error("No image in the subset; widen the classes or the prediction filter.")
         elif eval_key not in store["eval"]:
-            with guard("The dataset evaluation"):
+            with guard("The dataset evaluation"), within_budget(eval_cost):
                 bar = Progress(f"Explaining {len(subset)} images with {len(methods)} methods")
                 gt_data = ImageData(data.images, data.labels, data.class_names, masks, data.name, data.meta)
                 store["eval"][eval_key] = C.evaluate_dataset(
@@ -471,9 +488,11 @@ with tab_sanity:
     san_key = (ctx.key, tuple(san_idx), tuple(san_cls), int(n_layers), metric, int(ctx.seed),
                tuple((m, cfgs[m]) for m in methods))
     st.caption(f"Images {san_idx}; {int(n_layers) + 1} rounds × {len(methods)} methods.")
-    if st.button("Run the sanity check", type="primary", key="sal_san_run"):
+    san_cost = B.compare(lm, lm.spec.input_shape, methods, cfgs, len(san_idx), int(n_layers) + 1)
+    san_ok = cost_line(san_cost)
+    if st.button("Run the sanity check", type="primary", key="sal_san_run", disabled=not san_ok):
         if san_key not in store["sanity"]:
-            with guard("The sanity check"):
+            with guard("The sanity check"), within_budget(san_cost):
                 bar = Progress("Randomizing layers", int(n_layers) + 1)
                 x = lm.spec.normalize(torch.as_tensor(data.images[san_idx], dtype=torch.float32))
                 store["sanity"][san_key] = C.sanity_check(

@@ -8,18 +8,22 @@ an earlier setting never recompute.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from nnsens_core import budget as B
 from nnsens_core import sobol as S
 from nnsens_core._results import export_json
 from nnsens_core.data import parse_rows
+from nnsens_core.errors import NnsensError
 from nnsens_core.training import TrainConfig
+from ui.cache import CACHE_TTL
 from ui import plots, state
-from ui.widgets import Progress, download_csv, download_json, guard
+from ui.widgets import Progress, cost_line, download_csv, download_json, guard, within_budget
 
 state.require_router()
 
@@ -55,32 +59,36 @@ class StageBars:
 
 # ----------------------------------------------------------------------------- cached core calls
 # Progress bars live inside the cached functions: a cache hit replays them already finished.
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=CACHE_TTL)
 def _run(_model, key: str, problem: S.SobolProblem, cfg: S.SobolConfig, device: str) -> S.SobolResult:
     bars = StageBars()
     try:
-        return S.run(_model, problem, cfg, device, progress=bars)
+        with within_budget(B.sobol(_model, problem.D, cfg)):
+            return S.run(_model, problem, cfg, device, progress=bars)
     finally:
         bars.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _convergence(_model, key: str, problem: S.SobolProblem, ns: tuple, cfg: S.SobolConfig,
                  device: str) -> S.ConvergenceResult:
     bars = StageBars()
     try:
-        return S.convergence(_model, problem, list(ns), cfg, device, progress=bars)
+        with within_budget(B.convergence(_model, problem.D, ns, cfg.num_resamples)):
+            return S.convergence(_model, problem, list(ns), cfg, device, progress=bars)
     finally:
         bars.done()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
 def _feature_reduction(_model, _data, key: str, train_rows: str, test_rows: str, ranking: tuple,
                        cfg: S.FeatureReductionConfig, device: str) -> S.FeatureReductionResult:
     bar = Progress("Retraining (all / top-k / bottom-k × seeds)", 3 * len(cfg.seeds))
     try:
-        return S.feature_reduction(_model, _data.rows(train_rows), _data.rows(test_rows), ranking, cfg,
-                                   device, progress=bar)
+        train = _data.rows(train_rows)
+        with within_budget(B.feature_reduction(_model, len(train.X), cfg)):
+            return S.feature_reduction(_model, train, _data.rows(test_rows), ranking, cfg, device,
+                                       progress=bar)
     finally:
         bar.done()
 
@@ -151,8 +159,9 @@ with guard("Checking the settings"):
 if cfg is None:
     st.stop()
 run_key = (ctx.key, problem, cfg)
+affordable = cost_line(B.sobol(ctx.model, problem.D, cfg))
 
-if st.button("Run Sobol analysis", type="primary", key="sobol_run"):
+if st.button("Run Sobol analysis", type="primary", key="sobol_run", disabled=not affordable):
     if run_key not in store["runs"]:
         with guard("The Sobol analysis"):
             store["runs"][run_key] = _run(ctx.model, ctx.key, problem, cfg, str(ctx.device))
@@ -208,7 +217,11 @@ def _convergence_tab() -> S.ConvergenceResult | None:
                               format_func=lambda x: f"2^{int(math.log2(x))}", key="sobol_conv_range")
     cfg_c = cfg
     key = (ctx.key, problem, int(lo), int(hi), cfg_c.seed, cfg_c.num_resamples, cfg_c.conf_level)
-    if st.button("Run convergence study", key="sobol_conv_run"):
+    conv_ok = True
+    with contextlib.suppress(NnsensError):  # a bad range: the run itself says so
+        ns_all = S.powers_of_two(int(lo), int(hi))
+        conv_ok = cost_line(B.convergence(ctx.model, problem.D, ns_all, cfg_c.num_resamples))
+    if st.button("Run convergence study", key="sobol_conv_run", disabled=not conv_ok):
         with guard("The convergence study"):
             ns = S.powers_of_two(int(lo), int(hi))
             if len(ns) < 2:
@@ -250,7 +263,8 @@ def _reduction_tab(res: S.SobolResult | None) -> S.FeatureReductionResult | None
     if fcfg is None:
         return None
     key = (ctx.key, ctx.train_rows, ctx.test_rows, ranking, fcfg)
-    if st.button("Retrain and compare", key="sobol_fr_run") and key not in store["fr"]:
+    fr_ok = cost_line(B.feature_reduction(ctx.model, len(data.rows(ctx.train_rows).X), fcfg))
+    if st.button("Retrain and compare", key="sobol_fr_run", disabled=not fr_ok) and key not in store["fr"]:
         with guard("Retraining"):
             store["fr"][key] = _feature_reduction(ctx.model, data, ctx.key, ctx.train_rows,
                                                   ctx.test_rows, ranking, fcfg, str(ctx.device))

@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 
+from nnsens_core import budget
 from nnsens_core._results import dumps, npz_bytes
 from nnsens_core.errors import NnsensError
 
@@ -28,6 +29,27 @@ def guard(what: str = "This step"):
         st.error(str(exc))
     except Exception as exc:  # noqa: BLE001 - a page must never show a traceback
         st.error(f"{what} failed: {type(exc).__name__}: {str(exc)[:500]}")
+
+
+def cost_line(est: "budget.Estimate | None") -> bool:
+    """Show a run's cost estimate next to its button; when it alone is over the server budget, say
+    so (and what to reduce) in one line and return False (disable the button)."""
+    if est is None:
+        return True
+    b = budget.server_budget()
+    why = b.refusal(est)
+    if why:
+        st.error(why)
+        return False
+    busy = f", {b.in_use:,.0f} in use now" if b.running else ""
+    st.caption(f"Estimated cost: {est.text()}; server budget {b.limit:,.0f} GFLOP{busy}.")
+    return True
+
+
+def within_budget(est: "budget.Estimate"):
+    """``with within_budget(est):`` reserves ``est`` in the server budget while the run computes;
+    raises NnsensError (shown by :func:`guard`) when it does not fit now."""
+    return budget.server_budget().admit(est)
 
 
 class Progress:

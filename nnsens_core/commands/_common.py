@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .. import budget
 from .._results import dumps, npz_bytes
 from ..data import (
     ImageData,
@@ -23,6 +24,18 @@ from ..zoo import ARCHITECTURES, LoadedModel
 def add_device_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_yes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--yes", action="store_true",
+                   help=f"run even when the cost estimate is over the budget ({budget.BUDGET_ENV} "
+                        f"GFLOP, default {budget.DEFAULT_BUDGET:,.0f})")
+
+
+def confirm_cost(args, est: budget.Estimate) -> None:
+    """Print ``est``; above the budget run only with ``--yes`` (or an interactive 'y'), else
+    refuse with one line naming ``--yes`` (exit 2)."""
+    budget.confirm(est, bool(getattr(args, "yes", False)))
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:

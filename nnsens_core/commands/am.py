@@ -11,10 +11,13 @@ import torch
 from .._hooks import probe_outputs
 from .._results import export_json, image_context
 from ..activation_max import AMConfig, AMTarget, maximize
+from .. import budget
 from ..device import resolve_device
 from ..errors import NnsensError
 from ._common import (
     add_device_seed,
+    add_yes,
+    confirm_cost,
     add_model_args,
     load_cli_images,
     load_cli_model,
@@ -45,6 +48,7 @@ def register(p) -> None:
     p.add_argument("--index", type=int, default=0, help="start image index in --data")
     p.add_argument("--out", required=True, help="output folder")
     add_device_seed(p)
+    add_yes(p)
     p.set_defaults(run=run)
 
 
@@ -108,6 +112,7 @@ def run(args) -> int:
     cfg = AMConfig(steps=args.steps, rule=args.rule, lr=args.lr, tv_weight=args.tv_weight,
                    blur_sigma=args.sigma, jitter=args.jitter, normalize_grad=not args.no_normalize_grad,
                    seed=args.seed)
+    confirm_cost(args, budget.am(lm, len(targets), cfg))
     res = maximize(lm.module, spec, targets, cfg, dev, start=start)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import numpy as np
 
 from .._results import export_json
 from ..data import ImageData
+from .. import budget
 from ..device import resolve_device
 from ..errors import NnsensError
 from ..saliency import registry
@@ -20,6 +21,8 @@ from ..saliency.meaningful_mask import MaskConfig
 from ..saliency.occlusion import OcclusionConfig
 from ._common import (
     add_device_seed,
+    add_yes,
+    confirm_cost,
     add_model_args,
     load_cli_images,
     load_cli_model,
@@ -86,6 +89,7 @@ def register(p) -> None:
                    help="reference of gradient x input, IG and SmoothGrad (default: black)")
     p.add_argument("--no-maps", action="store_true", help="do not write maps.npz")
     add_device_seed(p)
+    add_yes(p)
     p.set_defaults(run=run)
 
 
@@ -138,6 +142,8 @@ def run(args) -> int:
             last[0] = now
             print(f"  {100 * done / max(total, 1):5.1f}%  {now - t0:6.1f}s", flush=True)
 
+    confirm_cost(args, budget.compare(lm, tuple(lm.spec.input_shape), methods,
+                                      {m: registry.config_for(m, cfgs) for m in methods}, len(data)))
     ev = evaluate_dataset(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
                           tolerance=args.tolerance, batch_size=args.batch_size, device=dev,
                           progress=progress)

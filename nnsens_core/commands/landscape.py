@@ -6,12 +6,13 @@ from __future__ import annotations
 import sys
 import time
 
+from .. import budget
 from .. import landscape as L
 from ..data import demo_tabular
 from ..device import resolve_device
 from ..errors import NnsensError
 from .._results import export_json
-from ._common import load_cli_tabular, write_json
+from ._common import add_yes, confirm_cost, load_cli_tabular, write_json
 
 HELP = ("Loss-landscape sensitivity (one tanh unit, MSE, Xavier-normal init, K retrains): per-feature "
         "2nd-derivative trend while the loss falls, Spearman correlation with the target and their "
@@ -46,6 +47,7 @@ def register(p) -> None:
     p.add_argument("--histories", action="store_true",
                    help="also write the per-epoch loss and mean 1st/2nd/3rd derivative histories")
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
+    add_yes(p)
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", required=True, help="output JSON file")
     p.set_defaults(run=run)
@@ -75,6 +77,7 @@ def run(args) -> int:
         if done == total:
             print("  training and derivatives: done", file=sys.stderr)
 
+    confirm_cost(args, budget.landscape(len(data.rows(args.rows).X), data.n_features, cfg))
     res = L.run_landscape_tabular(data, cfg, rows=args.rows, device=device, progress=progress)
     extra = {"histories": res.histories()} if args.histories else {}
     doc = export_json(res, data=data.name, rows=args.rows, n_rows=int(res.history.final[1].shape[1]),

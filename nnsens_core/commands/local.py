@@ -10,6 +10,7 @@ import torch
 
 from .._validate import check_images
 from ..data import ImageData
+from .. import budget
 from ..device import resolve_device
 from ..errors import NnsensError
 from .._results import export_json, image_context
@@ -22,6 +23,8 @@ from ..local_sensitivity import (
 )
 from ._common import (
     add_device_seed,
+    add_yes,
+    confirm_cost,
     add_model_args,
     load_cli_images,
     load_cli_model,
@@ -61,6 +64,7 @@ def register(p) -> None:
                         "(VGG-like chains); off: full forward passes")
     p.add_argument("--out", required=True, help="output folder")
     add_device_seed(p)
+    add_yes(p)
     p.set_defaults(run=run)
 
 
@@ -105,6 +109,7 @@ def run(args) -> int:
                       n_probes=args.probes, batch_size=args.batch_size, incremental=args.incremental)
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
     print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
+    confirm_cost(args, budget.local(lm, tuple(spec.input_shape), cfg, len(idx), len(mapping)))
     results = local_sensitivity_many(lm.module, x, mapping, cfg, dev, expected_shape=spec.input_shape)
     batch = LocalBatchResult(tuple(results))
     out = Path(args.out)

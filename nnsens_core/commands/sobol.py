@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from .. import sobol
+from .. import budget, sobol
 from .._results import export_json
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -13,6 +13,8 @@ from ..loading import DEFAULT_MAX_BYTES, is_torchscript, read_state_dict
 from ._common import (
     add_device_seed,
     add_model_args,
+    add_yes,
+    confirm_cost,
     load_cli_model,
     load_cli_tabular,
     write_json,
@@ -35,6 +37,7 @@ def register(p) -> None:
                    help="also analyse every neuron of this hidden module (e.g. act1 of paper-mlp)")
     p.add_argument("--batch-size", type=int, default=None, help="rows per forward pass (default auto)")
     add_device_seed(p)
+    add_yes(p)
     p.add_argument("--out", required=True, help="output JSON file")
     p.set_defaults(run=run)
 
@@ -75,6 +78,7 @@ def run(args) -> int:
     shape = None if args.arch else (data.n_features,)
     model = load_cli_model(args, input_shape=shape, device=device)
     sobol.check_width(model, problem.D)
+    confirm_cost(args, budget.sobol(model, problem.D, cfg))
 
     def progress(done, total, stage=""):
         if done == total:
