@@ -17,7 +17,7 @@ from nnsens_core._results import export_json
 from nnsens_core.data import TabularData
 from ui import landscape_views as V
 from ui import state
-from ui.widgets import Progress, download_csv, download_json, guard
+from ui.widgets import Progress, download_csv, download_json, guard, plain
 
 state.require_router()
 st.title("Loss landscape")
@@ -186,7 +186,7 @@ def _simple_tab(res: L.LandscapeResult) -> None:
 
 
 def _model_tab() -> None:
-    st.write(f"The loaded model **{ctx.model.spec.name}** (any architecture; a deep copy in eval "
+    st.write(f"The loaded model **{plain(ctx.model.spec.name)}** (any architecture; a deep copy in eval "
              "mode is used, the shared model is never changed).")
     c1, c2 = st.columns(2)
     g_rows = c1.text_input("Rows", ctx.train_rows, key="ls_g_rows", help="empty = all rows")

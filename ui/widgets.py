@@ -65,7 +65,7 @@ def require_usable_model(model, key: str, device) -> None:
     computation runs on it; checked once per model (``key``: its content id) and device."""
     msg = _model_problem(model.module, model.spec, key, str(device))
     if msg:
-        st.error(plain(msg) + " Pick another model in the sidebar.")
+        st.error(plain(msg.rstrip(".")) + ". Pick another model in the sidebar.")
         st.stop()
 
 
