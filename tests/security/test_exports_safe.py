@@ -2,6 +2,7 @@
 carriage return) is written with a leading ' so a spreadsheet shows it instead of running it;
 numbers stay numbers. One core function (``nnsens_core._results.csv_bytes``) builds every CSV the
 dashboard offers and the CLI writes."""
+import csv
 import io
 
 import pandas as pd
@@ -54,6 +55,6 @@ def test_sobol_page_bounds_download_is_neutralised(monkeypatch):
     assert not at.exception, at.exception
     text = offered["sobol_bounds.csv"]
     text = text.decode() if isinstance(text, bytes) else text
-    cells = [c for line in text.splitlines() for c in line.split(",")]
+    cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
     assert not any(c.startswith(("=", "+", "@")) for c in cells), text
     assert "'=HYPERLINK" in text
