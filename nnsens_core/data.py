@@ -129,7 +129,8 @@ def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
     except FileNotFoundError:
         raise NnsensError(f"CSV file {str(source)!r} does not exist") from None
     except pd.errors.EmptyDataError:
-        raise NnsensError("the CSV is empty; upload a file with a header row and rows of numbers") from None
+        raise NnsensError("the file is not a readable CSV: it is empty; upload a file with a header "
+                          "row and rows of numbers") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise NnsensError(f"the file is not a readable CSV: {str(exc)[:200]}") from None
     if target is None:

@@ -20,7 +20,7 @@ from tests.uploads import npz_bytes, torch_bytes
     (b"a,b,y\n1,2,0\n3,4,inf\n", r"column 'y' .* row 1 \(inf\)"),
     (b"a,b,y\n1,2,0\n3,,1\n", r"column 'b' has 1 missing .* row 1 \(nan\)"),
     (b"a,b,y\n", "no data rows"),
-    (b"", "the CSV is empty"),
+    (b"", "not a readable CSV: it is empty"),
     (b"a,b,y\n1,2,1\n3,4,1\n", r"target column 'y' has one value \(1\) in every row"),
 ])
 def test_bad_csv_is_refused_naming_the_column(csv, message):
