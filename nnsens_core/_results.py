@@ -85,6 +85,39 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (it starts with ``= + - @``, a tab or
+    a carriage return) prefixed with ``'``; anything else (numbers too) unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_bytes(frame, index: bool = True) -> bytes:
+    """The one CSV text of an export (UTF-8): ``frame`` with its text cells, column names and
+    index labels neutralised by :func:`safe_cell` (formula injection); numbers stay numbers.
+    The CLI writes it and the dashboard offers it for download."""
+    import pandas as pd
+    df = frame.copy()
+    text = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])
+            or pd.api.types.is_bool_dtype(df[c])]
+    for c in text:
+        df[c] = df[c].map(safe_cell)
+
+    def rename(labels):
+        if isinstance(labels, pd.MultiIndex):
+            return pd.MultiIndex.from_tuples([tuple(safe_cell(v) for v in t) for t in labels],
+                                             names=[safe_cell(n) for n in labels.names])
+        return pd.Index([safe_cell(v) for v in labels], name=safe_cell(labels.name))
+
+    df.columns = rename(df.columns)
+    df.index = rename(df.index)
+    return df.to_csv(index=index).encode()
+
+
 def image_context(data, indices) -> dict:
     """Context of images taken from a dataset: its name, the indices, their labels and the class
     names (the same keys for the CLI and the dashboard)."""

@@ -77,24 +77,44 @@ def parse_rows(spec: str | None, n: int) -> slice:
     return slice(start, stop)
 
 
+def check_table(X: np.ndarray, y: np.ndarray, feature_names, target_name: str,
+                what: str = "the data") -> None:
+    """The one check of every tabular loader (CSV, NPZ): at least one row, every value finite
+    (the error names the column and the first bad row), and a target that is not constant."""
+    if len(X) == 0:
+        raise NnsensError(f"{what} has no rows; upload a file with at least two rows of numbers")
+    for values, names in ((np.asarray(X, np.float64).reshape(len(X), -1), feature_names),
+                          (np.asarray(y, np.float64).reshape(len(y), 1), (target_name,))):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row, col = (int(i[0]) for i in np.nonzero(bad))
+            raise NnsensError(f"column {str(names[col])!r} has {int(bad[:, col].sum())} missing (NaN) "
+                              f"or infinite value(s), the first in data row {row} "
+                              f"({values[row, col]}); fill or drop them")
+    if len(np.unique(y)) < 2:
+        raise NnsensError(f"the target column {target_name!r} has one value ({float(y[0]):g}) in "
+                          f"every row; pick another target column or add rows of the other class")
+
+
 def tabular_from_frame(df, target: str, name: str = "data") -> TabularData:
-    """Validate a pandas DataFrame: numeric, no NaN; the error names the column."""
+    """Validate a pandas DataFrame: non-empty, numeric, finite (:func:`check_table`); the error
+    names the column."""
     import pandas as pd
     if target not in df.columns:
         raise NnsensError(f"target column {target!r} is not in the CSV; columns are {list(df.columns)}")
     if df.shape[1] < 2:
         raise NnsensError("the CSV needs at least one feature column besides the target")
+    if len(df) == 0:
+        raise NnsensError("the CSV has a header but no data rows; upload a file with rows of numbers")
     for col in df.columns:
         if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
             sample = df[col].astype(str).iloc[0] if len(df) else ""
             raise NnsensError(f"column {col!r} is not numeric (e.g. {sample!r}); encode it as numbers "
                               "or drop it")
-        n_nan = int(df[col].isna().sum())
-        if n_nan:
-            raise NnsensError(f"column {col!r} has {n_nan} missing (NaN) values; fill or drop them")
     feats = [c for c in df.columns if c != target]
-    return TabularData(df[feats].to_numpy(np.float64), df[target].to_numpy(np.float64),
-                       tuple(str(c) for c in feats), str(target), name)
+    X, y = df[feats].to_numpy(np.float64), df[target].to_numpy(np.float64)
+    check_table(X, y, [str(c) for c in feats], str(target), "the CSV")
+    return TabularData(X, y, tuple(str(c) for c in feats), str(target), name)
 
 
 def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None,
@@ -108,7 +128,10 @@ def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
             df = pd.read_csv(source)
     except FileNotFoundError:
         raise NnsensError(f"CSV file {str(source)!r} does not exist") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:
+        raise NnsensError("the file is not a readable CSV: it is empty; upload a file with a header "
+                          "row and rows of numbers") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise NnsensError(f"the file is not a readable CSV: {str(exc)[:200]}") from None
     if target is None:
         target = df.columns[-1]
@@ -362,6 +385,13 @@ def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
     keys = set(arrays)
     if {"images", "labels"} <= keys:
         imgs = arrays["images"].astype(np.float32)
+        if imgs.size == 0 or arrays["labels"].size == 0:
+            raise NnsensError(f"the .npz holds no images (images has shape {imgs.shape}, labels "
+                              f"{arrays['labels'].shape}); save at least one image per class")
+        if not np.isfinite(imgs).all():
+            first = int(np.nonzero(~np.isfinite(imgs.reshape(len(imgs), -1)).any(axis=1))[0][0])
+            raise NnsensError(f"images has NaN or infinite values (first in image {first}); save "
+                              "pixel values in [0, 1] or 0..255")
         if imgs.ndim == 3:
             imgs = imgs[:, None]
         if imgs.max() > 1.0:
@@ -377,9 +407,11 @@ def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
             raise NnsensError(f"X has shape {X.shape}; it must be 2-D (rows, features)")
         names = tuple(str(c) for c in arrays["feature_names"]) if "feature_names" in keys else tuple(
             f"x{i}" for i in range(X.shape[1]))
-        if np.isnan(X).any():
-            col = int(np.where(np.isnan(X).any(axis=0))[0][0])
-            raise NnsensError(f"column {names[col]!r} has missing (NaN) values; fill or drop them")
-        return TabularData(X, arrays["y"].astype(np.float64), names, target or "y", "uploaded NPZ")
+        y = arrays["y"].astype(np.float64)
+        if len(names) != X.shape[1] or y.ndim != 1 or len(y) != len(X):
+            raise NnsensError(f"the .npz has X {X.shape}, y {y.shape} and {len(names)} feature names; "
+                              "y must be 1-D with one value per row of X, and one name per column")
+        check_table(X, y, names, target or "y", "the .npz")
+        return TabularData(X, y, names, target or "y", "uploaded NPZ")
     raise NnsensError(f"the .npz has keys {sorted(keys)}; expected images+labels (optionally masks) "
                       "or X+y")

@@ -152,12 +152,15 @@ def load_model(source: Source, *, arch: str | None = None, arch_kwargs: dict | N
     arch_kwargs = dict(arch_kwargs or {})
     if is_torchscript(data):
         if not (code_models_allowed() if allow_code is None else allow_code):
+            from .deployment import public_mode
+            who = ("a public server never runs uploaded code" if public_mode() else
+                   f"an administrator can allow code models with {CODE_MODELS_ENV}=1 where every "
+                   "user is trusted")
             raise NnsensError(
                 "this is a TorchScript file, which is code (it can read and write files on the "
                 "server), and this server does not run uploaded code; save the weights instead with "
                 "torch.save(model.state_dict(), 'model.pt') and upload them for a built-in "
-                f"architecture (an administrator can allow code models with {CODE_MODELS_ENV}=1 "
-                "where every user is trusted)")
+                f"architecture ({who})")
         try:
             module = torch.jit.load(io.BytesIO(data), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt archives
@@ -198,20 +201,52 @@ def _default_input_shape(arch: str, kwargs: dict) -> tuple[int, ...] | None:
     return None
 
 
-def check_forward(module: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu") -> None:
-    """Run one dummy batch through the model to catch shape errors at load time."""
+def check_outputs(out, spec: ModelSpec, n: int) -> None:
+    """Refuse model outputs the pages and core functions cannot use, naming the fix.
+
+    A tensor of ``n`` rows, finite; image models give ``(n, classes)`` logits (``classes`` =
+    ``len(spec.class_names)`` when the spec names them), tabular models ``(n,)``, ``(n, 1)`` or
+    ``(n, k)``."""
+    if not isinstance(out, torch.Tensor):
+        raise NnsensError(f"the model returns {type(out).__name__}; it must return a tensor")
+    shape = tuple(out.shape)
+    if spec.task == IMAGE:
+        k = len(spec.class_names)
+        want = f"(N, {k}) (one logit per class: {', '.join(map(str, spec.class_names))})" if k \
+            else "(N, classes) logits"
+        if out.ndim != 2 or shape[0] != n or shape[1] < 1 or (k and shape[1] != k):
+            raise NnsensError(f"the model returns outputs of shape {shape} for {n} images but the "
+                              f"pages need {want}; choose the matching architecture and number of "
+                              "classes, or give as many class names as the model has outputs")
+    elif out.ndim not in (1, 2) or shape[0] != n or (out.ndim == 2 and shape[1] < 1):
+        raise NnsensError(f"the model returns outputs of shape {shape} for {n} rows but a tabular "
+                          "model must return (N,), (N, 1) or (N, k); check the architecture")
+    if not torch.isfinite(out).all():
+        raise NnsensError("the model's outputs are NaN or infinite on a plain probe input (its "
+                          "weights hold NaN/inf values, or it overflows); retrain it or upload "
+                          "other weights")
+
+
+def probe_input(spec: ModelSpec, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Two rows in model-input space: zeros and a mid-grey image (all 0.5 for tabular models)."""
     x = torch.zeros((2, *spec.input_shape), device=device)
+    x[1] = spec.normalize(torch.full(tuple(spec.input_shape), 0.5)).to(device) \
+        if spec.task == IMAGE else 0.5
+    return x
+
+
+def check_forward(module: nn.Module, spec: ModelSpec, device: str | torch.device = "cpu") -> None:
+    """Run a probe batch (:func:`probe_input`) through the model at load time: it must accept
+    ``spec.input_shape`` and give usable, finite outputs (:func:`check_outputs`)."""
+    x = probe_input(spec, device)
     try:
         with torch.no_grad():
             out = module(x)
     except Exception as exc:  # noqa: BLE001 - any failure here means the shapes do not fit
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise NnsensError(f"the model does not accept inputs of shape {tuple(spec.input_shape)}: "
-                          f"{str(exc)[:300]}") from None
-    if not isinstance(out, torch.Tensor):
-        raise NnsensError(f"the model returns {type(out).__name__}; it must return a tensor")
-    if spec.class_names and out.ndim == 2 and out.shape[1] != len(spec.class_names):
-        raise NnsensError(f"the model has {out.shape[1]} outputs but {len(spec.class_names)} class "
-                          "names were given; they must match")
+                          f"{first[:300]}") from None
+    check_outputs(out, spec, len(x))
 
 
 def save_state_dict(model: nn.Module, path: str | os.PathLike) -> None:

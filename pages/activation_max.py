@@ -28,7 +28,8 @@ from nnsens_core.zoo import conv_layers
 from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
-from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
+from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
+                        require_usable_model, to_uint8, within_budget)
 
 state.require_router()
 
@@ -39,6 +40,7 @@ st.caption("Gradient ascent on the input: x ← x + ε1·∂a/∂x − ε2·∂T
            "targets together.")
 
 ctx = state.images()
+require_usable_model(ctx.model, ctx.key, ctx.device)
 data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("am", {"runs": {}, "last": {}})
 RULE_TEXT = {"tv": "TV: x + ε1·∂a/∂x − ε2·∂TV/∂x", "blur": "Blur: blur_σ(x) + ε1·∂a/∂x",
@@ -67,7 +69,8 @@ def compute(_model, _spec, key: str, targets: tuple, cfg: A.AMConfig, start: np.
         pics = _spec.denormalize(images).clamp(0, 1).numpy()
         preview.image(V.mosaic(pics), width=min(1100, 150 * len(pics)),
                       caption=f"step {step}: " + " · ".join(
-                          f"{t.label(_spec.class_names)} {a:.2f}" for t, a in zip(targets, acts.tolist())))
+                          f"{plain(t.label(_spec.class_names))} {a:.2f}"
+                          for t, a in zip(targets, acts.tolist())))
 
     x0 = None if start is None else torch.from_numpy(start)
     with within_budget(B.am(_model, len(targets), cfg, _spec.input_shape)):
@@ -167,8 +170,8 @@ if start01 is not None:
         if start_mode == "upload":
             st.info("Tick *Convert and resize the upload* above to fit it to the model.")
         st.stop()
-    cap = (f"#{start_index} · {data.class_names[start_class]}" if start_mode == "dataset"
-           else start_id[1])
+    cap = plain(f"#{start_index} · {data.class_names[start_class]}" if start_mode == "dataset"
+                else start_id[1])
     st.image(to_uint8(start01), caption=f"start: {cap} (pushed toward every target: cross-class grid)",
              width=160)
 

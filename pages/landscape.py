@@ -22,7 +22,8 @@ from nnsens_core.errors import NnsensError
 from ui.cache import CACHE_TTL
 from ui import landscape_views as V
 from ui import state
-from ui.widgets import Progress, cost_line, download_csv, download_json, guard, within_budget
+from ui.widgets import (Progress, cost_line, download_csv, download_json, guard, plain,
+                        within_budget)
 
 state.require_router()
 st.title("Loss landscape")
@@ -199,7 +200,7 @@ def _simple_tab(res: L.LandscapeResult) -> None:
 
 
 def _model_tab() -> None:
-    st.write(f"The loaded model **{ctx.model.spec.name}** (any architecture; a deep copy in eval "
+    st.write(f"The loaded model **{plain(ctx.model.spec.name)}** (any architecture; a deep copy in eval "
              "mode is used, the shared model is never changed).")
     c1, c2 = st.columns(2)
     g_rows = c1.text_input("Rows", ctx.train_rows, key="ls_g_rows", help="empty = all rows")

@@ -22,7 +22,8 @@ from nnsens_core.zoo import conv_layers, image_blocks
 from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
-from ui.widgets import Progress, cost_line, download_json, download_npz, guard, to_uint8, within_budget
+from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
+                        require_usable_model, to_uint8, within_budget)
 
 state.require_router()
 
@@ -33,6 +34,7 @@ st.caption("For every pixel (or k×k patch) p of every channel and every block q
            "the fast mode replaces the finite differences by gradient estimates.")
 
 ctx = state.images()
+require_usable_model(ctx.model, ctx.key, ctx.device)
 data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("local_sens", {"runs": {}, "last": {}})
 FORMULA_TEXT = {"diff_norm": "‖B(x+δ) − B(x)‖ (norm of the difference)",
@@ -95,7 +97,7 @@ elif mode == modes[1]:
                        format_func=lambda k: data.class_names[k])
     members = np.flatnonzero(data.labels == cls)
     if len(members) == 0:
-        st.error(f"Class {data.class_names[cls]!r} has no images in this dataset; pick another.")
+        st.error(f"Class '{plain(data.class_names[cls])}' has no images in this dataset; pick another.")
         st.stop()
     k_img = int(c2.number_input(f"K (first K of {len(members)} images)", 1, int(len(members)),
                                 min(3, int(len(members))), key="ls_k"))
@@ -130,7 +132,7 @@ if x is None:
     st.stop()
 cols = st.columns(8)
 for k in range(min(len(x01), 8)):
-    cols[k].image(to_uint8(x01[k]), caption=captions[k], width="stretch")
+    cols[k].image(to_uint8(x01[k]), caption=plain(captions[k]), width="stretch")
 if len(x01) > 8:
     st.caption(f"… and {len(x01) - 8} more")
 

@@ -20,7 +20,7 @@ from nnsens_core.loading import code_models_allowed, load_model
 from nnsens_core.training import TrainConfig
 from nnsens_core.zoo import ARCHITECTURES, IMAGE, ModelSpec, build
 from ui import cache, state
-from ui.widgets import Progress, cost_line, guard, overlay, to_uint8, within_budget
+from ui.widgets import Progress, cost_line, guard, overlay, plain, to_uint8, within_budget
 
 _MODEL_FILES = "state_dict (.pt/.pth)" + (" or TorchScript" if code_models_allowed() else "")
 _MODEL_HELP = ("Weights saved with torch.save(model.state_dict(), 'model.pt') for a built-in "
@@ -54,10 +54,10 @@ with tab_tab:
     if ctx is not None:
         d, m = ctx.data, ctx.model
         c1, c2, c3 = st.columns(3)
-        c1.metric("Dataset", d.name)
-        c1.caption(f"{len(d.X)} rows × {d.n_features} features, target {d.target_name!r}")
+        c1.metric("Dataset", plain(d.name))
+        c1.caption(f"{len(d.X)} rows × {d.n_features} features, target '{plain(d.target_name)}'")
         c2.metric("Model", m.spec.arch)
-        c2.caption(m.spec.name)
+        c2.caption(plain(m.spec.name))
         c3.metric("Train / test rows", f"{ctx.train_rows} / {ctx.test_rows}")
         if st.session_state.get("sel_tabular_model") == state.DEMO_MLP:
             _, _, info = cache.demo_tabular_model(ctx.seed)
@@ -90,22 +90,27 @@ with tab_tab:
                     raise NnsensError(f"{up.name} holds images; add it under the Images tab")
                 label = _unique("tabular_data", up.name)
                 state.add_upload("tabular_data", label, loaded,
-                                 f"Loaded {label}: {len(loaded.X)} rows, {loaded.n_features} "
-                                 f"features, target {loaded.target_name!r}. It is now selected in "
-                                 "the sidebar.")
+                                 f"Loaded {plain(label)}: {len(loaded.X)} rows, {loaded.n_features} "
+                                 f"features, target '{plain(loaded.target_name)}'. It is now selected "
+                                 "in the sidebar.")
 
     st.subheader("Train/test rows")
-    data_label = st.session_state.get("sel_tabular_data", state.DEMO_TABULAR)
-    if ctx is not None:
+    # the selected dataset whatever the selected model: training a new model on it must work
+    # even when the selected model's width does not fit it
+    tdata = None
+    with guard("Loading the selected tabular data"):
+        data_label, tdata, _ = state.tabular_data()
+    if tdata is not None:
         rows = st.session_state.setdefault("tabular_rows", {})
-        default = rows.get(data_label) or nd.demo_rows(ctx.data)
+        default = rows.get(data_label) or nd.demo_rows(tdata)
         r1, r2 = st.columns(2)
         tr = r1.text_input("Train rows", default[0], key=f"rows_tr_{data_label}")
         te = r2.text_input("Test rows", default[1], key=f"rows_te_{data_label}")
         with guard("Checking the rows"):
             for spec in (tr, te):
-                nd.parse_rows(spec, len(ctx.data.X))
+                nd.parse_rows(spec, len(tdata.X))
             rows[data_label] = (tr, te)
+        train_rows, test_rows = rows.get(data_label) or default
 
     st.subheader("Add a model")
     mode = st.radio("Model source", ["Train the paper MLP on the selected dataset",
@@ -116,33 +121,33 @@ with tab_tab:
         epochs = c2.number_input("Epochs", 1, 2000, 100, key="mlp_epochs")
         lr = c3.number_input("Learning rate (SGD)", 1e-5, 1.0, 0.01, format="%.4f", key="mlp_lr")
         train_ok, train_cost = True, None
-        if ctx is not None:
-            train_cost = B.training(build("paper-mlp", n_inputs=ctx.data.n_features, hidden=int(hidden)),
-                                    len(ctx.data.rows(ctx.train_rows).X), TrainConfig(epochs=int(epochs)),
-                                    input_shape=(ctx.data.n_features,))
+        if tdata is not None:
+            train_cost = B.training(build("paper-mlp", n_inputs=tdata.n_features, hidden=int(hidden)),
+                                    len(tdata.rows(train_rows).X), TrainConfig(epochs=int(epochs)),
+                                    input_shape=(tdata.n_features,))
             train_ok = cost_line(train_cost)
-        if st.button("Train", key="btn_train_mlp", disabled=not train_ok) and ctx is not None:
+        if st.button("Train", key="btn_train_mlp", disabled=not train_ok) and tdata is not None:
             with guard("Training"), within_budget(train_cost):
                 bar = Progress("Training the paper MLP", int(epochs))
                 model, info = train_paper_mlp(
-                    ctx.data, ctx.train_rows, int(hidden),
-                    TrainConfig(epochs=int(epochs), lr=float(lr), seed=ctx.seed), device="cpu",
+                    tdata, train_rows, int(hidden),
+                    TrainConfig(epochs=int(epochs), lr=float(lr), seed=state.seed()), device="cpu",
                     progress=bar)
                 bar.done()
                 from nnsens_core.training import binary_accuracy
-                test = ctx.data.rows(ctx.test_rows)
+                test = tdata.rows(test_rows)
                 acc = binary_accuracy(model.module, test.X, test.y, "cpu")
-                label = _unique("tabular_model", f"Paper MLP {hidden} on {ctx.data.name}")
+                label = _unique("tabular_model", f"Paper MLP {hidden} on {tdata.name}")
                 state.add_upload("tabular_model", label, model,
-                                 f"Trained {label}: train accuracy {info['train_acc']:.3f}, test "
-                                 f"accuracy ({ctx.test_rows}) {acc:.3f}. It is now selected in the "
+                                 f"Trained {plain(label)}: train accuracy {info['train_acc']:.3f}, "
+                                 f"test accuracy ({test_rows}) {acc:.3f}. It is now selected in the "
                                  "sidebar.")
     else:
         f = st.file_uploader(_MODEL_FILES, type=["pt", "pth", "bin"], key="up_tab_model",
                              help=_MODEL_HELP)
         c1, c2 = st.columns(2)
         n_in = c1.number_input("Inputs", 1, 10000,
-                               ctx.data.n_features if ctx is not None else 8, key="mlp_up_in")
+                               tdata.n_features if tdata is not None else 8, key="mlp_up_in")
         hid = c2.number_input("Hidden neurons", 1, 10000, 10, key="mlp_up_hidden")
         st.caption("A state_dict loads into the paper MLP; key names may differ when tensor order "
                    "and shapes match (the mapping is reported).")
@@ -151,11 +156,11 @@ with tab_tab:
                 lm = load_model(f.getvalue(), arch="paper-mlp", max_bytes=deployment.max_weights_bytes(),
                                 arch_kwargs={"n_inputs": int(n_in), "hidden": int(hid)},
                                 input_shape=(int(n_in),), name=f.name)
-                if ctx is not None:
-                    lm.spec = lm.spec.replace(feature_names=ctx.data.feature_names
-                                              if ctx.data.n_features == int(n_in) else ())
+                if tdata is not None:
+                    lm.spec = lm.spec.replace(feature_names=tdata.feature_names
+                                              if tdata.n_features == int(n_in) else ())
                 label = _unique("tabular_model", f.name)
-                state.add_upload("tabular_model", label, lm, f"Loaded {label}: {lm.report}")
+                state.add_upload("tabular_model", label, lm, f"Loaded {plain(label)}: {lm.report}")
 
 # ----------------------------------------------------------------------------- images
 with tab_img:
@@ -165,12 +170,12 @@ with tab_img:
     if ictx is not None:
         d, m = ictx.data, ictx.model
         c1, c2, c3 = st.columns(3)
-        c1.metric("Images", d.name)
+        c1.metric("Images", plain(d.name))
         c1.caption(f"{len(d)} images of shape {tuple(d.shape)} (C, H, W)")
         c2.metric("CNN", m.spec.arch)
-        c2.caption(m.spec.name)
+        c2.caption(plain(m.spec.name))
         c3.metric("Classes", len(d.class_names))
-        c3.caption(", ".join(d.class_names))
+        c3.caption(", ".join(plain(c) for c in d.class_names))
         per_class = [np.where(d.labels == k)[0][:3] for k in range(len(d.class_names))]
         show_masks = d.masks is not None and st.toggle("Overlay ground-truth masks", True,
                                                        key="md_masks")
@@ -180,7 +185,7 @@ with tab_img:
             for i in idx:
                 img = overlay(d.images[i], d.masks[i].astype(float), 0.35) if show_masks \
                     else to_uint8(d.images[i])
-                cols[k % len(cols)].image(img, caption=f"#{i} {d.class_names[cls]}", width="stretch")
+                cols[k % len(cols)].image(img, caption=f"#{i} {plain(d.class_names[cls])}", width="stretch")
                 k += 1
 
     demos_ = manifest()
@@ -209,8 +214,8 @@ with tab_img:
                 loaded = nd.load_image_zip(raw, size=shape[1:], channels=shape[0])
             label = _unique("image_data", f.name)
             state.add_upload("image_data", label, loaded,
-                             f"Loaded {label}: {len(loaded)} images in classes "
-                             f"{list(loaded.class_names)}.")
+                             f"Loaded {plain(label)}: {len(loaded)} images in classes "
+                             f"{', '.join(plain(c) for c in loaded.class_names)}.")
 
     st.subheader("Add a CNN")
     f = st.file_uploader(f"{_MODEL_FILES} (at most {deployment.max_weights_bytes() // 2**20} MiB)",
@@ -244,7 +249,7 @@ with tab_img:
             lm = load_model(f.getvalue(), arch=arch, arch_kwargs=kwargs, spec=spec,
                             max_bytes=deployment.max_weights_bytes())
             label = _unique("image_model", f.name)
-            state.add_upload("image_model", label, lm, f"Loaded {label}: {lm.report}")
+            state.add_upload("image_model", label, lm, f"Loaded {plain(label)}: {lm.report}")
 
 st.divider()
 st.caption("Offline demos: Pima diabetes (shipped with nnsens; `NNSENS_PIMA_CSV` points to another "

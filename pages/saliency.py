@@ -21,6 +21,7 @@ import torch
 from nnsens_core import budget as B
 from nnsens_core.activation_max import AMConfig
 from nnsens_core.data import ImageData
+from nnsens_core.errors import NnsensError
 from nnsens_core.local_sensitivity import LocalConfig
 from nnsens_core.saliency import compare as C
 from nnsens_core.saliency import metrics as mt
@@ -37,17 +38,8 @@ from nnsens_core.zoo import image_blocks
 from ui.cache import CACHE_TTL
 from ui import saliency_views as V
 from ui import state
-from ui.widgets import (
-    Progress,
-    cost_line,
-    download_csv,
-    download_json,
-    download_npz,
-    guard,
-    overlay,
-    to_uint8,
-    within_budget,
-)
+from ui.widgets import (Progress, cost_line, download_csv, download_json, download_npz, guard,
+                        overlay, plain, require_usable_model, to_uint8, within_budget)
 
 state.require_router()
 st.title("Saliency comparison")
@@ -56,6 +48,7 @@ st.caption("Which pixels made the CNN decide? Several explanation methods on the
            "(the phantom's B-lines, consolidation or A-lines, or masks you upload).")
 
 ctx = state.images()
+require_usable_model(ctx.model, ctx.key, ctx.device)
 data: ImageData = ctx.data
 lm = ctx.model
 store = st.session_state.setdefault("saliency", {"maps": {}, "eval": {}, "sanity": {}, "gt": {},
@@ -132,7 +125,15 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
 
 probs = None
 with guard("Predicting the dataset"):
-    probs = _probabilities(lm.module, ctx.key, str(ctx.device))
+    p_all = _probabilities(lm.module, ctx.key, str(ctx.device))
+    if p_all.ndim != 2 or p_all.shape != (len(data), len(names)):
+        raise NnsensError(f"the model gives probabilities of shape {p_all.shape} for {len(data)} "
+                          f"images of {len(names)} classes; pick a CNN with one output per class")
+    if not np.isfinite(p_all).all():
+        bad = int(np.flatnonzero(~np.isfinite(p_all).all(axis=1))[0])
+        raise NnsensError(f"the model's outputs are NaN or infinite (first on image #{bad}); "
+                          "retrain it or pick another CNN in the sidebar")
+    probs = p_all
 if probs is None:
     st.stop()
 preds = probs.argmax(1)
@@ -289,9 +290,9 @@ with st.expander("Ground-truth masks", expanded=data.masks is None):
         with guard("Reading the masks"):
             arr = read_gt_masks(upl.getvalue(), upl.name, len(data), (H, W))
             store["gt"][ctx.key] = (arr, upl.name)
-            st.success(f"{upl.name}: {len(arr)} mask(s) of {H}×{W}.")
+            st.success(f"{plain(upl.name)}: {len(arr)} mask(s) of {H}×{W}.")
     masks, gt_source = gt_masks()
-    st.caption(f"Ground truth in use: {gt_source}.")
+    st.caption(f"Ground truth in use: {plain(gt_source)}.")
 
 
 def mask_of(i: int) -> np.ndarray | None:
@@ -337,12 +338,13 @@ with tab_browse:
         i1, i2 = st.columns([1, 2])
         with i1:
             st.image(V.upscale(to_uint8(img), 4), width="stretch",
-                     caption=f"#{current} · true: {names[labels[current]]}")
+                     caption=f"#{current} · true: {plain(names[labels[current]])}")
         with i2:
             ok = labels[current] == preds[current]
-            st.markdown(f"**Prediction: {names[preds[current]]}** ({probs[current, preds[current]]:.1%}) · "
-                        f"true label: **{names[labels[current]]}** · "
-                        f"{'correct' if ok else '**incorrect**'} · explaining **{names[cls]}**")
+            st.markdown(f"**Prediction: {plain(names[preds[current]])}** "
+                        f"({probs[current, preds[current]]:.1%}) · "
+                        f"true label: **{plain(names[labels[current]])}** · "
+                        f"{'correct' if ok else '**incorrect**'} · explaining **{plain(names[cls])}**")
             st.plotly_chart(V.prob_figure(probs[current], names, int(labels[current]), int(preds[current])),
                             key="sal_probs")
         maps = maps_for(current, cls, methods, cfgs)
@@ -377,7 +379,7 @@ with tab_agree:
         st.info("Pick an image on the Browse tab first.")
     else:
         i_cur, cls_cur, maps_cur = cur
-        st.markdown(f"**Image #{i_cur}**, explaining **{names[cls_cur]}**: agreement between every pair "
+        st.markdown(f"**Image #{i_cur}**, explaining **{plain(names[cls_cur])}**: agreement between every pair "
                     "of maps")
         if len(maps_cur) < 2:
             st.info("Select at least two methods to compare them.")

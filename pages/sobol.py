@@ -23,7 +23,8 @@ from nnsens_core.errors import NnsensError
 from nnsens_core.training import TrainConfig
 from ui.cache import CACHE_TTL
 from ui import plots, state
-from ui.widgets import Progress, cost_line, download_csv, download_json, guard, within_budget
+from ui.widgets import (Progress, cost_line, download_csv, download_json, guard, plain,
+                        require_usable_model, within_budget)
 
 state.require_router()
 
@@ -34,6 +35,7 @@ st.caption("Variance-based indices of the selected tabular model: inputs drawn u
            "for all outputs at once in float64 torch.")
 
 ctx = state.tabular()
+require_usable_model(ctx.model, ctx.key, ctx.device)
 data = ctx.data
 store = st.session_state.setdefault("sobol", {"runs": {}, "conv": {}, "fr": {}, "last": {}})
 
@@ -113,7 +115,8 @@ if lim is not None:
                              disabled=["feature"], width="stretch")
     constant = [f for f, lo, hi in zip(data.feature_names, lim[:, 0], lim[:, 1]) if lo >= hi]
     if constant:
-        st.warning(f"Constant in rows {rows_spec}: {', '.join(constant)}. Widen their bounds in "
+        st.warning(f"Constant in rows {rows_spec}: {', '.join(plain(c) for c in constant)}. "
+                   "Widen their bounds in "
                    "'Inputs: rows and bounds' (or select more rows, or drop the columns).")
     with guard("Checking the bounds"):
         problem = S.SobolProblem(tuple(edited["feature"]),

@@ -72,12 +72,12 @@ def image_grid(images01: np.ndarray, captions, columns: int = 6):
     """Show images (N, C, H, W) in [0, 1] in rows of ``columns`` (streamlit)."""
     import streamlit as st
 
-    from ui.widgets import to_uint8
+    from ui.widgets import plain, to_uint8
     n = len(images01)
     for start in range(0, n, columns):
         cols = st.columns(columns)
         for k in range(start, min(n, start + columns)):
-            cols[k - start].image(to_uint8(images01[k]), caption=captions[k], width="stretch")
+            cols[k - start].image(to_uint8(images01[k]), caption=plain(captions[k]), width="stretch")
 
 
 # --------------------------------------------------------------------------- helpers shared by both pages

@@ -22,6 +22,7 @@ from nnsens_core.zoo import LoadedModel
 
 from . import cache
 from ._streamlit_internals import leave_pages_directory_mode
+from .widgets import plain
 
 DEMO_TABULAR = "Demo: Pima diabetes"
 DEMO_PHANTOM = "Demo: lung-ultrasound phantom"
@@ -158,25 +159,33 @@ def sidebar(show_tabular: bool = True, show_images: bool = True) -> None:
             sb.selectbox(label, opts, key=f"sel_{kind}")
 
 
+def tabular_data() -> tuple[str, TabularData, tuple[str, str]]:
+    """The selected tabular dataset whatever the selected model: (label, data, (train rows, test
+    rows)); the Model & data page trains a model on it even when the selected model does not fit."""
+    label = st.session_state.get("sel_tabular_data", DEMO_TABULAR)
+    demo_data = cache.demo_tabular_model(seed())[0]
+    data = demo_data if label == DEMO_TABULAR else _uploads()["tabular_data"].get(label, demo_data)
+    rows = st.session_state.get("tabular_rows", {}).get(label) or demo_rows(data)
+    return label, data, tuple(rows)
+
+
 def tabular(stop: bool = True) -> TabularContext | None:
     """The selected tabular data and model. When they do not fit, show why and stop the page
     (``stop=False``: return None instead, so the page can offer a fix)."""
     dev, sd = device(), seed()
-    data_label = st.session_state.get("sel_tabular_data", DEMO_TABULAR)
+    data_label, data, rows = tabular_data()
     model_label = st.session_state.get("sel_tabular_model", DEMO_MLP)
     demo_data, demo_model, info = cache.demo_tabular_model(sd)
     ups = _uploads()
-    data = demo_data if data_label == DEMO_TABULAR else ups["tabular_data"].get(data_label, demo_data)
     model = demo_model if model_label == DEMO_MLP else ups["tabular_model"].get(model_label, demo_model)
     data_id = "demo:pima" if data is demo_data else content_id("tabular_data", data_label, data)
     model_id = f"demo:paper-mlp:seed={sd}" if model is demo_model else \
         content_id("tabular_model", model_label, model)
-    rows = st.session_state.get("tabular_rows", {}).get(data_label) or demo_rows(data)
     width = model.spec.input_shape[0]
     if width != data.n_features:
-        st.error(f"The model '{model_label}' takes {width} inputs but the dataset '{data_label}' has "
-                 f"{data.n_features} features. Pick a matching pair in the sidebar, or train the "
-                 "paper MLP on this dataset on the Model & data page.")
+        st.error(f"The model '{plain(model_label)}' takes {width} inputs but the dataset "
+                 f"'{plain(data_label)}' has {data.n_features} features. Pick a matching pair in the "
+                 "sidebar, or train the paper MLP on this dataset on the Model & data page.")
         return _stop(stop)
     key = f"{data_id}|{model_id}"
     return TabularContext(data, cache.model_on(model, model_id, str(dev)), rows[0], rows[1], key, dev,
@@ -209,11 +218,11 @@ def images(stop: bool = True) -> ImageContext | None:
     try:
         data, report = align_classes(data, model.spec.class_names)
     except NnsensError as exc:
-        st.warning(f"{exc}. Until then the dataset's labels are not the model's classes: accuracy "
+        st.warning(f"{plain(exc)}. Until then the dataset's labels are not the model's classes: accuracy "
                    "and 'true label' are not meaningful.", icon=":material/warning:")
     if tuple(data.shape) != tuple(model.spec.input_shape):
-        st.error(f"The CNN '{model_label}' takes images of shape {tuple(model.spec.input_shape)} "
-                 f"(C, H, W) but '{data_label}' has {tuple(data.shape)}. Re-upload the images at that "
+        st.error(f"The CNN '{plain(model_label)}' takes images of shape {tuple(model.spec.input_shape)} "
+                 f"(C, H, W) but '{plain(data_label)}' has {tuple(data.shape)}. Re-upload the images at that "
                  "size / channel count, or pick another model.")
         return _stop(stop)
     return ImageContext(data, model, f"{data_id}|{model_id}", dev, sd)

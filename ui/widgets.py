@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 
 import numpy as np
@@ -9,8 +10,9 @@ import streamlit as st
 
 
 from nnsens_core import budget
-from nnsens_core._results import dumps, npz_bytes
+from nnsens_core._results import csv_bytes, dumps, npz_bytes
 from nnsens_core.errors import NnsensError
+from nnsens_core.loading import check_forward
 
 from ._streamlit_internals import ScriptControlException
 
@@ -26,9 +28,46 @@ def guard(what: str = "This step"):
     except ScriptControlException:
         raise
     except NnsensError as exc:
-        st.error(str(exc))
+        st.error(plain(" ".join(str(exc).split())))
     except Exception as exc:  # noqa: BLE001 - a page must never show a traceback
-        st.error(f"{what} failed: {type(exc).__name__}: {str(exc)[:500]}")
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        st.error(plain(f"{what} failed: {type(exc).__name__}: {first}. Check that the selected "
+                       "model and data fit each other (Model & data page)."))
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]#|~$@])")
+_SCHEME_COLON = re.compile(r"(?<=[A-Za-z]):")   # http: javascript: mailto: (autolinks)
+_WWW = re.compile(r"(?i)\b(www)\.")
+
+
+def plain(text) -> str:
+    """``text`` (a user-provided name: class folder, file, feature, model) escaped so that
+    Streamlit's markdown shows it literally: no links or autolinks, images, emphasis, code,
+    colour directives or LaTeX (raw HTML is never rendered: ``unsafe_allow_html`` stays off).
+    Use it for every user-provided string inside ``st.markdown`` / ``st.success`` / ``st.error`` /
+    ``st.caption`` / metric labels; newlines become spaces. Ordinary punctuation (quotes, ``=``,
+    ``<``, ``>``, ``.``, ``(``) is left as it is, so messages read the same."""
+    out = _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
+    return _WWW.sub(r"\1\\.", _SCHEME_COLON.sub(r"\\:", out))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _model_problem(_module, _spec, key: str, device: str) -> str:
+    try:
+        check_forward(_module, _spec, device)
+    except NnsensError as exc:
+        return str(exc)
+    return ""
+
+
+def require_usable_model(model, key: str, device) -> None:
+    """Stop the page with one message when the selected model's outputs do not fit its
+    description (shape ``(N, classes)``, finite; :func:`nnsens_core.loading.check_forward`), so no
+    computation runs on it; checked once per model (``key``: its content id) and device."""
+    msg = _model_problem(model.module, model.spec, key, str(device))
+    if msg:
+        st.error(plain(msg.rstrip(".")) + ". Pick another model in the sidebar.")
+        st.stop()
 
 
 def cost_line(est: "budget.Estimate | None") -> bool:
@@ -86,7 +125,8 @@ def download_json(label: str, doc: dict, file_name: str, key: str | None = None)
 
 
 def download_csv(label: str, df, file_name: str, key: str | None = None) -> None:
-    st.download_button(label, df.to_csv(index=True).encode(), file_name, "text/csv", key=key)
+    """Offer a table as :func:`nnsens_core._results.csv_bytes` (formula cells neutralised)."""
+    st.download_button(label, csv_bytes(df), file_name, "text/csv", key=key)
 
 
 def download_npz(label: str, arrays: dict, file_name: str, key: str | None = None) -> None:

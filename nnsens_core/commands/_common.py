@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from .. import budget
-from .._results import dumps, npz_bytes
+from .._results import csv_bytes, dumps, npz_bytes
 from ..data import (
     ImageData,
     TabularData,
@@ -109,4 +109,13 @@ def write_npz(path: str | Path, arrays: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(npz_bytes(arrays))
+    return path
+
+
+def write_csv(path: str | Path, frame, index: bool = True) -> Path:
+    """Write a table as :func:`nnsens_core._results.csv_bytes` (formula cells neutralised; the
+    same text the dashboard offers)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(csv_bytes(frame, index=index))
     return path

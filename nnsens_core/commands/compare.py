@@ -26,6 +26,7 @@ from ._common import (
     add_model_args,
     load_cli_images,
     load_cli_model,
+    write_csv,
     write_json,
     write_npz,
 )
@@ -152,12 +153,12 @@ def run(args) -> int:
     info = export_json(ev, model=lm.spec.name, data=data.name, device=str(dev),
                        class_names=list(data.class_names))
     write_json(out / "metrics.json", info)
-    ev.summary().to_csv(out / "summary.csv")
+    write_csv(out / "summary.csv", ev.summary())
     order = [c for c in ("covid", "pneumonia", "regular") if c in data.class_names] \
         if args.data == "phantom" else list(data.class_names)
     (out / "table.md").write_text(markdown_table(
         info, order or list(data.class_names), PHANTOM_FEATURES if args.data == "phantom" else None))
-    ev.records.to_csv(out / "records.csv", index=False)
+    write_csv(out / "records.csv", ev.records, index=False)
     if not args.no_maps:
         write_npz(out / "maps.npz", {**{k: a.astype(np.float16) if k.startswith("map_") else a
                                         for k, a in ev.arrays().items()},
