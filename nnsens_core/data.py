@@ -344,29 +344,38 @@ def load_image_zip(source: str | os.PathLike | bytes | BinaryIO, size: tuple[int
     return _collect(entries, size, channels, "uploaded ZIP")
 
 
-def align_classes(data: ImageData, class_names) -> tuple[ImageData, str]:
+def align_classes(data: ImageData, class_names, mapping: dict | None = None
+                  ) -> tuple[ImageData, str]:
     """``data`` with its labels renumbered to ``class_names`` (the model's), matched by name
     (case- and space-insensitive), never by position; returns the data and a one-line report.
 
-    Folder names of a ZIP are sorted alphabetically, which is rarely the model's order (the demo
-    phantom is ``covid, pneumonia, regular``... or not): position-based matching silently scores
-    a model on the wrong labels. A dataset class the model does not know raises :class:`NnsensError`
-    naming both lists."""
+    Folder names of a ZIP are sorted alphabetically, which is rarely the model's order:
+    position-based matching silently scores a model on the wrong labels. ``mapping`` (dataset class
+    -> model class, e.g. chosen by the user) overrides the matching by name. A dataset class that
+    matches no model class raises :class:`NnsensError` naming both lists."""
     model_names = [str(c) for c in class_names]
-    if not model_names or list(data.class_names) == model_names:
+    if not model_names or (not mapping and list(data.class_names) == model_names):
         return data, ""
     key = {c.strip().lower(): k for k, c in enumerate(model_names)}
-    unknown = [c for c in data.class_names if c.strip().lower() not in key]
+    mapping = dict(mapping or {})
+    bad = {c: m for c, m in mapping.items() if str(m) not in model_names}
+    if bad:
+        raise NnsensError(f"the mapping {bad} names classes the model does not have; use "
+                          f"{model_names}")
+    target = [mapping.get(c, c) for c in data.class_names]
+    unknown = [c for c, m in zip(data.class_names, target) if str(m).strip().lower() not in key]
     if unknown:
         raise NnsensError(f"the dataset's classes {list(data.class_names)} do not match the model's "
                           f"{model_names} by name ({unknown} unknown); rename the class folders to "
-                          "the model's class names, or enter the model's class names when loading it")
-    new = np.asarray([key[c.strip().lower()] for c in data.class_names], np.int64)
-    moved = [f"{c} -> {model_names[new[k]]}" for k, c in enumerate(data.class_names) if new[k] != k
-             or c != model_names[new[k]]]
+                          "the model's class names, enter the model's class names when loading it, "
+                          "or match them by hand")
+    new = np.asarray([key[str(m).strip().lower()] for m in target], np.int64)
+    moved = [f"{c} -> {model_names[new[k]]}" for k, c in enumerate(data.class_names)
+             if new[k] != k or c != model_names[new[k]]]
     aligned = ImageData(data.images, new[data.labels], tuple(model_names), data.masks, data.name,
                         data.meta)
-    return aligned, "classes matched to the model's by name" + (f": {', '.join(moved)}" if moved else "")
+    how = "by hand" if mapping else "by name"
+    return aligned, f"classes matched to the model's {how}" + (f": {', '.join(moved)}" if moved else "")
 
 
 def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None):

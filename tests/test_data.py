@@ -104,3 +104,9 @@ def test_classes_are_matched_to_the_model_by_name_never_by_position():
     assert same is d and report == ""
     with pytest.raises(NnsensError, match=r"do not match the model's \['0', '1', '2'\] by name"):
         align_classes(d, ("0", "1", "2"))
+    # a mapping chosen by hand (e.g. a model loaded without class names)
+    m, report = align_classes(d, ("0", "1", "2"), {"covid": "2", "pneumonia": "0", "regular": "1"})
+    assert m.labels.tolist() == [2, 0, 1, 1] and m.class_names == ("0", "1", "2")
+    assert report.startswith("classes matched to the model's by hand")
+    with pytest.raises(NnsensError, match=r"names classes the model does not have"):
+        align_classes(d, ("0", "1", "2"), {"covid": "7"})

@@ -215,17 +215,35 @@ def images(stop: bool = True) -> ImageContext | None:
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
         return _stop(stop)
-    try:
-        data, report = align_classes(data, model.spec.class_names)
-    except NnsensError as exc:
-        st.warning(f"{plain(exc)}. Until then the dataset's labels are not the model's classes: accuracy "
-                   "and 'true label' are not meaningful.", icon=":material/warning:")
+    data = _aligned(data, model, f"{data_id}|{model_id}")
     if tuple(data.shape) != tuple(model.spec.input_shape):
         st.error(f"The CNN '{plain(model_label)}' takes images of shape {tuple(model.spec.input_shape)} "
                  f"(C, H, W) but '{plain(data_label)}' has {tuple(data.shape)}. Re-upload the images at that "
                  "size / channel count, or pick another model.")
         return _stop(stop)
     return ImageContext(data, model, f"{data_id}|{model_id}", dev, sd)
+
+
+def _aligned(data: ImageData, model: LoadedModel, key: str) -> ImageData:
+    """``data`` with its classes matched to the model's by name (:func:`align_classes`), or by the
+    mapping the user chose here when the names differ; until one is chosen, a warning and the data
+    as it is."""
+    maps = st.session_state.setdefault("class_maps", {})
+    try:
+        return align_classes(data, model.spec.class_names, maps.get(key))[0]
+    except NnsensError as exc:
+        st.warning(f"{plain(exc)}. Until they are matched the dataset's labels are not the model's "
+                   "classes: accuracy and 'true label' are not meaningful.", icon=":material/warning:")
+    names = list(model.spec.class_names)
+    with st.expander("Match the dataset's classes to the model's", expanded=True):
+        cols = st.columns(min(4, len(data.class_names)))
+        choice = {c: cols[k % len(cols)].selectbox(
+            f"Dataset class {plain(c)} is the model's", names, key=f"class_map|{key}|{c}")
+            for k, c in enumerate(data.class_names)}
+        if st.button("Use this matching", key=f"class_map_apply|{key}"):
+            maps[key] = choice
+            st.rerun()
+    return data
 
 
 def _stop(stop: bool) -> None:

@@ -23,3 +23,26 @@ def test_reversed_class_folders_are_matched_to_the_model_by_name():
     assert not at.exception, at.exception
     assert any("No image matches the filter" in w.value for w in at.warning), \
         [w.value for w in at.warning]
+
+
+def test_classes_without_matching_names_are_matched_by_hand():
+    names = load_demo_cnn("vgg16-phantom").spec.class_names
+    d = demo_images("test", n=30)
+    folders = ("class_a", "class_b", "class_c")   # e.g. a ZIP with folders named otherwise
+    renamed = ImageData(d.images, d.labels, folders, None, "renamed.zip")
+    uploads = {"tabular_data": {}, "tabular_model": {}, "image_data": {"renamed.zip": renamed},
+               "image_model": {}}
+    at = open_page("pages/saliency.py", state={"uploads": uploads, "sel_image_data": "renamed.zip"})
+    assert any("do not match the model's" in w.value for w in at.warning)
+    key = next(s.key for s in at.selectbox if s.key.startswith("class_map|"))
+    prefix = key.rsplit("|", 1)[0]
+    for folder, name in zip(folders, names):
+        at.selectbox(key=f"{prefix}|{folder}").set_value(name)
+    at.button(key=f"class_map_apply|{prefix.split('|', 1)[1]}").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not any("do not match the model's" in w.value for w in at.warning)
+    at.radio(key="sal_correct").set_value("incorrect")
+    at.run()
+    assert any("No image matches the filter" in w.value for w in at.warning), \
+        [w.value for w in at.warning]
