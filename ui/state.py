@@ -215,35 +215,52 @@ def images(stop: bool = True) -> ImageContext | None:
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
         return _stop(stop)
-    data = _aligned(data, model, f"{data_id}|{model_id}")
+    data, tag = _aligned(data, model, f"{data_id}|{model_id}")
+    if data is None:
+        return _stop(stop)
     if tuple(data.shape) != tuple(model.spec.input_shape):
         st.error(f"The CNN '{plain(model_label)}' takes images of shape {tuple(model.spec.input_shape)} "
                  f"(C, H, W) but '{plain(data_label)}' has {tuple(data.shape)}. Re-upload the images at that "
                  "size / channel count, or pick another model.")
         return _stop(stop)
-    return ImageContext(data, model, f"{data_id}|{model_id}", dev, sd)
+    return ImageContext(data, model, f"{data_id}{tag}|{model_id}", dev, sd)
 
 
-def _aligned(data: ImageData, model: LoadedModel, key: str) -> ImageData:
-    """``data`` with its classes matched to the model's by name (:func:`align_classes`), or by the
-    mapping the user chose here when the names differ; until one is chosen, a warning and the data
-    as it is."""
+def _aligned(data: ImageData, model: LoadedModel, key: str) -> tuple[ImageData | None, str]:
+    """``data`` with its classes matched to the model's (:func:`align_classes`): by name, or by the
+    matching the user chose here; returns ``(data, tag)`` where ``tag`` marks a matching chosen by
+    hand (it enters the context key, so widgets and cached results follow the matching). Until the
+    classes can be matched: a warning, the matching widgets and ``(None, "")`` (the page stops: its
+    predictions and labels would carry the wrong class names)."""
     maps = st.session_state.setdefault("class_maps", {})
-    try:
-        return align_classes(data, model.spec.class_names, maps.get(key))[0]
-    except NnsensError as exc:
-        st.warning(f"{plain(exc)}. Until they are matched the dataset's labels are not the model's "
-                   "classes: accuracy and 'true label' are not meaningful.", icon=":material/warning:")
+    mapping = maps.get(key)
     names = list(model.spec.class_names)
-    with st.expander("Match the dataset's classes to the model's", expanded=True):
+    aligned = None
+    try:
+        aligned = align_classes(data, names, mapping)[0]
+    except NnsensError as exc:
+        st.warning(f"{plain(exc)}.", icon=":material/warning:")
+    if aligned is not None and not mapping:
+        return aligned, ""
+    with st.expander("Match the dataset's classes to the model's", expanded=aligned is None):
         cols = st.columns(min(4, len(data.class_names)))
-        choice = {c: cols[k % len(cols)].selectbox(
-            f"Dataset class {plain(c)} is the model's", names, key=f"class_map|{key}|{c}")
-            for k, c in enumerate(data.class_names)}
-        if st.button("Use this matching", key=f"class_map_apply|{key}"):
+        choice = {}
+        for k, c in enumerate(data.class_names):
+            start = names.index(mapping[c]) if mapping and mapping.get(c) in names else k % len(names)
+            choice[c] = cols[k % len(cols)].selectbox(
+                f"Dataset class {plain(c)} is the model's", names, index=start, key=f"class_map|{key}|{c}")
+        if len(set(choice.values())) < len(choice):
+            st.caption("Several dataset classes are matched to one model class.")
+        b1, b2 = st.columns(2)
+        if b1.button("Use this matching", key=f"class_map_apply|{key}"):
             maps[key] = choice
             st.rerun()
-    return data
+        if mapping and b2.button("Forget this matching", key=f"class_map_forget|{key}"):
+            maps.pop(key, None)
+            st.rerun()
+    if aligned is None:
+        return None, ""
+    return aligned, "|classes:" + fingerprint(sorted(mapping.items()))[7:23]
 
 
 def _stop(stop: bool) -> None:

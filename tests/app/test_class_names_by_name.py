@@ -34,14 +34,22 @@ def test_classes_without_matching_names_are_matched_by_hand():
                "image_model": {}}
     at = open_page("pages/saliency.py", state={"uploads": uploads, "sel_image_data": "renamed.zip"})
     assert any("do not match the model's" in w.value for w in at.warning)
+    # until the classes are matched the page stops: no prediction named with the folder names
+    assert not any(m.key.startswith("sal_filter|") for m in at.multiselect)
     key = next(s.key for s in at.selectbox if s.key.startswith("class_map|"))
     prefix = key.rsplit("|", 1)[0]
+    # the defaults are a one-to-one matching (one model class per folder, in order)
+    assert [at.selectbox(key=f"{prefix}|{f}").value for f in folders] == list(names)
     for folder, name in zip(folders, names):
         at.selectbox(key=f"{prefix}|{folder}").set_value(name)
     at.button(key=f"class_map_apply|{prefix.split('|', 1)[1]}").click()
     at.run()
     assert not at.exception, at.exception
     assert not any("do not match the model's" in w.value for w in at.warning)
+    for _ in range(2):  # the class filter offers the model's classes, all selected, on every rerun
+        (flt,) = [m for m in at.multiselect if m.key.startswith("sal_filter|")]
+        assert list(flt.options) == list(names) and len(flt.value) == 3
+        at.run()
     at.radio(key="sal_correct").set_value("incorrect")
     at.run()
     assert any("No image matches the filter" in w.value for w in at.warning), \
