@@ -15,7 +15,7 @@ from tests.uploads import npz_bytes, torch_bytes
 
 
 @pytest.mark.parametrize("csv, message", [
-    (b"a,b,y\n1,2,0\n3,inf,1\n4,5,0\n", r"column 'b' has 1 missing \(NaN\) or infinite value\(s\), the first in data row 1 \(inf\)"),
+    (b"a,b,y\n1,2,0\n3,inf,1\n4,5,0\n", r"column 'b' has 1 missing \(NaN\) or infinite value\(s\), the first in data row 2 \(counting from 1, the header not counted\) \(inf\)"),
     (b"a,b,y\n1,2,0\n3,-inf,1\n", r"column 'b' .* row 1 \(-inf\)"),
     (b"a,b,y\n1,2,0\n3,4,inf\n", r"column 'y' .* row 1 \(inf\)"),
     (b"a,b,y\n1,2,0\n3,,1\n", r"column 'b' has 1 missing .* row 1 \(nan\)"),
