@@ -89,8 +89,7 @@ def check_table(X: np.ndarray, y: np.ndarray, feature_names, target_name: str,
         if bad.any():
             row, col = (int(i[0]) for i in np.nonzero(bad))
             raise NnsensError(f"column {str(names[col])!r} has {int(bad[:, col].sum())} missing (NaN) "
-                              f"or infinite value(s), the first in data row {row + 1} (counting "
-                              f"from 1, the header not counted) "
+                              f"or infinite value(s), the first in data row {row + 1} "
                               f"({values[row, col]}); fill or drop them")
     if len(np.unique(y)) < 2:
         raise NnsensError(f"the target column {target_name!r} has one value ({float(y[0]):g}) in "

@@ -15,10 +15,10 @@ from tests.uploads import npz_bytes, torch_bytes
 
 
 @pytest.mark.parametrize("csv, message", [
-    (b"a,b,y\n1,2,0\n3,inf,1\n4,5,0\n", r"column 'b' has 1 missing \(NaN\) or infinite value\(s\), the first in data row 2 \(counting from 1, the header not counted\) \(inf\)"),
-    (b"a,b,y\n1,2,0\n3,-inf,1\n", r"column 'b' .* row 1 \(-inf\)"),
-    (b"a,b,y\n1,2,0\n3,4,inf\n", r"column 'y' .* row 1 \(inf\)"),
-    (b"a,b,y\n1,2,0\n3,,1\n", r"column 'b' has 1 missing .* row 1 \(nan\)"),
+    (b"a,b,y\n1,2,0\n3,inf,1\n4,5,0\n", r"column 'b' has 1 missing \(NaN\) or infinite value\(s\), the first in data row 2 \(inf\)"),
+    (b"a,b,y\n1,2,0\n3,-inf,1\n", r"column 'b' .* row 2 \(-inf\)"),
+    (b"a,b,y\n1,2,0\n3,4,inf\n", r"column 'y' .* row 2 \(inf\)"),
+    (b"a,b,y\n1,2,0\n3,,1\n", r"column 'b' has 1 missing .* row 2 \(nan\)"),
     (b"a,b,y\n", "no data rows"),
     (b"", "not a readable CSV: it is empty"),
     (b"a,b,y\n1,2,1\n3,4,1\n", r"target column 'y' has one value \(1\) in every row"),
@@ -29,8 +29,8 @@ def test_bad_csv_is_refused_naming_the_column(csv, message):
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"X": np.array([[1.0, np.inf], [2.0, 3.0]]), "y": np.array([0.0, 1.0])}, r"column 'x1' .* row 0 \(inf\)"),
-    ({"X": np.array([[1.0, 2.0], [2.0, 3.0]]), "y": np.array([0.0, np.nan])}, r"column 'y' .* row 1 \(nan\)"),
+    ({"X": np.array([[1.0, np.inf], [2.0, 3.0]]), "y": np.array([0.0, 1.0])}, r"column 'x1' .* row 1 \(inf\)"),
+    ({"X": np.array([[1.0, 2.0], [2.0, 3.0]]), "y": np.array([0.0, np.nan])}, r"column 'y' .* row 2 \(nan\)"),
     ({"X": np.zeros((0, 3)), "y": np.zeros(0)}, "has no rows"),
     ({"X": np.ones((3, 2)), "y": np.ones(3)}, "has one value"),
     ({"images": np.zeros((0, 3, 8, 8)), "labels": np.zeros(0, np.int64)}, "holds no images"),
