@@ -49,3 +49,18 @@ class TouchOnUnpickle:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def uploaded_paper_mlp(seed: int, name: str = "model.pt"):
+    """A paper MLP for the demo data (Pima) with seed-``seed`` weights, as the dashboard holds an
+    uploaded tabular model called ``name`` (tests give several sessions the same name)."""
+    from nnsens_core.data import demo_tabular
+    from nnsens_core.zoo import TABULAR, LoadedModel, ModelSpec, PaperMLP
+
+    demo = demo_tabular()
+    torch.manual_seed(seed)
+    module = PaperMLP(demo.n_features, 10).eval()
+    spec = ModelSpec(name=name, arch="paper-mlp", task=TABULAR, input_shape=(demo.n_features,),
+                     feature_names=demo.feature_names,
+                     arch_kwargs={"n_inputs": demo.n_features, "hidden": 10})
+    return LoadedModel(module, spec, "uploaded")

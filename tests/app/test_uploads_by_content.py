@@ -11,18 +11,10 @@ from streamlit.testing.v1 import AppTest
 from app_pages import APP
 from nnsens_core import sobol as S
 from nnsens_core.data import demo_tabular
-from nnsens_core.zoo import TABULAR, LoadedModel, ModelSpec, PaperMLP
+from nnsens_core.zoo import LoadedModel
+from tests.uploads import uploaded_paper_mlp
 
 DEMO = demo_tabular()
-
-
-def _model(seed: int) -> LoadedModel:
-    torch.manual_seed(seed)
-    module = PaperMLP(DEMO.n_features, 10).eval()
-    spec = ModelSpec(name="model.pt", arch="paper-mlp", task=TABULAR, input_shape=(DEMO.n_features,),
-                     feature_names=DEMO.feature_names,
-                     arch_kwargs={"n_inputs": DEMO.n_features, "hidden": 10})
-    return LoadedModel(module, spec, "uploaded")
 
 
 def _session_with_upload(model: LoadedModel) -> AppTest:
@@ -43,7 +35,7 @@ def _session_with_upload(model: LoadedModel) -> AppTest:
 
 
 def test_two_sessions_with_same_named_uploads_each_get_their_own_results():
-    a, b = _model(1), _model(2)
+    a, b = uploaded_paper_mlp(1), uploaded_paper_mlp(2)
     assert not torch.equal(a.module.fc1.weight, b.module.fc1.weight)
     results = []
     for model in (a, b):

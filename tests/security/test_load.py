@@ -25,9 +25,10 @@ from nnsens_core import sobol as S
 from nnsens_core.data import demo_tabular
 from nnsens_core.phantom import demo_images
 from nnsens_core.saliency import compare as C
-from nnsens_core.zoo import IMAGE, TABULAR, LoadedModel, ModelSpec, PaperMLP, build
+from nnsens_core.zoo import IMAGE, LoadedModel, ModelSpec, build
 
 from tests.app.app_pages import APP
+from tests.uploads import uploaded_paper_mlp
 
 pytestmark = pytest.mark.slow
 SESSIONS = 8
@@ -35,15 +36,6 @@ DEMO = demo_tabular()
 RUN_LOCK = threading.Lock()
 PHANTOM = demo_images("test", n=90)  # what the pages' demo image dataset holds
 CNN_SHAPE = tuple(PHANTOM.shape)
-
-
-def _tabular_model(seed: int) -> LoadedModel:
-    torch.manual_seed(seed)
-    module = PaperMLP(DEMO.n_features, 10).eval()
-    spec = ModelSpec(name="model.pt", arch="paper-mlp", task=TABULAR, input_shape=(DEMO.n_features,),
-                     feature_names=DEMO.feature_names,
-                     arch_kwargs={"n_inputs": DEMO.n_features, "hidden": 10})
-    return LoadedModel(module, spec, "uploaded")
 
 
 def _cnn(seed: int) -> LoadedModel:
@@ -67,7 +59,7 @@ def _run(at) -> None:
 
 def _session(i: int, out: dict) -> None:
     from streamlit.testing.v1 import AppTest
-    tab, cnn = _tabular_model(i), _cnn(i)
+    tab, cnn = uploaded_paper_mlp(i), _cnn(i)
     at = AppTest.from_file(APP, default_timeout=170)
     at.session_state["uploads"] = {"tabular_data": {}, "tabular_model": {"model.pt": tab},
                                    "image_data": {}, "image_model": {"cnn.pt": cnn}}
