@@ -18,3 +18,13 @@ def pima_path() -> Path:
     path = library_pima_path()
     assert path.is_file(), f"{path} is missing (NNSENS_PIMA_CSV points nowhere?)"
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vgg_weights(tmp_path_factory) -> str:
+    """Path of a state_dict file of an untrained VGG-16-small (width 1/16), for CLI tests."""
+    from nnsens_core import zoo
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "vgg.pt"
+    torch.save(zoo.build("vgg16-small", width=0.0625).state_dict(), path)
+    return str(path)

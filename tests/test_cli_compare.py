@@ -2,19 +2,8 @@
 import json
 
 import numpy as np
-import pytest
-import torch
 
-from nnsens_core import zoo
 from nnsens_core.__main__ import main
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "vgg.pt"
-    torch.save(zoo.build("vgg16-small", width=0.0625).state_dict(), path)
-    return str(path)
 
 
 def _args(weights, out, *extra):
@@ -22,8 +11,8 @@ def _args(weights, out, *extra):
             '{"width": 0.0625}', "--n", "6", "--out", str(out), "--device", "cpu", *extra]
 
 
-def test_cli_writes_metrics_and_maps(weights, tmp_path, capsys):
-    rc = main(_args(weights, tmp_path, "--methods", "gradcam,occlusion,mask", "--mask-steps", "3",
+def test_cli_writes_metrics_and_maps(tiny_vgg_weights, tmp_path, capsys):
+    rc = main(_args(tiny_vgg_weights, tmp_path, "--methods", "gradcam,occlusion,mask", "--mask-steps", "3",
                     "--occlusion-window", "16", "--occlusion-stride", "16"))
     assert rc == 0
     info = json.loads((tmp_path / "metrics.json").read_text())
@@ -40,13 +29,13 @@ def test_cli_writes_metrics_and_maps(weights, tmp_path, capsys):
     assert "pointing" in capsys.readouterr().out
 
 
-def test_cli_bad_inputs_give_clear_errors(weights, tmp_path, capsys):
-    assert main(_args(weights, tmp_path, "--methods", "gradcam,deconvnet")) == 2
+def test_cli_bad_inputs_give_clear_errors(tiny_vgg_weights, tmp_path, capsys):
+    assert main(_args(tiny_vgg_weights, tmp_path, "--methods", "gradcam,deconvnet")) == 2
     assert "deconvnet" in capsys.readouterr().err
-    assert main(_args(weights, tmp_path, "--methods", "gradcam", "--target-layer",
+    assert main(_args(tiny_vgg_weights, tmp_path, "--methods", "gradcam", "--target-layer",
                       "classifier.2")) == 2
     assert "not a convolutional" in capsys.readouterr().err
     bad = tmp_path / "masks.npy"
     np.save(bad, np.zeros((6, 32, 32), bool))
-    assert main(_args(weights, tmp_path, "--methods", "gradcam", "--masks", str(bad))) == 2
+    assert main(_args(tiny_vgg_weights, tmp_path, "--methods", "gradcam", "--masks", str(bad))) == 2
     assert "expected (6, 64, 64)" in capsys.readouterr().err

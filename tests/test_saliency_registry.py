@@ -281,19 +281,11 @@ def test_a_registered_method_is_run_by_explain(brightness):
         CP.explain(model, None, x, 0, ["brightness"], {"brightness": CamConfig()}, "cpu")
 
 
-@pytest.fixture(scope="module")
-def tiny_vgg(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("m") / "vgg.pt"
-    torch.save(zoo.build("vgg16-small", width=0.0625).state_dict(), path)
-    return str(path)
-
-
-def test_a_registered_method_is_offered_and_run_by_the_cli(brightness, tiny_vgg, tmp_path, capsys):
+def test_a_registered_method_is_offered_and_run_by_the_cli(brightness, tiny_vgg_weights, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     assert "brightness (Brightness (toy); also bright)" in " ".join(capsys.readouterr().out.split())
-    rc = main(["compare", "--model", tiny_vgg, "--arch", "vgg16-small", "--arch-kwargs",
+    rc = main(["compare", "--model", tiny_vgg_weights, "--arch", "vgg16-small", "--arch-kwargs",
                '{"width": 0.0625}', "--n", "3", "--out", str(tmp_path), "--device", "cpu",
                "--methods", "brightness"])
     assert rc == 0
