@@ -13,6 +13,7 @@ import os
 from .errors import NnsensError
 
 PUBLIC_ENV = "NNSENS_PUBLIC"
+CODE_MODELS_ENV = "NNSENS_ALLOW_CODE_MODELS"
 WEIGHTS_ENV = "NNSENS_MAX_WEIGHTS_MB"
 DATA_ENV = "NNSENS_MAX_DATA_MB"
 
@@ -29,6 +30,12 @@ def _flag(name: str) -> bool:
 def public_mode() -> bool:
     """``NNSENS_PUBLIC`` is set (``1``/``true``/``yes``/``on``)."""
     return _flag(PUBLIC_ENV)
+
+
+def code_models_allowed() -> bool:
+    """The server setting ``NNSENS_ALLOW_CODE_MODELS`` (``1``/``true``/``yes``/``on``; off by
+    default): whether uploaded TorchScript (code) may be loaded; always off in public mode."""
+    return not public_mode() and _flag(CODE_MODELS_ENV)
 
 
 def _mb(name: str, default: float) -> int:

@@ -24,10 +24,11 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
+from .deployment import CODE_MODELS_ENV, MAX_WEIGHTS_MB, code_models_allowed, public_mode
 from .errors import NnsensError
 from .zoo import ARCHITECTURES, IMAGE, TABULAR, LoadedModel, ModelSpec, build
 
-DEFAULT_MAX_BYTES = 600 * 2**20
+DEFAULT_MAX_BYTES = MAX_WEIGHTS_MB * 2**20
 
 Source = str | os.PathLike | bytes | BinaryIO
 
@@ -52,18 +53,6 @@ def _read(source: Source, max_bytes: int) -> bytes:
     if not data:
         raise NnsensError("model file is empty; upload a TorchScript (.pt) or state_dict file")
     return data
-
-
-CODE_MODELS_ENV = "NNSENS_ALLOW_CODE_MODELS"
-
-
-def code_models_allowed() -> bool:
-    """The server setting ``NNSENS_ALLOW_CODE_MODELS`` (``1``/``true``/``yes``; off by default);
-    always off in public mode (``NNSENS_PUBLIC``, :mod:`nnsens_core.deployment`)."""
-    from .deployment import public_mode
-    if public_mode():
-        return False
-    return os.environ.get(CODE_MODELS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def is_torchscript(data: bytes) -> bool:
@@ -152,7 +141,6 @@ def load_model(source: Source, *, arch: str | None = None, arch_kwargs: dict | N
     arch_kwargs = dict(arch_kwargs or {})
     if is_torchscript(data):
         if not (code_models_allowed() if allow_code is None else allow_code):
-            from .deployment import public_mode
             who = ("a public server never runs uploaded code" if public_mode() else
                    f"an administrator can allow code models with {CODE_MODELS_ENV}=1 where every "
                    "user is trusted")
