@@ -32,6 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import deployment
 from .errors import NnsensError
+from .zoo import module_of
 
 BUDGET_ENV = "NNSENS_BUDGET"
 DEFAULT_BUDGET = 10000.0  # GFLOP in flight at once (~17 min of the reference CPU)
@@ -92,15 +93,11 @@ _FLOPS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 _FLOPS_LOCK = threading.Lock()
 
 
-def _module(model) -> nn.Module:
-    return getattr(model, "module", model)
-
-
 def _input_shape(model, input_shape) -> tuple[int, ...]:
     if input_shape is None:
         input_shape = getattr(getattr(model, "spec", None), "input_shape", None)
     if input_shape is None:  # a tabular network: the width of its first Linear layer
-        first = next((m for m in _module(model).modules() if isinstance(m, nn.Linear)), None)
+        first = next((m for m in module_of(model).modules() if isinstance(m, nn.Linear)), None)
         input_shape = None if first is None else (first.in_features,)
     if input_shape is None:
         raise NnsensError("the model's input shape is unknown; pass input_shape")
@@ -110,7 +107,7 @@ def _input_shape(model, input_shape) -> tuple[int, ...]:
 def forward_flop(model, input_shape: Sequence[int] | None = None) -> float:
     """FLOPs of one sample's forward pass (at least :data:`MIN_FLOP_PER_SAMPLE`); counted once per
     model and shape, falling back to 2 × parameters when the model cannot be traced."""
-    module, shape = _module(model), _input_shape(model, input_shape)
+    module, shape = module_of(model), _input_shape(model, input_shape)
     with _FLOPS_LOCK:
         known = _FLOPS.get(module, {}).get(shape)
     if known is not None:
@@ -135,7 +132,7 @@ def _g(flop: float) -> float:
 
 
 def _max_channels(model) -> int:
-    return max((m.out_channels for m in _module(model).modules() if isinstance(m, nn.Conv2d)), default=1)
+    return max((m.out_channels for m in module_of(model).modules() if isinstance(m, nn.Conv2d)), default=1)
 
 
 # --------------------------------------------------------------------------- estimates per run

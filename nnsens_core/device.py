@@ -46,7 +46,9 @@ def inference_model(model, device: str | torch.device | None = "auto") -> "torch
     in training mode)."""
     import copy
 
-    module = getattr(model, "module", model)
+    from .zoo import module_of
+
+    module = module_of(model)
     if not isinstance(module, torch.nn.Module):
         raise NnsensError(f"model must be a torch.nn.Module or a LoadedModel, got {type(model).__name__}")
     dev = resolve_device(device)

@@ -205,6 +205,11 @@ class LoadedModel:
     report: str = ""
 
 
+def module_of(model) -> nn.Module:
+    """The ``nn.Module`` of a :class:`LoadedModel`, or ``model`` itself."""
+    return model.module if isinstance(model, LoadedModel) else model
+
+
 def image_blocks(model: nn.Module) -> dict[str, str]:
     """Blocks of a CNN as ``{label: module name}``: VGG after each max-pool, ResNet layer1..4.
 

@@ -8,6 +8,7 @@ import torch
 from .. import _validate as v
 from .._filters import gaussian_blur
 from ..errors import NnsensError
+from ..zoo import module_of
 
 REFERENCES = ("blur", "constant")
 SCORES = ("prob", "logit")
@@ -73,7 +74,7 @@ def check_model_input(model, x, spec=None, device=None) -> tuple[torch.Tensor, i
     if not torch.is_floating_point(x):
         raise NnsensError(f"x has dtype {x.dtype}; expected floating-point images in model-input "
                           "space (e.g. spec.normalize(images01) with images01 float32 in [0, 1])")
-    module = getattr(model, "module", model)
+    module = module_of(model)
     expected = tuple(getattr(spec, "input_shape", None) or ())
     if len(expected) != 3:
         conv_c = _first_conv_channels(module) if isinstance(module, torch.nn.Module) else None

@@ -16,7 +16,7 @@ from .._hooks import forward_with_outputs, probe_outputs
 from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
-from ..zoo import LoadedModel
+from ..zoo import LoadedModel, module_of
 from .estimators import (
     SobolIndices,
     analysis_bytes,
@@ -34,15 +34,11 @@ from .problem import (
 
 # --------------------------------------------------------------------------- evaluation
 
-def _module(model) -> nn.Module:
-    return model.module if isinstance(model, LoadedModel) else model
-
-
 def input_width(model) -> int | None:
     """Input width of a tabular model: its spec, else its first Linear layer (None if unknown)."""
     if isinstance(model, LoadedModel) and model.spec.input_shape:
         return int(model.spec.input_shape[0])
-    for m in _module(model).modules():
+    for m in module_of(model).modules():
         if isinstance(m, nn.Linear):
             return int(m.in_features)
         if isinstance(m, (nn.Conv1d, nn.Conv2d)):
@@ -73,7 +69,7 @@ def hidden_layers(model, n_inputs: int | None = None) -> dict[str, int]:
 
     For :class:`~nnsens_core.zoo.PaperMLP`: ``fc1, bn1, act1 (10), fc2, bn2, out (1)``.
     """
-    module = _module(model)
+    module = module_of(model)
     d = n_inputs or input_width(model)
     if d is None:
         raise NnsensError("the model's input width is unknown; give n_inputs")
@@ -90,7 +86,7 @@ def hidden_layers(model, n_inputs: int | None = None) -> dict[str, int]:
 def default_layer(model, n_inputs: int | None = None) -> str | None:
     """The first post-activation layer with more than one neuron (``act1`` for the paper MLP)."""
     layers = hidden_layers(model, n_inputs)
-    mods = dict(_module(model).named_modules())
+    mods = dict(module_of(model).named_modules())
     for name, width in layers.items():
         if isinstance(mods[name], _ACTIVATIONS) and width > 1:
             return name
@@ -249,7 +245,7 @@ def estimate_bytes(problem: SobolProblem, cfg: SobolConfig, n_outputs: int) -> i
 
 def _n_outputs(model, problem: SobolProblem, targets: Sequence[str]) -> dict[str, int]:
     layers = hidden_layers(model, problem.D)
-    module = _module(model)
+    module = module_of(model)
     dev = _device_of(module) or torch.device("cpu")
     out = probe_outputs(module, torch.zeros(2, problem.D, device=dev, dtype=_param_dtype(module)), [""])[""]
     widths = {OUTPUT: math.prod(out[1:])}

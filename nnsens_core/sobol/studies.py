@@ -19,10 +19,10 @@ from ..data import TabularData
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ..training import TrainConfig, fit
-from ..zoo import PaperMLP
+from ..zoo import PaperMLP, module_of
 from .estimators import analyze, default_memory_limit, sample
 from .problem import OUTPUT, SobolConfig, SobolProblem, rows_per_sample
-from .run import _module, _param_dtype, check_width, estimate_bytes, evaluate
+from .run import _param_dtype, check_width, estimate_bytes, evaluate
 
 # --------------------------------------------------------------------------- convergence
 
@@ -205,7 +205,7 @@ def feature_reduction(model, train: TabularData, test: TabularData, ranking: Seq
     if test.n_features != D:
         raise NnsensError(f"train data has {D} features but test data has {test.n_features}")
     check_width(model, D)
-    template = _module(model)
+    template = module_of(model)
     order = np.argsort(-ranking, kind="stable")
     subsets = {f"all {D}": np.arange(D), f"top-{cfg.k}": np.sort(order[:cfg.k]),
                f"bottom-{cfg.k}": np.sort(order[-cfg.k:])}
