@@ -18,10 +18,10 @@ def png_bytes(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    """A ZIP archive holding ``{name: content}``."""
+def zip_bytes(files: dict[str, bytes], compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A ZIP archive holding ``{name: content}`` (stored; ``zipfile.ZIP_DEFLATED`` compresses)."""
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
+    with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, blob in files.items():
             zf.writestr(name, blob)
     return buf.getvalue()
