@@ -76,11 +76,17 @@ def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | Non
     return mapping
 
 
-def _first_conv_channels(model: nn.Module) -> int | None:
+def _first_conv(model: nn.Module) -> nn.Module | None:
+    """The first ``Conv2d`` or ``Conv3d`` of ``model`` (None without one)."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            return m
     return None
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    conv = _first_conv(model)
+    return None if conv is None else conv.in_channels
 
 
 class _Stop(Exception):

@@ -47,36 +47,48 @@ def _kind(c: int) -> str:
 
 
 def check_images(x, expected_shape=None, what: str = "x", *, batch: bool = True,
-                 finite: bool = False, arrays: bool = False) -> None:
+                 finite: bool = False, arrays: bool = False, volumes: bool = False) -> None:
     """A clear error unless ``x`` is a tensor of images in model-input space: a batch
-    ``(N, C, H, W)`` (``batch=True``) or one image ``(C, H, W)`` (``batch=False``).
+    ``(N, C, H, W)`` (``batch=True``) or one image ``(C, H, W)`` (``batch=False``); with
+    ``volumes=True`` (callers that handle 3-D) also volumes ``(N, C, D, H, W)`` / ``(C, D, H, W)``.
 
-    ``expected_shape`` ``(C, H, W)`` (e.g. ``spec.input_shape``) also checks the channel count
-    and the image size; ``finite=True`` refuses NaN / infinite values; ``arrays=True`` also
-    accepts a numpy array. ``what`` names ``x`` in the messages."""
+    ``expected_shape`` ``(C, H, W)`` or ``(C, D, H, W)`` (e.g. ``spec.input_shape``; a 4-entry
+    shape implies ``volumes``) also checks the channel count, whether ``x`` is 2-D or 3-D and its
+    size; ``finite=True`` refuses NaN / infinite values; ``arrays=True`` also accepts a numpy
+    array. ``what`` names ``x`` in the messages."""
     import numpy as np
     import torch
 
     lead = "N, " if batch else ""
-    layout = f"({lead}C, H, W)"
+    spatial = (None if volumes else 2) if expected_shape is None else len(expected_shape) - 1
+    dims = {2: "H, W", 3: "D, H, W"}
+    layout = (f"({lead}C, {dims[spatial]})" if spatial in dims
+              else f"({lead}C, H, W) or ({lead}C, D, H, W)")
     if expected_shape is not None:
-        c, h, w = (int(s) for s in expected_shape)
-        layout += f" = ({lead}{c}, {h}, {w})"
+        if spatial not in dims:
+            raise NnsensError(f"expected_shape={tuple(expected_shape)} must be (C, H, W) or (C, D, H, W)")
+        layout += f" = ({lead}{', '.join(str(int(s)) for s in expected_shape)})"
     types = (torch.Tensor, np.ndarray) if arrays else (torch.Tensor,)
     if not isinstance(x, types):
         raise NnsensError(f"{what} must be a {' or '.join(t.__name__ for t in types)} of shape "
                           f"{layout}; got {type(x).__name__}")
-    if x.ndim != (4 if batch else 3):
+    lead_dims = 2 if batch else 1  # (N,) C
+    allowed = (lead_dims + 2, lead_dims + 3) if spatial is None else (lead_dims + spatial,)
+    if x.ndim not in allowed:
+        thing = {None: ("images or volumes", "image or volume"), 2: ("images", "image"),
+                 3: ("volumes", "volume")}[spatial]
         raise NnsensError(f"{what} has shape {tuple(x.shape)}; expected "
-                          f"{'a batch of images' if batch else 'one image'} {layout}")
+                          f"{'a batch of ' + thing[0] if batch else 'one ' + thing[1]} {layout}")
     if expected_shape is not None:
-        got_c, got_h, got_w = (int(s) for s in x.shape[-3:])
+        c, size = int(expected_shape[0]), tuple(int(s) for s in expected_shape[1:])
+        got_c, got = int(x.shape[-spatial - 1]), tuple(int(s) for s in x.shape[-spatial:])
         if got_c != c:
             raise NnsensError(f"{what} is {_kind(got_c)} but the model expects {_kind(c)}; convert "
                               f"it (e.g. load it with channels={c})")
-        if (got_h, got_w) != (h, w):
-            raise NnsensError(f"{what} is {got_h}x{got_w} but the model expects {h}x{w}; resize "
-                              f"it to {h}x{w}")
+        if got != size:
+            fmt = "x".join
+            raise NnsensError(f"{what} is {fmt(map(str, got))} but the model expects "
+                              f"{fmt(map(str, size))}; resize it to {fmt(map(str, size))}")
     if finite:
         ok = torch.isfinite(x).all() if isinstance(x, torch.Tensor) else np.isfinite(x).all()
         if not ok:

@@ -58,3 +58,37 @@ def test_callers_use_the_shared_check():
         sector_of(np.zeros((8, 8)))
     with pytest.raises(NnsensError, match=r"x is grayscale \(1 channel\) but the model expects RGB"):
         check_model_input(model, torch.zeros(1, 1, 8, 8))
+
+
+def test_check_images_volumes():
+    check_images(torch.zeros(2, 1, 4, 8, 8), volumes=True)
+    check_images(torch.zeros(2, 3, 8, 8), volumes=True)  # volumes=True still takes images
+    check_images(torch.zeros(2, 1, 4, 8, 8), (1, 4, 8, 8))  # a 4-entry shape implies volumes
+    check_images(torch.zeros(1, 4, 8, 8), (1, 4, 8, 8), batch=False)
+    with pytest.raises(NnsensError, match=r"expected a batch of images \(N, C, H, W\)"):
+        check_images(torch.zeros(2, 1, 4, 8, 8))  # 2-D callers keep refusing volumes
+    with pytest.raises(NnsensError, match=r"expected a batch of volumes \(N, C, D, H, W\) = \(N, 1, 4, 8, 8\)"):
+        check_images(torch.zeros(2, 1, 8, 8), (1, 4, 8, 8))
+    with pytest.raises(NnsensError, match=r"expected a batch of images or volumes"):
+        check_images(torch.zeros(2, 8), volumes=True)
+    with pytest.raises(NnsensError, match=r"x is 4x8x8 but the model expects 4x8x9; resize it to 4x8x9"):
+        check_images(torch.zeros(2, 1, 4, 8, 8), (1, 4, 8, 9))
+    with pytest.raises(NnsensError, match=r"x is RGB .* expects grayscale"):
+        check_images(torch.zeros(2, 3, 4, 8, 8), (1, 4, 8, 8))
+
+
+def test_model_input_check_takes_volumes():
+    from nnsens_core.saliency._common import check_model_input, normalize_maps
+    from nnsens_core.zoo import IMAGE, ModelSpec
+
+    model = nn.Sequential(nn.Conv3d(1, 2, 3, padding=1), nn.AdaptiveAvgPool3d(1), nn.Flatten(),
+                          nn.Linear(2, 2))
+    x, n_out = check_model_input(model, torch.zeros(3, 1, 4, 6, 6))
+    assert x.shape == (3, 1, 4, 6, 6) and n_out == 2
+    with pytest.raises(NnsensError, match=r"first layer Conv3d\) takes volumes \(N, C, D, H, W\)"):
+        check_model_input(model, torch.zeros(3, 1, 6, 6))
+    spec = ModelSpec("v", "toy", IMAGE, (3, 8, 8))
+    with pytest.raises(NnsensError, match=r"expected a batch of images \(N, C, H, W\) = \(N, 3, 8, 8\)"):
+        check_model_input(model, torch.zeros(3, 1, 4, 6, 6), spec)
+    m = normalize_maps(torch.arange(16.).view(2, 2, 2, 2))
+    assert m.shape == (2, 2, 2, 2) and m[0].min() == 0 and m[1].max() == 1

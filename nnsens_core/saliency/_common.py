@@ -63,45 +63,56 @@ def _classes(classes, n: int, n_out: int | None) -> list[int]:
 
 def check_model_input(model, x, spec=None, device=None) -> tuple[torch.Tensor, int | None]:
     """The one input check of every saliency method (run by :class:`registry.Method`): ``x`` a
-    finite floating-point batch ``(N, C, H, W)`` whose channels (and, with a ``spec``, size) are
-    what ``model`` (in eval mode) expects and which it accepts (one forward pass of ``x[0]``).
+    finite floating-point batch of images ``(N, C, H, W)`` or volumes ``(N, C, D, H, W)`` whose
+    channels, dimensionality (2-D or 3-D, from the ``spec`` or the first convolution) and, with a
+    ``spec``, size are what ``model`` (in eval mode) expects and which it accepts (one forward pass
+    of ``x[0]``).
 
     Returns ``x`` (detached) and the model's number of outputs (``None`` for an empty batch);
     every mismatch is a :class:`NnsensError` naming the expected input."""
-    from .._blocks import _first_conv_channels
+    from .._blocks import _first_conv
 
-    v.check_images(x)
+    v.check_images(x, volumes=True)
     if not torch.is_floating_point(x):
         raise NnsensError(f"x has dtype {x.dtype}; expected floating-point images in model-input "
                           "space (e.g. spec.normalize(images01) with images01 float32 in [0, 1])")
     module = module_of(model)
     expected = tuple(getattr(spec, "input_shape", None) or ())
-    if len(expected) != 3:
-        conv_c = _first_conv_channels(module) if isinstance(module, torch.nn.Module) else None
-        expected = None if conv_c is None else (conv_c, *x.shape[2:])
+    if len(expected) not in (3, 4):
+        conv = _first_conv(module) if isinstance(module, torch.nn.Module) else None
+        expected = None
+        if conv is not None:  # the first convolution tells the channels and 2-D or 3-D
+            spatial = 3 if isinstance(conv, torch.nn.Conv3d) else 2
+            if x.ndim - 2 != spatial:
+                kind = "volumes (N, C, D, H, W)" if spatial == 3 else "images (N, C, H, W)"
+                raise NnsensError(f"x has shape {tuple(x.shape)} but the model (first layer "
+                                  f"{type(conv).__name__}) takes {kind}; give it {kind.split()[0]}")
+            expected = (conv.in_channels, *x.shape[2:])
     x = x.detach()
     if len(x) == 0:
         return x, None
-    v.check_images(x, expected, finite=True)
+    v.check_images(x, expected, finite=True, volumes=True)
     try:
         with torch.no_grad():
             n_out = module(x[:1].to(device or x.device)).shape[-1]
     except RuntimeError as exc:
-        raise NnsensError(f"the model does not accept images of shape {tuple(x.shape[1:])} (C, H, W): "
+        what = "images of shape {} (C, H, W)" if x.ndim == 4 else "volumes of shape {} (C, D, H, W)"
+        raise NnsensError(f"the model does not accept {what.format(tuple(x.shape[1:]))}: "
                           f"{str(exc).splitlines()[0][:300]}; give the images the model was "
                           "trained on") from None
     return x, int(n_out)
 
 
 def normalize_maps(maps: torch.Tensor, clip_negative: bool = False) -> torch.Tensor:
-    """Per-image min-max scaling to [0, 1] of ``(N, H, W)`` (constant maps -> 0); with
-    ``clip_negative`` values below 0 are set to 0 first."""
+    """Per-image min-max scaling to [0, 1] of maps ``(N, H, W)`` or ``(N, D, H, W)`` (constant maps
+    -> 0); with ``clip_negative`` values below 0 are set to 0 first."""
     m = maps.detach().float().cpu()
     if clip_negative:
         m = m.clamp_min(0)
     flat = m.flatten(1)
     lo, hi = flat.min(1)[0], flat.max(1)[0]
-    span = (hi - lo).view(-1, 1, 1)
-    out = (m - lo.view(-1, 1, 1)) / torch.where(span > 0, span, torch.ones_like(span))
+    ones = (1,) * (m.ndim - 1)
+    span = (hi - lo).view(-1, *ones)
+    out = (m - lo.view(-1, *ones)) / torch.where(span > 0, span, torch.ones_like(span))
     out[span.view(-1) <= 0] = 0
     return out.clamp_(0, 1)
