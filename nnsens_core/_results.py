@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,24 @@ def safe_cell(value: Any) -> Any:
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]#|~$@])")
+_SCHEME_COLON = re.compile(r"(?<=[A-Za-z]):")   # http: javascript: mailto: (autolinks)
+_WWW = re.compile(r"(?i)\b(www)\.")
+
+
+def markdown_text(text, html: bool = True) -> str:
+    """``text`` (a user-provided name: class folder, file, feature, model) escaped so that markdown
+    shows it literally: no links or autolinks, images, emphasis, code, table cells (``|``), colour
+    directives or LaTeX; newlines become spaces. With ``html`` (for markdown files, which renderers
+    such as GitHub's show with some HTML) ``&``, ``<`` and ``>`` become entities too; the dashboard
+    (whose markdown never renders raw HTML) uses ``html=False`` so messages read as they were."""
+    out = " ".join(str(text).split())
+    if html:
+        out = out.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = _MARKDOWN_SPECIALS.sub(r"\\\1", out)
+    return _WWW.sub(r"\1\\.", _SCHEME_COLON.sub(r"\\:", out))
 
 
 def csv_bytes(frame, index: bool = True) -> bytes:

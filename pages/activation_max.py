@@ -29,7 +29,7 @@ from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
 from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
-                        require_usable_model, to_uint8, within_budget)
+                        require_usable_model, to_uint8, within_budget, show_chart)
 
 state.require_router()
 
@@ -257,12 +257,12 @@ if run["start01"] is not None:
     V.image_grid(np.concatenate([np.asarray(run["start01"])[None], imgs01]), ["start"] + captions,
                  columns=min(6, len(imgs01) + 1))
     diff = res.difference("mean").numpy()
-    st.plotly_chart(V.map_row(diff, list(res.labels), title="|x_AM − x_0| (mean over channels)",
+    show_chart(st, V.map_row(diff, list(res.labels), title="|x_AM − x_0| (mean over channels)",
                               colorscale="Viridis"), key="am_diff")
     st.caption("Saved for the saliency comparison (st.session_state['am_difference']).")
 else:
     V.image_grid(imgs01, captions, columns=min(6, len(imgs01)))
-st.plotly_chart(V.history_figure(res.history.numpy(), list(res.labels)), key="am_history")
+show_chart(st, V.history_figure(res.history.numpy(), list(res.labels)), key="am_history")
 
 # ----------------------------------------------------------------------------- export
 # the core builds the documents: the JSON is the CLI's activations.json for the same run

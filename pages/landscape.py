@@ -23,7 +23,7 @@ from ui.cache import CACHE_TTL
 from ui import landscape_views as V
 from ui import state
 from ui.widgets import (Progress, cost_line, download_csv, download_json, guard, plain,
-                        within_budget)
+                        show_chart, usable_model, within_budget)
 
 state.require_router()
 st.title("Loss landscape")
@@ -149,7 +149,7 @@ def _simple_tab(res: L.LandscapeResult) -> None:
     st.caption("Agreement: an *increasing* trend meets a positive, a *decreasing* one a negative "
                "Spearman correlation; flat/undetermined trends are left out. Note that "
                "d²L/dx_j² = w_j² · d²L/dz² does not depend on the sign of w_j.")
-    st.plotly_chart(V.loss_curve(h), key="ls_loss")
+    show_chart(st, V.loss_curve(h), key="ls_loss")
 
     names = list(res.feature_names)
     a, b = st.columns([2, 1])
@@ -161,17 +161,17 @@ def _simple_tab(res: L.LandscapeResult) -> None:
         chosen = c2.multiselect("Features", names, default=default, key="ls_view_feats")
         band = c3.selectbox("Per-sample quantile bands of", ["(none)"] + names, key="ls_view_band")
         feats = [names.index(f) for f in chosen] or [0]
-        st.plotly_chart(V.derivative_histories(res, run, feats,
+        show_chart(st, V.derivative_histories(res, run, feats,
                                                None if band == "(none)" else names.index(band)),
                         key="ls_hist")
     with b:
-        st.plotly_chart(V.spearman_bars(names, res.spearman), key="ls_spear")
+        show_chart(st, V.spearman_bars(names, res.spearman), key="ls_spear")
         tf = V.trend_frame(res, run)
         st.dataframe(tf[["trend", "agrees"]], width="stretch")
 
     order = st.radio("Per-sample distribution at the last epoch of derivative", [1, 2, 3], index=1,
                      horizontal=True, key="ls_dist_order")
-    st.plotly_chart(V.distribution_box(h.final[order][run], names,
+    show_chart(st, V.distribution_box(h.final[order][run], names,
                                        f"Per-sample d^{order}L/dx^{order} at epoch {h.epochs[-1]}, "
                                        f"run {run}, {h.final[order].shape[1]:,} rows "
                                        "(box: quartiles, dashed: mean ± sd)"),
@@ -200,6 +200,8 @@ def _simple_tab(res: L.LandscapeResult) -> None:
 
 
 def _model_tab() -> None:
+    if not usable_model(ctx.model, ctx.key, ctx.device):
+        return
     st.write(f"The loaded model **{plain(ctx.model.spec.name)}** (any architecture; a deep copy in eval "
              "mode is used, the shared model is never changed).")
     c1, c2 = st.columns(2)
@@ -213,12 +215,12 @@ def _model_tab() -> None:
     if summary is not None:
         st.subheader("Sensitivities ∂y/∂x (NeuralSens: mean, std, root mean square)")
         a, b = st.columns([3, 2])
-        a.plotly_chart(V.gradient_summary_bars(summary), key="ls_g_bars")
+        show_chart(a, V.gradient_summary_bars(summary), key="ls_g_bars")
         gf = V.gradient_frame(summary)
         b.dataframe(gf, width="stretch")
         with b:
             download_csv("Sensitivities (CSV)", gf, "landscape_model_sensitivities.csv", key="dl_ls_g")
-        st.plotly_chart(V.distribution_box(summary["gradients"], summary["feature_names"],
+        show_chart(st, V.distribution_box(summary["gradients"], summary["feature_names"],
                                            "Per-sample ∂y/∂x", "∂y/∂x"), key="ls_g_dist")
 
     st.subheader("2-D loss surface along two filter-normalised random directions")
@@ -252,8 +254,8 @@ def _model_tab() -> None:
                f"{np.nanmin(surf.loss):.4f}.")
     fig_s, fig_c = V.surface_figures(surf)
     a, b = st.columns(2)
-    a.plotly_chart(fig_s, key="ls_s_3d")
-    b.plotly_chart(fig_c, key="ls_s_contour")
+    show_chart(a, fig_s, key="ls_s_3d")
+    show_chart(b, fig_c, key="ls_s_contour")
     download_csv("Loss surface (CSV)", V.surface_frame(surf), "landscape_loss_surface.csv",
                  key="dl_ls_surf")
 
@@ -292,11 +294,11 @@ def _digits_tab() -> None:
     k2.metric("Agreement with Spearman sign (run 0)", "n/a" if r0 is None else f"{r0:.0%}")
     k3.metric(f"Agreement, all {dg.result.n_runs} runs", "n/a" if r is None else f"{r:.0%}")
     a, b, c = st.columns(3)
-    a.plotly_chart(V.pixel_map(dg.increasing_share, "Share of runs with increasing trend", "Reds",
+    show_chart(a, V.pixel_map(dg.increasing_share, "Share of runs with increasing trend", "Reds",
                                0, 1), key="ls_d_share")
-    b.plotly_chart(V.pixel_map(dg.spearman_map, "Spearman(pixel, target)", "RdBu_r", -1, 1),
+    show_chart(b, V.pixel_map(dg.spearman_map, "Spearman(pixel, target)", "RdBu_r", -1, 1),
                    key="ls_d_spear")
-    c.plotly_chart(V.pixel_map(dg.rho_map, "Trend rho of d²L/dx² (run 0)", "RdBu_r", -1, 1),
+    show_chart(c, V.pixel_map(dg.rho_map, "Trend rho of d²L/dx² (run 0)", "RdBu_r", -1, 1),
                    key="ls_d_rho")
     idx = np.where(dg.labels == digit)[0][:6]
     other = np.where(dg.labels != digit)[0][:2]

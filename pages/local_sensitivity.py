@@ -23,7 +23,7 @@ from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
 from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
-                        require_usable_model, to_uint8, within_budget)
+                        require_usable_model, to_uint8, within_budget, show_chart)
 
 state.require_router()
 
@@ -294,7 +294,7 @@ exps = [P.order_of_magnitude(m) for m in maps_np]
 st.caption("Order of magnitude per block (values are printed as value × 10^n): "
            + ", ".join(f"{lb}: 10^{n}" for lb, n in zip(labels, exps))
            + (f"; shared scale 10^{P.order_of_magnitude(maps_np)}" if shared else ""))
-st.plotly_chart(V.block_channel_grid(maps_np, labels, names_c, shared=shared,
+show_chart(st, V.block_channel_grid(maps_np, labels, names_c, shared=shared,
                                      title="Sensitivity per block × channel"), key="ls_grid")
 
 summary = batch.to_frame().rename(columns={"std_over_images": "std over images",

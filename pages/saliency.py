@@ -39,7 +39,7 @@ from ui.cache import CACHE_TTL
 from ui import saliency_views as V
 from ui import state
 from ui.widgets import (Progress, cost_line, download_csv, download_json, download_npz, guard,
-                        overlay, plain, require_usable_model, to_uint8, within_budget)
+                        overlay, plain, require_usable_model, to_uint8, within_budget, show_chart)
 
 state.require_router()
 st.title("Saliency comparison")
@@ -345,7 +345,7 @@ with tab_browse:
                         f"({probs[current, preds[current]]:.1%}) · "
                         f"true label: **{plain(names[labels[current]])}** · "
                         f"{'correct' if ok else '**incorrect**'} · explaining **{plain(names[cls])}**")
-            st.plotly_chart(V.prob_figure(probs[current], names, int(labels[current]), int(preds[current])),
+            show_chart(st, V.prob_figure(probs[current], names, int(labels[current]), int(preds[current])),
                             key="sal_probs")
         maps = maps_for(current, cls, methods, cfgs)
         st.session_state["sal_current_maps"] = (current, cls, maps)
@@ -390,7 +390,7 @@ with tab_agree:
                 st.dataframe(table, hide_index=True, key="sal_pair_table")
                 which = st.radio("Matrix", list(V.SIM_LABELS), format_func=V.SIM_LABELS.get,
                                  horizontal=True, key="sal_matrix")
-                st.plotly_chart(V.agreement_matrix(arrs, p, which), key="sal_matrix_fig")
+                show_chart(st, V.agreement_matrix(arrs, p, which), key="sal_matrix_fig")
                 download_csv("Pairwise agreement (CSV)", table.set_index(["method A", "method B"]),
                              f"agreement_image{i_cur}.csv", key="sal_pair_csv")
         m_cur = mask_of(i_cur)
@@ -506,7 +506,7 @@ with tab_sanity:
     res = state.last_result(store["sanity"], store["last_sanity"], ctx.key, san_key,
                             "Run the sanity check")
     if res is not None:
-        st.plotly_chart(V.sanity_figure(res), key="sal_san_fig")
+        show_chart(st, V.sanity_figure(res), key="sal_san_fig")
         table = res.to_frame()
         table.columns = [f"{V.label(c.rsplit('_', 1)[0])} {c.rsplit('_', 1)[1]}" for c in table.columns]
         st.dataframe(table.style.format("{:.3f}"), key="sal_san_table")

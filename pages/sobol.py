@@ -24,7 +24,7 @@ from nnsens_core.training import TrainConfig
 from ui.cache import CACHE_TTL
 from ui import plots, state
 from ui.widgets import (Progress, cost_line, download_csv, download_json, guard, plain,
-                        require_usable_model, within_budget)
+                        require_usable_model, within_budget, show_chart)
 
 state.require_router()
 
@@ -186,21 +186,21 @@ def _indices_tab(res: S.SobolResult) -> None:
     k4.metric("Σ S1 (output)", f"{np.sum(out.S1[0]):.3f}")
     st.caption(" · ".join(f"{k} {v:.2f}s" for k, v in res.timings.items())
                + f" · CIs at {res.config.conf_level:.0%} from {res.config.num_resamples} resamples")
-    st.plotly_chart(plots.bar_with_ci(names, {"S1": (out.S1[0], out.S1_conf[0]),
+    show_chart(st, plots.bar_with_ci(names, {"S1": (out.S1[0], out.S1_conf[0]),
                                               "ST": (out.ST[0], out.ST_conf[0])},
                                       title="First-order and total indices of the model output",
                                       yaxis="index"), key="sobol_bar")
     if out.S2 is not None:
-        st.plotly_chart(plots.heatmap(out.S2[0], x=names, y=names, colorscale="RdBu_r",
+        show_chart(st, plots.heatmap(out.S2[0], x=names, y=names, colorscale="RdBu_r",
                                       title="Second-order indices S2 (upper triangle)"),
                         key="sobol_s2")
     if res.config.layer is not None:
         layer = res.group(res.config.layer)
         labels = [t for t, g in zip(res.targets, res.groups) if g == res.config.layer]
         a, b = st.columns(2)
-        a.plotly_chart(plots.heatmap(layer.S1, x=names, y=labels, zmin=0, zmax=1,
+        show_chart(a, plots.heatmap(layer.S1, x=names, y=labels, zmin=0, zmax=1,
                                      title=f"S1 of every {res.config.layer} neuron"), key="sobol_l1")
-        b.plotly_chart(plots.heatmap(layer.ST, x=names, y=labels, zmin=0, zmax=1,
+        show_chart(b, plots.heatmap(layer.ST, x=names, y=labels, zmin=0, zmax=1,
                                      title=f"ST of every {res.config.layer} neuron"), key="sobol_lt")
         dead = [lab for lab, c in zip(labels, layer.constant) if c]
         if dead:
@@ -238,7 +238,7 @@ def _convergence_tab() -> S.ConvergenceResult | None:
     names = list(conv.names)
     for idx, conf_key in (("S1", "S1_conf"), ("ST", "ST_conf")):
         vals, cis = getattr(conv, idx), getattr(conv, conf_key)
-        st.plotly_chart(plots.band_lines(conv.ns, {nm: (vals[:, d], cis[:, d]) for d, nm in enumerate(names)},
+        show_chart(st, plots.band_lines(conv.ns, {nm: (vals[:, d], cis[:, d]) for d, nm in enumerate(names)},
                                          title=f"{idx} vs N (bands: {cfg_c.conf_level:.0%} CI)",
                                          xaxis="N", yaxis=idx, log_x=True), key=f"sobol_conv_{idx}")
     df = conv.to_frame()
@@ -277,7 +277,7 @@ def _reduction_tab(res: S.SobolResult | None) -> S.FeatureReductionResult | None
     df = fr.to_frame()
     if fr.original_accuracy is not None:
         st.metric("Loaded model, test accuracy", f"{fr.original_accuracy:.3f}")
-    st.plotly_chart(plots.bar_with_ci(list(df.index), {"test accuracy": (df["acc_mean"].to_numpy(),
+    show_chart(st, plots.bar_with_ci(list(df.index), {"test accuracy": (df["acc_mean"].to_numpy(),
                                                                          df["acc_std"].to_numpy())},
                                       title="Test accuracy, mean ± std over seeds", yaxis="accuracy"),
                     key="sobol_fr_bar")
@@ -303,7 +303,7 @@ def _pca_tab(res: S.SobolResult | None) -> S.PCAComparison | None:
                    f"{pca.explained[:pca.n_components].sum():.1%} of the variance (rows {rows_spec}); "
                    f"Spearman rank correlation with the ST ranking: {pca.spearman:+.2f}.")
         load = pca.loadings_frame()
-        st.plotly_chart(plots.heatmap(load.to_numpy(), x=list(load.columns), y=list(load.index),
+        show_chart(st, plots.heatmap(load.to_numpy(), x=list(load.columns), y=list(load.index),
                                       colorscale="RdBu_r", zmin=-1, zmax=1, title="PCA loadings",
                                       height=200 + 40 * len(load)), key="sobol_pca_load")
         df = pca.to_frame()

@@ -1,4 +1,6 @@
 """compare.markdown_table: the README's localization table from metrics.json."""
+import re
+
 import pytest
 
 from nnsens_core.saliency.io import markdown_table
@@ -28,3 +30,12 @@ def test_markdown_table_rows_columns_and_bold_best():
 def test_markdown_table_needs_methods():
     with pytest.raises(NnsensError, match="no methods"):
         markdown_table({"methods": {}})
+
+
+def test_markdown_table_shows_user_class_names_as_text():
+    info = {"methods": {"gradient": {"iou": 0.5, "pointing": 1.0, "per_class": {
+        '<a href="https://evil.example">x</a>': {"iou": 0.5, "pointing": 1.0}, "a|b": {"iou": 0.1, "pointing": 0.0}}}}}
+    table = markdown_table(info)
+    head = table.splitlines()[0]
+    assert "<a" not in table and "&lt;a href=" in head
+    assert len(re.findall(r"(?<!\\)\|", head)) == 5 and "a\\|b" in head  # no extra column

@@ -42,3 +42,37 @@ def band_lines(x, series: dict[str, tuple[np.ndarray, np.ndarray]], title: str =
     if log_x:
         fig.update_xaxes(type="log")
     return fig
+
+
+# --------------------------------------------------------------------------- text as text
+
+_FORMAT_TAGS = ("br", "b", "i", "sup", "sub", "extra")  # the markup nnsens's own figures use
+
+
+def _escape(text: str) -> str:
+    out = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    for tag in _FORMAT_TAGS:  # keep the harmless formatting tags (never links, images or styles)
+        out = out.replace(f"&lt;{tag}&gt;", f"<{tag}>").replace(f"&lt;/{tag}&gt;", f"</{tag}>")
+    return out
+
+
+def _escape_all(obj):
+    if isinstance(obj, str):
+        return _escape(obj) if any(c in obj for c in "<>&") else obj
+    if isinstance(obj, dict):
+        return {k: _escape_all(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_escape_all(v) for v in obj)
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "OUS":
+        return np.array([_escape_all(v) for v in obj.ravel().tolist()], dtype=object).reshape(obj.shape)
+    return obj
+
+
+def safe_figure(fig: go.Figure) -> go.Figure:
+    """``fig`` with every text shown as text: Plotly renders a subset of HTML in titles, tick
+    labels (category names), legend entries, annotations and hover text, so a class folder or CSV
+    column named ``<a href=...>`` would become a live link. Every string is escaped (``&``, ``<``,
+    ``>`` as entities, which Plotly shows literally) except the formatting tags nnsens's own figures
+    use (``<br>``, ``<b>``, ``<i>``, ``<sup>``, ``<sub>``, ``<extra>``). Pages show figures only
+    through :func:`ui.widgets.show_chart`, which calls this."""
+    return go.Figure(_escape_all(fig.to_plotly_json()))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 
 import numpy as np
@@ -10,7 +9,7 @@ import streamlit as st
 
 
 from nnsens_core import budget
-from nnsens_core._results import csv_bytes, dumps, npz_bytes
+from nnsens_core._results import csv_bytes, dumps, markdown_text, npz_bytes
 from nnsens_core.errors import NnsensError
 from nnsens_core.loading import check_forward
 
@@ -35,20 +34,22 @@ def guard(what: str = "This step"):
                        "model and data fit each other (Model & data page)."))
 
 
-_MARKDOWN_SPECIALS = re.compile(r"([\\`*_\[\]#|~$@])")
-_SCHEME_COLON = re.compile(r"(?<=[A-Za-z]):")   # http: javascript: mailto: (autolinks)
-_WWW = re.compile(r"(?i)\b(www)\.")
-
-
 def plain(text) -> str:
     """``text`` (a user-provided name: class folder, file, feature, model) escaped so that
-    Streamlit's markdown shows it literally: no links or autolinks, images, emphasis, code,
-    colour directives or LaTeX (raw HTML is never rendered: ``unsafe_allow_html`` stays off).
-    Use it for every user-provided string inside ``st.markdown`` / ``st.success`` / ``st.error`` /
-    ``st.caption`` / metric labels; newlines become spaces. Ordinary punctuation (quotes, ``=``,
-    ``<``, ``>``, ``.``, ``(``) is left as it is, so messages read the same."""
-    out = _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(str(text).split()))
-    return _WWW.sub(r"\1\\.", _SCHEME_COLON.sub(r"\\:", out))
+    Streamlit's markdown shows it literally (:func:`nnsens_core._results.markdown_text`: no links
+    or autolinks, images, emphasis, code, colour directives or LaTeX; raw HTML is never rendered:
+    ``unsafe_allow_html`` stays off). Use it for every user-provided string inside ``st.markdown``
+    / ``st.success`` / ``st.error`` / ``st.caption`` / metric labels; newlines become spaces.
+    Ordinary punctuation (quotes, ``=``, ``<``, ``>``, ``.``, ``(``) is left as it is, so messages
+    read the same."""
+    return markdown_text(text, html=False)
+
+
+def show_chart(where, fig, **kwargs) -> None:
+    """``where.plotly_chart(fig, **kwargs)`` (``where`` is ``st`` or a column) with every text of
+    ``fig`` shown as text (:func:`ui.plots.safe_figure`): the one way pages show a figure."""
+    from .plots import safe_figure
+    where.plotly_chart(safe_figure(fig), **kwargs)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -64,10 +65,18 @@ def require_usable_model(model, key: str, device) -> None:
     """Stop the page with one message when the selected model's outputs do not fit its
     description (shape ``(N, classes)``, finite; :func:`nnsens_core.loading.check_forward`), so no
     computation runs on it; checked once per model (``key``: its content id) and device."""
+    if not usable_model(model, key, device):
+        st.stop()
+
+
+def usable_model(model, key: str, device) -> bool:
+    """False (after one message) when the selected model's outputs do not fit its description;
+    for a part of a page that uses the model while the rest does not (:func:`require_usable_model`
+    stops the whole page)."""
     msg = _model_problem(model.module, model.spec, key, str(device))
     if msg:
         st.error(plain(msg.rstrip(".")) + ". Pick another model in the sidebar.")
-        st.stop()
+    return not msg
 
 
 def cost_line(est: "budget.Estimate | None") -> bool:

@@ -5,6 +5,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .._results import markdown_text
 from ..errors import NnsensError
 from .registry import label
 
@@ -105,10 +106,10 @@ def markdown_table(info: Mapping, class_names: Sequence[str] | None = None,
         b = best[(c, j)]
         return f"**{s}**" if b is not None and b > 0 and round(x, 2) == round(b, 2) else s
 
-    head = "| method | " + " | ".join(f"{lab}: IoU / pointing" for _, lab in cols) + " |"
+    head = "| method | " + " | ".join(f"{markdown_text(lab)}: IoU / pointing" for _, lab in cols) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for m, row in vals.items():
-        lines.append(f"| {label(m)} | " + " | ".join(
+        lines.append(f"| {markdown_text(label(m))} | " + " | ".join(
             f"{fmt(row[c][0], c, 0)} / {fmt(row[c][1], c, 1)}" for c, _ in cols) + " |")
     return "\n".join(lines) + "\n"
 

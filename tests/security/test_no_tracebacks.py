@@ -129,3 +129,25 @@ def test_cli_bugs_still_surface(monkeypatch):
 
     with pytest.raises(TypeError, match="a bug"):
         _main_running(monkeypatch, run)([])
+
+
+@pytest.mark.parametrize("page", ["pages/sobol.py", "pages/landscape.py"])
+def test_unusable_tabular_model_gives_one_error_line(page):
+    """A tabular model with NaN outputs: one error line on every page that uses it; the landscape
+    page's tabs that do not use the loaded model still work."""
+    from tests.uploads import uploaded_paper_mlp
+
+    bad = uploaded_paper_mlp(7, "nan.pt")
+    with torch.no_grad():
+        bad.module.fc2.weight[0, 0] = float("nan")
+    at = AppTest.from_file(APP, default_timeout=300)
+    at.session_state["uploads"] = {"tabular_data": {}, "tabular_model": {"nan.pt": bad},
+                                   "image_data": {}, "image_model": {}}
+    at.session_state["sel_tabular_model"] = "nan.pt"
+    at.switch_page(page)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "NaN or infinite" in errors[0], errors
+    if page.endswith("landscape.py"):
+        assert at.button(key="ls_run") and at.button(key="ls_d_run")  # the other tabs are there
