@@ -242,6 +242,12 @@ def test_volume_occlusion_positions_and_window_check():
         O.occlusion(_cnn3d(), _volumes(1, (6, 5, 7)), [0], O.OcclusionConfig(window=6), "cpu")
 
 
+def test_occlusion_budget_counts_cubes_for_a_volume_shape():
+    from nnsens_core import budget
+    est = budget.occlusion(_cnn3d(), (1, 8, 8, 8), O.OcclusionConfig(window=4, stride=2), 2)
+    assert "(28 positions × 2 image(s))" in est.what         # 3 x 3 x 3 cubes + the clean pass
+
+
 # --------------------------------------------------------------------------- metrics
 
 def test_map_metrics_of_volumes_equal_those_of_the_flattened_maps():
