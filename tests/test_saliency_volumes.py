@@ -13,11 +13,10 @@ from torch import nn
 
 from nnsens_core.errors import NnsensError
 from nnsens_core.saliency import cam as C
-from nnsens_core.saliency import compare
+from nnsens_core.saliency import compare, registry
 from nnsens_core.saliency import gradients as G
 from nnsens_core.saliency import metrics as mt
 from nnsens_core.saliency import occlusion as O
-from nnsens_core.saliency import registry
 
 
 def _cnn3d(n_classes: int = 3, seed: int = 0) -> nn.Module:

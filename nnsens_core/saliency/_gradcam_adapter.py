@@ -59,7 +59,7 @@ def recorded_activations(cam) -> list:
     return cam.activations_and_grads.activations
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def score_cam_class():
     """The package's ``ScoreCAM`` with a chosen ``batch_size`` for its masked forward passes and
     no tqdm bars (same weights: softmax over channels of the target score of the masked inputs);
