@@ -190,9 +190,10 @@ def am(model, n_targets: int, cfg, input_shape=None) -> Estimate:
 
 
 def occlusion(model, shape: Sequence[int], cfg, n_images: int = 1) -> Estimate:
-    """Occlusion: positions × images forward passes."""
+    """Occlusion: positions × images forward passes; ``shape`` is (C, H, W) or, for volumes,
+    (C, D, H, W) (a cube slides along every spatial axis)."""
     from .saliency.occlusion import occlusion_positions
-    positions = len(occlusion_positions(shape, cfg)) + 1
+    positions = len(occlusion_positions(shape, cfg, spatial=max(2, len(shape) - 1))) + 1
     return Estimate(f"occlusion ({positions} positions × {n_images} image(s))",
                     _g(positions * n_images * forward_flop(model, shape)),
                     "increase the occlusion stride / window or use fewer images")

@@ -103,6 +103,34 @@ def test_batched_scorecam_overrides_the_weights_the_package_calls():
         f"the package did not call the adapter's get_cam_weights as before: passes {calls} ({GRADCAM})"
 
 
+def test_volume_cam_class_overrides_the_per_layer_step_the_package_calls():
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.base_cam import BaseCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    for name in ("compute_cam_per_layer", "get_cam_image"):
+        params = list(inspect.signature(getattr(BaseCAM, name)).parameters)
+        expected = {"compute_cam_per_layer": ["self", "input_tensor", "targets", "eigen_smooth"],
+                    "get_cam_image": ["self", "input_tensor", "target_layer", "targets",
+                                      "activations", "grads", "eigen_smooth"]}[name]
+        assert params == expected, f"BaseCAM.{name}{params} changed; volume_cam_class relies on " \
+                                   f"{expected} ({GRADCAM})"
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2),
+                        nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(3, 2)).eval()
+    calls = []
+    cls = GA.volume_cam_class(GradCAM)
+    cam = GA.make_cam(cls, net, net[2])
+    cam.get_cam_image = lambda *a, **k: calls.append(a[3].shape) or cls.get_cam_image(cam, *a, **k)
+    try:
+        out = cam(input_tensor=torch.rand(1, 1, 8, 6, 4), targets=[ClassifierOutputTarget(1)])
+    finally:
+        GA.release_cam(cam)
+    assert calls == [(1, 3, 4, 3, 2)], \
+        f"the package no longer calls compute_cam_per_layer / get_cam_image as before ({GRADCAM})"
+    assert out.shape == (1, 8, 6, 4)
+    assert GA.volume_cam_class(GradCAM) is cls                 # one class per package class
+
+
 # --------------------------------------------------------------------------- Streamlit
 
 STREAMLIT = _versions("streamlit", SI.PINNED)

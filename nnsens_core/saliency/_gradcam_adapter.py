@@ -12,9 +12,20 @@ that sits here, and ``tests/test_adapters.py`` checks it on the installed versio
 * ``BaseCAM.get_cam_weights(input_tensor, target_layer, targets, activations, grads)`` and the
   ``model`` / ``device`` attributes, which :func:`score_cam_class` overrides / reads to batch
   ScoreCAM's masked forward passes.
+* ``BaseCAM.compute_cam_per_layer(input_tensor, targets, eigen_smooth)``, ``target_layers``,
+  ``get_cam_image(...)`` and ``activations_and_grads.gradients``, which :func:`volume_cam_class`
+  overrides / reads for volumes. The package's CAM weights and weighted sums are dimension-agnostic
+  (5-D activations work), but it upsamples a volume's CAM with ``scipy.ndimage.zoom`` (cubic
+  spline, corner-aligned grids), while an image's CAM gets ``cv2.resize`` (bilinear, half-pixel
+  centres). The override upsamples volumes trilinearly with half-voxel centres, the 3-D analogue
+  of the image path, so a CAM voxel lands where its receptive field is and no spline overshoot
+  appears.
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,9 +59,11 @@ def recorded_activations(cam) -> list:
     return cam.activations_and_grads.activations
 
 
+@functools.cache
 def score_cam_class():
     """The package's ``ScoreCAM`` with a chosen ``batch_size`` for its masked forward passes and
-    no tqdm bars (same weights: softmax over channels of the target score of the masked inputs)."""
+    no tqdm bars (same weights: softmax over channels of the target score of the masked inputs);
+    on volumes the channel masks are upsampled trilinearly (the package's is 2-D only)."""
     from pytorch_grad_cam import ScoreCAM
 
     class BatchedScoreCAM(ScoreCAM):
@@ -60,10 +73,13 @@ def score_cam_class():
         def get_cam_weights(self, input_tensor, target_layer, targets, activations, grads):
             with torch.no_grad():
                 act = torch.as_tensor(activations).to(self.device)
-                up = F.interpolate(act, size=input_tensor.shape[-2:], mode="bilinear",
-                                   align_corners=True)  # = nn.UpsamplingBilinear2d
+                mode = "bilinear" if act.ndim == 4 else "trilinear"   # images / volumes
+                up = F.interpolate(act, size=tuple(input_tensor.shape[2:]), mode=mode,
+                                   align_corners=True)  # = nn.UpsamplingBilinear2d on images
                 flat = up.flatten(2)
-                mx, mn = flat.max(-1)[0][..., None, None], flat.min(-1)[0][..., None, None]
+                ones = (1,) * (up.ndim - 2)
+                mx = flat.max(-1)[0].view(*flat.shape[:2], *ones)
+                mn = flat.min(-1)[0].view(*flat.shape[:2], *ones)
                 up = (up - mn) / (mx - mn + 1e-8)
                 n, k = up.shape[:2]
                 scores = torch.empty(n, k)
@@ -75,3 +91,46 @@ def score_cam_class():
                 return torch.softmax(scores, dim=-1).numpy()
 
     return BatchedScoreCAM
+
+
+def upsample_volumes(cams: np.ndarray, size) -> np.ndarray:
+    """CAM volumes ``(N, d, h, w)`` -> ``(N, D, H, W)`` float32: each min-max scaled like the
+    package's ``scale_cam_image`` (``(c - min) / (max - min + 1e-7)``), then resized trilinearly
+    with half-voxel centres (``align_corners=False``, the 3-D analogue of ``cv2.resize``)."""
+    c = torch.as_tensor(np.asarray(cams, dtype=np.float32))
+    flat = c.flatten(1)
+    lo = flat.min(1)[0].view(-1, 1, 1, 1)
+    c = c - lo
+    c = c / (1e-7 + c.flatten(1).max(1)[0].view(-1, 1, 1, 1))
+    up = F.interpolate(c[:, None], size=tuple(int(s) for s in size), mode="trilinear",
+                       align_corners=False)
+    return up[:, 0].numpy()
+
+
+_VOLUME_CLASSES: dict[type, type] = {}
+
+
+def volume_cam_class(cam_cls):
+    """``cam_cls`` (a package CAM class) whose CAMs of volumes ``(N, C, D, H, W)`` are upsampled
+    by :func:`upsample_volumes` instead of the package's cubic-spline zoom; images take the
+    package's own path unchanged. The per-channel weights and the weighted sum are the package's."""
+    if cam_cls not in _VOLUME_CLASSES:
+        class VolumeCAM(cam_cls):
+            def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+                if input_tensor.ndim != 5:
+                    return super().compute_cam_per_layer(input_tensor, targets, eigen_smooth)
+                aag = self.activations_and_grads
+                acts = [a.cpu().data.numpy() for a in aag.activations]
+                grads = [g.cpu().data.numpy() for g in aag.gradients]
+                out = []
+                for i, layer in enumerate(self.target_layers):
+                    cam = self.get_cam_image(input_tensor, layer, targets,
+                                             acts[i] if i < len(acts) else None,
+                                             grads[i] if i < len(grads) else None, eigen_smooth)
+                    cam = np.maximum(cam, 0)
+                    out.append(upsample_volumes(cam, input_tensor.shape[2:])[:, None])
+                return out
+
+        VolumeCAM.__name__ = VolumeCAM.__qualname__ = f"Volume{cam_cls.__name__}"
+        _VOLUME_CLASSES[cam_cls] = VolumeCAM
+    return _VOLUME_CLASSES[cam_cls]

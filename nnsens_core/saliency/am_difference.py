@@ -1,5 +1,5 @@
-"""The activation-maximization difference map as a saliency method (``am``), and the typed
-hand-over of an AM run from the Activation maximization page to the saliency comparison.
+"""The activation-maximization difference map as a saliency method (``am``, images only), and
+the typed hand-over of an AM run from the Activation maximization page to the saliency comparison.
 
 The map is ``|x_AM - x|`` averaged over channels, where ``x_AM`` is activation maximization of the
 explained class started from the image itself (:func:`nnsens_core.activation_max.difference_map`).
@@ -33,7 +33,7 @@ def am_difference(model, x, targets, cfg: AMConfig, *, spec=None, device="auto",
 
 register(Method("am", "AM difference", am_difference, AMConfig, signed=True,
                 description="|x_AM − x|: where activation maximization of the class changes the "
-                            "image (channel mean)"))
+                            "image (channel mean)", volumes=False))
 
 
 @dataclass(frozen=True, eq=False)

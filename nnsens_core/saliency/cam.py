@@ -9,15 +9,20 @@ What the wrapper adds to the package:
   the model cleared, so the (shared, cached) model is left as it was (every use of the package's
   internals sits in :mod:`nnsens_core.saliency._gradcam_adapter`). The package's context manager
   is not used because it swallows ``IndexError``.
-* **target-layer validation**: a Conv2d, or a block that contains one, whose output is a
-  ``(N, C, h, w)`` feature map; anything else raises :class:`~nnsens_core.errors.NnsensError`.
+* **target-layer validation**: a Conv2d (Conv3d for volumes), or a block that contains one,
+  whose output is a ``(N, C, h, w)`` (``(N, C, d, h, w)``) feature map; anything else raises
+  :class:`~nnsens_core.errors.NnsensError`.
+* **volumes** ``(N, C, D, H, W)``: every method runs with the package's own (dimension-agnostic)
+  weights; the CAM is upsampled trilinearly (half-voxel centres) to the input size instead of the
+  package's cubic-spline zoom, and ScoreCAM's channel masks trilinearly
+  (:func:`~nnsens_core.saliency._gradcam_adapter.volume_cam_class`).
 * **ScoreCAM** with a batch size for its masked forward passes and no tqdm output (same weights as
   the package's ``ScoreCAM``: softmax over channels of the target score of the masked inputs).
 * inputs that need no gradient on a model whose parameters are frozen still get gradients (the
   input is marked ``requires_grad``), and a model on another device is deep-copied, never moved.
 
-Maps are ``(N, H, W)`` float32 in [0, 1] (the package min-max scales each map, then resizes it
-bilinearly to the input size). ``eigencam`` does not depend on the class (it is the first principal
+Maps are ``(N, H, W)`` (volumes: ``(N, D, H, W)``) float32 in [0, 1] (the package min-max scales
+each map, then resizes it bilinearly, trilinearly for volumes, to the input size). ``eigencam`` does not depend on the class (it is the first principal
 component of the activations); every other method explains ``classes[i]`` for image ``i``.
 """
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .._hooks import get_module, probe_outputs
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
 from ._common import _classes, check_model_input
-from ._gradcam_adapter import make_cam, release_cam, score_cam_class
+from ._gradcam_adapter import make_cam, release_cam, score_cam_class, volume_cam_class
 from .registry import Method, register
 
 
@@ -82,18 +87,23 @@ class CamConfig:
 # --------------------------------------------------------------------------- layers
 
 def _has_conv(module: nn.Module) -> bool:
-    return any(isinstance(m, nn.Conv2d) for m in module.modules())
+    return any(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in module.modules())
+
+
+def _grid_kind(input_shape: Sequence[int]) -> str:
+    return "(C, h, w)" if len(input_shape) == 3 else "(C, d, h, w)"
 
 
 def target_layer_choices(model: nn.Module) -> list[str]:
-    """Module names usable as target layers: Conv2d layers and blocks containing one (not the
-    whole model), in definition order."""
+    """Module names usable as target layers: Conv2d / Conv3d layers and blocks containing one (not
+    the whole model), in definition order."""
     return [n for n, m in model.named_modules() if n and _has_conv(m)]
 
 
 def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[str] | None = None,
                 device="cpu") -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of each named module for one zero input, in execution order."""
+    """Output shape (without batch) of each named module for one zero input of ``input_shape``
+    ((C, H, W) or (C, D, H, W)), in execution order."""
     names = list(target_layer_choices(model) if names is None else names)
     x = torch.zeros((1, *input_shape), device=resolve_device(device))
     return {n: s[1:] for n, s in probe_outputs(model, x, names).items()}
@@ -101,27 +111,30 @@ def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[st
 
 def default_target_layer(model: nn.Module, input_shape: Sequence[int], min_grid: int = 8,
                          device="cpu") -> str:
-    """The last-executed conv layer/block whose output grid is at least ``min_grid`` pixels on its
-    shorter side (ResNet-small at 64x64: ``layer4``, 8x8; VGG16-small: ``features.30``, the last
+    """The last-executed conv layer/block whose output grid (h, w; volumes: d, h, w) is at least
+    ``min_grid`` pixels (voxels) on its shortest side (ResNet-small at 64x64: ``layer4``, 8x8; VGG16-small: ``features.30``, the last
     conv of block 4, 8x8). Falls back to the last conv layer when none is that fine.
 
     Coarser layers (e.g. VGG16-small ``features.40``, 4x4) are more class-specific but localize at
     a 16-pixel grid; the pages let the user pick."""
     grids = layer_grids(model, input_shape, device=device)
-    fine = [n for n, s in grids.items() if len(s) == 3 and min(s[1:]) >= min_grid]
+    dims = len(input_shape)
+    fine = [n for n, s in grids.items() if len(s) == dims and min(s[1:]) >= min_grid]
     if fine:
         return fine[-1]
-    spatial = [n for n, s in grids.items() if len(s) == 3]
+    spatial = [n for n, s in grids.items() if len(s) == dims]
     if spatial:
         return spatial[-1]
-    raise NnsensError("the model has no Conv2d layer producing a feature map; Grad-CAM methods "
-                      "need a convolutional model")
+    conv = "Conv2d" if dims == 3 else "Conv3d"
+    raise NnsensError(f"the model has no {conv} layer producing a {_grid_kind(input_shape)} feature "
+                      "map; Grad-CAM methods need a convolutional model")
 
 
 def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int] | None = None,
                           device="cpu") -> nn.Module:
-    """The module ``name`` if it is a Conv2d or a block containing one (and, when ``input_shape`` is
-    given, outputs an ``(N, C, h, w)`` map); otherwise a :class:`NnsensError` naming valid choices."""
+    """The module ``name`` if it is a Conv2d / Conv3d or a block containing one (and, when
+    ``input_shape`` (C, H, W) or (C, D, H, W) is given, outputs an ``(N, C, h, w)`` map, or an
+    ``(N, C, d, h, w)`` map for volumes); otherwise a :class:`NnsensError` naming valid choices."""
     module = get_module(model, name)
     choices = target_layer_choices(model)
     shown = ", ".join(choices[-12:])
@@ -133,9 +146,9 @@ def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int
                           f"layer or a block containing one; pick one of: {shown}")
     if input_shape is not None:
         shape = layer_grids(model, input_shape, [name], device).get(name)
-        if shape is None or len(shape) != 3:
-            raise NnsensError(f"target_layer={name!r} outputs shape {shape}, not a (C, h, w) "
-                              f"feature map; pick one of: {shown}")
+        if shape is None or len(shape) != len(input_shape):
+            raise NnsensError(f"target_layer={name!r} outputs shape {shape}, not a "
+                              f"{_grid_kind(input_shape)} feature map; pick one of: {shown}")
     return module
 
 
@@ -144,7 +157,8 @@ def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int
 def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamConfig(),
              device="auto", progress: Progress | None = None) -> torch.Tensor:
     """Grad-CAM-family maps ``(N, H, W)`` in [0, 1] for inputs ``x`` (N, C, H, W) in model-input
-    space, each image explaining its own ``classes[i]``."""
+    space (maps ``(N, D, H, W)`` for volumes ``x`` (N, C, D, H, W)), each image explaining its own
+    ``classes[i]``."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     dev = resolve_device(device)
@@ -154,7 +168,8 @@ def cam_maps(model: nn.Module, x: torch.Tensor, classes, cfg: CamConfig = CamCon
         default_target_layer(net, tuple(x.shape[1:]), device=dev)
     layer = validate_target_layer(net, layer_name, tuple(x.shape[1:]), dev)
     cls = _classes(classes, len(x), n_out)
-    cam = make_cam(_registry()[cfg.method], net, layer)
+    cam_cls = _registry()[cfg.method]
+    cam = make_cam(volume_cam_class(cam_cls) if x.ndim == 5 else cam_cls, net, layer)
     if cfg.method == "scorecam":
         cam.batch_size = cfg.score_batch_size
     try:

@@ -1,6 +1,7 @@
 """Saliency comparison: run many explanation methods on the same images and score them.
 
-:func:`explain` returns ``{method: (N, H, W) maps}``, every map scaled per image to [0, 1]
+:func:`explain` returns ``{method: (N, H, W) maps}`` (``(N, D, H, W)`` for volumes
+``(N, C, D, H, W)``), every map scaled per image to [0, 1]
 (min-max; a constant map becomes all zeros; signed maps, e.g. occlusion and the activation-
 maximization difference map, are clipped at 0 first, keeping the evidence *for* the class).
 :func:`evaluate_dataset` runs :func:`explain` over a dataset with ground-truth masks and scores
@@ -40,7 +41,8 @@ DEFAULT_METHODS = ("gradcam", "am", "occlusion", "mask")
 def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],
             cfgs: Mapping[str, object] | None = None, device="auto",
             progress: Progress | None = None) -> dict[str, torch.Tensor]:
-    """Maps ``{method: (N, H, W)}`` in [0, 1] explaining ``classes[i]`` for image ``x[i]``.
+    """Maps ``{method: (N, H, W)}`` in [0, 1] explaining ``classes[i]`` for image ``x[i]``
+    (``(N, D, H, W)`` for volumes ``x`` (N, C, D, H, W)).
 
     ``model`` is an ``nn.Module`` or a LoadedModel (``spec=None`` then takes its spec). ``x`` is
     (N, C, H, W) in model-input space (``spec.normalize(images01)``); ``classes`` one int per image
@@ -126,7 +128,8 @@ class Evaluation(Result):
             "iou": "IoU of the top-k map pixels (k = GT mask area) with the GT mask"
                    + ("" if cfg.p is None else f"; top-{cfg.p} region"),
             "pointing": "share of images whose map maximum lies in the GT mask "
-                        f"(tolerance {cfg.tolerance} px; empty masks excluded)",
+                        f"(tolerance {cfg.tolerance} px or voxels, Euclidean; empty masks "
+                        "excluded)",
             "mass": "share of the map's total inside the GT mask"},
             "n_images": int(len(self.indices)), "methods": {},
             "accuracy": float(self.records["correct"].to_numpy()[:len(self.indices)].mean())}
@@ -148,7 +151,10 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                      cfgs: Mapping[str, object] | None = None, indices=None, target: str = "label",
                      p: float | None = None, tolerance: float = 0.0, batch_size: int = 32,
                      device="auto", progress: Progress | None = None) -> Evaluation:
-    """Explain ``data`` (an :class:`~nnsens_core.data.ImageData` with ``masks``) image by image
+    """Explain ``data`` (an :class:`~nnsens_core.data.ImageData` with ``masks``: images
+    ``(n, C, H, W)`` with masks ``(n, H, W)``, or volumes ``(n, C, D, H, W)`` with masks
+    ``(n, D, H, W)``; any object with ``images``, ``labels``, ``masks``, ``class_names``, ``name``
+    and ``len()``) image by image
     (``target="label"``: the true class; ``"pred"``: the predicted class) and score the maps against
     the masks (:func:`metrics.localization` with ``p``, ``tolerance``).
 
@@ -206,7 +212,8 @@ def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequ
                  metric: str = "spearman", seed: int = 0, device="auto",
                  progress: Progress | None = None) -> mt.RandomizationResult:
     """Cascading randomization (:func:`metrics.cascading_randomization`) of ``model`` (deep-copied)
-    with the maps of :func:`explain`; ``layers`` default to every Conv2d/Linear, top first."""
+    with the maps of :func:`explain` (images or volumes); ``layers`` default to every
+    Conv2d/Conv3d/Linear, top first."""
     dev = resolve_device(device)
     methods = parse_methods(methods)
     if spec is None:

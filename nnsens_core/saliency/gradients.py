@@ -1,6 +1,8 @@
 """Gradient saliency: vanilla gradient, gradient x input, Integrated Gradients and SmoothGrad.
 
-Every method explains ``classes[i]`` for image ``i`` of ``x`` (N, C, H, W) in model-input space,
+Every method explains ``classes[i]`` for image ``i`` of ``x`` (N, C, H, W) in model-input space
+(or volume ``i`` of ``x`` (N, C, D, H, W): every sum and max below runs over the channels of each
+voxel, and the maps are (N, D, H, W)),
 through the class score ``f`` (the logit by default: the softmax saturates on confident models).
 ``r`` is a reference image (black by default; see :func:`nnsens_core.saliency._common.reference_image`).
 
@@ -95,19 +97,21 @@ def evaluations(method: str, cfg: GradientConfig) -> int:
 
 def _noise_std(x: torch.Tensor, spec, sigma: float) -> torch.Tensor:
     """SmoothGrad's std in model-input units: ``sigma`` times each channel's valid range (from
-    ``spec``), else times each image's value range."""
+    ``spec``), else times each image's (volume's) value range; shaped to broadcast over ``x``."""
+    ones = (1,) * (x.ndim - 2)
     if spec is not None and getattr(spec, "input_shape", None):
         lo, hi = spec.input_range(x[0])
-        return (sigma * (hi - lo))[None]                                # (1, C, 1, 1)
-    span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).clamp_min(1e-12)
-    return (sigma * span).view(-1, 1, 1, 1)                             # (N, 1, 1, 1)
+        return (sigma * (hi - lo)).reshape(1, -1, *ones)               # (1, C, 1, 1[, 1])
+    flat = x.flatten(1)
+    span = (flat.amax(1) - flat.amin(1)).clamp_min(1e-12)
+    return (sigma * span).view(-1, 1, *ones)                            # (N, 1, 1, 1[, 1])
 
 
 def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smoothgrad",
                   cfg: GradientConfig = GradientConfig(), device="auto", spec=None,
                   progress: Progress | None = None) -> torch.Tensor:
     """Maps ``(N, H, W)`` (CPU float32) of ``method`` for inputs ``x`` (N, C, H, W) in model-input
-    space, image ``i`` explaining ``classes[i]`` (one int for all). ``spec`` (a ModelSpec) maps
+    space (``(N, D, H, W)`` for volumes ``x`` (N, C, D, H, W)), image ``i`` explaining ``classes[i]`` (one int for all). ``spec`` (a ModelSpec) maps
     the constant reference and SmoothGrad's noise through the model's normalisation.
     ``progress(done, total)`` counts forward + backward passes."""
     if not isinstance(cfg, GradientConfig):
@@ -131,7 +135,7 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
         item = torch.arange(sl.start, sl.stop, device=dev)
         i, j = item // k, item % k                       # image, evaluation point
         if method == "ig":
-            z = ref[i] + alphas[j].view(-1, 1, 1, 1) * (x[i] - ref[i])
+            z = ref[i] + alphas[j].view(-1, *(1,) * (x.ndim - 1)) * (x[i] - ref[i])
         elif method == "smoothgrad":
             z = x[i] + noise[i, j]
         else:
@@ -143,7 +147,7 @@ def gradient_maps(model: nn.Module, x: torch.Tensor, classes, method: str = "smo
         if method == "gradient":
             return g.abs().amax(1)
         base = x[i] if method == "ig" else z.detach()
-        return ((base - ref[i]) * g).sum(1)              # (b, H, W)
+        return ((base - ref[i]) * g).sum(1)              # (b, H, W) or (b, D, H, W)
 
     total = n * k
     per_item = map_batches(fn, total, cfg.batch_size, progress, out_device="cpu")

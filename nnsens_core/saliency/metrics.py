@@ -1,8 +1,9 @@
 """Agreement between saliency maps, localization against ground truth, and the sanity check.
 
-All per-image metrics take maps shaped ``(N, H, W)`` (torch tensors or numpy arrays, any real
-dtype; computed in float64 numpy) and return a float64 array of shape ``(N,)``, one value per
-image. A value is ``NaN`` where the metric is undefined for that image (the docstring says when);
+All per-image metrics take maps shaped ``(N, H, W)``, or ``(N, D, H, W)`` for volumes (torch
+tensors or numpy arrays, any real dtype; computed in float64 numpy; a single ``(H, W)`` map is one
+image, a single volume needs its batch axis) and return a float64 array of shape ``(N,)``, one
+value per image (volume). Masks have the maps' shape. "Pixel" below means voxel for volumes. A value is ``NaN`` where the metric is undefined for that image (the docstring says when);
 summaries use NaN-aware means and report how many images counted.
 
 Definitions (used everywhere in nnsens, also in the CLI's ``metrics.json``):
@@ -10,8 +11,9 @@ Definitions (used everywhere in nnsens, also in the CLI's ``metrics.json``):
 * **top-p% region** of a map: the pixels whose value is at or above the map's ``(1 - p)`` quantile
   (numpy's default linear interpolation). Ties at the threshold are all included, so a constant
   map selects every pixel.
-* **top-k region**: exactly the ``k`` highest pixels; ties are broken by row-major pixel order
-  (the earlier pixel wins), so the region always has ``k`` pixels.
+* **top-k region**: exactly the ``k`` highest pixels; ties are broken by C-order pixel order
+  (row-major; for volumes slice by slice, then row-major; the earlier pixel wins), so the region
+  always has ``k`` pixels.
 * **IoU** of two boolean regions: ``|A ∩ B| / |A ∪ B|``; NaN when both are empty.
 * **Spearman**: Pearson correlation of the pixel ranks (ties get their average rank); NaN when
   either map is constant.
@@ -19,9 +21,10 @@ Definitions (used everywhere in nnsens, also in the CLI's ``metrics.json``):
 * **GT IoU**: IoU between the top-k region of the map with ``k`` = area of the ground-truth mask
   (or the top-p% region when ``p`` is given) and the mask; NaN when the mask is empty.
 * **pointing game** (Zhang et al. 2016): 1 when the map's maximum pixel (the first one in
-  row-major order when several pixels share the maximum) lies inside the mask dilated by
-  ``tolerance`` pixels (Euclidean distance to the nearest mask pixel ``<= tolerance``; 0 means the
-  mask itself), else 0; NaN when the mask is empty (a hit needs a non-empty mask).
+  C order when several pixels share the maximum) lies inside the mask dilated by
+  ``tolerance`` pixels (Euclidean distance, over every spatial axis, in pixel / voxel units, to
+  the nearest mask pixel ``<= tolerance``; 0 means the mask itself), else 0; NaN when the mask is
+  empty (a hit needs a non-empty mask).
 * **relevance mass** (Arras et al. 2022): ``sum(map inside mask) / sum(map)`` with the map clipped
   at 0; NaN when the mask is empty or the clipped map sums to 0.
 """
@@ -48,19 +51,21 @@ def _as_maps(maps, name: str = "maps") -> np.ndarray:
     a = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
     if a.ndim == 2:
         a = a[None]
-    if a.ndim != 3:
-        raise NnsensError(f"{name} have shape {a.shape}; expected (N, H, W) or (H, W)")
+    if a.ndim not in (3, 4):
+        raise NnsensError(f"{name} have shape {a.shape}; expected (N, H, W), (H, W) or, for "
+                          "volumes, (N, D, H, W)")
     return a.astype(np.float64, copy=False)
 
 
 def _as_masks(masks, like: np.ndarray, name: str = "mask") -> np.ndarray:
     m = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
-    if m.ndim == 2:
+    if m.ndim == 2 and like.ndim == 3:
         m = m[None]
     if m.shape != like.shape:
-        raise NnsensError(f"the {name} has shape {m.shape[1:] if m.ndim == 3 else m.shape} but the "
-                          f"maps are {like.shape[1:]} (for {like.shape[0]} image(s)); give one "
-                          f"{like.shape[1]}x{like.shape[2]} mask per image")
+        shown = m.shape[1:] if m.ndim == like.ndim else m.shape
+        raise NnsensError(f"the {name} has shape {shown} but the maps are {like.shape[1:]} (for "
+                          f"{like.shape[0]} image(s)); give one "
+                          f"{'x'.join(map(str, like.shape[1:]))} mask per image")
     if m.dtype != bool:
         vals = np.unique(m)
         if not np.all(np.isin(vals, (0, 1))):
@@ -85,7 +90,8 @@ def _check_p(p: float) -> None:
 # --------------------------------------------------------------------------- regions
 
 def top_region(maps, p: float) -> np.ndarray:
-    """Boolean ``(N, H, W)``: pixels at or above each map's ``(1 - p)`` quantile (top-p%)."""
+    """Boolean, the maps' shape ``(N, H, W)`` or ``(N, D, H, W)``: pixels at or above each map's
+    ``(1 - p)`` quantile (top-p%)."""
     _check_p(p)
     a = _as_maps(maps)
     flat = a.reshape(len(a), -1)
@@ -94,7 +100,7 @@ def top_region(maps, p: float) -> np.ndarray:
 
 
 def topk_region(maps, k) -> np.ndarray:
-    """Boolean ``(N, H, W)``: exactly ``k[i]`` highest pixels of map ``i`` (ties: row-major order)."""
+    """Boolean, the maps' shape: exactly ``k[i]`` highest pixels of map ``i`` (ties: C order)."""
     a = _as_maps(maps)
     flat = a.reshape(len(a), -1)
     k = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(a),))
@@ -108,7 +114,8 @@ def topk_region(maps, k) -> np.ndarray:
 
 
 def iou(region_a, region_b) -> np.ndarray:
-    """``|A ∩ B| / |A ∪ B|`` per image for boolean ``(N, H, W)`` regions; NaN when both are empty."""
+    """``|A ∩ B| / |A ∪ B|`` per image for boolean ``(N, H, W)`` or ``(N, D, H, W)`` regions; NaN
+    when both are empty."""
     ra = np.asarray(region_a, dtype=bool).reshape(len(region_a), -1)
     rb = np.asarray(region_b, dtype=bool).reshape(len(region_b), -1)
     inter = (ra & rb).sum(1).astype(np.float64)
@@ -184,21 +191,21 @@ def gt_iou(maps, masks, p: float | None = None) -> np.ndarray:
 
 
 def pointing_game(maps, masks, tolerance: float = 0.0) -> np.ndarray:
-    """1.0 when the map's maximum lies within ``tolerance`` pixels of the mask, else 0.0; NaN for an
-    empty mask (see module docstring for ties)."""
+    """1.0 when the map's maximum lies within ``tolerance`` pixels (voxels: Euclidean distance over
+    depth, rows and columns) of the mask, else 0.0; NaN for an empty mask (see module docstring
+    for ties)."""
     if not tolerance >= 0:
         raise NnsensError(f"tolerance={tolerance!r} must be >= 0 pixels")
     a = _as_maps(maps)
     m = _as_masks(masks, a)
-    n, h, w = a.shape
-    arg = a.reshape(n, -1).argmax(1)
-    py, px = arg // w, arg % w
+    n = len(a)
+    peak = np.unravel_index(a.reshape(n, -1).argmax(1), a.shape[1:])   # one index array per axis
     out = np.full(n, np.nan)
     for i in range(n):
-        ys, xs = np.nonzero(m[i])
-        if len(ys) == 0:
+        where = np.nonzero(m[i])
+        if len(where[0]) == 0:
             continue
-        d2 = (ys - py[i]) ** 2 + (xs - px[i]) ** 2
+        d2 = sum((w.astype(np.int64) - int(q[i])) ** 2 for w, q in zip(where, peak))
         out[i] = float(d2.min() <= tolerance ** 2)
     return out
 
@@ -267,8 +274,10 @@ def summarize(records, metrics: Sequence[str] = ("iou", "pointing", "mass"),
 # --------------------------------------------------------------------------- sanity check
 
 def randomizable_layers(model: nn.Module) -> list[str]:
-    """Names of the Conv2d / Linear modules in forward-definition order (cascade goes in reverse)."""
-    return [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """Names of the Conv2d / Conv3d / Linear modules in forward-definition order (cascade goes in
+    reverse)."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear))]
 
 
 @dataclass(frozen=True)
@@ -320,10 +329,10 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
     """Randomize the model's layers one by one, from the top down, cumulatively, and measure how
     similar each method's maps stay to the maps of the trained model.
 
-    ``explain_fn(module)`` returns ``{method: (N, H, W) maps}`` for fixed inputs and classes. The
-    model is deep-copied first (the caller's model is never changed); each layer in ``layers``
-    (default: every Conv2d/Linear, last first) is re-initialised with its ``reset_parameters()``
-    under ``torch.manual_seed(seed + step)``. ``metric`` is one of :data:`SIMILARITIES`; an image
+    ``explain_fn(module)`` returns ``{method: (N, H, W) maps}`` (volumes: ``(N, D, H, W)``) for
+    fixed inputs and classes. The model is deep-copied first (the caller's model is never
+    changed); each layer in ``layers`` (default: every Conv2d/Conv3d/Linear, last first) is
+    re-initialised with its ``reset_parameters()`` under ``torch.manual_seed(seed + step)``. ``metric`` is one of :data:`SIMILARITIES`; an image
     whose randomized map is constant (similarity undefined) counts as similarity 0, because such a
     map keeps none of the original ranking. A method that passes the sanity check shows a curve that
     falls towards 0 as more layers are randomized.
@@ -337,8 +346,8 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
     layers = list(layers)
     for name in layers:
         if not any(True for _ in get_module(work, name).parameters()):
-            raise NnsensError(f"layer {name!r} has no parameters to randomize; pick Conv2d/Linear "
-                              "layers or blocks that contain them")
+            raise NnsensError(f"layer {name!r} has no parameters to randomize; pick Conv2d/Conv3d/"
+                              "Linear layers or blocks that contain them")
     sim = SIMILARITIES[metric]
     original = {k: _as_maps(v) for k, v in explain_fn(work).items()}
     vals: dict[str, list[np.ndarray]] = {k: [np.ones(len(v))] for k, v in original.items()}

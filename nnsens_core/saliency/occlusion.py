@@ -1,7 +1,9 @@
 """Occlusion saliency (Zeiler & Fergus 2014): slide a patch over the image and record how much the
 class score drops; the engine runs the model's leading conv chain incrementally where it can.
 
-It takes inputs ``x`` (N, C, H, W) in model-input space and explain ``classes[i]`` for image ``i``.
+It takes inputs ``x`` (N, C, H, W) in model-input space and explain ``classes[i]`` for image ``i``;
+volumes ``x`` (N, C, D, H, W) are occluded by a ``window``-sided cube (every occluded volume one full
+forward pass: the incremental engine is 2-D only).
 The class score ``f`` is the softmax probability (``score="prob"``) or the logit (``"logit"``).
 Perturbed pixels are replaced by a *reference* image: a Gaussian blur of the input
 (``reference="blur"``, ``blur_sigma`` pixels, reflect padding) or a constant grey level
@@ -10,6 +12,7 @@ normalisation when a :class:`~nnsens_core.zoo.ModelSpec` is given).
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -32,11 +35,12 @@ from .registry import Method, register
 
 @dataclass(frozen=True)
 class OcclusionConfig:
-    """Slide a ``window`` x ``window`` patch with ``stride``; the map at a pixel is the mean drop
+    """Slide a ``window`` x ``window`` patch (on volumes a ``window``-sided cube) with ``stride``
+    along every spatial axis; the map at a pixel (voxel) is the mean drop
     ``f(x) - f(x with the patch replaced by the reference)`` over the patches covering it.
 
-    Positions are ``0, stride, 2 stride, ...`` plus a last one flush with the far edge, so every
-    pixel is covered. ``batch_size``: occluded images per forward pass.
+    Positions on each axis are ``0, stride, 2 stride, ...`` plus a last one flush with the far
+    edge, so every pixel is covered. ``batch_size``: occluded images per forward pass.
     ``incremental``: ``"auto"`` computes the layers a VGG-like model applies first (convs, pools,
     pointwise layers, e.g. ``features``) incrementally, only where the occluded window reaches,
     and runs the rest of the model on their output, when the model allows it (see
@@ -68,14 +72,18 @@ def _positions(size: int, window: int, stride: int) -> list[int]:
     return pos
 
 
-def occlusion_positions(shape, cfg: OcclusionConfig) -> list[tuple[int, int]]:
-    """(top, left) of every patch for an image of ``shape`` (..., H, W)."""
-    h, w = shape[-2:]
-    if cfg.window > min(h, w):
-        raise NnsensError(f"window={cfg.window} is larger than the {h}x{w} image; use at most "
-                          f"{min(h, w)}")
-    return [(t, l) for t in _positions(h, cfg.window, cfg.stride)
-            for l in _positions(w, cfg.window, cfg.stride)]
+def occlusion_positions(shape, cfg: OcclusionConfig, spatial: int = 2) -> list[tuple[int, ...]]:
+    """Corner of every patch, ``(top, left)`` for an image of ``shape`` (..., H, W) or, with
+    ``spatial=3``, ``(front, top, left)`` for a volume of ``shape`` (..., D, H, W); in C order."""
+    if spatial not in (2, 3) or len(shape) < spatial:
+        raise NnsensError(f"spatial={spatial!r} must be 2 (images) or 3 (volumes) and shape "
+                          f"{tuple(shape)} must have that many trailing spatial sizes")
+    sizes = tuple(int(s) for s in shape[-spatial:])
+    if cfg.window > min(sizes):
+        what = "x".join(map(str, sizes))
+        raise NnsensError(f"window={cfg.window} is larger than the {what} "
+                          f"{'image' if spatial == 2 else 'volume'}; use at most {min(sizes)}")
+    return list(itertools.product(*(_positions(n, cfg.window, cfg.stride) for n in sizes)))
 
 
 class _IncrementalLogits:
@@ -104,7 +112,8 @@ class _IncrementalLogits:
 def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig = OcclusionConfig(),
               device="auto", spec=None, progress: Progress | None = None,
               return_details: bool = False):
-    """Signed occlusion maps ``(N, H, W)`` (positive: the patch supports ``classes[i]``).
+    """Signed occlusion maps ``(N, H, W)``, or ``(N, D, H, W)`` for volumes ``x`` (N, C, D, H, W)
+    (positive: the patch supports ``classes[i]``).
 
     With ``cfg.incremental="auto"``, when the model's traced graph (``torch.fx``) starts with a
     chain of convs / pools / pointwise layers fed the raw input whose last output is read once
@@ -117,6 +126,10 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     dev = resolve_device(device)
     net = inference_model(model, dev)
     x, n_out = check_model_input(net, x, spec, dev)
+    if x.ndim == 5:
+        maps = _occlusion_volumes(net, x, classes, n_out, cfg, dev, spec, progress)
+        details = {"engine": "full", "engine_reason": "volumes: the incremental engine is 2-D only"}
+        return (maps, details) if return_details else maps
     n, _, h, w = x.shape
     pos = occlusion_positions(x.shape, cfg)
     p = len(pos)
@@ -161,6 +174,57 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     count = all_masks.sum(0)
     maps = (total / count.clamp_min(1)).cpu()
     return (maps, details) if return_details else maps
+
+
+def _axis_cover(size: int, starts: list[int], window: int, device) -> torch.Tensor:
+    """``(len(starts), size)`` float: 1 where the window starting at ``starts[k]`` covers the index."""
+    idx = torch.arange(size, device=device)
+    st = torch.tensor(starts, device=device).view(-1, 1)
+    return ((idx >= st) & (idx < st + window)).float()
+
+
+def _occlusion_volumes(net, x, classes, n_out, cfg: OcclusionConfig, dev, spec,
+                       progress: Progress | None) -> torch.Tensor:
+    """Occlusion maps ``(N, D, H, W)`` of volumes ``x`` (N, C, D, H, W): every (volume, cube)
+    pair one full forward pass, ``cfg.batch_size`` per batch. A cube's mask is the product of one
+    window indicator per axis, so the per-voxel sums over the covering cubes are three small
+    matrix products (no ``(positions, D, H, W)`` mask stack)."""
+    n, _, *sizes = x.shape
+    occlusion_positions(x.shape, cfg, spatial=3)               # the window check
+    starts = [_positions(s, cfg.window, cfg.stride) for s in sizes]
+    counts = [len(s) for s in starts]
+    p = counts[0] * counts[1] * counts[2]
+    xd = x.detach().to(dev)
+    ref = reference_image(xd, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
+    cls = torch.tensor(_classes(classes, n, n_out), device=dev, dtype=torch.long)
+    if n == 0:
+        return torch.zeros((0, *sizes))
+    base = map_batches(lambda sl: class_score(net(xd[sl]), cls[sl], cfg.score), n, cfg.batch_size,
+                       out_device=None)
+    cover = [_axis_cover(s, st, cfg.window, dev) for s, st in zip(sizes, starts)]  # (P_a, size_a)
+    lo = [torch.tensor(st, device=dev) for st in starts]
+    grid = [torch.arange(s, device=dev) for s in sizes]
+
+    def drops(sl: slice) -> torch.Tensor:
+        idx = torch.arange(sl.start, sl.stop, device=dev)
+        i, j = idx // p, idx % p
+        a, b, c = j // (counts[1] * counts[2]), (j // counts[2]) % counts[1], j % counts[2]
+        inside = None
+        for axis, k in enumerate((a, b, c)):
+            t = lo[axis][k].view(-1, 1)
+            ok = (grid[axis] >= t) & (grid[axis] < t + cfg.window)        # (b, size_axis)
+            shape = [-1, 1, 1, 1]
+            shape[axis + 1] = sizes[axis]
+            ok = ok.view(shape)
+            inside = ok if inside is None else inside & ok
+        logits = net(torch.where(inside[:, None], ref[i], xd[i]))
+        return base[i] - class_score(logits, cls[i], cfg.score)
+
+    with torch.no_grad():
+        d = map_batches(drops, n * p, cfg.batch_size, progress).view(n, *counts).to(dev)
+    total = torch.einsum("nabc,ad,be,cf->ndef", d.float(), *cover)
+    count = torch.einsum("ad,be,cf->def", *cover)
+    return (total / count.clamp_min(1)).cpu()
 
 
 def _occlusion_fn(model, x, targets, cfg: OcclusionConfig, *, spec=None, device="auto",

@@ -11,7 +11,8 @@ Every method's ``fn`` has one signature::
     fn(model, x, targets, cfg, *, spec=None, device="auto", progress=None) -> Tensor (N, H, W)
 
 ``model`` is a :class:`~nnsens_core.zoo.LoadedModel` or an ``nn.Module``; ``x`` is (N, C, H, W) in
-model-input space; ``targets`` one class per image (or one int for all); ``cfg`` an instance of
+model-input space, or volumes (N, C, D, H, W) for a 3-D model (maps (N, D, H, W); a method
+registered with ``volumes=False`` refuses them); ``targets`` one class per image (or one int for all); ``cfg`` an instance of
 the method's ``config_type``; ``progress(done, total)``. Calling a :class:`Method` (or :func:`run`)
 checks the inputs once for every method (batch shape, dtype, channels, the model accepting the
 images, classes in range; :func:`~nnsens_core.saliency._common.check_model_input`), puts the model in
@@ -40,7 +41,9 @@ class Method:
     frozen dataclass of its settings (its default instance, with ``config_method_field`` set to
     ``name`` when given, is the default config); ``family``: the key of a config shared by a family
     in :func:`config_for` (``"cam"``, ``"gradients"``); ``aliases``: other names accepted by
-    :func:`get`; ``description``: one line saying what the map shows.
+    :func:`get`; ``description``: one line saying what the map shows; ``volumes``: the method
+    also takes volumes (N, C, D, H, W) (``False``: calling it on volumes raises
+    :class:`NnsensError` naming the methods that do).
     """
     name: str
     label: str
@@ -52,6 +55,7 @@ class Method:
     description: str = ""
     family: str | None = None
     config_method_field: str | None = None
+    volumes: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.lower() \
@@ -76,7 +80,12 @@ class Method:
 
     def __call__(self, model, x, targets, cfg=None, *, spec=None, device="auto",
                  progress=None) -> torch.Tensor:
-        """Raw (unscaled) maps ``(N, H, W)`` float32 on the CPU; ``cfg=None``: the default."""
+        """Raw (unscaled) maps ``(N, H, W)`` (volumes: ``(N, D, H, W)``) float32 on the CPU;
+        ``cfg=None``: the default."""
+        if not self.volumes and getattr(x, "ndim", 0) == 5:
+            works = ", ".join(volume_names())
+            raise NnsensError(f"method {self.name!r} works on images (N, C, H, W) only, not on "
+                              f"volumes {tuple(x.shape)}; on volumes use {works}")
         cfg = self.default_config() if cfg is None else self.bind(cfg)
         if not isinstance(cfg, self.config_type):
             raise NnsensError(f"the settings of {self.name!r} must be a {self.config_type.__name__}, "
@@ -133,6 +142,11 @@ def get(name: str) -> Method:
 def names() -> tuple[str, ...]:
     """Every method name, in display order."""
     return tuple(_METHODS)
+
+
+def volume_names() -> tuple[str, ...]:
+    """The methods that take volumes (N, C, D, H, W), in display order."""
+    return tuple(n for n, m in _METHODS.items() if m.volumes)
 
 
 def methods() -> tuple[Method, ...]:

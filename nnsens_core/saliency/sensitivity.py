@@ -1,6 +1,6 @@
 """Local pixel sensitivity of one block as a saliency method (``sensitivity``, class-agnostic):
 how strongly the block's output reacts to a small perturbation of each pixel
-(:func:`nnsens_core.local_sensitivity.sensitivity_map`), channel-aggregated."""
+(:func:`nnsens_core.local_sensitivity.sensitivity_map`), channel-aggregated. Images only."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,4 +50,4 @@ def local_sensitivity_map(model, x, targets, cfg: SensitivityConfig, *, spec=Non
 register(Method("sensitivity", "Local sensitivity", local_sensitivity_map, SensitivityConfig,
                 class_agnostic=True, aliases=("local",),
                 description="how strongly a block's output reacts to a small perturbation of each "
-                            "pixel (class-agnostic)"))
+                            "pixel (class-agnostic)", volumes=False))
