@@ -347,11 +347,11 @@ def group_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfig = PAP
                             cfg.score).sum() * scale
             (g,) = torch.autograd.grad(f, [m])
             grad += g
-            value += float(f)
+            value += float(f.detach())
         p1, p2 = mask_penalties(m, cfg)
         reg = (cfg.lambda1 * p1 + cfg.lambda2 * p2).sum()
         (g,) = torch.autograd.grad(reg, [m])
-        history[step] = value + float(reg)
+        history[step] = value + float(reg.detach())
         m.grad = grad + g
         opt.step()
         with torch.no_grad():
