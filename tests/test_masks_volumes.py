@@ -121,7 +121,7 @@ def test_group_mask_finds_the_region_the_model_uses():
     inside, outside = d[region.numpy()].mean(), d[~region.numpy()].mean()
     assert inside > 0.5 and outside < 0.05, (inside, outside)
     assert (d[~region.numpy()] < 0.5).all()  # nothing far from the region is deleted
-    assert res.score_after.mean() < 0.2 < 0.8 < res.score_before.mean()
+    assert res.score_after.mean() < 0.2 and res.score_before.mean() > 0.8
     assert res.history[-1] < res.history[0]
     assert res.m.shape == (8, 8, 8) and res.mask.shape == (16, 16, 16)
     assert model.dummy.grad is None

@@ -11,13 +11,37 @@ approach to assess the robustness of neural networks for medical image classific
 The masks themselves come from :mod:`nnsens_core.saliency.meaningful_mask` (``group_mask``,
 ``PAPER_MASK``).
 """
-from ..saliency.meaningful_mask import PAPER_MASK, GroupMaskResult, MaskConfig, formula, group_mask
+from ..saliency.meaningful_mask import (
+    PAPER_MASK,
+    GroupMaskResult,
+    MaskConfig,
+    formula,
+    group_mask,
+)
 from .grid import GridSettings, LambdaGridResult, lambda_grid
-from .metrics import (balanced_accuracy, combine_masks, masked_probability, mask_similarity,
-                      pixel_cosine, pixel_spearman, prob_cnn, region_agreement, roi_cosine,
-                      roi_density, top_p_iou, top_regions)
-from .retrain import (RetrainResult, RetrainSettings, Unit, UnitResult, plan_units, run_unit,
-                      training_robustness)
+from .metrics import (
+    balanced_accuracy,
+    combine_masks,
+    mask_similarity,
+    masked_probability,
+    pixel_cosine,
+    pixel_spearman,
+    prob_cnn,
+    region_agreement,
+    roi_cosine,
+    roi_density,
+    top_p_iou,
+    top_regions,
+)
+from .retrain import (
+    RetrainResult,
+    RetrainSettings,
+    Unit,
+    UnitResult,
+    plan_units,
+    run_unit,
+    training_robustness,
+)
 
 __all__ = ["PAPER_MASK", "GridSettings", "GroupMaskResult", "LambdaGridResult", "MaskConfig",
            "RetrainResult", "RetrainSettings", "Unit", "UnitResult", "balanced_accuracy",

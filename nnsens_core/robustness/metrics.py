@@ -32,7 +32,7 @@ Definitions (also in each docstring):
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -131,8 +131,8 @@ def prob_cnn(model, x: torch.Tensor, labels, mask_a, mask_b, *, model_b=None,
     values, for masks found on two networks). ``labels`` are the true classes ``y_i`` (one per
     input or one for all). See the module docstring for why the common deletion is used."""
     m_ab = combine_masks(mask_a, mask_b, combine)
-    kw = dict(reference=reference, constant=constant, blur_sigma=blur_sigma, spec=spec,
-              device=device, batch_size=batch_size)
+    kw = {"reference": reference, "constant": constant, "blur_sigma": blur_sigma, "spec": spec,
+              "device": device, "batch_size": batch_size}
     vals = [masked_probability(model, x, labels, m_ab, **kw).mean()]
     if model_b is not None:
         vals.append(masked_probability(model_b, x, labels, m_ab, **kw).mean())

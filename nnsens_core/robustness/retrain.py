@@ -12,8 +12,8 @@ from __future__ import annotations
 import functools
 import itertools
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,13 @@ from .._batching import Progress, map_batches
 from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
+from ..saliency.meaningful_mask import (
+    PAPER_MASK,
+    GroupMaskResult,
+    MaskConfig,
+    group_mask,
+)
 from ..zoo import module_of
-from ..saliency.meaningful_mask import PAPER_MASK, GroupMaskResult, MaskConfig, group_mask
 from . import metrics as rm
 from ._folds import stratified_folds
 
@@ -203,7 +208,7 @@ class RetrainResult(Result):
 
 def _summary(vals: Iterable[float]) -> tuple[float, float, int]:
     a = np.asarray([x for x in vals if x is not None and np.isfinite(x)], dtype=np.float64)
-    return (float(a.mean()), float(a.std()), int(len(a))) if len(a) else (float("nan"), float("nan"), 0)
+    return (float(a.mean()), float(a.std()), len(a)) if len(a) else (float("nan"), float("nan"), 0)
 
 
 def training_robustness(x: torch.Tensor, labels, train_fn: TrainFn,

@@ -99,7 +99,7 @@ class MaskConfig:
         v.one_of("reduce", self.reduce, REDUCES)
 
     @classmethod
-    def paper(cls, **overrides) -> "MaskConfig":
+    def paper(cls, **overrides) -> MaskConfig:
         """The settings of Thibeau-Sutre et al. (2020), with ``overrides`` applied: norm-form
         penalties (beta1 = 1, beta2 = 3), reference ``"max"``, probability score, averaged group
         score. The lambdas suit an ``8^3`` mask (``||1 - m||_1`` up to 512): deleting a tenth of it
@@ -291,7 +291,7 @@ class GroupMaskResult(Result):
                 "mean_score_before": float(np.mean(self.score_before)) if len(self.classes) else None,
                 "mean_score_after": float(np.mean(self.score_after)) if len(self.classes) else None,
                 "deleted_fraction": float(np.mean(1.0 - self.mask)),
-                "history": self.history, "n_inputs": int(len(self.classes))}
+                "history": self.history, "n_inputs": len(self.classes)}
 
 
 def group_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfig = PAPER_MASK, *,
