@@ -250,7 +250,7 @@ def _collect_volumes(entries: dict[str, dict[str, bytes]], name: str, atlas) -> 
             if first is None:
                 first = (f"{c}/{fname}", v.shape)
             elif v.shape != first[1]:
-                raise NnsensError(f"{c}/{fname!r} has shape {v.shape} but {first[0]!r} has "
+                raise NnsensError(f"{c + '/' + fname!r} has shape {v.shape} but {first[0]!r} has "
                                   f"{first[1]}; all volumes must share one grid (register and "
                                   "resample them to the same template)")
             vols.append(v)
