@@ -142,7 +142,7 @@ def stratified_folds(labels, k: int, seed: int = 0) -> list[tuple[np.ndarray, np
         raise NnsensError(f"k={k!r} must be a whole number >= 2")
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) and counts.min() < k:
-        c = classes[counts.argmin()]
+        c = classes[counts.argmin()].item()
         raise NnsensError(f"class {c!r} has {counts.min()} sample(s), fewer than k={k} folds; use "
                           f"k <= {counts.min()} so every fold tests every class")
     rng = np.random.default_rng(seed)
