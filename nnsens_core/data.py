@@ -251,7 +251,7 @@ def check_image_batch(images) -> None:
     ndim = getattr(images, "ndim", None)
     if ndim != 5:
         if ndim not in (None, 4):
-            raise NnsensError(f"images have shape {tuple(images.shape)}; expected a batch of images "
+            raise NnsensError(f"images has shape {tuple(images.shape)}; expected a batch of images "
                               "(N, C, H, W) or of volumes (N, C, D, H, W)")
         check_images(images, what="images", arrays=True)
         return
