@@ -4,8 +4,8 @@ Domains: :mod:`~nnsens_core.sobol` (global Sobol indices of tabular networks),
 :mod:`~nnsens_core.local_sensitivity` (per-block pixel-perturbation sensitivity of CNNs),
 :mod:`~nnsens_core.activation_max` (activation maximization), :mod:`~nnsens_core.saliency` (saliency
 methods, one registry, agreement and ground-truth metrics), :mod:`~nnsens_core.landscape`
-(loss-landscape derivatives); models and data in ``zoo``, ``loading``, ``data``, ``demos``,
-``phantom``. CLI: ``nnsens --help`` (= ``python -m nnsens_core --help``).
+(loss-landscape derivatives); models and data in ``zoo``, ``loading``, ``data``, ``volumes``
+(3-D NIfTI volumes and atlases), ``demos``, ``phantom``, ``brain_phantom``, ``training``. CLI: ``nnsens --help`` (= ``python -m nnsens_core --help``).
 
 The names in ``__all__`` are what a notebook needs; they are imported on first use, so
 ``import nnsens_core`` stays cheap.
@@ -26,6 +26,9 @@ _LAZY = {
     "load_npz": "data", "load_image_zip": "data", "load_image_folder": "data",
     "TabularData": "data", "ImageData": "data", "demo_tabular_model": "demos",
     "load_demo_cnn": "demos", "demo_cnn_names": "demos", "make_phantom": "phantom",
+    "load_nifti": "volumes", "save_nifti": "volumes", "load_volume_zip": "volumes",
+    "load_atlas": "volumes", "Atlas": "volumes", "make_brain_phantom": "brain_phantom",
+    "train_cnn": "training", "CNNTrainConfig": "training",
     # global sensitivity (sample -> evaluate -> analyze, or run for all three)
     "SobolProblem": "sobol", "SobolConfig": "sobol",
     # local sensitivity and activation maximization
@@ -35,7 +38,7 @@ _LAZY = {
     "explain": "saliency.compare",
 }
 _SUBMODULES = ("sobol", "landscape", "saliency", "local_sensitivity", "activation_max", "zoo", "data",
-               "demos", "phantom", "loading", "training")
+               "demos", "phantom", "loading", "training", "volumes", "brain_phantom")
 
 __all__ = ["__version__", *_LAZY, *_SUBMODULES]
 

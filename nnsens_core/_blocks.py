@@ -13,7 +13,7 @@ from . import _validate as v
 from ._batching import auto_batch_size
 from ._hooks import add_forward_hook, as_mapping, get_module, probe_outputs
 from .errors import NnsensError
-from .zoo import image_blocks
+from .zoo import CONV_TYPES, image_blocks
 
 AGGREGATES = ("mean", "sum", "max", "l2")
 MAX_AUTO_BATCH = 1024
@@ -79,7 +79,7 @@ def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | Non
 def _first_conv(model: nn.Module) -> nn.Module | None:
     """The first ``Conv2d`` or ``Conv3d`` of ``model`` (None without one)."""
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+        if isinstance(m, CONV_TYPES):
             return m
     return None
 

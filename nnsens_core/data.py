@@ -199,16 +199,19 @@ def demo_rows(data: TabularData) -> tuple[str, str]:
 
 @dataclass(frozen=True, eq=False)
 class ImageData:
-    """Images (n, C, H, W) float32 in [0, 1], integer labels, class names, optional masks (n, H, W)."""
+    """Images (n, C, H, W) or volumes (n, C, D, H, W), float32 in [0, 1], integer labels, class
+    names, optional masks (n, H, W) / (n, D, H, W) and, for volumes, an optional
+    :class:`~nnsens_core.volumes.Atlas` of named regions in the volumes' voxel grid."""
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
     masks: np.ndarray | None = None
     name: str = "images"
     meta: dict = field(default_factory=dict)
+    atlas: "Atlas | None" = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
 
     def __post_init__(self):
-        check_images(self.images, what="images", arrays=True)
+        check_images(self.images, what="images", arrays=True, volumes=True)
         if len(self.labels) != len(self.images):
             raise NnsensError(f"{len(self.images)} images but {len(self.labels)} labels")
         if self.masks is not None and self.masks.shape != (self.images.shape[0], *self.images.shape[2:]):
@@ -216,18 +219,30 @@ class ImageData:
                               f"{(self.images.shape[0], *self.images.shape[2:])} (one per image)")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
             raise NnsensError(f"labels must lie in 0..{len(self.class_names) - 1}")
+        if self.atlas is not None:
+            if self.ndim_spatial != 3:
+                raise NnsensError("an atlas labels the voxels of 3-D volumes; these are 2-D images "
+                                  f"{tuple(self.images.shape)}; drop the atlas or load volumes")
+            self.atlas.check_shape(tuple(self.images.shape[2:]), "the volumes")
 
     def __len__(self) -> int:
         return len(self.images)
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, ...]:
+        """One item's shape: (C, H, W) for images, (C, D, H, W) for volumes."""
         return tuple(self.images.shape[1:])
+
+    @property
+    def ndim_spatial(self) -> int:
+        """2 for images (n, C, H, W), 3 for volumes (n, C, D, H, W)."""
+        return self.images.ndim - 2
 
     def subset(self, idx) -> "ImageData":
         idx = np.asarray(idx)
         return ImageData(self.images[idx], self.labels[idx], self.class_names,
-                         None if self.masks is None else self.masks[idx], self.name, self.meta)
+                         None if self.masks is None else self.masks[idx], self.name, self.meta,
+                         self.atlas)
 
 
 def _to_array(img, size: tuple[int, int] | None, channels: int) -> np.ndarray:
@@ -373,14 +388,19 @@ def align_classes(data: ImageData, class_names, mapping: dict | None = None
     moved = [f"{c} -> {model_names[new[k]]}" for k, c in enumerate(data.class_names)
              if new[k] != k or c != model_names[new[k]]]
     aligned = ImageData(data.images, new[data.labels], tuple(model_names), data.masks, data.name,
-                        data.meta)
+                        data.meta, data.atlas)
     how = "by hand" if mapping else "by name"
     return aligned, f"classes matched to the model's {how}" + (f": {', '.join(moved)}" if moved else "")
 
 
 def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None):
     """``.npz`` with ``images``/``labels`` (optional ``masks``, ``class_names``) -> ImageData, or
-    ``X``/``y`` (optional ``feature_names``) -> TabularData. Pickled objects are refused."""
+    ``X``/``y`` (optional ``feature_names``) -> TabularData. Pickled objects are refused.
+
+    ``images`` (N, C, H, W) (or (N, H, W)) are 2-D images, scaled by 1/255 when above 1;
+    (N, C, D, H, W) are 3-D volumes, kept when within [0, 1], else min-max scaled per volume,
+    with optional ``masks`` (N, D, H, W) and an optional atlas: ``atlas`` (D, H, W) integer labels
+    with ``region_labels`` (K,) and ``region_names`` (K,) naming them."""
     raw = source if isinstance(source, (bytes, bytearray)) else (
         source.read() if hasattr(source, "read") else Path(source).read_bytes())
     if zipfile.is_zipfile(io.BytesIO(raw)):
@@ -403,13 +423,23 @@ def load_npz(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
                               "pixel values in [0, 1] or 0..255")
         if imgs.ndim == 3:
             imgs = imgs[:, None]
-        if imgs.max() > 1.0:
+        atlas = None
+        if imgs.ndim == 5:  # volumes (N, C, D, H, W): limits, scaling and atlas of volumes.py
+            from . import volumes
+            volumes._check_voxels(imgs.shape, "the .npz volumes", [volumes.MAX_UPLOAD_VOXELS])
+            if imgs.min() < 0 or imgs.max() > 1.0:
+                imgs = np.stack([volumes.minmax(v, f"volume {i}") for i, v in enumerate(imgs)])
+            if "atlas" in keys:
+                atlas = volumes.load_atlas(volumes.npy_bytes(arrays["atlas"]), dict(zip(
+                    (int(k) for k in arrays.get("region_labels", ())),
+                    (str(n) for n in arrays.get("region_names", ())))))
+        elif imgs.max() > 1.0:
             imgs = imgs / 255.0
         labels = arrays["labels"].astype(np.int64)
         names = tuple(str(c) for c in arrays["class_names"]) if "class_names" in keys else tuple(
             str(i) for i in range(int(labels.max()) + 1))
         masks = arrays["masks"].astype(bool) if "masks" in keys else None
-        return ImageData(imgs, labels, names, masks, name="uploaded NPZ")
+        return ImageData(imgs, labels, names, masks, name="uploaded NPZ", atlas=atlas)
     if {"X", "y"} <= keys:
         X = arrays["X"].astype(np.float64)
         if X.ndim != 2:

@@ -53,16 +53,22 @@ def manifest() -> dict:
     return json.loads((models_dir() / "manifest.json").read_text())
 
 
-def demo_cnn_names() -> list[str]:
+def demo_cnn_names(ndim_spatial: int | None = 2) -> list[str]:
     """Shipped CNNs, the default first: the demo VGG-16 (the paper's model), then the rest sorted.
 
-    The dashboard's model menu and the CLI's missing ``--model`` both take the first one.
+    ``ndim_spatial=2`` (the default) lists the 2-D image models, ``3`` the volume models (input
+    (C, D, H, W)), ``None`` all. The dashboard's model menu and the CLI's missing ``--model`` both
+    take the first 2-D one.
     """
-    return sorted(manifest(), key=lambda n: ("vgg" not in n, n))
+    entries = manifest()
+    return sorted((n for n, e in entries.items()
+                   if ndim_spatial is None or len(e["input_shape"]) - 1 == ndim_spatial),
+                  key=lambda n: ("vgg" not in n, n))
 
 
 def load_demo_cnn(name: str, device="cpu") -> LoadedModel:
-    """A shipped CNN from ``models/`` (checked against its sha256 in the manifest)."""
+    """A shipped CNN from ``models/`` (checked against its sha256 in the manifest): the 2-D
+    phantom CNNs and the 3-D ``cnn3d-brain`` (input (1, 48, 48, 48), classes control / AD)."""
     entries = manifest()
     if name not in entries:
         raise NnsensError(f"demo model {name!r} is not shipped; choose one of {sorted(entries)}")
@@ -71,7 +77,7 @@ def load_demo_cnn(name: str, device="cpu") -> LoadedModel:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != e["sha256"]:
         raise NnsensError(f"{path.name} does not match its sha256 in the manifest; re-run "
-                          "models/train_demo_models.py")
+                          f"{e.get('script', 'models/train_demo_models.py')}")
     spec = ModelSpec(name=name, arch=e["arch"], task="image", input_shape=tuple(e["input_shape"]),
                      class_names=tuple(e["class_names"]), mean=tuple(e.get("mean", ())),
                      std=tuple(e.get("std", ())), arch_kwargs=e.get("arch_kwargs", {}))

@@ -186,6 +186,8 @@ def _default_input_shape(arch: str, kwargs: dict) -> tuple[int, ...] | None:
         return (3, 224, 224)
     if arch in ("vgg16-small", "resnet18-small"):
         return (int(kwargs.get("in_channels", 3)), 64, 64)
+    if arch == "cnn3d-small":
+        return (int(kwargs.get("in_channels", 1)), 48, 48, 48)
     return None
 
 

@@ -7,6 +7,9 @@ Architectures:
   * ``vgg16-small`` / ``resnet18-small``: CIFAR-size variants with a width multiplier, keeping the
     5-block (VGG) / 4-layer (ResNet) structure and torchvision's attribute names, so blocks are found
     the same way and torchvision tooling (e.g. grad-cam target layers) works on both.
+  * ``cnn3d-small``: a 3-D CNN for volumes (N, C, D, H, W) in the style of Thibeau-Sutre et al.'s
+    grey-matter MRI classifier: blocks of Conv3d + BatchNorm3d + LeakyReLU + MaxPool3d, then
+    dropout and fully connected layers.
 """
 from __future__ import annotations
 
@@ -65,6 +68,35 @@ class VGG16Small(nn.Module):
         return self.classifier(self.avgpool(self.features(x)))
 
 
+class CNN3DSmall(nn.Module):
+    """Conv3d(3) + BatchNorm3d + LeakyReLU + MaxPool3d(2) blocks of ``width * 2**i`` channels
+    (``features``), adaptive average pooling to 3^3, then Dropout, Linear(., 4 * width),
+    LeakyReLU, Dropout and Linear(., num_classes) (``classifier``). Any input of at least
+    ``2**blocks`` voxels per side is accepted."""
+
+    def __init__(self, num_classes: int = 2, in_channels: int = 1, width: int = 8, blocks: int = 4,
+                 dropout: float = 0.5):
+        super().__init__()
+        if not 1 <= int(blocks) <= 6:
+            raise NnsensError(f"blocks={blocks!r} must lie in [1, 6]")
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i in range(int(blocks)):
+            out = int(width) * 2 ** i
+            layers += [nn.Conv3d(c, out, 3, padding=1), nn.BatchNorm3d(out),
+                       nn.LeakyReLU(0.01), nn.MaxPool3d(2, 2)]
+            c = out
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool3d(3)
+        hidden = 4 * int(width)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * 27, hidden),
+                                        nn.LeakyReLU(0.01), nn.Dropout(dropout),
+                                        nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.avgpool(self.features(x)))
+
+
 def _resnet18_small(num_classes: int = 3, width: float = 0.125, in_channels: int = 3) -> nn.Module:
     from torchvision.models.resnet import BasicBlock, ResNet
 
@@ -117,6 +149,7 @@ ARCHITECTURES = {
     "resnet18-small": (IMAGE, _resnet18_small),
     "vgg16": (IMAGE, _tv_vgg16),
     "resnet18": (IMAGE, _tv_resnet18),
+    "cnn3d-small": (IMAGE, CNN3DSmall),
 }
 
 
@@ -147,12 +180,13 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 class ModelSpec:
     """What a page or a core function needs to know about a model besides its weights.
 
-    Image models take inputs normalised as ``(x01 - mean) / std`` where ``x01`` is in [0, 1].
+    Image models take inputs normalised as ``(x01 - mean) / std`` where ``x01`` is in [0, 1];
+    ``input_shape`` is (C, H, W) for 2-D image models and (C, D, H, W) for 3-D volume models.
     """
     name: str
     arch: str
     task: str  # "tabular" or "image"
-    input_shape: tuple[int, ...]  # without batch: (d,) or (C, H, W)
+    input_shape: tuple[int, ...]  # without batch: (d,), (C, H, W) or (C, D, H, W)
     class_names: tuple[str, ...] = ()
     feature_names: tuple[str, ...] = ()
     mean: tuple[float, ...] = ()
@@ -163,8 +197,9 @@ class ModelSpec:
         if self.task not in (TABULAR, IMAGE):
             raise NnsensError(f"task={self.task!r} must be 'tabular' or 'image'")
         if self.task == IMAGE:
-            if len(self.input_shape) != 3:
-                raise NnsensError(f"input_shape={self.input_shape} must be (C, H, W) for an image model")
+            if len(self.input_shape) not in (3, 4):
+                raise NnsensError(f"input_shape={self.input_shape} must be (C, H, W) for an image "
+                                  "model or (C, D, H, W) for a volume model")
             c = self.input_shape[0]
             for nm, v in (("mean", self.mean), ("std", self.std)):
                 if v and len(v) != c:
@@ -172,10 +207,17 @@ class ModelSpec:
             if any(s <= 0 for s in self.std):
                 raise NnsensError(f"std={self.std} must be > 0")
 
+    @property
+    def ndim_spatial(self) -> int:
+        """2 for image models (C, H, W), 3 for volume models (C, D, H, W), 0 for tabular ones."""
+        return len(self.input_shape) - 1 if self.task == IMAGE else 0
+
     def _stats(self, x: torch.Tensor):
-        c = x.shape[-3]
-        mean = torch.tensor(self.mean or (0.0,) * c, dtype=x.dtype, device=x.device).view(c, 1, 1)
-        std = torch.tensor(self.std or (1.0,) * c, dtype=x.dtype, device=x.device).view(c, 1, 1)
+        nsp = self.ndim_spatial or 2
+        c = x.shape[-1 - nsp]
+        view = (c,) + (1,) * nsp
+        mean = torch.tensor(self.mean or (0.0,) * c, dtype=x.dtype, device=x.device).view(view)
+        std = torch.tensor(self.std or (1.0,) * c, dtype=x.dtype, device=x.device).view(view)
         return mean, std
 
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
@@ -189,7 +231,8 @@ class ModelSpec:
         return x * std + mean
 
     def input_range(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel (low, high) of valid model inputs, shaped (C, 1, 1), for clamping."""
+        """Per-channel (low, high) of valid model inputs, shaped (C, 1, 1) (volumes: (C, 1, 1, 1)),
+        for clamping."""
         mean, std = self._stats(like)
         return (0 - mean) / std, (1 - mean) / std
 
@@ -211,7 +254,8 @@ def module_of(model) -> nn.Module:
 
 
 def image_blocks(model: nn.Module) -> dict[str, str]:
-    """Blocks of a CNN as ``{label: module name}``: VGG after each max-pool, ResNet layer1..4.
+    """Blocks of a CNN as ``{label: module name}``: VGG-like (``cnn3d-small`` too) after each
+    max-pool of ``features``, ResNet layer1..4.
 
     Returns an empty dict when no known structure is found (pages then offer a module picker).
     """
@@ -220,23 +264,27 @@ def image_blocks(model: nn.Module) -> dict[str, str]:
         return {f"layer{i}": f"layer{i}" for i in range(1, 5)}
     features = names.get("features")
     if isinstance(features, nn.Sequential):
-        pools = [f"features.{i}" for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]
+        pools = [f"features.{i}" for i, m in enumerate(features) if isinstance(m, (nn.MaxPool2d, nn.MaxPool3d))]
         if pools:
             return {f"block{i + 1}": p for i, p in enumerate(pools)}
     return {}
 
 
+CONV_TYPES = (nn.Conv2d, nn.Conv3d)
+
+
 def conv_layers(model: nn.Module) -> list[str]:
-    """Names of all Conv2d modules, in forward order (for layer pickers)."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    """Names of all Conv2d / Conv3d modules, in forward order (for layer pickers)."""
+    return [n for n, m in model.named_modules() if isinstance(m, CONV_TYPES)]
 
 
 def last_conv_layer(model: nn.Module) -> str:
-    """A sensible default Grad-CAM target: ResNet ``layer4``, else the last Conv2d's block."""
+    """A sensible default Grad-CAM target: ResNet ``layer4``, else the last Conv2d / Conv3d."""
     names = dict(model.named_modules())
     if "layer4" in names:
         return "layer4"
     convs = conv_layers(model)
     if not convs:
-        raise NnsensError("the model has no Conv2d layer; saliency methods need a convolutional model")
+        raise NnsensError("the model has no Conv2d / Conv3d layer; saliency methods need a "
+                          "convolutional model")
     return convs[-1]

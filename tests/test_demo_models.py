@@ -81,3 +81,33 @@ def test_predictions_follow_the_features(fresh):
         p0 = m.module(x0).softmax(1)[:, 1]
         p1 = m.module(x1).softmax(1)[:, 1]
     assert p0.mean() > 0.9 and p1.mean() < 0.5 * p0.mean()
+
+
+# --------------------------------------------------------------------------- 3-D demo CNN
+
+BRAIN = "cnn3d-brain"
+
+
+def test_brain_cnn_manifest_entry():
+    from nnsens_core.brain_phantom import CLASSES as BRAIN_CLASSES
+    e = demos.manifest()[BRAIN]
+    assert KEYS | {"test_balanced_accuracy", "val_balanced_accuracy"} <= set(e)
+    assert e["arch"] == "cnn3d-small" and e["input_shape"] == [1, 48, 48, 48]
+    assert tuple(e["class_names"]) == BRAIN_CLASSES
+    assert e["sha256"] == demos.sha256_file(models_dir() / e["file"])
+    assert (models_dir() / e["file"]).stat().st_size < 2 * 2**20
+    assert e["test_balanced_accuracy"] >= 0.9
+    assert BRAIN in demos.demo_cnn_names(3) and BRAIN in demos.demo_cnn_names(None)
+    assert BRAIN not in demos.demo_cnn_names()  # the 2-D pages and CLI list 2-D models only
+
+
+def test_brain_cnn_classifies_fresh_volumes():
+    """32 volumes from a seed used by neither training, validation nor the test split."""
+    from nnsens_core.brain_phantom import make_brain_phantom
+    from nnsens_core.training import balanced_accuracy, predict
+    fresh = make_brain_phantom(32, seed=12345)
+    m = demos.load_demo_cnn(BRAIN)
+    assert not m.module.training and m.spec.input_shape == (1, 48, 48, 48)
+    assert m.spec.ndim_spatial == 3
+    pred = predict(m.module, m.spec.normalize(torch.as_tensor(fresh.images)), "cpu", 16)
+    assert balanced_accuracy(fresh.labels, pred.argmax(1).numpy()) >= 0.85
