@@ -141,7 +141,10 @@ def stratified_folds(labels, k: int, seed: int = 0) -> list[tuple[np.ndarray, np
     if not isinstance(k, int) or isinstance(k, bool) or k < 2:
         raise NnsensError(f"k={k!r} must be a whole number >= 2")
     classes, counts = np.unique(y, return_counts=True)
-    if len(classes) and counts.min() < k:
+    if len(classes) < 2:
+        raise NnsensError(f"the labels hold one class only ({classes.tolist()}); stratified folds "
+                          "need at least two classes")
+    if counts.min() < k:
         c = classes[counts.argmin()].item()
         raise NnsensError(f"class {c!r} has {counts.min()} sample(s), fewer than k={k} folds; use "
                           f"k <= {counts.min()} so every fold tests every class")

@@ -157,5 +157,5 @@ def test_balanced_accuracy_matches_sklearn():
         p = rng.integers(0, 4, 40)  # class 3 is never true
         assert rm.balanced_accuracy(t, p) == pytest.approx(balanced_accuracy_score(t, p))
     assert rm.balanced_accuracy([0, 0, 0, 1], [0, 0, 0, 0]) == pytest.approx(0.5)
-    with pytest.raises(NnsensError, match="one prediction"):
+    with pytest.raises(NnsensError, match="as many predictions as labels"):
         rm.balanced_accuracy([0, 1], [0])

@@ -11,7 +11,7 @@ from nnsens_core._results import dumps
 from nnsens_core.errors import NnsensError
 from nnsens_core.robustness import metrics as rm
 from nnsens_core.robustness import retrain as R
-from nnsens_core.robustness._folds import stratified_folds
+from nnsens_core.training import stratified_folds
 from nnsens_core.saliency.meaningful_mask import MaskConfig
 
 

@@ -41,6 +41,7 @@ from .. import stats
 from .._batching import map_batches
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
+from ..training import balanced_accuracy  # noqa: F401  (re-exported: the studies report it)
 from ..saliency import metrics as smt
 from ..saliency._common import _classes, check_model_input
 from ..saliency.meaningful_mask import MASK_REFERENCES, mask_reference, upsample
@@ -265,17 +266,3 @@ def mask_similarity(mask_a, mask_b, *, atlas=None, p: float = 0.1) -> dict[str, 
     return out
 
 
-# --------------------------------------------------------------------------- classification
-
-def balanced_accuracy(y_true, y_pred) -> float:
-    """Mean recall over the classes present in ``y_true``:
-    ``1/|C| sum_{c in C} #{y_pred = c, y_true = c} / #{y_true = c}`` (as sklearn's
-    ``balanced_accuracy_score``; predicted classes absent from ``y_true`` only lower recalls)."""
-    t = np.asarray(y_true).reshape(-1)
-    p = np.asarray(y_pred).reshape(-1)
-    if t.shape != p.shape:
-        raise NnsensError(f"y_true has {t.size} labels but y_pred {p.size}; give one prediction "
-                          "per label")
-    if t.size == 0:
-        raise NnsensError("y_true is empty; balanced accuracy needs at least one label")
-    return float(np.mean([np.mean(p[t == c] == c) for c in np.unique(t)]))

@@ -31,7 +31,7 @@ from ..saliency.meaningful_mask import (
 )
 from ..zoo import module_of
 from . import metrics as rm
-from ._folds import stratified_folds
+from ..training import stratified_folds
 
 DESIGNS = ("cross", "full")
 MASK_ON = ("all", "val")
