@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from nnsens_core import demos, phantom
+from nnsens_core import brain_phantom, demos, phantom
 from nnsens_core.data import TabularData
 from nnsens_core.device import resolve_device
 from nnsens_core.zoo import LoadedModel
@@ -29,6 +29,11 @@ def demo_cnn(name: str, device: str) -> LoadedModel:
 @st.cache_data(show_spinner="Generating phantom images ...", max_entries=8)
 def demo_images(split: str, n: int):
     return phantom.demo_images(split, n=n)
+
+
+@st.cache_data(show_spinner="Generating brain-phantom volumes ...", max_entries=4)
+def demo_volumes(split: str, n: int):
+    return brain_phantom.demo_volumes(split, n=n)
 
 
 @st.cache_resource(max_entries=16, ttl=CACHE_TTL)

@@ -26,8 +26,10 @@ from .widgets import plain
 
 DEMO_TABULAR = "Demo: Pima diabetes"
 DEMO_PHANTOM = "Demo: lung-ultrasound phantom"
+DEMO_BRAIN = "Demo: brain phantom (3-D)"
 DEMO_MLP = "Demo: paper MLP (trained on the demo data)"
 PHANTOM_TEST_N = 90
+BRAIN_TEST_N = 40
 
 
 @dataclass
@@ -126,8 +128,8 @@ def flash() -> None:
 
 def options(kind: str) -> list[str]:
     demo = {"tabular_data": [DEMO_TABULAR], "tabular_model": [DEMO_MLP],
-            "image_data": [DEMO_PHANTOM],
-            "image_model": [f"Demo: {n}" for n in demo_cnn_names()]}[kind]
+            "image_data": [DEMO_PHANTOM, DEMO_BRAIN],
+            "image_model": [f"Demo: {n}" for n in demo_cnn_names(None)]}[kind]
     return demo + list(_uploads()[kind])
 
 
@@ -192,16 +194,19 @@ def tabular(stop: bool = True) -> TabularContext | None:
                           sd)
 
 
-def images(stop: bool = True) -> ImageContext | None:
+def images(stop: bool = True, volumes: bool = False) -> ImageContext | None:
     """The selected image data and CNN. When they do not fit, show why and stop the page
-    (``stop=False``: return None instead)."""
+    (``stop=False``: return None instead). Pages that work on 3-D volumes too pass
+    ``volumes=True``; the others say so and stop when a volume dataset is selected."""
     dev, sd = device(), seed()
-    names = demo_cnn_names()
+    names = demo_cnn_names(None)
     data_label = st.session_state.get("sel_image_data", DEMO_PHANTOM)
     model_label = st.session_state.get("sel_image_model") or (f"Demo: {names[0]}" if names else None)
     ups = _uploads()
     if data_label == DEMO_PHANTOM:
         data, data_id = cache.demo_images("test", PHANTOM_TEST_N), f"demo:phantom:test:{PHANTOM_TEST_N}"
+    elif data_label == DEMO_BRAIN:
+        data, data_id = cache.demo_volumes("test", BRAIN_TEST_N), f"demo:brain:test:{BRAIN_TEST_N}"
     else:
         data = ups["image_data"].get(data_label)
         data_id = None if data is None else content_id("image_data", data_label, data)
@@ -215,12 +220,17 @@ def images(stop: bool = True) -> ImageContext | None:
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
         return _stop(stop)
+    if data.ndim_spatial == 3 and not volumes:
+        st.error(f"'{plain(data_label)}' holds 3-D volumes; this page works on 2-D images. Pick an "
+                 "image dataset in the sidebar, or study the volumes on the Robustness page.")
+        return _stop(stop)
     data, tag = _aligned(data, model, f"{data_id}|{model_id}")
     if data is None:
         return _stop(stop)
     if tuple(data.shape) != tuple(model.spec.input_shape):
-        st.error(f"The CNN '{plain(model_label)}' takes images of shape {tuple(model.spec.input_shape)} "
-                 f"(C, H, W) but '{plain(data_label)}' has {tuple(data.shape)}. Re-upload the images at that "
+        layout = "(C, H, W)" if len(model.spec.input_shape) == 3 else "(C, D, H, W)"
+        st.error(f"The CNN '{plain(model_label)}' takes inputs of shape {tuple(model.spec.input_shape)} "
+                 f"{layout} but '{plain(data_label)}' has {tuple(data.shape)}. Re-upload the data at that "
                  "size / channel count, or pick another model.")
         return _stop(stop)
     return ImageContext(data, model, f"{data_id}{tag}|{model_id}", dev, sd)
