@@ -52,23 +52,24 @@ METRIC_LABELS = {"prob_cnn": "prob_CNN", "roi_cosine": "ROI cosine", "pixel_cosi
                  "spearman": "Spearman ρ", "top_p_iou": "top-p IoU"}
 DEFAULT = MaskConfig()
 START = MaskConfig.paper(steps=30)  # the paper's settings with fewer steps: a first look in seconds
-PRESETS = {"paper": PAPER_MASK, "default": DEFAULT, "quick": START}
-KEYS = {"lambda1": "rb_l1", "lambda2": "rb_l2", "beta1": "rb_b1", "beta2": "rb_b2", "steps": "rb_steps",
-        "lr": "rb_lr", "resolution": "rb_res", "reference": "rb_ref", "constant": "rb_const",
-        "blur_sigma": "rb_sigma", "form": "rb_form", "score": "rb_score"}
+FORMS, REFS, SCORES = ["norm", "mean"], ["max", "constant", "black", "blur"], ["prob", "logit"]
+PRESET = "rb_preset"
+"""``st.session_state[PRESET]``: (the MaskConfig the settings widgets start from, a counter that
+renews their keys when a preset button is pressed, so the widgets take the preset's values)."""
 
 
 def apply_preset(cfg: MaskConfig) -> None:
-    """Put ``cfg``'s values into the settings widgets (a button callback: before they exist)."""
-    for field, key in KEYS.items():
-        v = getattr(cfg, field)
-        st.session_state[key] = min(int(v), min(spatial)) if field == "resolution" else v
+    """A preset button's callback: the settings widgets restart from ``cfg``."""
+    st.session_state[PRESET] = (cfg, st.session_state.get(PRESET, (START, 0))[1] + 1)
 
 
-for field, key in KEYS.items():  # first visit: the quick start
-    if key not in st.session_state:
-        apply_preset(START)
-        break
+preset, version = st.session_state.setdefault(PRESET, (START, 0))
+
+
+def wkey(name: str) -> str:
+    """The key of a settings widget (renewed by the preset buttons; tests match its prefix)."""
+    return f"{name}|{version}"
+
 
 # ----------------------------------------------------------------------------- shared settings
 with st.expander("Mask settings (shared by the three tabs)", expanded=True):
@@ -80,23 +81,29 @@ with st.expander("Mask settings (shared by the three tabs)", expanded=True):
               help="The Saliency page's per-image mask: mean-form penalties, blurred reference.")
     p3.button("Quick look (paper, 30 steps)", key="rb_preset_quick", on_click=apply_preset, args=(START,))
     c = st.columns(4)
-    lam1 = c[0].number_input("λ1 (area)", 0.0, 100.0, step=0.001, format="%.4f", key="rb_l1")
-    lam2 = c[1].number_input("λ2 (smoothness)", 0.0, 100.0, step=0.01, format="%.4f", key="rb_l2")
-    beta1 = c[2].number_input("β1", 0.1, 10.0, step=0.5, key="rb_b1")
-    beta2 = c[3].number_input("β2", 0.1, 10.0, step=0.5, key="rb_b2")
+    lam1 = c[0].number_input("λ1 (area)", 0.0, 100.0, float(preset.lambda1), 0.001, format="%.4f",
+                             key=wkey("rb_l1"))
+    lam2 = c[1].number_input("λ2 (smoothness)", 0.0, 100.0, float(preset.lambda2), 0.01, format="%.4f",
+                             key=wkey("rb_l2"))
+    beta1 = c[2].number_input("β1", 0.1, 10.0, float(preset.beta1), 0.5, key=wkey("rb_b1"))
+    beta2 = c[3].number_input("β2", 0.1, 10.0, float(preset.beta2), 0.5, key=wkey("rb_b2"))
     c = st.columns(4)
-    steps = c[0].number_input("Steps", 1, 5000, step=10, key="rb_steps")
-    lr = c[1].number_input("Learning rate (Adam)", 0.0001, 10.0, step=0.01, format="%.4f", key="rb_lr")
-    res = c[2].number_input("Mask resolution (cells per axis)", 1, min(spatial), step=1, key="rb_res")
-    form = c[3].selectbox("Penalty form", ["norm", "mean"], key="rb_form",
+    steps = c[0].number_input("Steps", 1, 5000, int(preset.steps), 10, key=wkey("rb_steps"))
+    lr = c[1].number_input("Learning rate (Adam)", 0.0001, 10.0, float(preset.lr), 0.01, format="%.4f",
+                           key=wkey("rb_lr"))
+    res = c[2].number_input("Mask resolution (cells per axis)", 1, min(spatial),
+                            min(int(preset.resolution), min(spatial)), 1, key=wkey("rb_res"))
+    form = c[3].selectbox("Penalty form", FORMS, FORMS.index(preset.form), key=wkey("rb_form"),
                           help="norm: ‖v‖_β = (Σ|v|^β)^(1/β) (the paper); mean: mean |v|^β (Fong & Vedaldi).")
     c = st.columns(4)
-    ref = c[0].selectbox("Reference", ["max", "constant", "black", "blur"], key="rb_ref",
+    ref = c[0].selectbox("Reference", REFS, REFS.index(preset.reference), key=wkey("rb_ref"),
                          help="What deleted voxels become: max = 1 (the paper), black = 0, a constant, "
                               "or the input blurred.")
-    const = c[1].slider("Constant value", 0.0, 1.0, step=0.05, key="rb_const", disabled=ref != "constant")
-    sigma = c[2].number_input("Blur σ (px)", 0.0, 50.0, step=0.5, key="rb_sigma", disabled=ref != "blur")
-    score = c[3].selectbox("Score", ["prob", "logit"], key="rb_score")
+    const = c[1].slider("Constant value", 0.0, 1.0, float(preset.constant), 0.05, key=wkey("rb_const"),
+                        disabled=ref != "constant")
+    sigma = c[2].number_input("Blur σ (px)", 0.0, 50.0, float(preset.blur_sigma), 0.5, key=wkey("rb_sigma"),
+                             disabled=ref != "blur")
+    score = c[3].selectbox("Score", SCORES, SCORES.index(preset.score), key=wkey("rb_score"))
     st.caption("Scope (every tab): the mask moves the chosen inputs away from the class below.")
     c = st.columns(4)
     cls = c[0].selectbox("Class to move away from", range(len(names)), format_func=lambda k: names[k],

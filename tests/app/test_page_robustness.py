@@ -17,11 +17,23 @@ def _errors(at):
 
 
 def _three_d(at):
+    """Pick the brain volumes, then the 3-D CNN (one at a time, as a user does: in between, the 2-D
+    CNN does not fit the volumes and the page stops before its settings)."""
     at.sidebar.selectbox(key="sel_image_data").set_value(state.DEMO_BRAIN)
+    at.run()
+    assert not any((w.key or "").startswith("rb_steps|") for w in at.number_input)
     at.sidebar.selectbox(key="sel_image_model").set_value("Demo: cnn3d-brain")
     at.run()
     assert not at.exception, at.exception
     assert not _errors(at), _errors(at)
+    # the settings came back with the quick-look preset (not the widgets' minimum values)
+    assert _w(at.number_input, "rb_steps").value == 30
+    assert _w(at.number_input, "rb_l1").value == 0.005 and _w(at.number_input, "rb_res").value == 8
+
+
+def _w(widgets, prefix):
+    """The settings widget whose key starts with ``prefix|`` (keys carry the preset's version)."""
+    return next(w for w in widgets if w.key.startswith(prefix + "|"))
 
 
 def _group_size(at, n):
@@ -34,7 +46,7 @@ def test_page_renders_on_2d_and_masks_one_image():
     assert not _errors(at), _errors(at)
     assert any("min_m mean_i p_y" in c.value for c in at.code)  # the group formula is shown
     at.radio(key="rb_scope").set_value("one")
-    at.number_input(key="rb_steps").set_value(2)
+    _w(at.number_input, "rb_steps").set_value(2)
     at.run()
     assert any(c.value.startswith("min_m p_y(X')") for c in at.code)
     at.button(key="rb_mask_run").click()
@@ -51,8 +63,8 @@ def test_3d_group_mask_viewer_and_exports():
     _three_d(at)
     at.button(key="rb_preset_paper").click()
     at.run()
-    assert at.number_input(key="rb_steps").value == 200 and at.selectbox(key="rb_ref").value == "max"
-    at.number_input(key="rb_steps").set_value(3)
+    assert _w(at.number_input, "rb_steps").value == 200 and _w(at.selectbox, "rb_ref").value == "max"
+    _w(at.number_input, "rb_steps").set_value(3)
     _group_size(at, 6)
     at.run()
     at.button(key="rb_mask_run").click()
@@ -82,7 +94,7 @@ def test_3d_group_mask_viewer_and_exports():
 def test_3d_lambda_grid_tables_are_symmetric_and_bad_lists_say_so():
     at = open_page(PAGE, timeout=240)
     _three_d(at)
-    at.number_input(key="rb_steps").set_value(2)
+    _w(at.number_input, "rb_steps").set_value(2)
     _group_size(at, 4)
     at.text_input(key="rb_grid_l1").set_value("0.001, 0.01")
     at.text_input(key="rb_grid_l2").set_value("0.01 0.1")
@@ -111,7 +123,7 @@ def test_3d_lambda_grid_tables_are_symmetric_and_bad_lists_say_so():
 def test_3d_runs_and_folds_study_completes():
     at = open_page(PAGE, timeout=300)
     _three_d(at)
-    at.number_input(key="rb_steps").set_value(2)
+    _w(at.number_input, "rb_steps").set_value(2)
     at.number_input(key="rb_runs_epochs").set_value(1)
     next(w for w in at.number_input if w.key.startswith("rb_runs_inputs")).set_value(8)
     at.run()
