@@ -21,15 +21,24 @@ import streamlit as st
 from nnsens_core import volumes
 from nnsens_core._results import export_json
 from nnsens_core.errors import NnsensError
-from nnsens_core.robustness import RetrainSettings, region_agreement, top_regions
+from nnsens_core.robustness import RetrainSettings, top_regions
 from nnsens_core.robustness.grid import METRICS, check_lambdas
 from nnsens_core.saliency.meaningful_mask import PAPER_MASK, MaskConfig, formula
 from nnsens_core.training import CNNTrainConfig
 from ui import robustness_compute as RC
 from ui import state
 from ui import volume_views as VV
-from ui.widgets import (EXPORTS, cost_line, download_csv, download_json, download_npz, guard, plain,
-                        require_usable_model, show_chart)
+from ui.widgets import (
+    EXPORTS,
+    cost_line,
+    download_csv,
+    download_json,
+    download_npz,
+    guard,
+    plain,
+    require_usable_model,
+    show_chart,
+)
 
 state.require_router()
 st.title("Robustness of perturbation masks")

@@ -11,7 +11,7 @@ sagittal pictures show D upwards (row 0 at the bottom).
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -4,8 +4,8 @@ error line, and a tiny runs & folds study completes with the paper's table."""
 import json
 
 import numpy as np
-
 from app_pages import open_page
+
 from nnsens_core import volumes
 from ui import state
 

@@ -6,7 +6,14 @@ import time
 
 import pytest
 
-from tests.e2e.test_browser import CHROME_ARGS, CHROMIUM, _serve, _shots, _wait_idle, playwright
+from tests.e2e.test_browser import (
+    CHROME_ARGS,
+    CHROMIUM,
+    _serve,
+    _shots,
+    _wait_idle,
+    playwright,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
