@@ -244,7 +244,7 @@ def _show_samples(d: nd.ImageData) -> None:
                          hide_index=True)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=cache.CACHE_TTL)
 def _forward_gflop(arch: str, kwargs_json: str, shape: tuple[int, ...]) -> float:
     """GFLOP of one sample's forward pass through a fresh ``arch`` (for the cost line)."""
     return B.forward_flop(build(arch, **json.loads(kwargs_json)), shape) / 1e9

@@ -157,3 +157,21 @@ def test_train_vgg_on_the_2d_demo():
     assert not _errors(at), _errors(at)
     assert any(m.label == "CNN" and m.value == "vgg16-small" for m in at.metric)
     assert at.session_state["cnn_trained"][label]["epochs_run"] == 1
+
+
+def test_npz_of_volumes_with_an_atlas():
+    from tests.uploads import npz_bytes
+    d = _tiny_volumes(2)
+    atlas = np.zeros((8, 8, 8), np.int32)
+    atlas[:4], atlas[4:] = 1, 2
+    blob = npz_bytes(images=d.images, labels=d.labels, class_names=np.asarray(d.class_names),
+                     atlas=atlas, region_labels=np.asarray([1, 2]),
+                     region_names=np.asarray(["upper", "lower"]))
+    at = open_page(PAGE)
+    _upload(at, "up_img", "vols.npz", blob)
+    at.button(key="btn_img").click().run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert at.session_state["sel_image_data"] == "vols.npz"
+    assert "4 volumes of shape (1, 8, 8, 8)" in at.success[0].value
+    assert "atlas of 2 regions" in at.success[0].value
+    assert any(c.value.startswith("Atlas: 2 regions: upper, lower") for c in at.caption)
