@@ -5,22 +5,40 @@ the previously loaded state stays selected.
 """
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import re
+import zipfile
 
 import numpy as np
 import pandas as pd
 import streamlit as st
+import torch
 
 from nnsens_core import budget as B
 from nnsens_core import data as nd
-from nnsens_core import deployment
+from nnsens_core import deployment, volumes
 from nnsens_core.demos import manifest, train_paper_mlp
 from nnsens_core.errors import NnsensError
 from nnsens_core.loading import code_models_allowed, load_model
-from nnsens_core.training import TrainConfig
-from nnsens_core.zoo import ARCHITECTURES, IMAGE, ModelSpec, build
+from nnsens_core.model_manifest import manifest_entry, spec_from_manifest
+from nnsens_core.training import CNNTrainConfig, TrainConfig, train_cnn
+from nnsens_core.zoo import ARCHITECTURES, IMAGE, LoadedModel, ModelSpec, build
 from ui import cache, state
-from ui.widgets import Progress, cost_line, guard, overlay, plain, to_uint8, within_budget
+from ui.slices import AXES, middle_slice, slice_index
+from ui.training_views import history_figure
+from ui.widgets import (
+    Progress,
+    cost_line,
+    download_json,
+    guard,
+    overlay,
+    plain,
+    show_chart,
+    to_uint8,
+    within_budget,
+)
 
 _MODEL_FILES = "state_dict (.pt/.pth)" + (" or TorchScript" if code_models_allowed() else "")
 _MODEL_HELP = ("Weights saved with torch.save(model.state_dict(), 'model.pt') for a built-in "
@@ -163,30 +181,217 @@ with tab_tab:
                 state.add_upload("tabular_model", label, lm, f"Loaded {plain(label)}: {lm.report}")
 
 # ----------------------------------------------------------------------------- images
-with tab_img:
-    ictx = None
-    with guard("Loading the selected images and CNN"):
-        ictx = state.images(stop=False)
-    if ictx is not None:
-        d, m = ictx.data, ictx.model
-        c1, c2, c3 = st.columns(3)
-        c1.metric("Images", plain(d.name))
-        c1.caption(f"{len(d)} images of shape {tuple(d.shape)} (C, H, W)")
-        c2.metric("CNN", m.spec.arch)
-        c2.caption(plain(m.spec.name))
-        c3.metric("Classes", len(d.class_names))
-        c3.caption(", ".join(plain(c) for c in d.class_names))
-        per_class = [np.where(d.labels == k)[0][:3] for k in range(len(d.class_names))]
-        show_masks = d.masks is not None and st.toggle("Overlay ground-truth masks", True,
-                                                       key="md_masks")
+_NORM_MEAN, _NORM_STD = 0.5, 0.25
+_TRAIN_ARCHS = {2: ("vgg16-small", "resnet18-small"), 3: ("cnn3d-small",)}
+_MAX_NAMES_BYTES = 1 << 20
+
+
+def _named(raw: bytes, name: str) -> io.BytesIO:
+    """``raw`` as a file object called ``name`` (the core's messages name the file)."""
+    f = io.BytesIO(raw)
+    f.name = name
+    return f
+
+
+def _zip_holds_volumes(raw: bytes) -> bool:
+    """True when a ZIP holds NIfTI / .npy files (3-D volumes) rather than images."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as zf:
+            return any(n.lower().endswith(volumes.VOLUME_SUFFIXES) and "__MACOSX" not in n
+                       for n in zf.namelist())
+    except zipfile.BadZipFile:
+        return False  # the image loader says what is wrong
+
+
+def _show_samples(d: nd.ImageData) -> None:
+    """A few samples per class: 2-D images, or the middle slice of volumes across each axis, with
+    the ground-truth masks over them when the dataset has some."""
+    vol = d.ndim_spatial == 3
+    per_class = [np.where(d.labels == k)[0][:2 if vol else 3] for k in range(len(d.class_names))]
+    show_masks = d.masks is not None and st.toggle("Overlay ground-truth masks", True,
+                                                   key="md_masks")
+    if not vol:
         cols = st.columns(len(per_class) * 3 or 1)
         k = 0
         for cls, idx in enumerate(per_class):
             for i in idx:
                 img = overlay(d.images[i], d.masks[i].astype(float), 0.35) if show_masks \
                     else to_uint8(d.images[i])
-                cols[k % len(cols)].image(img, caption=f"#{i} {plain(d.class_names[cls])}", width="stretch")
+                cols[k % len(cols)].image(img, caption=f"#{i} {plain(d.class_names[cls])}",
+                                          width="stretch")
                 k += 1
+        return
+    st.caption("Middle slice of each volume across D, H and W (the file's axes as stored; nothing "
+               "is reoriented)" + (", ground-truth mask in red." if show_masks else "."))
+    for cls, idx in enumerate(per_class):
+        if not len(idx):
+            continue
+        cols = st.columns(3 * len(idx))
+        for j, i in enumerate(idx):
+            for a in range(3):
+                img = middle_slice(d.images[i], a, d.masks[i] if show_masks else None)
+                cols[3 * j + a].image(
+                    img, width="stretch",
+                    caption=f"#{i} {plain(d.class_names[cls])} · {AXES[a]} = "
+                            f"{slice_index(d.images[i], a)}")
+    if d.atlas is not None:
+        names = d.atlas.region_names
+        st.caption(f"Atlas: {len(names)} regions: " + ", ".join(plain(n) for n in names.values()))
+        with st.expander("Atlas regions", expanded=False):
+            counts = np.bincount(d.atlas.labels.reshape(-1))
+            st.dataframe(pd.DataFrame({"label": list(names), "region": list(names.values()),
+                                       "voxels": [int(counts[k]) for k in names]}),
+                         hide_index=True)
+
+
+@st.cache_data(show_spinner=False, max_entries=32, ttl=cache.CACHE_TTL)
+def _forward_gflop(arch: str, kwargs_json: str, shape: tuple[int, ...]) -> float:
+    """GFLOP of one sample's forward pass through a fresh ``arch`` (for the cost line)."""
+    return B.forward_flop(build(arch, **json.loads(kwargs_json)), shape) / 1e9
+
+
+def _train_kwargs(arch: str, d: nd.ImageData, width) -> dict:
+    """The architecture's keyword arguments for ``d`` (classes, channels, width; for cnn3d-small
+    as many pooling blocks as the smallest side allows, at most 4)."""
+    kw = {"num_classes": len(d.class_names), "in_channels": int(d.shape[0])}
+    side = min(d.shape[1:])
+    if arch == "cnn3d-small":
+        blocks = min(4, int(np.floor(np.log2(side))) if side >= 2 else 0)
+        if blocks < 1:
+            raise NnsensError(f"the volumes are {tuple(d.shape[1:])} voxels; cnn3d-small needs at "
+                              "least 2 voxels per side")
+        kw.update(width=int(width), blocks=blocks)
+    else:
+        need = 32 if arch == "vgg16-small" else 8
+        if side < need:
+            raise NnsensError(f"the images are {d.shape[1]}×{d.shape[2]} pixels; {arch} needs at "
+                              f"least {need} per side" + ("; use resnet18-small" if need == 32 else ""))
+        kw["width"] = float(width)
+    return kw
+
+
+def _file_stem(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "cnn"
+
+
+def _train_section(label: str, d: nd.ImageData) -> None:
+    vol = d.ndim_spatial == 3
+    kind = "volumes" if vol else "images"
+    c_in = int(d.shape[0])
+    st.caption(f"Trains a fresh CNN on '{plain(label)}' ({len(d)} {kind} of shape {tuple(d.shape)}, "
+               f"classes {', '.join(plain(c) for c in d.class_names)}) with Adam and cross-entropy, "
+               "validating on a stratified held-out split of the dataset: the weights of the epoch "
+               "with the best validation balanced accuracy are kept, and training stops after "
+               "*patience* epochs without improvement. Inputs are normalised per channel with mean "
+               f"{_NORM_MEAN} and std {_NORM_STD}: (x − 0.5) / 0.25 for x in [0, 1].")
+    c1, c2, c3, c4 = st.columns(4)
+    arch = c1.selectbox("Architecture", _TRAIN_ARCHS[d.ndim_spatial], key=f"tr_arch_{d.ndim_spatial}")
+    if vol:
+        width = c2.number_input("Base channels", 1, 64, 8, key="tr_width3",
+                                help="channels of the first Conv3d block; each block doubles them")
+    else:
+        width = c2.number_input("Width multiplier", 0.03, 1.0, 0.125, format="%.3f", key="tr_width2",
+                                help="fraction of VGG-16 / ResNet-18's channels (at least 4 per layer)")
+    epochs = c3.number_input("Epochs", 1, 500, 10, key="tr_epochs")
+    batch = c4.number_input("Batch size", 2, 512, 16, key="tr_batch")
+    c1, c2, c3, c4 = st.columns(4)
+    lr = c1.number_input("Learning rate (Adam)", 1e-6, 1.0, 1e-3, format="%.5f", key="tr_lr")
+    patience = c2.number_input("Patience (0: never stop early)", 0, 500, 5, key="tr_patience")
+    val_frac = c3.number_input("Validation fraction", 0.0, 0.5, 0.2, step=0.05, key="tr_val")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, state.seed(), key="tr_seed")
+    cfg = kw = est = None
+    with guard("Checking the training settings"):
+        kw = _train_kwargs(arch, d, width)
+        cfg = CNNTrainConfig(epochs=int(epochs), batch_size=int(batch), lr=float(lr),
+                             patience=int(patience), val_fraction=float(val_frac), seed=int(seed))
+        n_val = round(len(d) / max(2, round(1 / cfg.val_fraction))) if cfg.val_fraction else 0
+        fwd = _forward_gflop(arch, json.dumps(kw, sort_keys=True), tuple(d.shape))
+        steps = -(-(len(d) - n_val) // cfg.batch_size)
+        est = B.Estimate(f"training {arch} for {cfg.epochs} epochs on {len(d) - n_val} {kind} "
+                         f"(+ {n_val} validating)",
+                         cfg.epochs * ((len(d) - n_val) * B.BACKWARD * fwd + n_val * fwd
+                                       + steps * B.STEP_FLOP / 1e9),
+                         "reduce the epochs, the width or the dataset")
+    ok = est is not None and cost_line(est)
+    if st.button("Train CNN", key="btn_train_cnn", disabled=not ok):
+        with guard("Training the CNN"), within_budget(est):
+            mlabel = _unique("image_model", f"{arch} on {label}")
+            spec = ModelSpec(name=mlabel, arch=arch, task=IMAGE, input_shape=tuple(d.shape),
+                             class_names=tuple(d.class_names), mean=(_NORM_MEAN,) * c_in,
+                             std=(_NORM_STD,) * c_in, arch_kwargs=kw)
+            torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
+            module = build(arch, **kw)
+            bar = Progress(f"Training {arch}")
+            module, rep = train_cnn(module, d, cfg, spec=spec, device=state.device(), progress=bar)
+            bar.done()
+            bacc = rep.best_val_balanced_accuracy
+            text = (f"{rep.epochs_run} epoch(s) in {rep.seconds:.1f} s, kept epoch {rep.best_epoch}"
+                    + (f", validation balanced accuracy {bacc:.3f} on {len(rep.val_idx)} held-out "
+                       f"{kind}" if bacc is not None else ", no validation split (last epoch kept)"))
+            buf = io.BytesIO()
+            torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buf)
+            file = _file_stem(mlabel) + ".pt"
+            entry = manifest_entry(spec, file, balanced_accuracy=bacc, best_epoch=rep.best_epoch,
+                                   epochs_run=rep.epochs_run, n_train=len(rep.train_idx),
+                                   n_val=len(rep.val_idx), train_seed=cfg.seed,
+                                   data=str(d.name), lr=cfg.lr, batch_size=cfg.batch_size)
+            st.session_state.setdefault("cnn_trained", {})[mlabel] = {
+                "frame": rep.to_frame(), "best_epoch": rep.best_epoch, "bacc": bacc,
+                "n_val": len(rep.val_idx), "n_train": len(rep.train_idx),
+                "epochs_run": rep.epochs_run, "stopped_early": rep.stopped_early,
+                "weights": buf.getvalue(), "file": file, "manifest": {mlabel: entry}}
+            st.session_state["cnn_trained_last"] = mlabel
+            state.add_upload("image_model", mlabel, LoadedModel(module.eval(), spec, text),
+                             f"Trained {plain(mlabel)}: {plain(text)}. It is now selected in the "
+                             "sidebar.")
+    last = st.session_state.get("cnn_trained_last")
+    run = st.session_state.get("cnn_trained", {}).get(last)
+    if run is None:
+        return
+    st.markdown(f"**Last trained CNN: {plain(last)}**")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Validation balanced accuracy",
+              "—" if run["bacc"] is None else f"{run['bacc']:.3f}")
+    m1.caption(f"on {run['n_val']} held-out samples (trained on {run['n_train']})")
+    m2.metric("Kept epoch", run["best_epoch"])
+    m3.metric("Epochs run", run["epochs_run"])
+    if run["stopped_early"]:
+        m3.caption("stopped early (patience)")
+    show_chart(st, history_figure(run["frame"], run["best_epoch"]), key="cnn_train_chart")
+    d1, d2 = st.columns(2)
+    with d1:
+        st.download_button("Download the weights (state_dict .pt)", run["weights"], run["file"],
+                           "application/octet-stream", key="dl_cnn_weights")
+    with d2:
+        download_json("Download the manifest (.json)", run["manifest"],
+                      run["file"][:-3] + ".json", key="dl_cnn_manifest")
+    st.caption("Reload it later under *Add a CNN*: upload the .pt with this manifest (the "
+               "architecture, classes, input shape and normalisation come from it).")
+
+
+with tab_img:
+    ictx = None
+    with guard("Loading the selected images and CNN"):
+        ictx = state.images(stop=False, volumes=True)
+    sel_label, sel_data = None, None
+    with guard("Loading the selected images"):
+        sel_label, sel_data, _ = state.image_data()
+    d = ictx.data if ictx is not None else sel_data
+    if d is not None:
+        vol = d.ndim_spatial == 3
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Volumes" if vol else "Images", plain(d.name))
+        c1.caption(f"{len(d)} {'volumes' if vol else 'images'} of shape {tuple(d.shape)} "
+                   f"{'(C, D, H, W)' if vol else '(C, H, W)'}")
+        if ictx is not None:
+            c2.metric("CNN", ictx.model.spec.arch)
+            c2.caption(plain(ictx.model.spec.name))
+        else:
+            c2.metric("CNN", "—")
+            c2.caption("the selected CNN does not fit this dataset (see above); train one below")
+        c3.metric("Classes", len(d.class_names))
+        c3.caption(", ".join(plain(c) for c in d.class_names))
+        _show_samples(d)
 
     demos_ = manifest()
     if demos_:
@@ -196,12 +401,17 @@ with tab_img:
                                     "test accuracy": e.get("test_accuracy")}
                                    for n, e in demos_.items()]), hide_index=True)
 
-    st.subheader("Add images")
-    shape = tuple(ictx.model.spec.input_shape) if ictx is not None else (3, 64, 64)
-    f = st.file_uploader("ZIP of class sub-folders (class_name/image.png) or .npz with images, "
-                         "labels (optional masks, class_names)", type=["zip", "npz"], key="up_img")
+    st.subheader("Add images or volumes")
+    shape = tuple(ictx.model.spec.input_shape) if ictx is not None and \
+        len(ictx.model.spec.input_shape) == 3 else (3, 64, 64)
+    f = st.file_uploader("ZIP of class sub-folders (class_name/image.png, or class_name/scan.nii.gz "
+                         "/ .nii / .npy for 3-D volumes) or .npz with images, labels (optional "
+                         "masks, class_names; volumes (N, C, D, H, W) with an optional atlas, "
+                         "region_labels, region_names)", type=["zip", "npz"], key="up_img")
     st.caption(f"Images are resized to the selected CNN's input {shape[1]}×{shape[2]} with "
-               f"{shape[0]} channel(s).")
+               f"{shape[0]} channel(s). Volumes are not resampled: all must share one voxel grid; "
+               "each is min-max scaled to [0, 1], at most 256³ voxels, "
+               f"{volumes.MAX_UPLOAD_VOXELS // 2**20} M voxels per upload.")
     if f is not None and st.button("Load images", key="btn_img"):
         with guard("Loading the images"):
             raw = f.getvalue()
@@ -210,43 +420,105 @@ with tab_img:
                 loaded = nd.load_npz(raw)
                 if not isinstance(loaded, nd.ImageData):
                     raise NnsensError(f"{f.name} holds tabular X/y; add it under the Tabular tab")
+            elif _zip_holds_volumes(raw):
+                loaded = dataclasses.replace(volumes.load_volume_zip(raw), name=f.name)
             else:
                 loaded = nd.load_image_zip(raw, size=shape[1:], channels=shape[0])
             label = _unique("image_data", f.name)
+            vol = loaded.ndim_spatial == 3
             state.add_upload("image_data", label, loaded,
-                             f"Loaded {plain(label)}: {len(loaded)} images in classes "
-                             f"{', '.join(plain(c) for c in loaded.class_names)}.")
+                             f"Loaded {plain(label)}: {len(loaded)} {'volumes' if vol else 'images'} "
+                             f"of shape {tuple(loaded.shape)} in classes "
+                             f"{', '.join(plain(c) for c in loaded.class_names)}"
+                             + (f", atlas of {len(loaded.atlas.region_ids)} regions"
+                                if loaded.atlas is not None else "") + ".")
+
+    if sel_data is not None and sel_data.ndim_spatial == 3:
+        st.subheader("Attach an atlas to the selected volumes")
+        fa = st.file_uploader("Atlas: integer region labels (0 = background), one 3-D volume in the "
+                              "volumes' voxel grid (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"],
+                              key="up_atlas")
+        fn = st.file_uploader("Region names (optional CSV: label,name)", type=["csv", "txt"],
+                              key="up_atlas_names")
+        st.caption(f"Attached to '{plain(sel_label)}' (spatial shape {tuple(sel_data.shape[1:])}) "
+                   "as a new dataset; the atlas must have that shape (nothing is resampled).")
+        if fa is not None and st.button("Attach atlas", key="btn_atlas"):
+            with guard("Attaching the atlas"):
+                raw = fa.getvalue()
+                deployment.check_data_size(len(raw), fa.name)
+                names = None
+                if fn is not None:
+                    names = fn.getvalue()
+                    if len(names) > _MAX_NAMES_BYTES:
+                        raise NnsensError(f"the region table {fn.name} is {len(names) / 2**20:.1f} MiB, "
+                                          "over the 1 MiB limit")
+                atlas = volumes.load_atlas(_named(raw, fa.name), None if names is None else
+                                           _named(names, fn.name))
+                atlas.check_shape(tuple(sel_data.shape[1:]), f"the volumes of '{sel_label}'")
+                with_atlas = dataclasses.replace(sel_data, atlas=atlas,
+                                                 name=f"{sel_data.name} + atlas {fa.name}")
+                label = _unique("image_data", f"{sel_label} + atlas {fa.name}")
+                regions = atlas.region_names
+                state.add_upload("image_data", label, with_atlas,
+                                 f"Attached the atlas {plain(fa.name)} ({len(regions)} regions: "
+                                 f"{', '.join(plain(n) for n in regions.values())}) to "
+                                 f"{plain(sel_label)} as {plain(label)}. It is now selected in the "
+                                 "sidebar.")
+
+    st.subheader("Train a CNN on the selected dataset")
+    if sel_data is None:
+        st.info("Select an image dataset in the sidebar (or add one above) to train a CNN on it.")
+    else:
+        _train_section(sel_label, sel_data)
 
     st.subheader("Add a CNN")
     f = st.file_uploader(f"{_MODEL_FILES} (at most {deployment.max_weights_bytes() // 2**20} MiB)",
                          type=["pt", "pth", "bin"], key="up_cnn", help=_MODEL_HELP)
+    fm = st.file_uploader("Manifest (.json, optional): written next to the weights by *Train a CNN* "
+                          "(or an entry like models/manifest.json's); it sets the fields below",
+                          type=["json"], key="up_cnn_manifest")
     archs = [a for a, (task, _) in ARCHITECTURES.items() if task == IMAGE]
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture (for a state_dict)", archs, key="cnn_arch")
     n_cls = c2.number_input("Classes", 2, 10000, 3, key="cnn_classes")
-    size = c3.number_input("Input size (pixels)", 16, 512, 224 if arch in ("vgg16", "resnet18") else 64,
+    size = c3.number_input("Input size (pixels; voxels per side for cnn3d-small)", 8, 512,
+                           224 if arch in ("vgg16", "resnet18") else (48 if arch == "cnn3d-small" else 64),
                            key="cnn_size")
     c1, c2, c3 = st.columns(3)
     names = c1.text_input("Class names (comma separated, optional)", key="cnn_names")
     norm = c2.selectbox("Input normalisation", ["ImageNet", "none ([0, 1])", "mean 0.5, std 0.25"],
                         key="cnn_norm")
-    width = c3.number_input("Width multiplier (small variants)", 0.05, 1.0, 0.125, key="cnn_width")
+    if arch == "cnn3d-small":
+        width = c3.number_input("Base channels (cnn3d-small)", 1, 64, 8, key="cnn_width3")
+    else:
+        width = c3.number_input("Width multiplier (small variants)", 0.03, 1.0, 0.125, key="cnn_width")
     if f is not None and st.button("Load CNN", key="btn_cnn"):
         with guard("Loading the CNN"):
-            cls_names = tuple(s.strip() for s in names.split(",") if s.strip()) or tuple(
-                str(i) for i in range(int(n_cls)))
-            if len(cls_names) != int(n_cls):
-                raise NnsensError(f"{len(cls_names)} class names for {int(n_cls)} classes; give one "
-                                  "name per class or leave the field empty")
-            mean, std = {"ImageNet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-                         "none ([0, 1])": ((), ()),
-                         "mean 0.5, std 0.25": ((0.5,) * 3, (0.25,) * 3)}[norm]
-            kwargs = {"num_classes": int(n_cls)}
-            if arch.endswith("-small"):
-                kwargs["width"] = float(width)
-            spec = ModelSpec(name=f.name, arch=arch, task=IMAGE, input_shape=(3, int(size), int(size)),
-                             class_names=cls_names, mean=mean, std=std, arch_kwargs=kwargs)
-            lm = load_model(f.getvalue(), arch=arch, arch_kwargs=kwargs, spec=spec,
+            if fm is not None:
+                spec = spec_from_manifest(fm.getvalue(), file_name=f.name, name=f.name)
+                kwargs = spec.arch_kwargs
+            else:
+                cls_names = tuple(s.strip() for s in names.split(",") if s.strip()) or tuple(
+                    str(i) for i in range(int(n_cls)))
+                if len(cls_names) != int(n_cls):
+                    raise NnsensError(f"{len(cls_names)} class names for {int(n_cls)} classes; give "
+                                      "one name per class or leave the field empty")
+                vol = arch == "cnn3d-small"
+                c_in = 1 if vol else 3
+                mean, std = {"ImageNet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                             "none ([0, 1])": ((), ()),
+                             "mean 0.5, std 0.25": ((0.5,) * c_in, (0.25,) * c_in)}[norm]
+                if vol and norm == "ImageNet":
+                    raise NnsensError("ImageNet normalisation has 3 channels; a cnn3d-small volume "
+                                      "has 1: pick 'none' or 'mean 0.5, std 0.25' (or upload its "
+                                      "manifest)")
+                kwargs = {"num_classes": int(n_cls)}
+                if arch.endswith("-small"):
+                    kwargs["width"] = int(width) if vol else float(width)
+                shape_in = (c_in, *(int(size),) * (3 if vol else 2))
+                spec = ModelSpec(name=f.name, arch=arch, task=IMAGE, input_shape=shape_in,
+                                 class_names=cls_names, mean=mean, std=std, arch_kwargs=kwargs)
+            lm = load_model(f.getvalue(), arch=spec.arch, arch_kwargs=kwargs, spec=spec,
                             max_bytes=deployment.max_weights_bytes())
             label = _unique("image_model", f.name)
             state.add_upload("image_model", label, lm, f"Loaded {plain(label)}: {lm.report}")

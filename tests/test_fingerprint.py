@@ -41,3 +41,25 @@ def test_text_arrays_count_and_other_objects_are_refused():
     assert fingerprint(yes) != fingerprint(np.array(["no", "yes"], dtype=object))
     with pytest.raises(NnsensError, match="holding object objects"):
         fingerprint(np.array([object()], dtype=object))
+
+
+def test_an_attached_atlas_changes_the_dataset_fingerprint():
+    """The Model & data page registers volumes with an atlas attached as a new upload: its content
+    id must differ from the volumes without it, and follow the atlas's labels and names."""
+    import dataclasses
+
+    from nnsens_core.brain_phantom import atlas, demo_volumes
+    from nnsens_core.volumes import Atlas
+
+    d = dataclasses.replace(demo_volumes("test", n=2), atlas=None)
+    a = atlas(48)
+    with_atlas = dataclasses.replace(d, atlas=a)
+    assert fingerprint(with_atlas) != fingerprint(d)
+    same = dataclasses.replace(d, atlas=Atlas(a.labels.copy(), dict(a.names)))
+    assert fingerprint(same) == fingerprint(with_atlas)
+    renamed = dataclasses.replace(d, atlas=Atlas(a.labels, {**a.names, 1: "another name"}))
+    assert fingerprint(renamed) != fingerprint(with_atlas)
+    labels = a.labels.copy()
+    labels[0, 0, 0] = 1 if labels[0, 0, 0] != 1 else 2
+    assert fingerprint(dataclasses.replace(d, atlas=Atlas(labels, a.names))) != \
+        fingerprint(with_atlas)

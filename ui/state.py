@@ -177,7 +177,7 @@ def tabular(stop: bool = True) -> TabularContext | None:
     dev, sd = device(), seed()
     data_label, data, rows = tabular_data()
     model_label = st.session_state.get("sel_tabular_model", DEMO_MLP)
-    demo_data, demo_model, info = cache.demo_tabular_model(sd)
+    demo_data, demo_model, _info = cache.demo_tabular_model(sd)
     ups = _uploads()
     model = demo_model if model_label == DEMO_MLP else ups["tabular_model"].get(model_label, demo_model)
     data_id = "demo:pima" if data is demo_data else content_id("tabular_data", data_label, data)
@@ -194,22 +194,28 @@ def tabular(stop: bool = True) -> TabularContext | None:
                           sd)
 
 
+def image_data() -> tuple[str, ImageData | None, str | None]:
+    """The selected image dataset whatever the selected CNN: (label, data, content id), data None
+    when nothing is selected; the Model & data page shows it and trains a CNN on it even when the
+    selected CNN does not fit it."""
+    label = st.session_state.get("sel_image_data", DEMO_PHANTOM)
+    if label == DEMO_PHANTOM:
+        return label, cache.demo_images("test", PHANTOM_TEST_N), f"demo:phantom:test:{PHANTOM_TEST_N}"
+    if label == DEMO_BRAIN:
+        return label, cache.demo_volumes("test", BRAIN_TEST_N), f"demo:brain:test:{BRAIN_TEST_N}"
+    data = _uploads()["image_data"].get(label)
+    return label, data, None if data is None else content_id("image_data", label, data)
+
+
 def images(stop: bool = True, volumes: bool = False) -> ImageContext | None:
     """The selected image data and CNN. When they do not fit, show why and stop the page
     (``stop=False``: return None instead). Pages that work on 3-D volumes too pass
     ``volumes=True``; the others say so and stop when a volume dataset is selected."""
     dev, sd = device(), seed()
     names = demo_cnn_names(None)
-    data_label = st.session_state.get("sel_image_data", DEMO_PHANTOM)
+    data_label, data, data_id = image_data()
     model_label = st.session_state.get("sel_image_model") or (f"Demo: {names[0]}" if names else None)
     ups = _uploads()
-    if data_label == DEMO_PHANTOM:
-        data, data_id = cache.demo_images("test", PHANTOM_TEST_N), f"demo:phantom:test:{PHANTOM_TEST_N}"
-    elif data_label == DEMO_BRAIN:
-        data, data_id = cache.demo_volumes("test", BRAIN_TEST_N), f"demo:brain:test:{BRAIN_TEST_N}"
-    else:
-        data = ups["image_data"].get(data_label)
-        data_id = None if data is None else content_id("image_data", data_label, data)
     if model_label and model_label.startswith("Demo: ") and model_label[6:] in names:
         model, model_id = cache.demo_cnn(model_label[6:], str(dev)), f"demo:{model_label[6:]}"
     else:
@@ -276,4 +282,3 @@ def _aligned(data: ImageData, model: LoadedModel, key: str) -> tuple[ImageData |
 def _stop(stop: bool) -> None:
     if stop:
         st.stop()
-    return None
