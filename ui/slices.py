@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .volume_views import AXES as VIEWS
+from .volume_views import gray, slice_of
+
 AXES = ("D", "H", "W")
 """The spatial axes of a (C, D, H, W) volume, as stored in its file (nothing is reoriented)."""
 
@@ -11,8 +14,9 @@ AXES = ("D", "H", "W")
 def middle_slice(vol, axis: int = 0, mask=None, alpha: float = 0.35,
                  colour: tuple[int, int, int] = (255, 0, 0)) -> np.ndarray:
     """The middle slice of ``vol`` (C, D, H, W) (or (D, H, W)) in [0, 1] across spatial ``axis``
-    (0 = D, 1 = H, 2 = W) as an RGB uint8 image: 1 channel is shown grey, 3 as RGB, any other
-    count by its first channel. ``mask`` (D, H, W) tints the voxels where it is > 0 with
+    (0 = D, 1 = H, 2 = W) as an RGB uint8 image oriented as in the Robustness page's viewer
+    (:func:`ui.volume_views.slice_of`: axial, coronal, sagittal; D points up): 1 channel is shown
+    grey, 3 as RGB, any other count by its first channel. ``mask`` (D, H, W) tints the voxels where it is > 0 with
     ``colour`` (weight ``alpha``); the rest of the slice is left as it is."""
     v = np.asarray(vol, dtype=np.float32)
     if v.ndim == 3:
@@ -21,19 +25,14 @@ def middle_slice(vol, axis: int = 0, mask=None, alpha: float = 0.35,
         raise ValueError(f"a volume is (C, D, H, W) or (D, H, W); got shape {v.shape}")
     if axis not in (0, 1, 2):
         raise ValueError(f"axis={axis!r} must be 0 (D), 1 (H) or 2 (W)")
-    k = v.shape[1 + axis] // 2
-    s = np.take(v, k, axis=1 + axis)  # (C, a, b)
-    if s.shape[0] == 3:
-        rgb = s.transpose(1, 2, 0)
-    else:
-        rgb = np.repeat(s[0][..., None], 3, axis=2)
-    rgb = np.clip(np.nan_to_num(rgb), 0, 1) * 255
+    view, k = VIEWS[axis], v.shape[1 + axis] // 2
+    rgb = gray(slice_of(v, view, k)).astype(np.float32)  # the viewer's orientation: D points up
     if mask is not None:
         m = np.asarray(mask)
         if m.shape != v.shape[1:]:
             raise ValueError(f"the mask has shape {m.shape}; the volume's spatial shape is "
                              f"{v.shape[1:]}")
-        on = np.take(m, k, axis=axis) > 0
+        on = slice_of(m, view, k) > 0
         rgb[on] = rgb[on] * (1 - alpha) + np.asarray(colour, np.float32) * alpha
     return np.rint(rgb).astype(np.uint8)
 
