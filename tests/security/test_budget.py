@@ -3,6 +3,7 @@ server-wide budget admits concurrent runs only while their estimates together fi
 import threading
 
 import pytest
+import torch
 
 from nnsens_core import budget as B
 from nnsens_core import deployment, loading
@@ -230,3 +231,19 @@ def test_deployment_files_pin_everything_and_run_read_only():
             assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.+\-]*", line.strip()), line
     run = (root / "run.sh").read_text()
     assert "public)" in run and "NNSENS_PUBLIC=1" in run
+
+
+def test_volume_convolutions_count_at_their_measured_cost():
+    """A Conv3d FLOP costs VOLUME_CONV_COST 2-D FLOPs (measured on the CPU), so estimates for the
+    3-D demo are not 6x optimistic."""
+    from torch import nn as _nn
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from nnsens_core import budget as B
+
+    net = _nn.Sequential(_nn.Conv3d(1, 4, 3, padding=1), _nn.Flatten(), _nn.Linear(4 * 6 ** 3, 2))
+    with FlopCounterMode(display=False) as fc:
+        net(torch.zeros(1, 1, 6, 6, 6))
+    conv = 2 * 4 * 27 * 6 ** 3  # multiply-adds of the convolution, x2
+    lin = fc.get_total_flops() - conv
+    assert B.forward_flop(net, (1, 6, 6, 6)) == conv * B.VOLUME_CONV_COST + lin
