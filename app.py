@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from ui import state
+from ui._streamlit_internals import keep_widget_values
 
 st.set_page_config(page_title="nnsens", page_icon="🧠", layout="wide")
 
@@ -25,5 +26,6 @@ PAGES = [
 pages = {p: st.Page(p, title=t, icon=i, default=(k == 0)) for k, (p, t, i, _) in enumerate(PAGES)}
 current = st.navigation(list(pages.values()))
 kind = next(k for p, _, _, k in PAGES if pages[p] is current or pages[p].title == current.title)
+keep_widget_values(st.session_state)  # the settings of pages not shown now survive this run
 state.sidebar(show_tabular=kind in ("tabular", "both"), show_images=kind in ("image", "both"))
 current.run()
