@@ -29,9 +29,11 @@ state.require_router()
 st.title("Loss landscape")
 st.caption("The method of *Sensitivity Analysis on Loss Landscape*: train the simplest network "
            "(inputs → one tanh unit, MSE loss, Xavier-normal initialisation) and record, every epoch, "
-           "the 1st, 2nd and 3rd derivatives of the loss with respect to each input (torch.func, "
-           "vectorised). The claim tested here: the **trend of the 2nd derivative while the loss "
-           "falls** has the sign of the feature's Spearman correlation with the target.")
+           "the 1st, 2nd and 3rd derivatives of the loss per feature (torch.func, vectorised). The "
+           "paper's \"derivative\" can be read several ways (with respect to the input or the weight, "
+           "diagonal, Hessian row sums, first Hessian column); every reading and order is scored. The "
+           "claim tested: the **trend of the 2nd derivative while the loss falls** has the sign of the "
+           "feature's Spearman correlation with the target.")
 
 ctx = state.tabular()
 data = ctx.data
@@ -81,7 +83,32 @@ def _digits(digit: int, n: int, cfg: L.LandscapeConfig, device: str) -> L.Digits
 
 
 # ----------------------------------------------------------------------------- settings
+_PRESET_CFG, _PRESET_ROWS = L.paper_preset()
+_D = L.LandscapeConfig()
+
+
+def _apply_paper_preset() -> None:
+    """Set the widgets to the paper's preset (before they are drawn on the rerun)."""
+    c = _PRESET_CFG
+    st.session_state.update({"ls_reading": c.reading, "ls_opt": c.optimizer, "ls_lr": c.lr,
+                             "ls_epochs": c.epochs, "ls_K": c.retrains, "ls_std": c.standardize,
+                             "ls_tscale": c.target_scaling, "ls_flat": c.flat_tol,
+                             "ls_descent": c.descent_share, "ls_every": c.record_every,
+                             "ls_preset_applied": True})
+
+
+p1, p2 = st.columns([1, 4])
+p1.button("Paper preset", key="ls_preset", on_click=_apply_paper_preset,
+          help="Set the paper's values (weight-diagonal reading); the table says which come from "
+               "the paper and which are nnsens defaults.")
+if st.session_state.get("ls_preset_applied"):
+    with p2.expander("Paper preset: the values set and where they come from", expanded=False):
+        st.dataframe(pd.DataFrame(_PRESET_ROWS).astype(str).set_index("setting"), width="stretch")
+
 with st.expander("Training settings (one tanh unit)", expanded=True):
+    reading = st.selectbox("Reading of the paper's derivatives (shown per feature; all readings are "
+                           "scored)", list(L.READINGS), key="ls_reading",
+                           format_func=lambda r: f"{L.READING_LABELS[r]}: {L.READING_FORMULAS[r][2]}")
     c1, c2, c3, c4, c5 = st.columns(5)
     optimizer = c1.selectbox("Optimizer", ["sgd", "adam"], key="ls_opt")
     lr = c2.number_input("Learning rate", value=0.05, min_value=0.0, step=0.01, format="%.4f",
@@ -94,7 +121,8 @@ with st.expander("Training settings (one tanh unit)", expanded=True):
     seed = c5.number_input("Seed", value=int(ctx.seed), min_value=0, step=1, key="ls_seed",
                            help="Defaults to the sidebar seed.")
     c6, c7, c8, c9, c10, c11 = st.columns(6)
-    rows = c6.text_input("Rows", "", key="ls_rows", help="e.g. 0:500; empty = all rows")
+    rows = c6.text_input("Rows", ctx.train_rows, key="ls_rows",
+                         help="Default: the train rows the other pages use; e.g. 0:500; empty = all rows")
     standardize = c7.checkbox("Standardise inputs", value=True, key="ls_std",
                               help="z-score each feature (tanh saturates on raw Pima values)")
     scaling = c8.selectbox("Target scaling", ["none", "minmax"], key="ls_tscale",
@@ -116,7 +144,8 @@ with guard("Checking the settings"):
     cfg = L.LandscapeConfig(epochs=int(epochs), lr=float(lr), optimizer=optimizer,
                             retrains=int(retrains), seed=int(seed), standardize=bool(standardize),
                             target_scaling=scaling, flat_tol=float(flat_tol),
-                            descent_share=float(descent), record_every=int(record_every))
+                            descent_share=float(descent), record_every=int(record_every),
+                            reading=reading)
 run_key = (ctx.key, rows.strip(), cfg)
 affordable = True
 if cfg is not None:
@@ -146,9 +175,22 @@ def _simple_tab(res: L.LandscapeResult) -> None:
     k4.metric("Recorded epochs used for the trend (run 0)",
               f"{res.trends[0].n_epochs} / {len(h.epochs) - 1}",
               help="Epochs where the loss falls (within the main-descent share).")
-    st.caption("Agreement: an *increasing* trend meets a positive, a *decreasing* one a negative "
-               "Spearman correlation; flat/undetermined trends are left out. Note that "
-               "d²L/dx_j² = w_j² · d²L/dz² does not depend on the sign of w_j.")
+    r = res.config.reading
+    st.caption(f"Reading used for the per-feature views: **{L.READING_LABELS[r]}**, 2nd derivative "
+               f"mean over rows of {L.READING_FORMULAS[r][2]} (g₂ = d²L/dz², z = w·x + b, x the "
+               f"{'standardised' if res.config.standardize else 'raw'} inputs). Agreement: an "
+               "*increasing* net direction (rank correlation with the epoch) meets a positive, a "
+               "*decreasing* one a negative Spearman correlation; flat/undetermined trends are left out. "
+               "The trend label describes the curve's shape (e.g. *rises then falls*).")
+    st.subheader("Agreement per reading and order")
+    st.markdown(plain(res.verdict()))
+    a, b = st.columns([3, 2])
+    show_chart(a, V.agreement_heatmap(res), key="ls_agree_heat")
+    af = V.agreement_frame(res)
+    b.dataframe(af[["reading_label", "order", "formula", "rate", "features_agreeing",
+                    "features_disagreeing"]], width="stretch", hide_index=True)
+    with b:
+        download_csv("Agreement table (CSV)", af, "landscape_agreement.csv", key="dl_ls_agree")
     show_chart(st, V.loss_curve(h), key="ls_loss")
 
     names = list(res.feature_names)
@@ -172,12 +214,12 @@ def _simple_tab(res: L.LandscapeResult) -> None:
     order = st.radio("Per-sample distribution at the last epoch of derivative", [1, 2, 3], index=1,
                      horizontal=True, key="ls_dist_order")
     show_chart(st, V.distribution_box(h.final[order][run], names,
-                                       f"Per-sample d^{order}L/dx^{order} at epoch {h.epochs[-1]}, "
+                                       f"Per-sample {L.READING_FORMULAS[r][order]} at epoch {h.epochs[-1]}, "
                                        f"run {run}, {h.final[order].shape[1]:,} rows "
                                        "(box: quartiles, dashed: mean ± sd)"),
                     key="ls_dist")
 
-    st.subheader(f"Trend of the 2nd derivative while the loss falls (run {run})")
+    st.subheader(f"Trend of the 2nd derivative while the loss falls ({L.READING_LABELS[r]}, run {run})")
     st.dataframe(tf, width="stretch")
     st.subheader(f"Consistency across {res.n_runs} retrains")
     cf = V.consistency_frame(res)
@@ -214,6 +256,11 @@ def _model_tab() -> None:
         store["grad"][g_key] = summary
     if summary is not None:
         st.subheader("Sensitivities ∂y/∂x (NeuralSens: mean, std, root mean square)")
+        st.caption(f"Units: ∂y/∂x_j is the change of output {output} of the model (in its own units, "
+                   "e.g. a probability for the demo MLP) per **one unit of feature j as the model "
+                   "receives it** (the data's raw units, e.g. mg/dL for a glucose column, unless the "
+                   "model standardises inside); mean, std and RMS share those units, so features "
+                   "measured on different scales are not directly comparable.")
         a, b = st.columns([3, 2])
         show_chart(a, V.gradient_summary_bars(summary), key="ls_g_bars")
         gf = V.gradient_frame(summary)
@@ -251,7 +298,9 @@ def _model_tab() -> None:
         st.info("Press **Compute loss surface**.")
         return
     st.caption(f"Loss at the trained weights: {surf.center:.4f} ({surf.loss_kind}); grid minimum "
-               f"{np.nanmin(surf.loss):.4f}.")
+               f"{np.nanmin(surf.loss):.4f}. Units: α and β are multiples of the two directions, "
+               "each scaled filter by filter to the norm of the trained weights (dimensionless); the "
+               "loss is per row (BCE/cross-entropy in nats, MSE in squared target units).")
     fig_s, fig_c = V.surface_figures(surf)
     a, b = st.columns(2)
     show_chart(a, fig_s, key="ls_s_3d")
@@ -274,7 +323,7 @@ def _digits_tab() -> None:
         dcfg = L.LandscapeConfig(epochs=d_epochs, retrains=d_K, lr=float(lr), optimizer=optimizer,
                                  seed=int(seed), standardize=bool(standardize),
                                  target_scaling=scaling, flat_tol=float(flat_tol),
-                                 descent_share=float(descent))
+                                 descent_share=float(descent), reading=reading)
     if dcfg is None:
         return
     d_key = (digit, n, dcfg)

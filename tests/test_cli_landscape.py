@@ -36,7 +36,8 @@ def csv_path(tmp_path) -> Path:
 def test_cli_json_equals_core(tmp_path, csv_path, capsys):
     out = tmp_path / "res.json"
     rc = main(["landscape", "--data", str(csv_path), "--target", "label", "--epochs", "25",
-               "--retrains", "3", "--lr", "0.1", "--seed", "2", "--device", "cpu", "--out", str(out)])
+               "--retrains", "3", "--lr", "0.1", "--seed", "2", "--device", "cpu", "--rows", "all",
+               "--out", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert [f["feature"] for f in doc["features"]] == ["up", "noise", "down"]
@@ -80,12 +81,49 @@ def test_cli_demo_data_without_data(tmp_path):
     doc = json.loads(out.read_text())
     assert [f["feature"] for f in doc["features"]] == list(demo.feature_names)
     assert doc["target"] == demo.target_name
+    # by default the train rows the other pages and commands use (Pima: 0:500)
+    assert doc["rows"] == "0:500" and doc["n_rows"] == 500
+
+
+def test_cli_readings_orders_csv_and_paper_preset(tmp_path, csv_path, capsys):
+    out, table = tmp_path / "r.json", tmp_path / "agreement.csv"
+    rc = main(["landscape", "--data", str(csv_path), "--target", "label", "--epochs", "15",
+               "--retrains", "2", "--lr", "0.1", "--device", "cpu", "--preset", "paper",
+               "--orders", "2,3", "--csv", str(table), "--out", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["reading"] == "weight_diagonal" and doc["config"]["reading"] == "weight_diagonal"
+    assert doc["rows"] == "0:58" and doc["n_rows"] == 58  # ~65 % of the 90 rows: the train rows
+    assert {a["order"] for a in doc["agreement_by_reading"]} == {2, 3}
+    assert len(doc["agreement_by_reading"]) == 2 * len(L.READINGS)
+    sources = {r["setting"]: r["source"] for r in doc["preset"]["settings"]}
+    assert sources["reading"].startswith("paper") and "not stated" in sources["epochs"]
+    df = pd.read_csv(table)
+    assert list(df["reading"]) == [r for r in L.READINGS for _ in (2, 3)]
+    assert list(df["order"]) == [2, 3] * len(L.READINGS)
+    data = load_csv(csv_path, "label").rows("0:58")
+    res = L.run_landscape(data.X, data.y, L.LandscapeConfig(epochs=15, retrains=2, lr=0.1,
+                                                            reading="weight_diagonal"),
+                          device="cpu")
+    ref = res.agreement_table().set_index(["reading", "order"])
+    for _, row in df.iterrows():
+        want = ref.loc[(row["reading"], row["order"]), "rate"]
+        assert (np.isnan(row["rate"]) and (want is None or np.isnan(want))) or \
+            row["rate"] == pytest.approx(want)
+    printed = capsys.readouterr().out
+    assert "preset paper" in printed and "not stated in the paper" in printed
+    assert "weight-diagonal reading" in printed and "hessian_first_column" in printed
+    # --reading overrides the preset's reading
+    assert main(["landscape", "--data", str(csv_path), "--target", "label", "--epochs", "5",
+                 "--retrains", "1", "--device", "cpu", "--preset", "paper", "--reading",
+                 "hessian_row_sums", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["reading"] == "hessian_row_sums"
 
 
 def test_cli_pima(tmp_path, pima_path):
     out = tmp_path / "pima.json"
     rc = main(["landscape", "--data", str(pima_path), "--target", "Outcome", "--epochs", "20",
-               "--retrains", "2", "--device", "cpu", "--out", str(out)])
+               "--retrains", "2", "--device", "cpu", "--rows", "all", "--out", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert len(doc["features"]) == 8
@@ -116,6 +154,8 @@ def _bad_csv(tmp_path, kind) -> Path:
     ("ok", ["--descent-share", "0"], r"descent_share=0"),
     ("ok", ["--target", "nope"], r"'nope' is not in the CSV"),
     ("ok", ["--rows", "0:500"], r"rows='0:500' is outside"),
+    ("ok", ["--orders", "2,4"], r"--orders '2,4'"),
+    ("ok", ["--orders", "x"], r"--orders 'x'"),
 ])
 def test_cli_bad_input(tmp_path, capsys, kind, extra, message):
     path = _bad_csv(tmp_path, kind)

@@ -160,6 +160,8 @@ def test_classify_trend_on_hand_made_histories():
     tr = L.classify_trend(hist, loss, flat_tol=0.05)
     assert tr.n_epochs == 19
     assert list(tr.label[:3]) == ["increasing", "decreasing", "flat"]
+    assert list(tr.direction[:3]) == ["increasing", "decreasing", "flat"]
+    assert tr.label[3] == "fluctuates"  # sin over 19 epochs: three turns
     assert tr.rho[0] == pytest.approx(1.0) and tr.slope[0] == pytest.approx(1.0)
     assert tr.slope[1] == pytest.approx(-1.0)
     never_falls = L.classify_trend(hist, np.arange(T, dtype=float))
@@ -264,8 +266,8 @@ def test_digits_landscape_small():
     dropped = np.setdiff1d(np.arange(64), keep)
     assert len(dropped) > 0 and not dg.increasing_mask.reshape(-1)[dropped].any()
     assert np.isnan(dg.spearman_map.reshape(-1)[dropped]).all()
-    labs0 = dg.result.trends[0].label
-    np.testing.assert_array_equal(dg.increasing_mask.reshape(-1)[keep], labs0 == "increasing")
+    dirs0 = dg.result.trends[0].direction  # the mask marks the net direction (labels are shapes)
+    np.testing.assert_array_equal(dg.increasing_mask.reshape(-1)[keep], dirs0 == "increasing")
     shares = dg.increasing_share.reshape(-1)[keep]
     assert ((shares >= 0) & (shares <= 1)).all()
     with pytest.raises(NnsensError, match="digit"):
@@ -396,9 +398,10 @@ def test_descent_share_keeps_the_main_descent_only():
     assert (L.falling_mask(loss, 1.0) == full).all()
     # a history rising during the descent and falling on the plateau: the window decides the trend
     hist = np.array([0, 1, 2, 3, 2.5, 2, 1.5, 1, 0.5])[:, None]
-    assert L.classify_trend(hist, loss).label[0] == "decreasing"
+    full_tr = L.classify_trend(hist, loss)
+    assert full_tr.direction[0] == "decreasing" and full_tr.label[0] == "rises then falls"
     tr = L.classify_trend(hist, loss, descent_share=0.8)
-    assert tr.label[0] == "increasing" and tr.n_epochs == 3
+    assert tr.label[0] == "increasing" and tr.direction[0] == "increasing" and tr.n_epochs == 3
     with pytest.raises(NnsensError, match="descent_share=0"):
         L.LandscapeConfig(descent_share=0.0)
     with pytest.raises(NnsensError, match="descent_share=1.5"):

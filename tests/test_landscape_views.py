@@ -40,6 +40,17 @@ def test_figures_build(res):
     assert list(V.spearman_bars(res.feature_names, res.spearman).data[0].x) == list(res.spearman)
 
 
+def test_agreement_views(res):
+    af = V.agreement_frame(res)
+    assert len(af) == 12 and af["reading_label"].iloc[0] == "input-diagonal"
+    fig = V.agreement_heatmap(res)
+    z = np.asarray(fig.data[0].z, float)
+    np.testing.assert_array_equal(np.isnan(z), np.isnan(res.agreement_matrix()))
+    assert list(fig.data[0].y) == [L.READING_LABELS[r] for r in L.READINGS]
+    tf = V.trend_frame(res, 0)
+    assert list(tf["direction"]) == list(res.trends[0].direction)
+
+
 def test_runs_of_a_mask():
     x = np.arange(8.0)
     mask = np.array([False, True, True, False, False, True, False, True])

@@ -12,8 +12,7 @@ from plotly.subplots import make_subplots
 from nnsens_core import landscape as L
 
 _MARGIN = dict(l=50, r=20, t=50, b=40)
-_ORDER_TITLE = {1: "1st derivative  mean dL/dx", 2: "2nd derivative  mean d²L/dx²",
-                3: "3rd derivative  mean d³L/dx³"}
+_ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
 
 
 def loss_curve(h: L.TrainHistory) -> go.Figure:
@@ -32,8 +31,10 @@ def derivative_histories(res: L.LandscapeResult, run: int, features: list[int],
     epochs where the loss does not fall are shaded; ``band_feature`` adds its 5-95 % and 25-75 %
     per-sample quantile bands."""
     h = res.history
+    reading = getattr(h, "reading", "input_diagonal")
+    titles = [f"{_ORDINAL[k]} derivative  mean {L.READING_FORMULAS[reading][k]}" for k in L.ORDERS]
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[_ORDER_TITLE[k] for k in L.ORDERS])
+                        subplot_titles=titles)
     ep = h.epochs.astype(float)
     palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                "#7f7f7f", "#bcbd22", "#17becf"]
@@ -56,7 +57,8 @@ def derivative_histories(res: L.LandscapeResult, run: int, features: list[int],
         fig.add_vrect(x0=e0, x1=e1, fillcolor="grey", opacity=0.12, line_width=0)
     fig.update_xaxes(title_text="epoch", row=3, col=1)
     fig.update_layout(height=740, margin=dict(l=50, r=20, t=90, b=40),
-                      title=dict(text=f"Input-derivative histories, run {run} (seed {h.seeds[run]})"
+                      title=dict(text=f"Derivative histories ({L.READING_LABELS[reading]} reading), "
+                                      f"run {run} (seed {h.seeds[run]})"
                                       "<br><sup>grey: epochs left out of the trend (loss not falling"
                                       " or past the main descent)</sup>"))
     return fig
@@ -102,9 +104,37 @@ def trend_frame(res: L.LandscapeResult, run: int = 0) -> pd.DataFrame:
     agree = {True: "yes", False: "no", None: "n/a"}
     return pd.DataFrame({
         "spearman": res.spearman, "spearman_sign": np.sign(res.spearman).astype(int),
-        "trend": [str(x) for x in t.label], "trend_rho": t.rho, "trend_slope": t.slope,
+        "trend": [str(x) for x in t.label], "direction": [str(x) for x in t.direction],
+        "trend_rho": t.rho, "trend_slope": t.slope,
         "agrees": [agree[a] for a in res.agree[run]],
     }, index=pd.Index(res.feature_names, name="feature"))
+
+
+def agreement_frame(res: L.LandscapeResult) -> pd.DataFrame:
+    """One row per (reading, order): formula, agreement rate over all runs and in run 0, features
+    whose runs mostly agree / disagree."""
+    df = res.agreement_table()
+    df.insert(0, "reading_label", [L.READING_LABELS[r] for r in df["reading"]])
+    return df
+
+
+def agreement_heatmap(res: L.LandscapeResult) -> go.Figure:
+    """Reading x order heatmap of the agreement with the Spearman sign (all runs); text: the rate
+    and the features whose runs mostly agree."""
+    m = res.agreement_matrix("rate")
+    counts = res.agreement_matrix("features_agreeing")
+    d = len(res.feature_names)
+    text = [[("n/a" if np.isnan(m[i, c]) else f"{m[i, c]:.0%}") + f"<br>{int(counts[i, c])}/{d} features"
+             for c in range(m.shape[1])] for i in range(m.shape[0])]
+    fig = go.Figure(go.Heatmap(
+        z=m, x=[f"{_ORDINAL[k]} derivative" for k in L.ORDERS],
+        y=[L.READING_LABELS[r] for r in L.READINGS], zmin=0, zmax=1, colorscale="RdYlGn",
+        text=text, texttemplate="%{text}", colorbar=dict(title="agree"),
+        hovertemplate="%{y}, %{x}: %{z:.2f}<extra></extra>"))
+    fig.update_layout(title=f"Agreement of the trend with the Spearman sign ({res.n_runs} run(s); "
+                            "chance 50%)", height=330, margin=dict(l=10, r=10, t=50, b=40))
+    fig.update_yaxes(autorange="reversed", automargin=True)
+    return fig
 
 
 def consistency_frame(res: L.LandscapeResult) -> pd.DataFrame:

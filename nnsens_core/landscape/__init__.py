@@ -1,9 +1,11 @@
 """Loss-landscape sensitivity (Faroz 2024, "Sensitivity Analysis on Loss Landscape").
 
 The method trains the simplest network, ``inputs -> one tanh unit`` with an MSE loss, and records
-during training, for every input feature ``x_j``, the first, second and third derivatives of the
-per-sample loss ``L_i(x) = (tanh(w.x + b) - y_i)^2`` with respect to ``x_j`` (the diagonal
-``d^k L / dx_j^k``), averaged over the data.  The paper's claim is that the *trend* of the second
+during training, for every input feature ``j``, the first, second and third derivatives of the
+per-sample loss ``L_i = (tanh(w.x_i + b) - y_i)^2``, averaged over the data.  Which derivative
+("with respect to the input ``x_j`` or the weight ``w_j``, diagonal or Hessian row/column") the paper
+means is ambiguous; :data:`READINGS` offers four readings, defined in
+:func:`~nnsens_core.landscape.tanh_unit.reading_derivatives`, and every reading and order is scored.  The paper's claim is that the *trend* of the second
 derivative while the loss falls has the sign of the Spearman correlation between the feature and
 the target.  This module measures that claim, it does not assume it.
 
@@ -16,15 +18,18 @@ Definitions (used by the page, the CLI and the tests):
   previous recorded entry's.  With ``descent_share = s < 1`` only those up to the first entry where
   the loss has made ``s`` of its total drop (``loss[0] - min(loss)``) count: the main descent,
   without the long plateau where the loss still creeps down.
-* **Trend** of feature ``j``: ``rho_j`` = Spearman correlation between the epoch index and the mean
-  second derivative ``mean_i d^2 L_i / dx_j^2`` over the epochs where the loss falls.
+* **Trend** of feature ``j`` (per reading and order): ``rho_j`` = Spearman correlation between the
+  epoch index and the mean derivative over the epochs where the loss falls.  Its *direction* is
   ``"increasing"`` if ``rho_j > flat_tol``, ``"decreasing"`` if ``rho_j < -flat_tol``, else ``"flat"``;
-  ``"undetermined"`` with fewer than ``min_falling_epochs`` such epochs.  The slope of a least-squares
-  line over the same epochs is reported alongside.
-* **Agreement**: the trend agrees with the data when ``"increasing"`` meets a positive and
-  ``"decreasing"`` a negative Spearman correlation between the feature and the target.  ``"flat"``,
+  ``"undetermined"`` with fewer than ``min_falling_epochs`` such epochs.  Its *label* describes the
+  curve's shape (``"increasing"``, ``"decreasing"``, ``"rises then falls"``, ``"falls then rises"``,
+  ``"fluctuates"``, ``"flat"``; :func:`curve_shape`).  The slope of a least-squares line over the
+  same epochs is reported alongside.
+* **Agreement**: the trend agrees with the data when an increasing direction meets a positive and a
+  decreasing one a negative Spearman correlation between the feature and the target.  ``"flat"``,
   ``"undetermined"`` or a zero Spearman correlation count as *not determined* (``None``) and are left
-  out of the agreement rate.
+  out of the agreement rate.  It is scored for every (reading, order)
+  (:meth:`LandscapeResult.agreement_table`, :meth:`LandscapeResult.verdict`).
 
 Retrains (``retrains = K``) are trained together: the ``K`` weight vectors are stacked into one
 ``(K, d)`` tensor and optimised with one optimizer on the sum of the ``K`` losses.  SGD and Adam act
@@ -53,25 +58,36 @@ from .surface import (
     loss_surface,
 )
 from .tanh_unit import (
+    DIRECTIONS,
     FINAL_ROWS,
     ORDERS,
     QUANTILES,
+    READING_FORMULAS,
+    READING_LABELS,
+    READINGS,
     TRENDS,
     LandscapeConfig,
     TrainHistory,
     derivative_histories,
     diagonal_derivatives,
     loss_input_derivatives,
+    paper_preset,
+    reading_derivatives,
+    reading_histories,
+    reading_means,
+    readings_per_sample,
     tanh_unit_input_derivatives,
     tanh_unit_loss,
     train_tanh_units,
     validate_xy,
     xavier_normal,
+    z_derivatives,
 )
 from .trends import (
     LandscapeResult,
     Trend,
     classify_trend,
+    curve_shape,
     falling_mask,
     prepare_xy,
     run_landscape,
@@ -82,6 +98,17 @@ from .trends import (
 
 __all__ = [
     "TRENDS",
+    "DIRECTIONS",
+    "READINGS",
+    "READING_LABELS",
+    "READING_FORMULAS",
+    "paper_preset",
+    "z_derivatives",
+    "reading_derivatives",
+    "readings_per_sample",
+    "reading_means",
+    "reading_histories",
+    "curve_shape",
     "QUANTILES",
     "ORDERS",
     "FINAL_ROWS",

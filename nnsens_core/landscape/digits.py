@@ -19,7 +19,7 @@ class DigitsLandscape(Result):
     """The experiment on scikit-learn's 8x8 digits, target ``label == digit`` (1) vs rest (0).
 
     Constant pixels (always 0 in this data) are left out of training; their maps hold NaN / False.
-    ``increasing_mask`` (8, 8): pixels whose trend is ``"increasing"`` in run 0;
+    ``increasing_mask`` (8, 8): pixels whose trend's net direction is ``"increasing"`` in run 0;
     ``increasing_share`` (8, 8): share of runs with ``"increasing"``; ``spearman_map``,
     ``rho_map`` (8, 8) (run 0); ``images`` (n, 8, 8) in [0, 1]; ``labels`` (n,).
     """
@@ -88,7 +88,7 @@ def digits_landscape(digit: int = 0, cfg: LandscapeConfig = LandscapeConfig(), n
         out[keep] = vals
         return out.reshape(8, 8)
 
-    labels_k = res.labels()
+    labels_k = res.directions()  # net direction of the 2nd-derivative trend
     inc_share = (labels_k == "increasing").mean(0).astype(np.float64)
     agree0 = np.array([np.nan if a is None else float(a) for a in res.agree[0]])
     return DigitsLandscape(

@@ -31,6 +31,13 @@ def test_landscape_page_trains_and_shows_results():
     store = at.session_state["landscape"]
     (key, res), = store["runs"].items()
     assert res.config.epochs == 12 and res.n_runs == 2
+    # default rows: the train rows of the other pages (Pima demo: 0:500)
+    assert key[1] == "0:500" and len(res.history.final_rows) == 500
+    assert res.config.reading == "input_diagonal"
+    # every reading x order is scored: the table and the verdict in words are shown
+    assert any(list(f.columns[:3]) == ["reading_label", "order", "formula"] and len(f) == 12
+               for f in (df.value for df in at.dataframe))
+    assert any(res.verdict()[:60] in m.value for m in at.markdown)
     assert any(m.label.startswith("Agreement with Spearman sign") for m in at.metric)
     # trend table (run 0) and consistency table are shown with one row per feature
     d = len(res.feature_names)
@@ -41,6 +48,7 @@ def test_landscape_page_trains_and_shows_results():
     # the loaded model tab computed its NeuralSens summary (mean/std/RMS per feature) without a button
     (summary,) = store["grad"].values()
     assert summary["rms"].shape == (d,) and (summary["rms"] >= np.abs(summary["mean"]) - 1e-9).all()
+    assert any(c.value.startswith("Units: ∂y/∂x_j") for c in at.caption)  # units on that tab
     # a rerun keeps the result (same object, not recomputed)
     at.selectbox(key="ls_view_run").set_value(1)
     at.run()
@@ -82,6 +90,26 @@ def test_landscape_page_trains_and_shows_results():
     (dg,) = at.session_state["landscape"]["digits"].values()
     assert dg.increasing_mask.shape == (8, 8)
     assert any(m.label.startswith("Pixels with increasing trend") for m in at.metric)
+
+
+def test_landscape_page_paper_preset_sets_and_names_the_values():
+    at = _open()
+    at.button(key="ls_preset").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error and not at.warning, (_errors(at), [w.value for w in at.warning])
+    assert at.selectbox(key="ls_reading").value == "weight_diagonal"
+    (table,) = [df.value for df in at.dataframe if "source" in df.value.columns]
+    assert table.loc["reading", "source"].startswith("paper")
+    assert "not stated" in table.loc["lr", "source"]
+    at.number_input(key="ls_epochs").set_value(8)
+    at.number_input(key="ls_K").set_value(1)
+    at.button(key="ls_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    (res,) = at.session_state["landscape"]["runs"].values()
+    assert res.config.reading == "weight_diagonal"
+    assert any("weight-diagonal" in c.value and "x_j² g2" in c.value for c in at.caption)
 
 
 def test_landscape_page_bad_epochs_is_a_clear_error():
