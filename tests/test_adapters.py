@@ -238,3 +238,17 @@ def test_scale_to_bounds_is_salibs_scaling_bit_for_bit():
     np.testing.assert_array_equal(got, ref, err_msg=f"SALib's scaling changed ({SALIB})")
     lo, hi = np.array(bounds).T
     np.testing.assert_allclose(got, lo + u * (hi - lo), rtol=1e-15, atol=1e-12)
+
+
+def test_session_state_internals_keep_widget_values_relies_on():
+    """ui._streamlit_internals.keep_widget_values reads which user keys belong to widgets and what
+    value each holds from the SessionState behind st.session_state."""
+    import dataclasses
+
+    from streamlit.runtime.state.session_state import KeyIdMapper, SessionState, WStates
+    from streamlit.runtime.state.session_state_proxy import get_session_state  # noqa: F401
+
+    fields = {f.name for f in dataclasses.fields(SessionState)}
+    assert {"_key_id_mapper", "_new_widget_state"} <= fields, f"SessionState changed ({STREAMLIT})"
+    assert isinstance(KeyIdMapper().id_key_mapping, dict)
+    assert isinstance(WStates().widget_metadata, dict)
