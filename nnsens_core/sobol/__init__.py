@@ -58,6 +58,7 @@ from .paper import (
     PAPER,
     PaperPreset,
     StepSensitivity,
+    model_accuracy,
     step_sensitivity,
     target_warnings,
 )
@@ -100,4 +101,5 @@ __all__ = [
     "StepSensitivity",
     "step_sensitivity",
     "target_warnings",
+    "model_accuracy",
 ]

@@ -202,3 +202,20 @@ def step_sensitivity(model, X: np.ndarray, names, layer: str = OUTPUT, step: flo
     return StepSensitivity(names, layer, float(step), np.asarray(vals), np.asarray(sds), len(X),
                            (X == 0).mean(axis=0), {"layer": layer, "step": float(step)},
                            time.perf_counter() - t0)
+
+
+def model_accuracy(model, data: TabularData, train_rows: str | None, test_rows: str | None,
+                   device="cpu") -> dict[str, float]:
+    """Train and test accuracy of a tabular classifier (probability, logit or multi-class output,
+    as the retraining scores it): ``{"train": ..., "test": ...}`` for the rows given."""
+    from .studies import _Task
+    dev = resolve_device(device)
+    module = inference_model(model, dev)
+    check_width(model, data.n_features)
+    task = _Task(module, data.X, dev)
+    out = {}
+    for name, spec in (("train", train_rows), ("test", test_rows)):
+        if spec:
+            sub = data.rows(spec)
+            out[name] = task.accuracy(module, sub.X, sub.y, dev)
+    return out
