@@ -31,7 +31,8 @@ def test_paper_preset_sets_values_and_runs_the_authors_measures():
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     s2 = [f for f in specs if "S2" in json.dumps(f["layout"].get("title", ""))]
     assert s2 and s2[0]["data"][0]["zmid"] == 0 and s2[0]["data"][0]["texttemplate"] == "%{text}"
-    assert min(v for row in s2[0]["data"][0]["z"] for v in row if v is not None) >= 0  # clipped
+    cells = [t for row in s2[0]["data"][0]["text"] for t in row if t]
+    assert len(cells) == 8 * 7 // 2 and not any(t.startswith("-") for t in cells)  # clipped
     assert doc["pca"]["config"]["class_value"] == 1.0
     assert doc["pca"]["config"]["importance"] == "abs_loading" and doc["pca"]["n_rows"] < 700
 
