@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import _validate as v
 from .._batching import Progress
 from .._results import Result
 from ..data import TabularData
