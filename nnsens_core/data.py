@@ -96,6 +96,21 @@ def check_table(X: np.ndarray, y: np.ndarray, feature_names, target_name: str,
                           f"every row; pick another target column or add rows of the other class")
 
 
+def _non_numeric(column, name) -> str:
+    """Name the first cell of ``column`` that is not a number, with its data row (1 = the first
+    row under the header; the CSV line is one more)."""
+    import pandas as pd
+    if pd.api.types.is_bool_dtype(column):
+        return (f"column {str(name)!r} holds True/False values (data row 1: {column.iloc[0]!r}); "
+                "encode it as 0/1 or drop it")
+    num = pd.to_numeric(column, errors="coerce")
+    bad = num.isna() & column.notna()
+    pos = int(np.argmax(bad.to_numpy())) if bad.any() else 0
+    cell = str(column.iloc[pos])
+    return (f"column {str(name)!r} is not numeric: data row {pos + 1} (CSV line {pos + 2}) holds "
+            f"{cell[:60]!r}; encode it as numbers, fix that cell or drop the column")
+
+
 def tabular_from_frame(df, target: str, name: str = "data") -> TabularData:
     """Validate a pandas DataFrame: non-empty, numeric, finite (:func:`check_table`); the error
     names the column."""
@@ -108,9 +123,7 @@ def tabular_from_frame(df, target: str, name: str = "data") -> TabularData:
         raise NnsensError("the CSV has a header but no data rows; upload a file with rows of numbers")
     for col in df.columns:
         if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
-            sample = df[col].astype(str).iloc[0] if len(df) else ""
-            raise NnsensError(f"column {col!r} is not numeric (e.g. {sample!r}); encode it as numbers "
-                              "or drop it")
+            raise NnsensError(_non_numeric(df[col], col))
     feats = [c for c in df.columns if c != target]
     X, y = df[feats].to_numpy(np.float64), df[target].to_numpy(np.float64)
     check_table(X, y, [str(c) for c in feats], str(target), "the CSV")

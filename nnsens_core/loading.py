@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -63,16 +64,35 @@ def is_torchscript(data: bytes) -> bool:
         return any("/code/" in n for n in zf.namelist())
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_FIX = ("Save the weights with torch.save(model.state_dict(), path) and load that file (or export "
+        "TorchScript, torch.jit.script(model).save(path), where a TorchScript model is accepted)")
+
+
+def unsafe_pickle_message(exc: BaseException) -> str:
+    """Plain-text refusal of a file the weights-only unpickler rejects: no terminal colour codes,
+    no torch advice to disable the check, whole sentences, and the fix."""
+    text = _ANSI.sub("", str(exc))
+    found = _GLOBAL.search(text)
+    if found:
+        cls = found.group(1)
+        return ("the file is not a safe weights file: it is a pickled object that needs the class "
+                f"{cls} (e.g. a whole model saved with torch.save(model)), and pickled code is "
+                f"refused, never run. {_FIX}.")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    if "weights_only" in first or len(first) > 160:
+        first = type(exc).__name__
+    return ("the file is not a safe weights file (only tensors and plain containers are accepted; "
+            f"pickled code is refused; the reader said: {first.rstrip('.')}). {_FIX}.")
+
+
 def read_state_dict(data: bytes) -> "OrderedDict[str, torch.Tensor]":
     """Tensors of a ``torch.save``d state_dict (optionally under a ``"state_dict"`` key), safely."""
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the restricted unpickler raises many types on bad input
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NnsensError(
-            "the file is not a safe weights file (only tensors and plain containers are accepted; "
-            f"pickled code is refused): {first[:300]}. Save weights with "
-            "torch.save(model.state_dict(), path) or export TorchScript") from None
+        raise NnsensError(unsafe_pickle_message(exc)) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

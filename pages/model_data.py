@@ -19,6 +19,7 @@ import torch
 from nnsens_core import budget as B
 from nnsens_core import data as nd
 from nnsens_core import deployment, volumes
+from nnsens_core import sobol as sobol_core
 from nnsens_core.demos import manifest, train_paper_mlp
 from nnsens_core.errors import NnsensError
 from nnsens_core.loading import code_models_allowed, load_model
@@ -82,6 +83,14 @@ with tab_tab:
             st.caption(f"Demo MLP (SGD lr 0.01, weight decay 1e-3, 100 epochs, raw features): train "
                        f"accuracy {info['train_acc']:.3f}"
                        + (f", test accuracy {info['test_acc']:.3f}" if "test_acc" in info else ""))
+        else:
+            with guard("Scoring the selected model"):
+                acc = sobol_core.model_accuracy(m, d, ctx.train_rows, ctx.test_rows, ctx.device)
+                a1, a2 = st.columns(2)
+                a1.metric(f"Train accuracy ({ctx.train_rows})", f"{acc['train']:.3f}")
+                a2.metric(f"Test accuracy ({ctx.test_rows})", f"{acc['test']:.3f}")
+        for warning in sobol_core.target_warnings(d, m):
+            st.warning(plain(warning))
         with st.expander("Preview the data", expanded=False):
             df = pd.DataFrame(d.X, columns=list(d.feature_names))
             df[d.target_name] = d.y
@@ -146,6 +155,9 @@ with tab_tab:
             train_ok = cost_line(train_cost)
         if st.button("Train", key="btn_train_mlp", disabled=not train_ok) and tdata is not None:
             with guard("Training"), within_budget(train_cost):
+                bad = sobol_core.target_warnings(tdata)
+                if bad:  # BCE on a non-0/1 target: refuse in words, never a RuntimeError
+                    raise NnsensError(bad[0])
                 bar = Progress("Training the paper MLP", int(epochs))
                 model, info = train_paper_mlp(
                     tdata, train_rows, int(hidden),

@@ -44,12 +44,23 @@ from .studies import (
     ConvergenceResult,
     FeatureReductionConfig,
     FeatureReductionResult,
+    PCA_IMPORTANCE,
     PCAComparison,
     PCASettings,
     convergence,
     feature_reduction,
     pca_comparison,
+    pca_rows,
     powers_of_two,
+)
+from .paper import (
+    ESTIMATORS,
+    PAPER,
+    PaperPreset,
+    StepSensitivity,
+    model_accuracy,
+    step_sensitivity,
+    target_warnings,
 )
 
 __all__ = [
@@ -82,4 +93,13 @@ __all__ = [
     "PCAComparison",
     "PCASettings",
     "pca_comparison",
+    "pca_rows",
+    "PCA_IMPORTANCE",
+    "ESTIMATORS",
+    "PAPER",
+    "PaperPreset",
+    "StepSensitivity",
+    "step_sensitivity",
+    "target_warnings",
+    "model_accuracy",
 ]

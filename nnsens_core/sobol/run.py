@@ -178,6 +178,23 @@ class SobolResult(Result):
         idx = [i for i, g in enumerate(self.groups) if g == OUTPUT]
         return self.indices.select([idx[column]])
 
+    def layer_summary(self):
+        """Per feature, the mean and std of S1 / ST over the analysed layer's neurons (neurons that
+        are constant on the whole input box are left out): a DataFrame indexed by feature."""
+        import pandas as pd
+        if self.config.layer is None:
+            raise NnsensError("no hidden layer was analysed; set SobolConfig(layer=...)")
+        layer = self.group(self.config.layer)
+        live = ~np.asarray(layer.constant, bool)
+        cols = {}
+        for key, arr in (("S1", layer.S1), ("ST", layer.ST)):
+            a = np.asarray(arr)[live] if live.any() else np.full((1, len(self.names)), np.nan)
+            cols[f"{key}_mean"] = a.mean(0)
+            cols[f"{key}_std"] = a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+        df = pd.DataFrame(cols, index=pd.Index(self.names, name="feature"))
+        df.attrs["neurons"] = int(live.sum())
+        return df
+
     @property
     def seconds(self) -> float:
         """Wall time of sampling + evaluation + analysis (``timings`` has each stage)."""

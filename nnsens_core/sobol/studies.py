@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -105,9 +105,12 @@ class FeatureReductionConfig:
     k: int = 4
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     train: TrainConfig = TrainConfig(epochs=100)
+    full_batch: bool = False  # one step per epoch on all training rows (train.batch_size ignored)
 
     def __post_init__(self):
         v.positive("k", self.k, integer=True)
+        if not isinstance(self.full_batch, bool):
+            raise NnsensError(f"full_batch={self.full_batch!r} must be True or False")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise NnsensError(f"seeds={self.seeds!r} must be distinct whole numbers (at least one)")
         if not isinstance(self.train, TrainConfig):
@@ -116,26 +119,40 @@ class FeatureReductionConfig:
 
 @dataclass
 class FeatureReductionResult(Result):
-    """Test accuracy per subset (``all``, ``top-k``, ``bottom-k``) and seed."""
+    """Test (and train) accuracy per subset (``all``, ``top-k``, ``bottom-k``) and seed, and the
+    per-epoch training loss of every retrained model (``losses[subset][seed_index]``)."""
     subsets: dict[str, tuple[str, ...]]  # subset -> feature names
-    accuracy: dict[str, list[float]]     # subset -> one accuracy per seed
+    accuracy: dict[str, list[float]]     # subset -> one test accuracy per seed
     seeds: tuple[int, ...]
     original_accuracy: float | None
     config: FeatureReductionConfig | None = None
     seconds: float = 0.0
+    train_accuracy: dict[str, list[float]] = field(default_factory=dict)
+    losses: dict[str, list[list[float]]] = field(default_factory=dict)
+    original_train_accuracy: float | None = None
 
     def to_frame(self):
         import pandas as pd
         rows = [{"subset": s, "features": ", ".join(f), "n_features": len(f),
                  "acc_mean": float(np.mean(self.accuracy[s])),
                  "acc_std": float(np.std(self.accuracy[s], ddof=1)) if len(self.accuracy[s]) > 1 else 0.0,
+                 **({"train_acc_mean": float(np.mean(self.train_accuracy[s])),
+                     "train_acc_std": float(np.std(self.train_accuracy[s], ddof=1))
+                     if len(self.train_accuracy[s]) > 1 else 0.0}
+                    if self.train_accuracy.get(s) else {}),
                  **{f"seed {sd}": a for sd, a in zip(self.seeds, self.accuracy[s])}}
                 for s, f in self.subsets.items()]
         return pd.DataFrame(rows).set_index("subset")
 
     def _payload(self) -> dict:
+        c = self.config
+        training = None if c is None else {**asdict(c.train), "full_batch": c.full_batch,
+                                           "k": c.k}
         return {"subsets": self.subsets, "accuracy": self.accuracy, "seeds": list(self.seeds),
-                "original_accuracy": self.original_accuracy}
+                "original_accuracy": self.original_accuracy,
+                "original_train_accuracy": self.original_train_accuracy,
+                "train_accuracy": self.train_accuracy, "losses": self.losses,
+                "training": training}
 
 
 class _Task:
@@ -211,10 +228,19 @@ def feature_reduction(model, train: TabularData, test: TabularData, ranking: Seq
                f"bottom-{cfg.k}": np.sort(order[-cfg.k:])}
     shared = inference_model(model, dev)
     task = _Task(shared, train.X, dev)
+    if task.classes == 1 and not bool(np.isin(np.unique(train.y), (0.0, 1.0)).all()):
+        vals = np.unique(train.y)
+        raise NnsensError(f"the target '{train.target_name}' has {len(vals)} distinct values (e.g. "
+                          f"{', '.join(f'{x:g}' for x in vals[:4])}), not 0/1; a one-output model "
+                          "is trained as a binary classifier (BCE loss). Pick a 0/1 target column")
     original = task.accuracy(shared, test.X, test.y, dev)
+    original_train = task.accuracy(shared, train.X, train.y, dev)
     means = train.X.mean(axis=0)
     acc: dict[str, list[float]] = {s: [] for s in subsets}
-    total, done = len(subsets) * len(cfg.seeds), 0
+    tr_acc: dict[str, list[float]] = {s: [] for s in subsets}
+    losses: dict[str, list[list[float]]] = {s: [] for s in subsets}
+    epochs = cfg.train.epochs
+    total, done = len(subsets) * len(cfg.seeds) * epochs, 0
     for seed in cfg.seeds:
         for name, cols in subsets.items():
             net, narrow = _fresh_model(template, len(cols), seed)
@@ -225,33 +251,66 @@ def feature_reduction(model, train: TabularData, test: TabularData, ranking: Seq
                 Xtr, Xte = train.X.copy(), test.X.copy()
                 Xtr[:, drop] = means[drop]
                 Xte[:, drop] = means[drop]
-            tc = TrainConfig(**{**asdict(cfg.train), "seed": seed})
-            fit(net, torch.as_tensor(Xtr, dtype=torch.float32), task.targets(train.y), task.loss(),
-                tc, dev)
+            bs = len(Xtr) if cfg.full_batch else cfg.train.batch_size
+            tc = TrainConfig(**{**asdict(cfg.train), "seed": seed, "batch_size": bs})
+
+            def per_epoch(e, _t, base=done):
+                if progress is not None:
+                    progress(base + e, total, stage="retraining")
+            try:
+                hist = fit(net, torch.as_tensor(Xtr, dtype=torch.float32), task.targets(train.y),
+                           task.loss(), tc, dev, progress=per_epoch)
+            except RuntimeError as exc:
+                raise NnsensError(f"retraining on {name} ({', '.join(train.feature_names[i] for i in cols)}) "
+                                  f"failed: {str(exc).strip().splitlines()[0][:200]}; check that "
+                                  "the target column is the one the model predicts") from None
+            done += epochs
+            losses[name].append([float(x) for x in hist])
+            if not np.all(np.isfinite(hist)):
+                raise NnsensError(f"retraining on {name} diverged (loss {hist[-1]}); lower the "
+                                  "learning rate")
             acc[name].append(task.accuracy(net.eval(), Xte, test.y, dev))
-            done += 1
-            if progress is not None:
-                progress(done, total, stage="retraining")
+            tr_acc[name].append(task.accuracy(net, Xtr, train.y, dev))
     names = np.asarray(train.feature_names)
     return FeatureReductionResult({s: tuple(names[c]) for s, c in subsets.items()}, acc,
-                                  tuple(cfg.seeds), original, cfg, time.perf_counter() - t0)
+                                  tuple(cfg.seeds), original, cfg, time.perf_counter() - t0,
+                                  tr_acc, losses, original_train)
 
 
 # --------------------------------------------------------------------------- PCA comparison
 
+PCA_IMPORTANCE = {
+    "variance": "sum_c evr_c * loading_cd^2 / sum_c evr_c (variance-weighted squared loadings)",
+    "abs_loading": "sum_c |loading_cd| / sum_d sum_c |loading_cd| (the authors' normalised "
+                   "sum of absolute loadings)",
+}
+
+
 @dataclass(frozen=True)
 class PCASettings:
-    """Settings of :func:`pca_comparison`."""
+    """Settings of :func:`pca_comparison`: ``n_components`` (a fixed number) wins over ``share``
+    (the leading components reaching that explained-variance share); ``importance`` is a key of
+    :data:`PCA_IMPORTANCE`; ``rows`` / ``class_value`` record which rows were used."""
     share: float = 0.8
     standardize: bool = True
+    n_components: int | None = None
+    importance: str = "variance"
+    rows: str | None = None
+    class_value: float | None = None
+
+    def __post_init__(self):
+        v.in_range("share", self.share, 0, 1, lo_open=True)
+        if self.n_components is not None:
+            v.positive("n_components", self.n_components, integer=True)
+        v.one_of("importance", self.importance, tuple(PCA_IMPORTANCE))
 
 
 @dataclass
 class PCAComparison(Result):
     """PCA of the data vs the Sobol ranking.
 
-    ``loadings`` (c, D) of the ``c`` leading components reaching ``share`` of the variance
-    (sign: largest |loading| positive); ``importance[d] = sum_c evr_c * loading_cd**2 / sum_c evr_c``.
+    ``loadings`` (c, D) of the ``c`` leading components (sign: largest |loading| positive);
+    ``importance`` per :data:`PCA_IMPORTANCE` ``[config.importance]``, summing to 1.
     """
     names: tuple[str, ...]
     explained: np.ndarray      # explained-variance ratio of every component
@@ -261,6 +320,7 @@ class PCAComparison(Result):
     spearman: float
     config: PCASettings = PCASettings()
     seconds: float = 0.0
+    n_rows: int = 0
 
     @property
     def n_components(self) -> int:
@@ -280,7 +340,8 @@ class PCAComparison(Result):
 
     def _payload(self) -> dict:
         return {"names": list(self.names), "explained": self.explained, "loadings": self.loadings,
-                "importance": self.importance, "sobol": self.sobol, "spearman": self.spearman}
+                "importance": self.importance, "sobol": self.sobol, "spearman": self.spearman,
+                "n_rows": self.n_rows, "formula": PCA_IMPORTANCE[self.config.importance]}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -288,10 +349,31 @@ def _ranks(x: np.ndarray) -> np.ndarray:
     return stats.rank(-np.asarray(x, dtype=float))
 
 
+def pca_rows(data: TabularData, rows: str | None = None,
+             class_value: float | None = None) -> TabularData:
+    """The rows PCA runs on: a row range (independent of the Sobol bounds), then optionally only
+    the rows whose target equals ``class_value`` (the authors: Outcome = 1)."""
+    sub = data.rows(rows)
+    if class_value is None:
+        return sub
+    keep = np.asarray(sub.y, float) == float(class_value)
+    if keep.sum() < 2:
+        have = ", ".join(f"{c:g}" for c in np.unique(sub.y)[:10])
+        raise NnsensError(f"{int(keep.sum())} row(s) of {rows or 'all rows'} have "
+                          f"{data.target_name} = {class_value:g}; PCA needs at least 2 (the "
+                          f"target takes the values {have})")
+    return TabularData(sub.X[keep], sub.y[keep], sub.feature_names, sub.target_name, sub.name)
+
+
 def pca_comparison(X: np.ndarray, names: Sequence[str], sobol: Sequence[float], share: float = 0.8,
-                   standardize: bool = True) -> PCAComparison:
-    """Leading principal components reaching ``share`` of the variance, ranked against ``sobol``."""
-    v.in_range("share", share, 0, 1, lo_open=True)
+                   standardize: bool = True, n_components: int | None = None,
+                   importance: str = "variance", rows: str | None = None,
+                   class_value: float | None = None) -> PCAComparison:
+    """Leading principal components (``n_components``, else those reaching ``share`` of the
+    variance), ranked against ``sobol``; ``importance`` picks the formula
+    (:data:`PCA_IMPORTANCE`); ``rows`` / ``class_value`` are only recorded (see :func:`pca_rows`)."""
+    cfg = PCASettings(float(share), bool(standardize), n_components, importance, rows,
+                      None if class_value is None else float(class_value))
     t0 = time.perf_counter()
     X = torch.as_tensor(np.asarray(X, dtype=np.float64))
     if X.ndim != 2 or X.shape[0] < 2:
@@ -304,22 +386,31 @@ def pca_comparison(X: np.ndarray, names: Sequence[str], sobol: Sequence[float], 
         sd = Xc.std(0, correction=1)
         if (sd <= 0).any():
             bad = [names[i] for i in torch.nonzero(sd <= 0).flatten().tolist()]
-            raise NnsensError(f"features {bad} are constant; drop them before PCA")
+            raise NnsensError(f"features {bad} are constant in the selected rows; drop them, "
+                              "select other rows or turn standardisation off before PCA")
         Xc = Xc / sd
     _, s, Vt = torch.linalg.svd(Xc, full_matrices=False)
     var = s**2
     evr = (var / var.sum()).numpy()
-    c = int(np.searchsorted(np.cumsum(evr), share - 1e-12) + 1)
-    c = min(c, len(evr))
+    if n_components is not None:
+        if n_components > len(evr):
+            raise NnsensError(f"n_components={n_components} is more than the {len(evr)} components "
+                              f"of {X.shape[0]} rows x {X.shape[1]} features; use at most {len(evr)}")
+        c = int(n_components)
+    else:
+        c = min(int(np.searchsorted(np.cumsum(evr), share - 1e-12) + 1), len(evr))
     L = Vt[:c].numpy().copy()
     for i in range(c):
         if L[i, np.argmax(np.abs(L[i]))] < 0:
             L[i] = -L[i]
-    w = evr[:c]
-    imp = (w[:, None] * L**2).sum(0) / w.sum()
+    if importance == "abs_loading":
+        a = np.abs(L).sum(0)
+        imp = a / a.sum()
+    else:
+        w = evr[:c]
+        imp = (w[:, None] * L**2).sum(0) / w.sum()
     # ties get average ranks (the textbook 1 - 6 sum d^2 / (n (n^2 - 1)) is wrong with ties);
     # NaN when either ranking is constant
     rho = 1.0 if len(sobol) < 2 else stats.spearman(sobol, imp)
-    return PCAComparison(tuple(names), evr, L, imp, sobol, rho, PCASettings(float(share), bool(standardize)),
-                         time.perf_counter() - t0)
-
+    return PCAComparison(tuple(names), evr, L, imp, sobol, rho, cfg, time.perf_counter() - t0,
+                         int(X.shape[0]))

@@ -120,7 +120,9 @@ def test_sobol_page_controls_run_cache_studies_and_exports():
     _ok(at)
     (fr,) = at.session_state["sobol"]["fr"].values()
     assert len(fr.accuracy) == 3 and all(len(a) == 2 for a in fr.accuracy.values())
-    assert any(m.label == "Loaded model, test accuracy" for m in at.metric)
+    # issue 13: train and test accuracy of the loaded model, each naming its rows
+    assert any(m.label.startswith("Loaded model, test accuracy (") for m in at.metric)
+    assert any(m.label.startswith("Loaded model, train accuracy (") for m in at.metric)
     assert at.session_state["sobol_export"]["feature_reduction"]["seeds"] == [0, 1]
     labels = [d.label for d in at.get("download_button")]
     for name in ("bounds", "convergence", "feature reduction", "ranking comparison", "loadings"):
