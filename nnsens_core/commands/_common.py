@@ -186,8 +186,14 @@ def load_cli_images(path: str | None, size=None, channels: int = 3, n_demo: int 
                     seed: int = 1) -> ImageData:
     """A folder / ZIP / NPZ of images, or the phantom test set when ``path`` is None/'phantom'."""
     if path in (None, "phantom"):
-        from ..phantom import demo_images
-        return demo_images("test", n=n_demo)
+        from ..phantom import DEMO_SPLITS, demo_images, make_phantom
+        if size is None or (tuple(size) == (64, 64) and channels == 3):
+            return demo_images("test", n=n_demo)
+        if len(size) != 2 or size[0] != size[1] or channels not in (1, 3):
+            raise NnsensError(f"the phantom is square with 1 or 3 channels; the model takes "
+                              f"{channels} x {'x'.join(map(str, size))}: give --data")
+        # the test phantom drawn at the model's size (the same seed as the 64x64 demo set)
+        return make_phantom(n_demo, size=int(size[0]), seed=DEMO_SPLITS["test"][0], channels=channels)
     if path.endswith(".npz"):
         data = load_npz(path)
         if not isinstance(data, ImageData):

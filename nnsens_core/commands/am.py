@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._hooks import probe_outputs
 from .._results import export_json, image_context
 from ..activation_max import PRESETS, AMConfig, AMTarget, maximize, update_rule_text
 from .. import budget
@@ -72,8 +71,9 @@ def n_outputs(model, spec, device) -> int:
     """Number of classes: the spec's class names, else the width of the model's output."""
     if spec.class_names:
         return len(spec.class_names)
-    out = probe_outputs(model, torch.zeros((1, *spec.input_shape), device=device), [""])[""]
-    return math.prod(out[1:])
+    with torch.no_grad():  # the model's own output: no hooks (TorchScript has none)
+        out = model(torch.zeros((1, *spec.input_shape), device=device))
+    return math.prod(tuple(out.shape)[1:])
 
 
 def parse_classes(text: str, class_names, n_classes: int | None = None) -> list[int]:
