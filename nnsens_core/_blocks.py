@@ -64,8 +64,17 @@ def aggregate_channels(maps: torch.Tensor, how: str = "mean", dim: int = -3) -> 
     return torch.linalg.vector_norm(maps, dim=dim)
 
 
+TORCHSCRIPT_NO_BLOCKS = (
+    "this is a TorchScript model, whose inner layers cannot be read (TorchScript has no forward "
+    "hooks), so block / layer outputs are unavailable; class-logit activation maximisation works, "
+    "while local sensitivity and layer targets need the weights as a state_dict for a built-in "
+    "architecture (torch.save(model.state_dict(), 'model.pt'))")
+
+
 def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | None) -> dict[str, str]:
     """``{label: module name}``; ``None``/empty means the detected VGG/ResNet blocks."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise NnsensError(TORCHSCRIPT_NO_BLOCKS)
     mapping = as_mapping(blocks) if blocks else image_blocks(model)
     if not mapping:
         raise NnsensError("no blocks given and none detected (the model is neither VGG-like nor "
@@ -116,6 +125,8 @@ class _BlockTap:
         self.handles: list = []
 
     def __enter__(self):
+        if self.mapping and isinstance(self.model, torch.jit.ScriptModule):
+            raise NnsensError(TORCHSCRIPT_NO_BLOCKS)
         try:
             for label, name in self.mapping.items():
                 module = get_module(self.model, name)

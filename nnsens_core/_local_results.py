@@ -145,3 +145,72 @@ class LocalBatchResult(Result):
         if self.exact is not None:
             out["maps_finite"] = torch.stack([r.maps for r in self.exact]).numpy()
         return out
+
+
+def decays_with_depth(values) -> bool:
+    """True when every block's value is below the previous block's (strictly decreasing)."""
+    vals = [float(x) for x in values]
+    return len(vals) > 1 and all(b < a for a, b in zip(vals, vals[1:]))
+
+
+@dataclass(frozen=True, eq=False)
+class MeasureComparison(Result):
+    """The same images, blocks and perturbations under both formulas (``{formula: batch}``):
+    per block the mean of ``s`` over images, channels and pixels, and whether it decays with depth.
+
+    On the demo VGG the choice decides the answer: the norm of the difference shrinks block by
+    block while the paper's difference of norms does not."""
+    batches: dict
+
+    def __post_init__(self):
+        if len(self.batches) < 2:
+            raise NnsensError("a comparison needs results for both formulas")
+        labels = {b.labels for b in self.batches.values()}
+        if len(labels) != 1:
+            raise NnsensError("the results to compare have different blocks; run both formulas on "
+                              "the same blocks")
+
+    @property
+    def config(self):
+        return next(iter(self.batches.values())).config
+
+    @property
+    def seconds(self) -> float:
+        return float(sum(b.seconds for b in self.batches.values()))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return next(iter(self.batches.values())).labels
+
+    def block_means(self, absolute: bool = False) -> dict[str, list[float]]:
+        """``{formula: [mean s (or mean |s|) of each block]}`` over images, channels and pixels."""
+        out = {}
+        for f, b in self.batches.items():
+            stack = torch.stack([r.maps for r in b.results])          # (K, Q, C, H, W)
+            stack = stack.abs() if absolute else stack
+            out[f] = [float(stack[:, q].double().mean()) for q in range(stack.shape[1])]
+        return out
+
+    def decays(self) -> dict[str, bool]:
+        """``{formula: mean s decays with depth}`` (:func:`decays_with_depth`)."""
+        return {f: decays_with_depth(m) for f, m in self.block_means().items()}
+
+    def to_frame(self):
+        """One row per block: mean s and mean |s| under each formula."""
+        import pandas as pd
+        signed, absolute = self.block_means(), self.block_means(absolute=True)
+        cols = {}
+        for f in self.batches:
+            cols[f"mean s ({f})"] = signed[f]
+            cols[f"mean |s| ({f})"] = absolute[f]
+        return pd.DataFrame(cols, index=pd.Index(self.labels, name="block"))
+
+    def _payload(self) -> dict:
+        return {"blocks": list(self.labels), "mean": self.block_means(),
+                "mean_abs": self.block_means(absolute=True), "decays_with_depth": self.decays(),
+                "configs": {f: b.config for f, b in self.batches.items()}}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        signed = self.block_means()
+        return {"blocks": np.array(self.labels),
+                **{f"mean_{f}": np.array(m) for f, m in signed.items()}}

@@ -94,6 +94,37 @@ class AMConfig:
             raise NnsensError(f"preview_every={self.preview_every!r} must be a whole number >= 0")
 
 
+PRESETS: dict[str, dict] = {
+    # the paper (eqs. 1-5): x <- x + e1 * da/dx - e2 * dTV/dx with e1 = e2 = 0.1 and the raw gradient
+    "paper": {"rule": "tv", "lr": 0.1, "tv_weight": 0.1, "normalize_grad": False, "jitter": 0},
+    # nnsens' default: the gradient divided by its mean |value|, smaller steps
+    "nnsens": {"rule": "tv", "lr": 0.05, "tv_weight": 0.02, "normalize_grad": True, "jitter": 0},
+}
+"""Named update rules (``AMConfig`` fields); steps, start and seed are left to the caller."""
+
+
+def preset(name: str, **overrides) -> AMConfig:
+    """The :class:`AMConfig` of preset ``name`` (:data:`PRESETS`) with ``overrides`` on top."""
+    v.one_of("preset", name, tuple(PRESETS))
+    return AMConfig(**{**PRESETS[name], **overrides})
+
+
+def update_rule_text(cfg: AMConfig) -> str:
+    """The update rule a config applies, with its numbers, and whether the gradient is normalised."""
+    g = ("∂a/∂x / mean|∂a/∂x| (normalised gradient)" if cfg.normalize_grad else
+         "∂a/∂x (raw gradient)")
+    if cfg.rule == "tv":
+        rule = (f"x ← x + {cfg.lr:g}·g − {cfg.tv_weight:g}·∂TV/∂x, TV(x) = Σ √(Δh² + Δv² + β²), "
+                f"β = {TV_BETA:g}")
+    elif cfg.rule == "blur":
+        every = "" if cfg.blur_every == 1 else f" (blur every {cfg.blur_every} steps)"
+        rule = f"x ← blur_σ={cfg.blur_sigma:g}(x) + {cfg.lr:g}·g{every}"
+    else:
+        rule = f"x ← x + {cfg.lr:g}·g"
+    jit = f"; jitter ±{cfg.jitter} px" if cfg.jitter else ""
+    return f"{rule} with g = {g}{jit}; clamped to the valid input range"
+
+
 @dataclass
 class AMResult(Result):
     """Optimised images and their activations (all CPU tensors, images in model-input space)."""
@@ -139,7 +170,11 @@ class AMResult(Result):
 
 # --------------------------------------------------------------------------- regularisers
 
-def tv_grad(x: torch.Tensor, beta: float = 1e-2) -> torch.Tensor:
+TV_BETA = 1e-2
+"""Smoothing of the total variation (keeps its gradient finite where the image is flat)."""
+
+
+def tv_grad(x: torch.Tensor, beta: float = TV_BETA) -> torch.Tensor:
     """Gradient of the smoothed isotropic total variation ``sum sqrt(dh^2 + dv^2 + beta^2)``."""
     dh = torch.zeros_like(x)
     dv = torch.zeros_like(x)
@@ -153,7 +188,7 @@ def tv_grad(x: torch.Tensor, beta: float = 1e-2) -> torch.Tensor:
     return g
 
 
-def total_variation(x: torch.Tensor, beta: float = 1e-2) -> torch.Tensor:
+def total_variation(x: torch.Tensor, beta: float = TV_BETA) -> torch.Tensor:
     """The smoothed TV of each image ``(N,)`` (the function :func:`tv_grad` differentiates)."""
     dh = torch.zeros_like(x)
     dv = torch.zeros_like(x)

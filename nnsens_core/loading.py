@@ -195,6 +195,7 @@ def load_model(source: Source, *, arch: str | None = None, arch_kwargs: dict | N
                               "e.g. (8,) for tabular or (3, 64, 64) for images")
         spec = ModelSpec(name=name, arch=arch_name, task=task, input_shape=tuple(input_shape),
                          class_names=tuple(class_names), arch_kwargs=arch_kwargs)
+    check_input_size(spec)
     check_forward(module, spec, device)
     return LoadedModel(module=module, spec=spec, report=report)
 
@@ -209,6 +210,33 @@ def _default_input_shape(arch: str, kwargs: dict) -> tuple[int, ...] | None:
     if arch == "cnn3d-small":
         return (int(kwargs.get("in_channels", 1)), 48, 48, 48)
     return None
+
+
+def min_input_size(arch: str, kwargs: dict | None = None) -> int | None:
+    """Smallest side (pixels; voxels for ``cnn3d-small``) a built-in architecture accepts: VGG's
+    5 max-pools need 32, ``cnn3d-small`` 2**blocks; the ResNets take any size (None: unknown)."""
+    kwargs = kwargs or {}
+    if arch in ("vgg16", "vgg16-small"):
+        return 32
+    if arch in ("resnet18", "resnet18-small"):
+        return 1
+    if arch == "cnn3d-small":
+        return 2 ** int(kwargs.get("blocks", 4))
+    return None
+
+
+def check_input_size(spec: ModelSpec) -> None:
+    """Refuse an image size below what the built-in architecture allows, naming the minimum.
+    Any size above it is fine (the models end with adaptive pooling)."""
+    if spec.task != IMAGE:
+        return
+    low = min_input_size(spec.arch, spec.arch_kwargs)
+    spatial = tuple(spec.input_shape[1:])
+    if low is not None and min(spatial) < low:
+        what = "voxels" if len(spatial) == 3 else "pixels"
+        raise NnsensError(f"input size {'x'.join(map(str, spatial))} is too small for {spec.arch}: "
+                          f"it needs at least {low} {what} per side (any larger size works, e.g. "
+                          f"{'x'.join([str(max(low, 64))] * len(spatial))})")
 
 
 def check_outputs(out, spec: ModelSpec, n: int) -> None:

@@ -38,7 +38,7 @@ The fast mode (``method="gradient"``) replaces the finite differences by first-o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 import numpy as np
@@ -60,13 +60,16 @@ from ._blocks import (
     pool_tiles,  # noqa: F401 - public here (LocalResult.tiles, the page's tile pooling)
     resolve_blocks,
 )
-from ._local_results import LocalBatchResult, LocalResult
+from ._local_results import LocalBatchResult, LocalResult, MeasureComparison, decays_with_depth  # noqa: F401
 from .device import resolve_device
 from .errors import NnsensError
 
 FORMULAS = ("diff_norm", "norm_diff")
 NOISES = ("fixed", "gaussian")
 METHODS = ("finite", "gradient")
+FORMULA_TEXT = {"diff_norm": "‖B(x+δ) − B(x)‖₂ (norm of the difference)",
+                "norm_diff": "‖B(x+δ)‖₂ − ‖B(x)‖₂ (difference of norms, the paper's)"}
+"""The formula each ``LocalConfig.formula`` computes, for captions and the CLI."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,36 @@ class LocalConfig:
             v.positive("batch_size", self.batch_size, integer=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise NnsensError(f"seed={self.seed!r} must be a whole number")
+
+
+PRESETS: dict[str, dict] = {
+    # the paper: difference of block-output norms for one pixel of one channel moved by a fixed ε,
+    # by finite differences; blocks = VGG after each max-pool / ResNet layer1..4 (auto-detected)
+    "paper": {"formula": "norm_diff", "noise": "fixed", "epsilon": 0.1, "patch": 1,
+              "method": "finite"},
+    # nnsens' default: norm of the difference (>= 0; decays with depth on the demo VGG)
+    "nnsens": {"formula": "diff_norm", "noise": "fixed", "epsilon": 0.1, "patch": 1,
+               "method": "finite"},
+}
+"""Named settings (``LocalConfig`` fields); both use the detected blocks and untiled maps."""
+PRESET_BLOCKS = "auto (VGG: after each max-pool; ResNet: layer1..layer4)"
+
+
+def preset(name: str, **overrides) -> LocalConfig:
+    """The :class:`LocalConfig` of preset ``name`` (:data:`PRESETS`), with ``overrides`` applied
+    on top (e.g. ``preset("paper", patch=4)``)."""
+    v.one_of("preset", name, tuple(PRESETS))
+    return LocalConfig(**{**PRESETS[name], **overrides})
+
+
+def describe(cfg: LocalConfig) -> str:
+    """One line naming the formula and the perturbation a config uses (captions, CLI)."""
+    delta = (f"δ = ε = {cfg.epsilon:g}" if cfg.noise == "fixed" else
+             f"δ ~ N(0, {cfg.sigma:g}²), seed {cfg.seed}")
+    how = "finite differences" if cfg.method == "finite" else "gradient estimate"
+    return (f"s = {FORMULA_TEXT[cfg.formula]}; {delta} on one "
+            + ("pixel" if cfg.patch == 1 else f"{cfg.patch}×{cfg.patch} patch")
+            + f" of one channel; {how}")
 
 
 def _perturbations(shape, cfg: LocalConfig) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -336,6 +369,27 @@ def local_sensitivity_many(model: nn.Module, xs: torch.Tensor, blocks, cfg: Loca
     total = per * len(xs)
     return [local_sensitivity(model, xs[i], mapping, cfg, device, progress, expected_shape,
                               _offset=i * per, _total=total) for i in range(len(xs))]
+
+
+def compare_formulas(model: nn.Module, xs: torch.Tensor, blocks, cfg: LocalConfig = LocalConfig(),
+                     device="auto", progress: Progress | None = None, expected_shape=None,
+                     done: Mapping[str, list[LocalResult]] | None = None) -> MeasureComparison:
+    """Both formulas on the same images ``xs`` (K, C, H, W), blocks and perturbations (``cfg``
+    with each formula in turn): per-block means and whether they decay with depth.
+
+    ``done`` = ``{formula: results}`` already computed with ``cfg`` (e.g. the page's main run):
+    only the other formula is run. ``progress`` counts the forward passes of what is run.
+    """
+    done = dict(done or {})
+    mapping = resolve_blocks(model, blocks)
+    todo = [f for f in FORMULAS if f not in done]
+    per = count_forwards(tuple(xs.shape[1:]), cfg, len(xs), len(mapping))
+    total = per * len(todo)
+    for k, f in enumerate(todo):
+        prog = None if progress is None else sub_progress(progress, start=k * per, total=total)
+        done[f] = local_sensitivity_many(model, xs, mapping, replace(cfg, formula=f), device, prog,
+                                         expected_shape)
+    return MeasureComparison({f: LocalBatchResult(tuple(done[f])) for f in FORMULAS})
 
 
 def mean_std(results: list[LocalResult]) -> tuple[torch.Tensor, torch.Tensor]:

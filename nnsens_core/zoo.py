@@ -175,6 +175,30 @@ def download_pretrained(arch: str) -> nn.Module:
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
+NORMALISATIONS = {
+    "imagenet": "ImageNet (mean 0.485/0.456/0.406, std 0.229/0.224/0.225; 3 channels)",
+    "paper": "mean 0.5, std 0.5 (the paper's CIFAR setting: inputs in [-1, 1])",
+    "demo": "mean 0.5, std 0.25 (the shipped demo CNNs)",
+    "none": "none (inputs in [0, 1])",
+}
+"""Input normalisations offered wherever one is chosen (upload page, CLI ``--norm``)."""
+
+
+def normalisation(name: str, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` per channel of normalisation ``name`` (:data:`NORMALISATIONS`) for
+    ``channels`` input channels; ``"none"`` gives ``((), ())``."""
+    if name not in NORMALISATIONS:
+        raise NnsensError(f"normalisation {name!r} is unknown; use one of {list(NORMALISATIONS)}")
+    if name == "none":
+        return (), ()
+    if name == "imagenet":
+        if channels != 3:
+            raise NnsensError(f"ImageNet normalisation has 3 channels but the model takes {channels}; "
+                              "pick 'paper' (0.5/0.5), 'demo' (0.5/0.25) or 'none'")
+        return IMAGENET_MEAN, IMAGENET_STD
+    std = 0.5 if name == "paper" else 0.25
+    return (0.5,) * channels, (std,) * channels
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -45,6 +45,24 @@ data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("am", {"runs": {}, "last": {}})
 RULE_TEXT = {"tv": "TV: x + ε1·∂a/∂x − ε2·∂TV/∂x", "blur": "Blur: blur_σ(x) + ε1·∂a/∂x",
              "none": "Plain: x + ε1·∂a/∂x"}
+PRESET_KEYS = {"rule": "am_rule", "lr": "am_lr", "tv_weight": "am_tv", "normalize_grad": "am_normgrad",
+               "jitter": "am_jitter"}
+
+
+def apply_preset(name: str) -> None:
+    """Set the update-rule widgets to preset ``name`` (on_click: before the widgets are drawn)."""
+    for field, key in PRESET_KEYS.items():
+        st.session_state[key] = A.PRESETS[name][field]
+    st.session_state["am_preset_applied"] = name
+
+
+def preset_text(name: str) -> str:
+    return A.update_rule_text(A.preset(name))
+
+
+for _k, _v in (("am_lr", A.AMConfig().lr), ("am_tv", A.AMConfig().tv_weight),
+               ("am_normgrad", A.AMConfig().normalize_grad), ("am_jitter", A.AMConfig().jitter)):
+    st.session_state.setdefault(_k, _v)
 
 
 @st.cache_data(show_spinner=False, ttl=CACHE_TTL, max_entries=8)
@@ -177,19 +195,28 @@ if start01 is not None:
 
 # ----------------------------------------------------------------------------- update rule
 st.subheader("Update rule")
+p1, p2, p3 = st.columns([1, 1, 3])
+p1.button("Paper preset", key="am_preset_paper", on_click=apply_preset, args=("paper",),
+          help="The paper's eqs. 1–5: " + preset_text("paper"))
+p2.button("nnsens preset", key="am_preset_nnsens", on_click=apply_preset, args=("nnsens",),
+          help=preset_text("nnsens"))
+applied = st.session_state.get("am_preset_applied")
+p3.caption(f"**{applied} preset** set: {preset_text(applied)}" if applied else
+           "Paper preset (eqs. 1–5): ε1 = ε2 = 0.1, raw gradient, TV rule. nnsens preset (the "
+           "default): normalised gradient, ε1 = 0.05, ε2 = 0.02.")
 c1, c2, c3, c4 = st.columns(4)
 rule = c1.radio("Rule", A.RULES, key="am_rule", format_func=RULE_TEXT.get)
 steps = int(c2.number_input("Steps", 1, 5000, 100, step=10, key="am_steps"))
-lr = c2.number_input("ε1 (step on ∂a/∂x)", value=0.05, step=0.01, format="%.4f", key="am_lr",
+lr = c2.number_input("ε1 (step on ∂a/∂x)", step=0.01, format="%.4f", key="am_lr",
                      help="Must be > 0. With normalised gradients this is a step in model-input units.")
 tv_w, sigma, blur_every = A.AMConfig().tv_weight, A.AMConfig().blur_sigma, 1
 if rule == "tv":
-    tv_w = c3.number_input("ε2 (TV step)", value=0.02, step=0.01, format="%.4f", key="am_tv")
+    tv_w = c3.number_input("ε2 (TV step)", step=0.01, format="%.4f", key="am_tv")
 elif rule == "blur":
     sigma = c3.number_input("σ (blur, pixels)", value=0.5, step=0.1, format="%.3f", key="am_sigma")
     blur_every = int(c3.number_input("Blur every n steps", 1, 100, 1, key="am_blur_every"))
-jitter = int(c4.number_input("Jitter (pixels, 0 = off)", 0, 16, 0, key="am_jitter"))
-norm_grad = c4.checkbox("Normalise the gradient", value=True, key="am_normgrad",
+jitter = int(c4.number_input("Jitter (pixels, 0 = off)", 0, 16, key="am_jitter"))
+norm_grad = c4.checkbox("Normalise the gradient", key="am_normgrad",
                         help="Divide each image's gradient by its mean |value|, so ε1 does not depend "
                              "on the scale of the activation.")
 preview_every = int(c4.number_input("Live preview every n steps (0 = off)", 0, 1000, 10,
@@ -203,6 +230,7 @@ with guard("Checking the settings"):
                      preview_every=preview_every)
 if cfg is None:
     st.stop()
+st.caption("Update rule: " + A.update_rule_text(cfg) + ".")
 st.caption(f"{len(targets)} image(s) in one batch: {steps} forward + backward passes on {ctx.device}; "
            f"values clamped to the model's valid input range (images in [0, 1] after "
            f"de-normalisation).")
@@ -238,6 +266,7 @@ k1.metric("Images", f"{len(res.labels)}")
 k2.metric("Steps", f"{res.config.steps}")
 k3.metric("Time", f"{res.seconds:.2f} s")
 k4.metric("Steps / s", f"{res.config.steps / max(res.seconds, 1e-9):.1f}")
+st.caption("Update rule used: " + A.update_rule_text(res.config) + ".")
 imgs01 = res.images01(spec).numpy()
 acts = res.activations.numpy()
 table = res.to_frame()
@@ -276,7 +305,7 @@ arrays = {**res.arrays(), "images01": imgs01}
 d1, d2, d3 = st.columns(3)
 with d1:
     st.download_button("Download images (ZIP of PNGs)", V.zip_pngs(np.stack(pngs), names),
-                       "activation_max_png.zip", "application/zip", key="dl_am_png")
+                       "activation_max_png.zip", "application/zip", key="dl_am_png", on_click="ignore")
 with d2:
     download_npz("Download arrays (NPZ)", arrays, "activation_max.npz", key="dl_am_npz")
 with d3:

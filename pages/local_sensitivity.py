@@ -29,7 +29,8 @@ state.require_router()
 
 st.title("Local sensitivity (pixel perturbation)")
 st.caption("For every pixel (or k×k patch) p of every channel and every block q: "
-           "s = ‖B_q(x + δ e_p) − B_q(x)‖₂ (default) or the paper's ‖B_q(x + δ e_p)‖₂ − ‖B_q(x)‖₂. "
+           "s = ‖B_q(x + δ e_p) − B_q(x)‖₂ (nnsens' default) or the paper's "
+           "‖B_q(x + δ e_p)‖₂ − ‖B_q(x)‖₂ (*Paper preset*). "
            "All blocks are read from one forward pass per batch of perturbations (forward hooks); "
            "the fast mode replaces the finite differences by gradient estimates.")
 
@@ -37,8 +38,28 @@ ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
 data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("local_sens", {"runs": {}, "last": {}})
-FORMULA_TEXT = {"diff_norm": "‖B(x+δ) − B(x)‖ (norm of the difference)",
-                "norm_diff": "‖B(x+δ)‖ − ‖B(x)‖ (paper: difference of norms)"}
+FORMULA_TEXT = P.FORMULA_TEXT
+# preset field -> widget key (and how the widget stores it)
+PRESET_KEYS = {"formula": "ls_formula", "noise": "ls_noise", "epsilon": "ls_eps", "patch": "ls_patch",
+               "method": "ls_method"}
+
+
+def apply_preset(name: str) -> None:
+    """Set the widgets to preset ``name`` (on_click: runs before the widgets are drawn)."""
+    for field, key in PRESET_KEYS.items():
+        value = P.PRESETS[name][field]
+        st.session_state[key] = int(value) if field == "patch" else value
+    st.session_state["ls_custom"] = False      # the detected blocks
+    st.session_state["ls_tile"] = 1            # untiled maps
+    st.session_state["ls_preset_applied"] = name
+
+
+def preset_text(name: str) -> str:
+    v = P.PRESETS[name]
+    return (f"s = {FORMULA_TEXT[v['formula']]}; fixed ε = {v['epsilon']:g}; "
+            + ("single pixels" if v["patch"] == 1 else f"{v['patch']}×{v['patch']} patches")
+            + f"; {'finite differences' if v['method'] == 'finite' else 'gradient estimate'}; "
+            f"blocks: {P.PRESET_BLOCKS}; tiles 1×1 (maps not pooled)")
 
 
 def channel_names(c: int) -> list[str]:
@@ -138,20 +159,34 @@ if len(x01) > 8:
 
 # ----------------------------------------------------------------------------- settings
 st.subheader("Settings")
+p1, p2, p3 = st.columns([1, 1, 3])
+p1.button("Paper preset", key="ls_preset_paper", on_click=apply_preset, args=("paper",),
+          help="Sets " + preset_text("paper"))
+p2.button("nnsens preset", key="ls_preset_nnsens", on_click=apply_preset, args=("nnsens",),
+          help="Sets " + preset_text("nnsens"))
+applied = st.session_state.get("ls_preset_applied")
+if applied:
+    p3.caption(f"**{applied} preset** set: {preset_text(applied)}. Change any value below to "
+               "depart from it.")
+else:
+    p3.caption("Paper preset: " + preset_text("paper"))
 c1, c2, c3 = st.columns(3)
 formula = c1.radio("Formula", P.FORMULAS, format_func=FORMULA_TEXT.get, key="ls_formula")
 noise = c2.radio("Perturbation δ", P.NOISES, key="ls_noise",
                  format_func=lambda s: "fixed ε" if s == "fixed" else "Gaussian noise N(0, σ²), seeded")
 eps, sigma, seed = 0.1, 0.1, ctx.seed
 if noise == "fixed":
-    eps = c3.number_input("ε (model-input units)", value=0.1, step=0.05, format="%.4f", key="ls_eps",
+    if "ls_eps" not in st.session_state:
+        st.session_state["ls_eps"] = 0.1
+    eps = c3.number_input("ε (model-input units)", step=0.05, format="%.4f", key="ls_eps",
                           help="Added to one pixel of one channel; must be > 0.")
 else:
     sigma = c3.number_input("σ (model-input units)", value=0.1, step=0.05, format="%.4f", key="ls_sigma")
     seed = int(c3.number_input("Noise seed", 0, 2**31 - 1, ctx.seed, key="ls_seed"))
 c1, c2, c3 = st.columns(3)
+st.session_state.setdefault("ls_patch", 4)
 patch = int(c1.number_input("Patch size k (1 = single pixels)", 1, int(max(spec.input_shape[1:])),
-                            4, key="ls_patch",
+                            key="ls_patch",
                             help="Perturb k×k patches instead of single pixels: k² fewer forward "
                                  "passes; each patch's value is spread over its pixels."))
 method = c2.radio("Method", P.METHODS, key="ls_method",
@@ -245,12 +280,7 @@ k2.metric("Time", f"{sum(r.seconds for r in results):.2f} s")
 k3.metric("Images", f"{len(results)}")
 k4.metric("Blocks × channels", f"{r0.maps.shape[0]} × {r0.maps.shape[1]}",
           help=f"maps of {r0.maps.shape[2]}×{r0.maps.shape[3]} pixels")
-st.caption(f"{FORMULA_TEXT[r0.config.formula]}; δ = "
-           + (f"ε = {r0.config.epsilon:g}" if r0.config.noise == "fixed" else
-              f"N(0, {r0.config.sigma:g}²), seed {r0.config.seed}")
-           + f"; patch {r0.config.patch}×{r0.config.patch}; "
-           + ("finite differences" if r0.config.method == "finite" else "gradient estimate")
-           + V.engine_text(r0.extra))
+st.caption("Formula used: " + P.describe(r0.config) + V.engine_text(r0.extra))
 
 ag = batch.agreement()
 if ag is not None:
@@ -277,7 +307,8 @@ def _stat_label(s: str) -> str:
 stat = c1.selectbox("Show", stat_opts, key="ls_stat", format_func=_stat_label)
 chan = c2.selectbox("Channels", ["each"] + list(P.AGGREGATES), key="ls_chan",
                     format_func=lambda s: "each channel" if s == "each" else f"{s} over channels")
-tile = int(c3.number_input("Pool into k×k tiles (1 = off)", 1, int(max(spec.input_shape[1:])), 1,
+st.session_state.setdefault("ls_tile", 1)
+tile = int(c3.number_input("Pool into k×k tiles (1 = off)", 1, int(max(spec.input_shape[1:])),
                            key="ls_tile"))
 tile_how = c3.selectbox("Tile pooling", ["mean", "max", "sum"], key="ls_tile_how") if tile > 1 else "mean"
 shared = c4.radio("Colour scale", ["shared", "per block"], key="ls_scale") == "shared"
@@ -301,6 +332,35 @@ summary = batch.to_frame().rename(columns={"std_over_images": "std over images",
                                            "order_of_magnitude": "order of magnitude",
                                            "base_norm_image0": "‖B(x)‖ (image 0)"})
 st.dataframe(summary, width="stretch")
+
+# ----------------------------------------------------------------------------- both measures
+other = [f for f in P.FORMULAS if f != r0.config.formula][0]
+if st.toggle("Compare both measures (per-block mean sensitivity under each formula)", key="ls_both",
+             help=f"Runs the same images, blocks and perturbations with {FORMULA_TEXT[other]} too "
+                  "(as many forward passes again). On the demo VGG the choice decides whether "
+                  "sensitivity decays with depth."):
+    other_cfg = dataclasses.replace(r0.config, formula=other)
+    xs_run = spec.normalize(torch.as_tensor(np.asarray(run["x01"]), dtype=torch.float32))
+    blocks_run = tuple(zip(r0.labels, r0.modules))
+    if cost_line(_cost(model, tuple(spec.input_shape), other_cfg, len(results), len(blocks_run),
+                       False)):
+        cmp = None
+        with guard("The comparison of both measures"):
+            other_res, _ = compute(model, ctx.key, xs_run.numpy(), blocks_run, other_cfg,
+                                   str(ctx.device), False, tuple(spec.input_shape))
+            cmp = P.MeasureComparison({r0.config.formula: batch,
+                                       other: P.LocalBatchResult(tuple(other_res))})
+        if cmp is not None:
+            means, absm, decays = cmp.block_means(), cmp.block_means(absolute=True), cmp.decays()
+            show_chart(st, V.measure_figure(means, labels, absm), key="ls_both_chart")
+            st.dataframe(cmp.to_frame(), width="stretch")
+            st.caption(" · ".join(f"{FORMULA_TEXT[f]}: mean s "
+                                  + ("**decays** with depth" if decays[f] else
+                                     "does **not** decay with depth")
+                                  for f in P.FORMULAS)
+                       + " (decays = every block's mean below the previous block's).")
+            download_json("Download the comparison (JSON)", export_json(cmp, model=spec.name),
+                          "local_sensitivity_measures.json", key="dl_ls_both_json")
 
 # ----------------------------------------------------------------------------- export
 # the core builds both documents: the JSON is the CLI's summary.json for the same images and settings

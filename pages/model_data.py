@@ -22,10 +22,11 @@ from nnsens_core import deployment, volumes
 from nnsens_core import sobol as sobol_core
 from nnsens_core.demos import manifest, train_paper_mlp
 from nnsens_core.errors import NnsensError
-from nnsens_core.loading import code_models_allowed, load_model
+from nnsens_core.loading import code_models_allowed, is_torchscript, load_model
 from nnsens_core.model_manifest import manifest_entry, spec_from_manifest
 from nnsens_core.training import CNNTrainConfig, TrainConfig, train_cnn
-from nnsens_core.zoo import ARCHITECTURES, IMAGE, LoadedModel, ModelSpec, build
+from nnsens_core.zoo import (ARCHITECTURES, IMAGE, NORMALISATIONS, LoadedModel, ModelSpec, build,
+                             normalisation)
 from ui import cache, state
 from ui.slices import AXES, middle_slice, slice_index
 from ui.training_views import history_figure
@@ -373,7 +374,7 @@ def _train_section(label: str, d: nd.ImageData) -> None:
     d1, d2 = st.columns(2)
     with d1:
         st.download_button("Download the weights (state_dict .pt)", run["weights"], run["file"],
-                           "application/octet-stream", key="dl_cnn_weights")
+                           "application/octet-stream", key="dl_cnn_weights", on_click="ignore")
     with d2:
         download_json("Download the manifest (.json)", run["manifest"],
                       run["file"][:-3] + ".json", key="dl_cnn_manifest")
@@ -498,8 +499,10 @@ with tab_img:
                            key="cnn_size")
     c1, c2, c3 = st.columns(3)
     names = c1.text_input("Class names (comma separated, optional)", key="cnn_names")
-    norm = c2.selectbox("Input normalisation", ["ImageNet", "none ([0, 1])", "mean 0.5, std 0.25"],
-                        key="cnn_norm")
+    norm = c2.selectbox("Input normalisation", list(NORMALISATIONS), key="cnn_norm",
+                        format_func=NORMALISATIONS.get,
+                        help="How the model's inputs were normalised in training: "
+                             "(x01 − mean) / std per channel.")
     if arch == "cnn3d-small":
         width = c3.number_input("Base channels (cnn3d-small)", 1, 64, 8, key="cnn_width3")
     else:
@@ -517,18 +520,14 @@ with tab_img:
                                       "one name per class or leave the field empty")
                 vol = arch == "cnn3d-small"
                 c_in = 1 if vol else 3
-                mean, std = {"ImageNet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-                             "none ([0, 1])": ((), ()),
-                             "mean 0.5, std 0.25": ((0.5,) * c_in, (0.25,) * c_in)}[norm]
-                if vol and norm == "ImageNet":
-                    raise NnsensError("ImageNet normalisation has 3 channels; a cnn3d-small volume "
-                                      "has 1: pick 'none' or 'mean 0.5, std 0.25' (or upload its "
-                                      "manifest)")
+                mean, std = normalisation(norm, c_in)
                 kwargs = {"num_classes": int(n_cls)}
                 if arch.endswith("-small"):
                     kwargs["width"] = int(width) if vol else float(width)
                 shape_in = (c_in, *(int(size),) * (3 if vol else 2))
-                spec = ModelSpec(name=f.name, arch=arch, task=IMAGE, input_shape=shape_in,
+                # a TorchScript file brings its own architecture (the minimum size is its own)
+                spec_arch = "torchscript" if is_torchscript(f.getvalue()) else arch
+                spec = ModelSpec(name=f.name, arch=spec_arch, task=IMAGE, input_shape=shape_in,
                                  class_names=cls_names, mean=mean, std=std, arch_kwargs=kwargs)
             lm = load_model(f.getvalue(), arch=spec.arch, arch_kwargs=kwargs, spec=spec,
                             max_bytes=deployment.max_weights_bytes())

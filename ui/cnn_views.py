@@ -189,3 +189,23 @@ def engine_text(extra: dict) -> str:
         return "; full forward passes" + (f" (incremental inference does not apply: {reason})"
                                           if reason else "")
     return ""
+
+
+def measure_figure(means: dict, labels, absolute: dict | None = None,
+                   title: str = "Mean sensitivity per block under each measure") -> go.Figure:
+    """Per-block mean of s under each formula (``{formula: [values]}``), one panel per formula
+    (their scales differ by orders of magnitude); ``absolute`` adds the mean of |s| dashed."""
+    from nnsens_core.local_sensitivity import FORMULA_TEXT
+    forms = list(means)
+    fig = make_subplots(rows=1, cols=len(forms), subplot_titles=[FORMULA_TEXT[f] for f in forms])
+    for k, f in enumerate(forms):
+        fig.add_scatter(x=list(labels), y=means[f], mode="lines+markers", name=f"mean s ({f})",
+                        row=1, col=k + 1)
+        if absolute is not None:
+            fig.add_scatter(x=list(labels), y=absolute[f], mode="lines+markers",
+                            line=dict(dash="dash"), name=f"mean |s| ({f})", row=1, col=k + 1)
+    fig.update_yaxes(exponentformat="e")
+    fig.update_layout(title=title, height=340, margin=dict(l=40, r=20, t=70, b=40))
+    for ann in fig.layout.annotations:
+        ann.font.size = 11
+    return fig

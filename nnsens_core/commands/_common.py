@@ -17,8 +17,8 @@ from ..data import (
 )
 from ..demos import demo_cnn_names, load_demo_cnn
 from ..errors import NnsensError
-from ..loading import load_model
-from ..zoo import ARCHITECTURES, LoadedModel
+from ..loading import check_forward, check_input_size, load_model
+from ..zoo import ARCHITECTURES, NORMALISATIONS, LoadedModel, normalisation
 
 
 def add_device_seed(p: argparse.ArgumentParser) -> None:
@@ -46,6 +46,93 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--arch-kwargs", default="{}", help='JSON, e.g. \'{"hidden": 10}\'')
 
 
+def add_image_input_args(p: argparse.ArgumentParser) -> None:
+    """``--input-shape`` (any size the architecture allows; needed for TorchScript) and the input
+    normalisation of a weights file (``--norm`` preset or ``--mean``/``--std``)."""
+    p.add_argument("--input-shape", help="C,H,W of the model input, e.g. 3,128,128 (default: "
+                                         "64x64 for the small built-ins, 224 for vgg16/resnet18; "
+                                         "required for a TorchScript file)")
+    p.add_argument("--norm", choices=sorted(NORMALISATIONS),
+                   help="input normalisation of a weights file: "
+                        + "; ".join(f"{k}: {v}" for k, v in NORMALISATIONS.items())
+                        + " (default none)")
+    p.add_argument("--mean", help="per-channel mean, comma list (overrides --norm)")
+    p.add_argument("--std", help="per-channel std, comma list (overrides --norm)")
+
+
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise NnsensError(f"{flag} {text!r} must be a comma list of numbers, e.g. 0.5,0.5,0.5") from None
+    if not vals:
+        raise NnsensError(f"{flag} is empty; give one number per channel")
+    return vals
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"3,128,128"`` -> ``(3, 128, 128)`` (None stays None)."""
+    if text is None:
+        return None
+    try:
+        shape = tuple(int(t) for t in text.replace("x", ",").split(",") if t.strip())
+    except ValueError:
+        shape = ()
+    if len(shape) not in (3, 4) or min(shape) < 1:
+        raise NnsensError(f"--input-shape {text!r} must be C,H,W (or C,D,H,W) whole numbers >= 1, "
+                          "e.g. 3,128,128")
+    return shape
+
+
+def _cli_norm(args, channels: int):
+    """``(mean, std)`` from ``--norm``/``--mean``/``--std`` (None when none is given)."""
+    norm, mean, std = (getattr(args, k, None) for k in ("norm", "mean", "std"))
+    if norm is None and mean is None and std is None:
+        return None
+    m, s = normalisation(norm or "none", channels)
+    if mean is not None:
+        m = parse_floats(mean, "--mean")
+    if std is not None:
+        s = parse_floats(std, "--std")
+    if bool(m) != bool(s):
+        raise NnsensError("give both --mean and --std (or a --norm preset)")
+    return m, s
+
+
+def _is_torchscript_file(path: str) -> bool:
+    """A TorchScript archive (a zip holding compiled ``code/``), read from the zip directory only."""
+    import zipfile
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in n for n in zf.namelist())
+    except OSError:
+        return False
+
+
+def show_preset(kind: str, name: str | None, values: dict, overridden: dict) -> None:
+    """Print which values a ``--preset`` set and which flags overrode them."""
+    if name is None:
+        return
+    text = ", ".join(f"{k}={v}" for k, v in values.items())
+    print(f"{kind} preset {name!r}: {text}")
+    if overridden:
+        print("  overridden by flags: " + ", ".join(f"{k}={v}" for k, v in overridden.items()))
+
+
+def resolve_preset(args, presets: dict, defaults: dict, flags: dict) -> tuple[dict, dict]:
+    """Config fields from ``--preset`` (or ``defaults`` without one), then every flag the user
+    gave (``flags`` = ``{field: args attribute}``; an attribute left at None was not given).
+    Returns ``(fields, overridden)``."""
+    name = getattr(args, "preset", None)
+    fields = dict(presets[name] if name else defaults)
+    given = {f: getattr(args, a) for f, a in flags.items() if getattr(args, a) is not None}
+    overridden = {f: v for f, v in given.items() if name and f in fields and fields[f] != v}
+    fields.update(given)
+    return fields, overridden
+
+
 def default_demo_cnn() -> str:
     """The model used when --model is omitted: the first demo CNN (the demo VGG-16)."""
     names = demo_cnn_names()
@@ -59,15 +146,31 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
     """``--model`` (a demo name or a weights file); when omitted, the demo CNN."""
     if not args.model:
         args.model = default_demo_cnn()
+    shape = parse_shape(getattr(args, "input_shape", None)) or input_shape
     if args.model in demo_cnn_names():
-        return load_demo_cnn(args.model, device=device)
+        lm = load_demo_cnn(args.model, device=device)
+        if _cli_norm(args, lm.spec.input_shape[0]) is not None:
+            raise NnsensError(f"the demo {args.model!r} has its own normalisation; --norm/--mean/"
+                              "--std are for weights files")
+        if shape is not None and tuple(shape) != tuple(lm.spec.input_shape):
+            lm.spec = lm.spec.replace(input_shape=tuple(shape))
+            check_input_size(lm.spec)
+            check_forward(lm.module, lm.spec, device)
+        return lm
+    if shape is None and _is_torchscript_file(args.model):
+        raise NnsensError(f"{args.model} is a TorchScript model, whose input shape is unknown; give "
+                          "it with --input-shape C,H,W, e.g. --input-shape 3,64,64")
     try:
         kwargs = json.loads(args.arch_kwargs)
     except json.JSONDecodeError:
         raise NnsensError(f"--arch-kwargs={args.arch_kwargs!r} is not JSON") from None
-    return load_model(args.model, arch=args.arch, arch_kwargs=kwargs, input_shape=input_shape,
-                      class_names=class_names, name=Path(args.model).stem, device=device,
-                      allow_code=True)  # the user's own file on the user's machine
+    lm = load_model(args.model, arch=args.arch, arch_kwargs=kwargs, input_shape=shape,
+                    class_names=class_names, name=Path(args.model).stem, device=device,
+                    allow_code=True)  # the user's own file on the user's machine
+    norm = _cli_norm(args, lm.spec.input_shape[0])
+    if norm is not None:
+        lm.spec = lm.spec.replace(mean=norm[0], std=norm[1])
+    return lm
 
 
 def load_cli_tabular(path: str, target: str | None) -> TabularData:
@@ -83,8 +186,14 @@ def load_cli_images(path: str | None, size=None, channels: int = 3, n_demo: int 
                     seed: int = 1) -> ImageData:
     """A folder / ZIP / NPZ of images, or the phantom test set when ``path`` is None/'phantom'."""
     if path in (None, "phantom"):
-        from ..phantom import demo_images
-        return demo_images("test", n=n_demo)
+        from ..phantom import DEMO_SPLITS, demo_images, make_phantom
+        if size is None or (tuple(size) == (64, 64) and channels == 3):
+            return demo_images("test", n=n_demo)
+        if len(size) != 2 or size[0] != size[1] or channels not in (1, 3):
+            raise NnsensError(f"the phantom is square with 1 or 3 channels; the model takes "
+                              f"{channels} x {'x'.join(map(str, size))}: give --data")
+        # the test phantom drawn at the model's size (the same seed as the 64x64 demo set)
+        return make_phantom(n_demo, size=int(size[0]), seed=DEMO_SPLITS["test"][0], channels=channels)
     if path.endswith(".npz"):
         data = load_npz(path)
         if not isinstance(data, ImageData):

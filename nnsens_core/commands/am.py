@@ -1,6 +1,7 @@
 """``python -m nnsens_core am``: activation maximisation of classes (or neurons) of a CNN."""
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from pathlib import Path
@@ -8,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._hooks import probe_outputs
 from .._results import export_json, image_context
-from ..activation_max import AMConfig, AMTarget, maximize
+from ..activation_max import PRESETS, AMConfig, AMTarget, maximize, update_rule_text
 from .. import budget
 from ..device import resolve_device
 from ..errors import NnsensError
 from ._common import (
     add_device_seed,
+    add_image_input_args,
+    resolve_preset,
+    show_preset,
     add_yes,
     confirm_cost,
     add_model_args,
@@ -29,20 +32,32 @@ HELP = ("Activation maximisation (TV or blur regularised) of class logits or a l
         "writes one PNG per target and activations.json. Without --model: the demo VGG-16.")
 
 
+FLAGS = {"rule": "rule", "lr": "lr", "tv_weight": "tv_weight", "normalize_grad": "normalize_grad",
+         "jitter": "jitter"}
+"""AMConfig fields a preset sets -> the flags that override them."""
+
+
 def register(p) -> None:
     add_model_args(p, required=False)
+    add_image_input_args(p)
     p.add_argument("--classes", default="all",
                    help="'all' or a comma list of class names/indices (default all)")
     p.add_argument("--layer", help="maximise channels of this module instead of class logits")
     p.add_argument("--channels", default="0", help="comma list of channels of --layer (default 0)")
     p.add_argument("--steps", type=int, default=AMConfig().steps)
-    p.add_argument("--rule", choices=("tv", "blur", "none"), default="tv")
-    p.add_argument("--lr", type=float, default=AMConfig().lr, help="epsilon1 (step on da/dx)")
-    p.add_argument("--tv-weight", type=float, default=AMConfig().tv_weight, help="epsilon2 (TV step)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="paper: x <- x + 0.1*da/dx - 0.1*dTV/dx with the raw gradient (eqs. 1-5); "
+                        "nnsens (the default): normalised gradient, 0.05 / 0.02. Flags given as well "
+                        "override the preset")
+    p.add_argument("--rule", choices=("tv", "blur", "none"), help="default tv")
+    p.add_argument("--lr", type=float, help=f"epsilon1 (step on da/dx; default {AMConfig().lr})")
+    p.add_argument("--tv-weight", type=float,
+                   help=f"epsilon2 (TV step; default {AMConfig().tv_weight})")
     p.add_argument("--sigma", type=float, default=AMConfig().blur_sigma, help="blur sigma (pixels)")
-    p.add_argument("--jitter", type=int, default=0, help="random roll of up to N pixels per step")
-    p.add_argument("--no-normalize-grad", action="store_true",
-                   help="use raw gradients (lr then scales da/dx directly)")
+    p.add_argument("--jitter", type=int, help="random roll of up to N pixels per step (default 0)")
+    p.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
+                   help="divide each gradient by its mean |value| (default on; --no-normalize-grad: "
+                        "raw gradients, lr then scales da/dx directly)")
     p.add_argument("--data", help="start from an image of this folder / .zip / .npz / 'phantom' "
                                   "(default: seeded noise)")
     p.add_argument("--index", type=int, default=0, help="start image index in --data")
@@ -56,8 +71,9 @@ def n_outputs(model, spec, device) -> int:
     """Number of classes: the spec's class names, else the width of the model's output."""
     if spec.class_names:
         return len(spec.class_names)
-    out = probe_outputs(model, torch.zeros((1, *spec.input_shape), device=device), [""])[""]
-    return math.prod(out[1:])
+    with torch.no_grad():  # the model's own output: no hooks (TorchScript has none)
+        out = model(torch.zeros((1, *spec.input_shape), device=device))
+    return math.prod(tuple(out.shape)[1:])
 
 
 def parse_classes(text: str, class_names, n_classes: int | None = None) -> list[int]:
@@ -109,9 +125,10 @@ def run(args) -> int:
             raise NnsensError(f"--index {args.index} is out of range; the data have {len(data)} images")
         start = model_inputs(data, np.array([args.index]), spec)[0]
         start_ctx = image_context(data, [args.index])
-    cfg = AMConfig(steps=args.steps, rule=args.rule, lr=args.lr, tv_weight=args.tv_weight,
-                   blur_sigma=args.sigma, jitter=args.jitter, normalize_grad=not args.no_normalize_grad,
-                   seed=args.seed)
+    fields, overridden = resolve_preset(args, PRESETS, PRESETS["nnsens"], FLAGS)
+    show_preset("am", args.preset, PRESETS[args.preset] if args.preset else {}, overridden)
+    cfg = AMConfig(steps=args.steps, blur_sigma=args.sigma, seed=args.seed, **fields)
+    print(update_rule_text(cfg))
     confirm_cost(args, budget.am(lm, len(targets), cfg))
     res = maximize(lm.module, spec, targets, cfg, dev, start=start)
     out = Path(args.out)

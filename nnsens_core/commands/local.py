@@ -16,13 +16,18 @@ from ..errors import NnsensError
 from .._results import export_json, image_context
 from ..local_sensitivity import (
     LocalBatchResult,
+    PRESETS,
     LocalConfig,
     count_forwards,
+    describe,
     local_sensitivity_many,
     resolve_blocks,
 )
 from ._common import (
     add_device_seed,
+    add_image_input_args,
+    resolve_preset,
+    show_preset,
     add_yes,
     confirm_cost,
     add_model_args,
@@ -37,8 +42,14 @@ HELP = ("Local sensitivity of CNN blocks to single-pixel (or k x k patch) pertur
         "demo VGG-16 on the phantom test set.")
 
 
+FLAGS = {"epsilon": "epsilon", "noise": "noise", "formula": "formula", "patch": "patch",
+         "method": "method"}
+"""LocalConfig fields a preset sets -> the flags that override them."""
+
+
 def register(p) -> None:
     add_model_args(p, required=False)
+    add_image_input_args(p)
     p.add_argument("--data", default="phantom",
                    help="image folder / .zip / .npz, or 'phantom' (default: the phantom test set)")
     p.add_argument("--index", type=int, default=0, help="image index (default 0)")
@@ -48,13 +59,17 @@ def register(p) -> None:
     p.add_argument("--blocks", default="auto",
                    help="'auto' (VGG: after each max-pool; ResNet: layer1..4) or a comma list of "
                         "module names")
-    p.add_argument("--epsilon", type=float, default=LocalConfig().epsilon, help="fixed perturbation")
-    p.add_argument("--noise", choices=("fixed", "gaussian"), default="fixed")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="paper: ||B(x+d)||-||B(x)||, fixed eps 0.1, single pixels, finite "
+                        "differences; nnsens (the default): ||B(x+d)-B(x)|| with the same "
+                        "perturbation. Flags given as well override the preset")
+    p.add_argument("--epsilon", type=float, help=f"fixed perturbation (default {LocalConfig().epsilon})")
+    p.add_argument("--noise", choices=("fixed", "gaussian"), help="default fixed")
     p.add_argument("--sigma", type=float, default=LocalConfig().sigma, help="std of Gaussian noise")
-    p.add_argument("--formula", choices=("diff_norm", "norm_diff"), default="diff_norm",
+    p.add_argument("--formula", choices=("diff_norm", "norm_diff"),
                    help="diff_norm: ||B(x+d)-B(x)|| (default); norm_diff: ||B(x+d)||-||B(x)|| (paper)")
-    p.add_argument("--patch", type=int, default=1, help="perturb k x k patches (default 1 = pixels)")
-    p.add_argument("--method", choices=("finite", "gradient"), default="finite",
+    p.add_argument("--patch", type=int, help="perturb k x k patches (default 1 = pixels)")
+    p.add_argument("--method", choices=("finite", "gradient"),
                    help="finite differences (default) or the fast gradient estimate")
     p.add_argument("--probes", type=int, default=LocalConfig().n_probes,
                    help="random probes of the gradient estimate of diff_norm")
@@ -104,9 +119,11 @@ def run(args) -> int:
     x = model_inputs(data, idx, spec)
     blocks = None if args.blocks == "auto" else [b.strip() for b in args.blocks.split(",") if b.strip()]
     mapping = resolve_blocks(lm.module, blocks)
-    cfg = LocalConfig(epsilon=args.epsilon, noise=args.noise, sigma=args.sigma, seed=args.seed,
-                      formula=args.formula, patch=args.patch, method=args.method,
-                      n_probes=args.probes, batch_size=args.batch_size, incremental=args.incremental)
+    fields, overridden = resolve_preset(args, PRESETS, PRESETS["nnsens"], FLAGS)
+    show_preset("local", args.preset, PRESETS[args.preset] if args.preset else {}, overridden)
+    cfg = LocalConfig(**fields, sigma=args.sigma, seed=args.seed, n_probes=args.probes,
+                      batch_size=args.batch_size, incremental=args.incremental)
+    print(describe(cfg) + f"; blocks: {', '.join(f'{k} = {v}' for k, v in mapping.items())}")
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
     print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
     confirm_cost(args, budget.local(lm, tuple(spec.input_shape), cfg, len(idx), len(mapping)))

@@ -91,3 +91,27 @@ def test_am_page_upload_start_is_checked():
     assert not at.error, [e.value for e in at.error]
     d = at.session_state["am_difference"]
     assert d.index is None and d.key.startswith("upload:gray.png") and d.map.shape == (3, 64, 64)
+
+
+def test_am_page_paper_preset_sets_the_paper_rule():
+    from nnsens_core import activation_max as A
+    at = _page()
+    at.button(key="am_preset_paper").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.radio(key="am_rule").value == "tv"
+    assert at.number_input(key="am_lr").value == 0.1 and at.number_input(key="am_tv").value == 0.1
+    assert at.checkbox(key="am_normgrad").value is False
+    assert any("raw gradient" in c.value and "x ← x + 0.1·g − 0.1·∂TV/∂x" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+    at.number_input(key="am_steps").set_value(2)
+    at.button(key="am_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    (run,) = at.session_state["am"]["runs"].values()
+    assert run["res"].config == A.preset("paper", steps=2, preview_every=10)
+    assert any(c.value.startswith("Update rule used:") and "raw gradient" in c.value for c in at.caption)
+    at.button(key="am_preset_nnsens").click()
+    at.run()
+    assert at.checkbox(key="am_normgrad").value is True and at.number_input(key="am_lr").value == 0.05
+    assert any("normalised gradient" in c.value for c in at.caption)

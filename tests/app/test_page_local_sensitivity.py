@@ -120,3 +120,41 @@ def test_local_page_bad_input_is_reported():
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any(b.key == "ls_run" for b in at.button)
+
+
+def test_local_page_paper_preset_and_both_measures():
+    """The paper preset sets exactly the paper's values; the comparison shows both formulas."""
+    from nnsens_core import local_sensitivity as P
+    at = _page()
+    at.number_input(key="ls_patch").set_value(16)
+    at.radio(key="ls_formula").set_value("diff_norm")
+    at.run()
+    at.button(key="ls_preset_paper").click()
+    at.run()
+    assert not at.exception, at.exception
+    paper = P.PRESETS["paper"]
+    assert at.radio(key="ls_formula").value == paper["formula"] == "norm_diff"
+    assert at.number_input(key="ls_eps").value == paper["epsilon"]
+    assert at.number_input(key="ls_patch").value == paper["patch"] == 1
+    assert at.radio(key="ls_method").value == paper["method"]
+    assert at.checkbox(key="ls_custom").value is False
+    assert any("paper preset" in c.value and "‖B(x+δ)‖₂ − ‖B(x)‖₂" in c.value for c in at.caption)
+    # a coarse patch keeps the test fast; the formula stays the paper's
+    at.number_input(key="ls_patch").set_value(32)
+    at.button(key="ls_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    (run,) = at.session_state["local_sens"]["runs"].values()
+    assert run["results"][0].config == P.preset("paper", patch=32)
+    assert any(c.value.startswith("Formula used: s = ‖B(x+δ)‖₂ − ‖B(x)‖₂") for c in at.caption)
+    at.toggle(key="ls_both").set_value(True)
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    table = next(df.value for df in at.dataframe if "mean s (diff_norm)" in df.value.columns)
+    assert list(table.index) == [f"block{i}" for i in range(1, 6)]
+    assert (table["mean s (diff_norm)"] > 0).all()      # a norm of a difference is >= 0
+    assert any("decay" in c.value for c in at.caption)
+    at.button(key="ls_preset_nnsens").click()
+    at.run()
+    assert at.radio(key="ls_formula").value == "diff_norm"
