@@ -214,7 +214,7 @@ with tab_mask:
                 nii = nifti_bytes(res.saliency)
                 st.session_state.setdefault(EXPORTS, {})["rb_mask_nifti"] = nii
                 e[2].download_button("Deletion map (NIfTI)", nii, "deletion_map.nii",
-                                     "application/octet-stream", key="rb_mask_nii")
+                                     "application/octet-stream", key="rb_mask_nii", on_click="ignore")
 
 # ----------------------------------------------------------------------------- λ grid
 def parse_lambdas(text: str, name: str) -> tuple[float, ...]:

@@ -130,16 +130,17 @@ def download_json(label: str, doc: dict, file_name: str, key: str | None = None)
     text = dumps(doc)
     if key:
         st.session_state.setdefault(EXPORTS, {})[key] = text
-    st.download_button(label, text, file_name, "application/json", key=key)
+    st.download_button(label, text, file_name, "application/json", key=key, on_click="ignore")
 
 
 def download_csv(label: str, df, file_name: str, key: str | None = None) -> None:
     """Offer a table as :func:`nnsens_core._results.csv_bytes` (formula cells neutralised)."""
-    st.download_button(label, csv_bytes(df), file_name, "text/csv", key=key)
+    st.download_button(label, csv_bytes(df), file_name, "text/csv", key=key, on_click="ignore")
 
 
 def download_npz(label: str, arrays: dict, file_name: str, key: str | None = None) -> None:
-    st.download_button(label, npz_bytes(arrays), file_name, "application/octet-stream", key=key)
+    st.download_button(label, npz_bytes(arrays), file_name, "application/octet-stream", key=key,
+                       on_click="ignore")
 
 
 def to_uint8(img01: np.ndarray) -> np.ndarray:
