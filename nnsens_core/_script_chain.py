@@ -143,7 +143,7 @@ class ScriptChain:
             for flatten in (False, True):
                 numel = [0]
 
-                def count(_i, out):
+                def count(_i, out, numel=numel):
                     numel[0] += out[0].numel() if out.ndim else 1
                 try:
                     yc = self.run(x, count, flatten=flatten)
@@ -154,6 +154,24 @@ class ScriptChain:
                     self.flatten, self.verified_shape, self.stage_numel = flatten, shape, numel[0]
                     return
         raise NnsensError(NOT_A_CHAIN)
+
+
+def stage_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of every readable module of a TorchScript model (the names
+    of :attr:`ScriptChain.names`, forward order) for the batch ``example``; raises
+    :data:`NOT_A_CHAIN` when the chain does not reproduce the model there."""
+    chain = ScriptChain(model)
+    chain.verify(example)
+    shapes: dict[int, tuple[int, ...]] = {}
+    with torch.no_grad():
+        chain.run(example.detach(), lambda i, out: shapes.__setitem__(i, tuple(out.shape[1:])))
+    return {n: shapes[chain.ends[n]] for n in chain.names}
+
+
+def block_choices(model: nn.Module) -> list[str]:
+    """Module names a block picker offers for a TorchScript model: the stages of its forward
+    chain (and the ``Sequential`` s grouping them), then ``"output"`` (the model output)."""
+    return [*ScriptChain(model).names, OUTPUT_LABEL]
 
 
 class ScriptReader:

@@ -56,11 +56,12 @@ from ._blocks import (
     _bytes_per_item,
     _first_conv_channels,
     aggregate_channels,
+    detect_blocks,  # noqa: F401 - public here (the page's block detection, TorchScript too)
     order_of_magnitude,  # noqa: F401 - public here (the page prints maps as value x 10^n)
     pool_tiles,  # noqa: F401 - public here (LocalResult.tiles, the page's tile pooling)
     resolve_blocks,
 )
-from ._script_chain import OUTPUT_MODULE, is_script
+from ._script_chain import OUTPUT_MODULE, block_choices, is_script  # noqa: F401 - pages use them
 from ._local_results import LocalBatchResult, LocalResult, MeasureComparison, decays_with_depth  # noqa: F401
 from .device import resolve_device
 from .errors import NnsensError
