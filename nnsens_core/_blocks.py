@@ -12,6 +12,8 @@ from torch import nn
 from . import _validate as v
 from ._batching import auto_batch_size
 from ._hooks import add_forward_hook, as_mapping, get_module, probe_outputs
+from ._script_chain import (OUTPUT_LABEL, OUTPUT_MODULE, ScriptChain, ScriptReader,
+                            first_conv_channels, is_script, script_blocks)
 from .errors import NnsensError
 from .zoo import CONV_TYPES, image_blocks
 
@@ -64,24 +66,34 @@ def aggregate_channels(maps: torch.Tensor, how: str = "mean", dim: int = -3) -> 
     return torch.linalg.vector_norm(maps, dim=dim)
 
 
-TORCHSCRIPT_NO_BLOCKS = (
-    "this is a TorchScript model, whose inner layers cannot be read (TorchScript has no forward "
-    "hooks), so block / layer outputs are unavailable; class-logit activation maximisation works, "
-    "while local sensitivity and layer targets need the weights as a state_dict for a built-in "
-    "architecture (torch.save(model.state_dict(), 'model.pt'))")
+def detect_blocks(model: nn.Module) -> dict[str, str]:
+    """The detected VGG/ResNet blocks of an eager (:func:`~nnsens_core.zoo.image_blocks`) or
+    TorchScript (:func:`~nnsens_core._script_chain.script_blocks`) model; ``{}`` when none."""
+    return script_blocks(model) if is_script(model) else image_blocks(model)
 
 
 def resolve_blocks(model: nn.Module, blocks: Mapping[str, str] | list[str] | None) -> dict[str, str]:
-    """``{label: module name}``; ``None``/empty means the detected VGG/ResNet blocks."""
-    if isinstance(model, torch.jit.ScriptModule):
-        raise NnsensError(TORCHSCRIPT_NO_BLOCKS)
-    mapping = as_mapping(blocks) if blocks else image_blocks(model)
+    """``{label: module name}``; ``None``/empty means the detected VGG/ResNet blocks.
+
+    Module name ``""`` (or ``"output"`` where no module has that name) is the model output itself.
+    For a TorchScript model without detected blocks, ``None`` means the model output alone; its
+    blocks must be stages of its forward chain (:mod:`~nnsens_core._script_chain`), which is
+    checked on the first input."""
+    scripted = is_script(model)
+    mapping = as_mapping(blocks) if blocks else detect_blocks(model)
+    if not mapping and scripted:
+        mapping = {OUTPUT_LABEL: OUTPUT_MODULE}
     if not mapping:
         raise NnsensError("no blocks given and none detected (the model is neither VGG-like nor "
                           "ResNet-like); pass blocks={label: module name}, e.g. from "
-                          "zoo.conv_layers(model)")
+                          "zoo.conv_layers(model), or 'output' for the model output")
+    names = dict(model.named_modules())
+    mapping = {lb: (OUTPUT_MODULE if n == OUTPUT_LABEL and n not in names else n)
+               for lb, n in mapping.items()}
     for name in mapping.values():
         get_module(model, name)
+    if scripted:
+        ScriptReader(model, mapping)       # names that are not stages of the chain: clear error
     return mapping
 
 
@@ -94,6 +106,8 @@ def _first_conv(model: nn.Module) -> nn.Module | None:
 
 
 def _first_conv_channels(model: nn.Module) -> int | None:
+    if is_script(model):
+        return first_conv_channels(model)
     conv = _first_conv(model)
     return None if conv is None else conv.in_channels
 
@@ -111,7 +125,8 @@ def _out_tensor(out):
 
 
 class _BlockTap:
-    """Forward hooks on the block modules for the duration of a ``with`` block.
+    """Forward hooks on the block modules for the duration of a ``with`` block (TorchScript
+    models, which have no hooks: a :class:`~nnsens_core._script_chain.ScriptReader` instead).
 
     ``reduce(label, out)`` is applied to each block output as soon as it is produced (so no block
     output is kept); after ``stop_after`` hook calls the pass is stopped with :class:`_Stop`.
@@ -123,10 +138,12 @@ class _BlockTap:
         self.calls = 0
         self.stop_after: int | None = None
         self.handles: list = []
+        self.reader: ScriptReader | None = None
 
     def __enter__(self):
-        if self.mapping and isinstance(self.model, torch.jit.ScriptModule):
-            raise NnsensError(TORCHSCRIPT_NO_BLOCKS)
+        if self.mapping and is_script(self.model):
+            self.reader = ScriptReader(self.model, self.mapping)   # no hooks: run its chain
+            return self
         try:
             for label, name in self.mapping.items():
                 module = get_module(self.model, name)
@@ -146,6 +163,10 @@ class _BlockTap:
 
     def run(self, x: torch.Tensor):
         self.values, self.calls = {}, 0
+        if self.reader is not None:
+            self.values = self.reader.run(x, lambda lb, out: self.reduce(lb, _out_tensor(out)))
+            self.calls = len(self.values)
+            return self.values
         try:
             self.model(x)
         except _Stop:
@@ -154,7 +175,7 @@ class _BlockTap:
         if missing:
             raise NnsensError(f"block(s) {missing} (modules {[self.mapping[m] for m in missing]}) "
                               "produced no output in the forward pass; pick modules the forward "
-                              "pass calls (TorchScript sub-modules cannot be hooked)")
+                              "pass calls")
         return self.values
 
     def __exit__(self, *exc):
@@ -166,7 +187,16 @@ class _BlockTap:
 
 def _bytes_per_item(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes of all leaf-module outputs (every call counted) for one input ``x`` plus twice the
-    input, at ``x``'s element size: an upper bound of one batch item."""
+    input, at ``x``'s element size: an upper bound of one batch item. TorchScript models: the
+    outputs of the stages of their forward chain, or (not a chain) a guess of 64 inputs."""
+    if is_script(model):
+        chain = ScriptChain(model)
+        try:
+            chain.verify(x[None])
+            elems = chain.stage_numel
+        except NnsensError:
+            elems = 64 * x.numel()
+        return (2 * x.numel() + elems) * x.element_size()
     leaves = [n for n, m in model.named_modules() if next(m.children(), None) is None]
     shapes = probe_outputs(model, x[None], leaves, all_calls=True)
     elems = sum(math.prod(s) for calls in shapes.values() for s in calls if s)

@@ -29,6 +29,7 @@ from ._blocks import AGGREGATES, _BlockTap, _first_conv_channels, aggregate_chan
 from ._filters import gaussian_blur
 from ._hooks import get_module
 from ._results import Result
+from ._script_chain import OUTPUT_MODULE, is_script
 from .device import resolve_device
 from .errors import NnsensError
 from .zoo import ModelSpec
@@ -225,6 +226,9 @@ class _Objective:
             get_module(model, name)
         self.mapping = {name: name for name in layers}
         self.needs_output = any(t.layer is None for t in targets)
+        self.scripted = is_script(model) and bool(layers)
+        if self.scripted and self.needs_output:   # no hooks: the output is read with the layers
+            self.mapping[OUTPUT_MODULE] = OUTPUT_MODULE
         self.stop_after: int | None = None
         self._checked = False
 
@@ -236,7 +240,10 @@ class _Objective:
         return self.tap.__exit__(*exc)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.needs_output:
+        if self.scripted:
+            vals = dict(self.tap.run(x))
+            out = vals.pop(OUTPUT_MODULE, None)
+        elif self.needs_output:
             self.tap.stop_after = None
             self.tap.values, self.tap.calls = {}, 0
             out = self.model(x)
@@ -305,8 +312,9 @@ def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfi
              start: torch.Tensor | None = None, progress=None, preview: Preview | None = None) -> AMResult:
     """Optimise one image per target, all in one batch.
 
-    ``targets``: class indices, ``"all"``, or :class:`AMTarget` s. ``start``: ``None`` (seeded
-    noise), one image (C, H, W) pushed toward every target (cross-class grid), or one image per
+    ``targets``: class indices, ``"all"``, or :class:`AMTarget` s (on a TorchScript model, a
+    layer must be a stage of its forward chain, see :mod:`~nnsens_core._script_chain`).
+    ``start``: ``None`` (seeded noise), one image (C, H, W) pushed toward every target (cross-class grid), or one image per
     target (N, C, H, W); model-input space. ``progress(step, steps)`` after each step;
     ``preview(step, images, activations)`` every ``cfg.preview_every`` steps.
     """

@@ -56,10 +56,12 @@ from ._blocks import (
     _bytes_per_item,
     _first_conv_channels,
     aggregate_channels,
+    detect_blocks,  # noqa: F401 - public here (the page's block detection, TorchScript too)
     order_of_magnitude,  # noqa: F401 - public here (the page prints maps as value x 10^n)
     pool_tiles,  # noqa: F401 - public here (LocalResult.tiles, the page's tile pooling)
     resolve_blocks,
 )
+from ._script_chain import OUTPUT_MODULE, block_choices, is_script  # noqa: F401 - pages use them
 from ._local_results import LocalBatchResult, LocalResult, MeasureComparison, decays_with_depth  # noqa: F401
 from .device import resolve_device
 from .errors import NnsensError
@@ -194,7 +196,10 @@ def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, st
                       expected_shape=None, _offset: int = 0, _total: int | None = None) -> LocalResult:
     """Sensitivity maps ``(blocks, C, H, W)`` of one image ``x`` (C, H, W) in model-input space.
 
-    ``blocks`` is ``{label: module name}`` (``None`` = detected VGG/ResNet blocks).
+    ``blocks`` is ``{label: module name}`` (``None`` = detected VGG/ResNet blocks; module name
+    ``""`` = the model output). TorchScript models (no forward hooks) are read stage by stage
+    along their forward chain, checked against the model output on ``x``
+    (:mod:`~nnsens_core._script_chain`), with full forward passes (no incremental engine).
     ``expected_shape`` (e.g. ``spec.input_shape``) turns a wrong channel count or size into a
     clear error. ``progress(done, total)`` counts forward passes (:func:`count_forwards`).
     """
@@ -238,7 +243,14 @@ def _finite(model, x, mapping, cfg, dev, progress, offset, total_all):
     """Finite differences: the incremental engine when it applies (and is not turned off), else
     full forward passes. Returns maps, base norms, forward count and ``extra`` (the engine)."""
     reason = None
-    if cfg.incremental == "auto":
+    if cfg.incremental == "auto" and is_script(model):
+        reason = ("TorchScript model: the incremental engine needs eager layers, so every "
+                  "perturbation ran the scripted model " + (
+                      "stage by stage along its forward chain" if any(mapping.values())
+                      else "(block = its output)"))
+    elif cfg.incremental == "auto" and OUTPUT_MODULE in mapping.values():
+        reason = "a block is the model output"
+    elif cfg.incremental == "auto":
         engine, reason = _incremental.prepare(model, x, mapping, cfg.patch)
         if engine is not None:
             return _finite_incremental(engine, x, cfg, dev, progress, offset, total_all)

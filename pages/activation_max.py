@@ -21,6 +21,8 @@ from nnsens_core import activation_max as A
 from nnsens_core import budget as B
 from nnsens_core._results import export_json, image_context
 from nnsens_core._hooks import get_module
+from nnsens_core._script_chain import is_script, stage_shapes
+from nnsens_core.device import resolve_device
 from nnsens_core.errors import NnsensError
 from nnsens_core._validate import check_images
 from nnsens_core.saliency.am_difference import AMHandover
@@ -67,6 +69,8 @@ for _k, _v in (("am_lr", A.AMConfig().lr), ("am_tv", A.AMConfig().tv_weight),
 
 @st.cache_data(show_spinner=False, ttl=CACHE_TTL, max_entries=8)
 def shapes(_model, key: str, input_shape: tuple, device: str) -> dict:
+    if is_script(_model):   # no forward hooks: the stages of its forward chain (checked)
+        return stage_shapes(_model, torch.zeros((1, *input_shape), device=resolve_device(device)))
     return V.layer_shapes(_model, input_shape, device)
 
 
@@ -119,6 +123,9 @@ else:
     with guard("Reading the layer shapes"):
         layer_shape = shapes(model, ctx.key, tuple(spec.input_shape), str(ctx.device))
     opts = [n for n, s in layer_shape.items() if len(s) in (1, 3)]
+    if not opts:
+        st.info("No layer of this model can be read; maximise class logits instead.")
+        st.stop()
     convs = [c for c in conv_layers(model) if c in opts]
     c1, c2 = st.columns(2)
     layer = c1.selectbox("Layer", opts, index=opts.index(convs[-1]) if convs else 0, key="am_layer",
@@ -129,7 +136,10 @@ else:
     with guard("Checking the layer"):
         get_module(model, name)
         if name not in layer_shape:
-            raise NnsensError(f"layer {name!r} returns no tensor in the forward pass; pick another")
+            raise NnsensError(f"layer {name!r} " + (
+                "is not a stage of this TorchScript model's forward chain (only those can be "
+                "read); pick one from the list" if is_script(model) else
+                "returns no tensor in the forward pass; pick another"))
         ok = True
     if not ok:
         st.stop()

@@ -18,7 +18,7 @@ from nnsens_core import budget as B
 from nnsens_core import local_sensitivity as P
 from nnsens_core._validate import check_images
 from nnsens_core._results import export_json, image_context
-from nnsens_core.zoo import conv_layers, image_blocks
+from nnsens_core.zoo import conv_layers
 from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
@@ -210,18 +210,25 @@ with st.expander("Batching and engine"):
              "times faster (demo VGG-16: about 5x on a CPU).")
 
 # blocks
-auto = image_blocks(model)
+scripted = P.is_script(model)
+auto = P.detect_blocks(model)
 custom = True
+if scripted:
+    st.caption("TorchScript model (no forward hooks): the blocks are read by running its children "
+               "one after the other, checked once against the model's own output (to 1e-5); "
+               "'output' is the model output itself, always available. Full forward passes (no "
+               "incremental inference).")
 if auto:
     kind = "ResNet: layer1..layer4" if "layer1" in auto else "VGG: after each max-pool"
     st.caption(f"Blocks detected ({kind}): " + ", ".join(f"{k} = `{v}`" for k, v in auto.items()))
     custom = st.checkbox("Pick the modules myself", value=False, key="ls_custom")
-else:
+elif not scripted:
     st.info("No VGG/ResNet structure detected: pick the modules whose outputs are the blocks.")
 mapping: dict[str, str] = dict(auto)
 if custom:
-    names = V.module_names(model)
-    default = list(auto.values()) if auto else conv_layers(model)[-1:]
+    names = P.block_choices(model) if scripted else V.module_names(model)
+    default = (list(auto.values()) if auto else ["output"] if scripted
+               else conv_layers(model)[-1:])
     picked = st.multiselect("Modules (blocks), in forward order", names, default=default,
                             key="ls_modules")
     typed = st.text_input("…or type module names (comma-separated; overrides the picker)", "",

@@ -172,10 +172,10 @@ def test_cli_torchscript_needs_input_shape_and_am_runs_on_it(tmp_path, capsys):
                  "--classes", "0,2", "--steps", "1", "--out", str(out)]) == 0
     doc = json.loads((out / "activations.json").read_text())
     assert doc["targets"] == ["class 0", "class 2"]
-    # local sensitivity needs block outputs, which TorchScript cannot give: one clear line
+    # local sensitivity reads the blocks stage by stage (no hooks): see test_torchscript_blocks.py
     assert main(["local", "--model", str(path), "--input-shape", "3,48,48", "--patch", "24",
-                 "--out", str(tmp_path / "loc")]) == 2
-    assert "TorchScript has no forward hooks" in capsys.readouterr().err
+                 "--out", str(tmp_path / "loc")]) == 0
+    assert json.loads((tmp_path / "loc" / "summary.json").read_text())["maps_shape"] == [5, 3, 48, 48]
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -42,7 +42,8 @@ def register(p) -> None:
     add_image_input_args(p)
     p.add_argument("--classes", default="all",
                    help="'all' or a comma list of class names/indices (default all)")
-    p.add_argument("--layer", help="maximise channels of this module instead of class logits")
+    p.add_argument("--layer", help="maximise channels of this module instead of class logits "
+                                   "(TorchScript: a stage of the model's forward chain)")
     p.add_argument("--channels", default="0", help="comma list of channels of --layer (default 0)")
     p.add_argument("--steps", type=int, default=AMConfig().steps)
     p.add_argument("--preset", choices=sorted(PRESETS),

@@ -57,8 +57,10 @@ def register(p) -> None:
                                                "index) instead of --index")
     p.add_argument("--count", type=int, default=1, help="images of --class (default 1)")
     p.add_argument("--blocks", default="auto",
-                   help="'auto' (VGG: after each max-pool; ResNet: layer1..4) or a comma list of "
-                        "module names")
+                   help="'auto' (VGG: after each max-pool; ResNet: layer1..4; a TorchScript model "
+                        "without either: its output) or a comma list of module names ('output': the "
+                        "model output). TorchScript models are read stage by stage along their "
+                        "forward chain (checked against the model output)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="paper: ||B(x+d)||-||B(x)||, fixed eps 0.1, single pixels, finite "
                         "differences; nnsens (the default): ||B(x+d)-B(x)|| with the same "
@@ -123,7 +125,8 @@ def run(args) -> int:
     show_preset("local", args.preset, PRESETS[args.preset] if args.preset else {}, overridden)
     cfg = LocalConfig(**fields, sigma=args.sigma, seed=args.seed, n_probes=args.probes,
                       batch_size=args.batch_size, incremental=args.incremental)
-    print(describe(cfg) + f"; blocks: {', '.join(f'{k} = {v}' for k, v in mapping.items())}")
+    shown = ", ".join(f"{k} = {v or 'the model output'}" for k, v in mapping.items())
+    print(describe(cfg) + f"; blocks: {shown}")
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
     print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
     confirm_cost(args, budget.local(lm, tuple(spec.input_shape), cfg, len(idx), len(mapping)))
@@ -135,6 +138,6 @@ def run(args) -> int:
     doc = export_json(batch, model=spec.name, **context)
     write_json(out / "summary.json", doc)
     for lb, s in doc["blocks"].items():
-        print(f"{lb:>8} ({s['module']}): max {s['max']:.3e}  mean {s['mean']:.3e}")
+        print(f"{lb:>8} ({s['module'] or 'model output'}): max {s['max']:.3e}  mean {s['mean']:.3e}")
     print(f"wrote {out / 'maps.npz'} and {out / 'summary.json'} in {time.perf_counter() - t0:.1f}s")
     return 0
