@@ -78,6 +78,12 @@ class Estimate:
 class _FlopCount(TorchDispatchMode):
     """Counts FLOPs of the ops ``torch.utils.flop_counter`` knows (conv, matmul, ...), in this thread."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # torch >= 2.6 wraps a mode's __torch_dispatch__ in torch._dynamo.disable unless this says
+        # False; its first call then imports torch._dynamo (~3 s). Nothing here is ever compiled.
+        return False
+
     def __init__(self):
         super().__init__()
         from torch.utils.flop_counter import flop_registry

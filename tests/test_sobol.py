@@ -54,6 +54,32 @@ def test_sample_equals_salib_exactly(second_order):
     np.testing.assert_array_equal(ours, ref)
 
 
+@pytest.mark.parametrize("n,bounds,second_order,seed", [
+    (1, ((0, 1),), True, 0),
+    (2, ((-1e6, 1e6), (3, 3.5)), False, 1),
+    (16, ((-3, -1), (0, 1e-3), (5, 50)), True, 123),
+    (64, tuple((-i, 2.0 ** i) for i in range(8)), True, 2**31 - 1),
+    (256, tuple((0.1 * i, 1 + i) for i in range(8)), False, 99),
+    (1024, tuple((i, i + 0.5) for i in range(5)), True, 7),
+])
+def test_sample_equals_salib_over_cases(n, bounds, second_order, seed):
+    """Base sequence, scramble and seed, the A / AB_j / BA_j / B row order and the scaling equal
+    SALib 1.6's sampler (to 1e-12; in fact bit for bit) for several N, D, orders, seeds, bounds."""
+    problem = S.SobolProblem(tuple(f"x{i}" for i in range(len(bounds))), bounds)
+    ours = S.sample(problem, n, second_order, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = salib_sample.sample(problem.to_salib(), n, calc_second_order=second_order, seed=seed)
+    assert ours.shape == ref.shape == (S.rows_per_sample(problem.D, second_order) * n, problem.D)
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_sample_seed_changes_the_points():
+    a, b = (S.sample(ISHIGAMI, 8, True, seed=s) for s in (1, 2))
+    assert not np.allclose(a, b)
+
+
 def test_sample_prefix_is_smaller_sample():
     big = S.sample(ISHIGAMI, 64, False, seed=2)
     small = S.sample(ISHIGAMI, 16, False, seed=2)

@@ -158,9 +158,11 @@ def run(args) -> int:
 
     res = sobol.run(model, problem, cfg, device, args.batch_size, progress)
     studies: dict = {}
-    tables = dict(res.to_frames())
-    if cfg.layer is not None:
-        tables[f"{cfg.layer} summary"] = res.layer_summary()
+    tables: dict = {}  # the CSV tables (pandas), built only for --csv-dir and the printed studies
+    if args.csv_dir:
+        tables.update(res.to_frames())
+        if cfg.layer is not None:
+            tables[f"{cfg.layer} summary"] = res.layer_summary()
     if args.hidden_step is not None:
         step = sobol.step_sensitivity(model, rows.X, rows.feature_names, cfg.layer or sobol.OUTPUT,
                                       args.hidden_step, device)

@@ -29,8 +29,8 @@ def sobol_base(n: int, dim: int, seed: int | None) -> np.ndarray:
 
 
 def scale_to_bounds(u: np.ndarray, bounds: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Scale ``u`` (rows of points in [0, 1], one column per bound) in place to ``bounds``, with
-    SALib's arithmetic; returns ``u``."""
+    """Scale ``u`` (points in [0, 1], the last axis one entry per bound) in place to ``bounds``,
+    with SALib's arithmetic (elementwise, so any leading shape gives the same floats); returns ``u``."""
     b = np.asarray(bounds, dtype=np.float64)
     lo, hi = b[:, 0], b[:, 1]
     np.multiply(u, hi - lo, out=u)

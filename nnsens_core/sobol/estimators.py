@@ -28,8 +28,10 @@ def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int |
     """
     v.power_of_two("n", n)
     D = problem.D
-    base = sobol_base(n, 2 * D, seed)
-    A, B = base[:, :D], base[:, D:]
+    # Scaling is elementwise, so scaling the (n, 2, D) base first gives the same floats as SALib's
+    # scaling of the whole matrix, in 2/(2D+2) of the work; the layout below only copies.
+    base = scale_to_bounds(sobol_base(n, 2 * D, seed).reshape(n, 2, D), problem.bounds)
+    A, B = base[:, 0], base[:, 1]
     step = rows_per_sample(D, second_order)
     out = np.empty((n, step, D))
     out[:, 0] = A
@@ -41,7 +43,6 @@ def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int |
         out[:, D + 1 + cols, cols] = A
     out[:, step - 1] = B
     out = out.reshape(n * step, D)
-    scale_to_bounds(out, problem.bounds)
     if progress is not None:
         progress(1, 1)
     return out
