@@ -141,7 +141,9 @@ def test_sobol_results_follow_the_convention(tabular):
     conv = S.convergence(lm, problem, (16, 32), S.SobolConfig(num_resamples=10), "cpu")
     assert _check_convention(conv, S.SobolConfig)["N"] == [16, 32]
     pca = S.pca_comparison(data.X, data.feature_names, res.output().ST[0], share=0.7)
-    assert _check_convention(pca)["config"] == {"share": 0.7, "standardize": True}
+    assert _check_convention(pca)["config"] == {"share": 0.7, "standardize": True, "n_components": None,
+                                                "importance": "variance", "rows": None,
+                                                "class_value": None}
     fr = S.feature_reduction(lm, data.rows("0:500"), data.rows("500:700"), res.output().ST[0],
                              S.FeatureReductionConfig(k=2, seeds=(0,), train=TrainConfig(epochs=1)), "cpu")
     assert _check_convention(fr, S.FeatureReductionConfig)["seeds"] == [0]
@@ -209,11 +211,11 @@ def test_sobol_cli_file_is_the_page_document(tabular, tmp_path):
                "--second-order", "--layer", "act1", "--seed", "3", "--device", "cpu", "--out", str(out)])
     assert rc == 0
     cli = json.loads(out.read_text())
-    # what pages/sobol.py offers: export_json(res, model=..., data=..., rows=rows_spec)
+    # what pages/sobol.py offers: export_json(res, model=..., data=..., rows=rows_spec, estimators=...)
     problem = S.SobolProblem.from_data(data.rows("0:700"))
     cfg = S.SobolConfig(n=128, num_resamples=20, seed=3, layer="act1")
     page = json.loads(dumps(export_json(S.run(lm, problem, cfg, "cpu"), model=lm.spec.name,
-                                        data=data.name, rows="0:700")))
+                                        data=data.name, rows="0:700", estimators=S.ESTIMATORS)))
     _assert_same(_strip(page), _strip(cli))
     assert cli["model"] == lm.spec.name and cli["data"] == data.name and cli["N"] == 128
 

@@ -153,6 +153,12 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
             raise NnsensError(f"the demo {args.model!r} has its own normalisation; --norm/--mean/"
                               "--std are for weights files")
         if shape is not None and tuple(shape) != tuple(lm.spec.input_shape):
+            want = int(lm.spec.input_shape[0])
+            if int(shape[0]) != want:  # the demo's channels are fixed by its weights
+                from .._validate import _kind
+                raise NnsensError(f"the data are {_kind(shape[0])} images {tuple(shape)} but the demo "
+                                  f"{args.model!r} takes {_kind(want)} {tuple(lm.spec.input_shape)}; "
+                                  f"convert the images to {want} channel(s) or give your own model")
             lm.spec = lm.spec.replace(input_shape=tuple(shape))
             check_input_size(lm.spec)
             check_forward(lm.module, lm.spec, device)
