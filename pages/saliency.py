@@ -19,7 +19,7 @@ import streamlit as st
 import torch
 
 from nnsens_core import budget as B
-from nnsens_core.activation_max import AMConfig
+from nnsens_core import activation_max as A
 from nnsens_core.data import ImageData
 from nnsens_core.errors import NnsensError
 from nnsens_core.local_sensitivity import LocalConfig
@@ -148,7 +148,17 @@ if not layers:
 
 # ----------------------------------------------------------------------------- settings
 available = list(R.names())
+def _paper_preset() -> None:
+    """The AM vs Grad-CAM figures' settings (on_click: before the widgets are drawn)."""
+    st.session_state["sal_methods"] = [m for m in ("gradcam", "am") if m in available]
+    st.session_state["sal_am_rule"] = "tv"
+    st.session_state["sal_am_preset"] = "paper"
+
+
 with st.expander("Methods and settings", expanded=True):
+    st.button("Paper settings (AM vs Grad-CAM)", key="sal_preset_paper", on_click=_paper_preset,
+              help="The paper's AM vs Grad-CAM figures: Grad-CAM and the AM difference map, AM with "
+                   "the paper's update rule (" + A.update_rule_text(A.preset("paper")) + ")")
     methods = st.multiselect("Methods", available, default=[m for m in ("gradcam", "layercam", "occlusion",
                                                                        "smoothgrad") if m in available],
                              format_func=V.label, key="sal_methods",
@@ -217,6 +227,10 @@ with st.expander("Methods and settings", expanded=True):
         a1, a2 = st.columns(2)
         am_steps = a1.number_input("AM steps", 1, 2000, 100, 10, key="sal_am_steps")
         am_rule = a2.selectbox("Regulariser", ["tv", "blur", "none"], key="sal_am_rule")
+        am_preset = st.radio("AM update rule", ["nnsens", "paper"], horizontal=True, key="sal_am_preset",
+                             help="paper: ε1 = ε2 = 0.1 and the raw gradient (eqs. 1–5); nnsens: the "
+                                  "gradient normalised by its mean |value|, ε1 = 0.05, ε2 = 0.02")
+        st.caption("Update rule: " + A.update_rule_text(A.preset(am_preset, rule=am_rule)))
         st.caption("|x_AM − x|: activation maximization of the explained class started from the "
                    "image itself (channel mean).")
         st.checkbox("Use the Activation maximization page's run when it started from the image on "
@@ -250,7 +264,8 @@ with guard("Checking the settings"):
                               seed=int(ctx.seed))
     all_cfgs.update({m.name: config_of(m.name, grad_cfg)  # unused fields: defaults
                      for m in R.methods() if m.family == "gradients"})
-    all_cfgs["am"] = AMConfig(steps=int(am_steps), rule=am_rule, seed=int(ctx.seed), preview_every=0)
+    all_cfgs["am"] = A.preset(am_preset, steps=int(am_steps), rule=am_rule, seed=int(ctx.seed),
+                              preview_every=0)
     all_cfgs["sensitivity"] = SensitivityConfig(
         block=block, local=LocalConfig(method="gradient", n_probes=int(probes), seed=int(ctx.seed)))
     cfgs = {m: R.config_for(m, all_cfgs) for m in methods}

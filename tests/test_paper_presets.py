@@ -202,3 +202,35 @@ def test_cli_local_runs_a_vgg16_small_state_dict_at_128(tmp_path, capsys):
     assert main(["local", "--model", str(path), "--arch", "vgg16-small", "--arch-kwargs",
                  '{"num_classes": 3}', "--input-shape", "3,16,16", "--out", str(out)]) == 2
     assert "at least 32 pixels" in capsys.readouterr().err
+
+
+def test_compare_paper_preset_sets_methods_and_the_paper_am_rule(monkeypatch, tmp_path, capsys):
+    """`nnsens compare --preset paper`: Grad-CAM and AM difference, AM with the paper's update rule
+    (the AM vs Grad-CAM figures); an explicit --methods still wins."""
+    import nnsens_core.commands.compare as cmd
+    from nnsens_core import activation_max as AM
+    from nnsens_core.__main__ import main as cli
+    from nnsens_core.saliency import registry
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(model, spec, data, methods, cfgs, **kw):
+        seen["methods"], seen["am"] = list(methods), registry.config_for("am", cfgs)
+        raise Stop
+
+    monkeypatch.setattr(cmd, "evaluate_dataset", fake)
+    for extra, want in (([], ["gradcam", "am"]), (["--methods", "am"], ["am"])):
+        with pytest.raises(Stop):
+            cli(["compare", "--preset", "paper", "--n", "3", "--device", "cpu", "--yes",
+                 "--out", str(tmp_path), *extra])
+        assert seen["methods"] == want
+        am = seen["am"]
+        assert (am.lr, am.tv_weight, am.normalize_grad, am.rule) == (0.1, 0.1, False, "tv")
+        assert am == AM.preset("paper", steps=AM.AMConfig().steps, seed=0, preview_every=0)
+    assert "preset paper: methods" in capsys.readouterr().out
+    with pytest.raises(Stop):
+        cli(["compare", "--n", "3", "--device", "cpu", "--yes", "--out", str(tmp_path), "--methods", "am"])
+    assert seen["am"].normalize_grad is AM.AMConfig().normalize_grad  # no preset: nnsens defaults

@@ -54,6 +54,10 @@ def register(p) -> None:
                                     + (f"; also {'/'.join(m.aliases)}" if m.aliases else "") + ")"
                                     for m in registry.methods()))
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--preset", choices=("paper",),
+                   help="paper: the AM vs Grad-CAM figures' settings: methods gradcam,am (unless "
+                        "--methods is given) and AM with the paper's update rule (eps1 = eps2 = 0.1, "
+                        "raw gradient)")
     p.add_argument("--target", choices=("label", "pred"), default="label",
                    help="class to explain: the true label (default) or the prediction")
     p.add_argument("--target-layer", help="CAM target layer (default: the deepest conv with an "
@@ -109,8 +113,14 @@ def _load_masks(path: str, data: ImageData) -> ImageData:
     return ImageData(data.images, data.labels, data.class_names, arr.astype(bool), data.name, data.meta)
 
 
+PAPER_METHODS = "gradcam,am"
+
+
 def run(args) -> int:
+    from ..activation_max import AMConfig, preset, update_rule_text
     t0 = time.perf_counter()
+    if args.preset == "paper" and args.methods == ",".join(DEFAULT_METHODS):
+        args.methods = PAPER_METHODS
     methods = registry.parse_methods(args.methods)
     dev = resolve_device(args.device)
     data = load_cli_images(args.data, n_demo=args.n)
@@ -132,6 +142,10 @@ def run(args) -> int:
             "gradients": GradientConfig(samples=args.smoothgrad_samples, sigma=args.smoothgrad_sigma,
                                         steps=args.ig_steps, score=args.gradient_score,
                                         reference=args.gradient_reference, seed=args.seed)}
+    if args.preset == "paper":
+        am = AMConfig()
+        cfgs["am"] = preset("paper", steps=am.steps, seed=args.seed, preview_every=0)
+        print(f"preset paper: methods {','.join(methods)}; AM {update_rule_text(cfgs['am'])}")
     import torch
     torch.manual_seed(args.seed)
 

@@ -156,3 +156,13 @@ def test_saliency_page_offers_and_runs_a_registered_method(brightness):
     mean = img.mean(0)  # the demo VGG normalises every channel alike, so the scaled maps agree
     np.testing.assert_allclose(maps["brightness"], (mean - mean.min()) / (mean.max() - mean.min()),
                                atol=1e-5)
+
+
+def test_paper_settings_button_sets_am_vs_gradcam():
+    from nnsens_core import activation_max as A
+    at = open_page(PAGE, timeout=300)
+    at.button(key="sal_preset_paper").click().run()
+    assert not at.exception, at.exception
+    assert at.multiselect(key="sal_methods").value == ["gradcam", "am"]
+    assert at.radio(key="sal_am_preset").value == "paper"
+    assert any(A.update_rule_text(A.preset("paper")) in c.value for c in at.caption)
