@@ -135,3 +135,21 @@ def test_bad_inputs_exit_2_with_one_line(tiny_volumes, tmp_path, capsys, extra, 
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_readme_and_docs_commands_parse():
+    """Every ``nnsens robustness ...`` line of the README and docs/robustness.md is a valid call."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    from nnsens_core.__main__ import build_parser
+    root = Path(__file__).resolve().parent.parent
+    lines = []
+    for doc in ("README.md", "docs/robustness.md"):
+        text = (root / doc).read_text()
+        lines += re.findall(r"(?:nnsens|python -m nnsens_core) (robustness [^`\n]*)", text)
+    assert len(lines) >= 5
+    for line in lines:
+        args = build_parser().parse_args(shlex.split(line))
+        assert args.study in ("mask", "grid", "retrain") and args.out
