@@ -14,12 +14,13 @@ def _run(*args) -> int:
     return main(["robustness", *args, "--device", "cpu"])
 
 
+@pytest.mark.slow  # the first 3-D pass of the demo CNN pays a ~10 s one-time kernel setup
 def test_mask_on_brain_volumes_writes_json_npz_nifti(tmp_path, capsys):
-    rc = _run("mask", "--data", "brain", "--n", "4", "--steps", "2", "--out", str(tmp_path))
+    rc = _run("mask", "--data", "brain", "--n", "2", "--steps", "2", "--out", str(tmp_path))
     assert rc == 0
     doc = json.loads((tmp_path / "mask.json").read_text())
     assert doc["model"] == "cnn3d-brain" and doc["class"] == "AD"
-    labels = brain_phantom.demo_volumes("test", 4).labels
+    labels = brain_phantom.demo_volumes("test", 2).labels
     assert doc["n_inputs"] == int((labels == 1).sum()) > 0
     assert len(doc["history"]) == 2 and "||grad m||_3" in doc["formula"]
     assert 0 <= doc["ground_truth"]["deletion_in_gt"] <= 1
@@ -35,8 +36,9 @@ def test_mask_on_brain_volumes_writes_json_npz_nifti(tmp_path, capsys):
     assert "objective: min_m mean_i p_y" in out and "estimate:" in out
 
 
+@pytest.mark.slow
 def test_grid_two_by_two_tables_symmetric(tmp_path, capsys):
-    rc = _run("grid", "--data", "brain", "--n", "4", "--steps", "2", "--lambda1s", "0.001,0.01",
+    rc = _run("grid", "--data", "brain", "--n", "2", "--steps", "2", "--lambda1s", "0.001,0.01",
               "--lambda2s", "0.01,0.1", "--out", str(tmp_path))
     assert rc == 0
     doc = json.loads((tmp_path / "grid.json").read_text())

@@ -34,14 +34,21 @@ from ..loading import load_model
 from ..saliency.meaningful_mask import (
     FORMS,
     MASK_REFERENCES,
+    PAPER_MASK,
     SCORES,
     MaskConfig,
-    PAPER_MASK,
     formula,
     group_mask,
 )
 from ..zoo import ARCHITECTURES, LoadedModel
-from ._common import add_device_seed, add_yes, confirm_cost, write_csv, write_json, write_npz
+from ._common import (
+    add_device_seed,
+    add_yes,
+    confirm_cost,
+    write_csv,
+    write_json,
+    write_npz,
+)
 
 HELP = ("Robustness of group perturbation masks (Thibeau-Sutre et al. 2020): 'mask' (one group "
         "mask of a class), 'grid' (lambda1 x lambda2 similarity tables), 'retrain' (inter-run / "
@@ -354,7 +361,7 @@ def run(args) -> int:
     x_all = lm.spec.normalize(torch.as_tensor(np.asarray(data.images), dtype=torch.float32))
     out = Path(args.out)
     ctx = {"model": lm.spec.name, "data": data.name, "class": data.class_names[cls],
-           "n_inputs": int(len(idx)), "device": str(dev), "seed": args.seed,
+           "n_inputs": len(idx), "device": str(dev), "seed": args.seed,
            "formula": formula(cfg, group=True)}
     progress = _progress(t0)
     one = budget.masks(lm.module, cfg, len(idx), tuple(lm.spec.input_shape))
@@ -463,7 +470,7 @@ def _retrain(args, out, lm, data, x_all, cls, cfg, regions, names, ctx, dev, pro
     tcfg = CNNTrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.train_lr,
                           patience=args.patience, val_fraction=args.val_fraction)
     n_units = (args.runs * args.folds if args.design == "full" else args.runs + args.folds - 1)
-    n_train = int(round(len(data) * (1 - 1 / args.folds)))
+    n_train = round(len(data) * (1 - 1 / args.folds))
     est = budget.training(lm.module, n_train, tcfg, n_units, tuple(spec.input_shape)) + \
         one.times(n_units)
     confirm_cost(args, dataclasses.replace(est, what=f"{n_units} trainings ({tcfg.epochs} epochs "
