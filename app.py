@@ -26,6 +26,8 @@ PAGES = [
 pages = {p: st.Page(p, title=t, icon=i, default=(k == 0)) for k, (p, t, i, _) in enumerate(PAGES)}
 current = st.navigation(list(pages.values()))
 kind = next(k for p, _, _, k in PAGES if pages[p] is current or pages[p].title == current.title)
-keep_widget_values(st.session_state)  # the settings of pages not shown now survive this run
 state.sidebar(show_tabular=kind in ("tabular", "both"), show_images=kind in ("image", "both"))
-current.run()
+try:
+    current.run()
+finally:  # also after st.stop() / st.rerun(): the settings of widgets not drawn now survive
+    keep_widget_values(st.session_state)

@@ -7,7 +7,9 @@
   folder sits next to the main script. While it is True, Streamlit serves ``pages/x.py`` by
   itself (its legacy multipage path); ``st.navigation`` turns it False. :func:`leave_pages_directory_mode`
   turns it off for the router; :func:`keep_router_in_apptest` does so for AppTest runs.
-* ``get_session_state()._state`` (``streamlit.runtime.state.session_state_proxy``: the
+* ``get_script_run_ctx().shared.widget_ids_this_run.snapshot()`` (the widgets the current run
+  drew) and
+  ``get_session_state()._state`` (``streamlit.runtime.state.session_state_proxy``: the
   ``SessionState`` behind ``st.session_state``), its ``_key_id_mapper.id_key_mapping`` and
   ``_new_widget_state.widget_metadata[id].value_type``
   (``streamlit.runtime.state.session_state``): which user keys belong to widgets and what kind of
@@ -41,19 +43,24 @@ def _plain_value(v) -> bool:
 
 
 def keep_widget_values(session_state) -> int:
-    """Write every settings widget's value back into ``session_state`` under its key, so that a
-    page's settings survive while another page is shown (Streamlit forgets a widget's state after
-    a run that does not draw it, unless the value was set through Session State). Only plain
-    values (numbers, text, booleans, lists of them) of settings widgets are kept: a data editor's
-    or a chart selection's value (a dict) and buttons / uploaders are left alone. Returns how many
-    values were kept."""
+    """Call at the end of a script run (also when it stopped): write the value of every settings
+    widget that this run did not draw back into ``session_state`` under its key, so that a page's
+    settings survive while another page is shown (Streamlit forgets a widget's state after a run
+    that does not draw it, unless the value was set through Session State). Widgets drawn in this
+    run are left alone (setting them would push the server's value back into a widget the user may
+    be changing). Only plain values (numbers, text, booleans, lists of them) of settings widgets
+    are kept: a data editor's or a chart selection's value (a dict) and buttons / uploaders are
+    left alone. Returns how many values were kept."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
     from streamlit.runtime.state.session_state_proxy import get_session_state
     inner = get_session_state()._state  # the session's SessionState behind st.session_state
+    ctx = get_script_run_ctx()
+    drawn = set(ctx.shared.widget_ids_this_run.snapshot()) if ctx is not None else set()
     meta = inner._new_widget_state.widget_metadata
     kept = 0
     for wid, key in list(inner._key_id_mapper.id_key_mapping.items()):
         m = meta.get(wid)
-        if m is None or m.value_type not in _SETTING_TYPES or key not in session_state:
+        if wid in drawn or m is None or m.value_type not in _SETTING_TYPES or key not in session_state:
             continue
         value = session_state[key]
         if _plain_value(value):

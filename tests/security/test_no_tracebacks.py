@@ -105,7 +105,7 @@ def _main_running(monkeypatch, run):
     parser = cli.build_parser()
     args = parser.parse_args(["phantom", "--out", "x"])
     args.run = run
-    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli, "build_parser", lambda *a, **k: parser)
     monkeypatch.setattr(parser, "parse_args", lambda argv=None: args)
     return cli.main
 
