@@ -43,9 +43,9 @@ MIN_BATCH = 8             # a step on fewer images costs as much as one on 8 (pe
 STEP_FLOP = 2e7           # ~2 ms of optimizer / launch overhead per training step
 EPOCH_FLOP = 1e8          # ~10 ms per epoch of the one-tanh-unit training (all retrains together)
 BACKWARD = 3.0            # forward + backward = 3 forwards
-VOLUME_CONV_COST = 6.0    # a 3-D convolution FLOP costs ~6 of a 2-D one on the CPU (measured: the
-                          # 3-D demo CNN trained at 0.64 effective GFLOP/s, the demo VGG at 4.0, in
-                          # the same minute on the 2-core CPU), so Conv3d FLOPs count 6 times
+VOLUME_CONV_COST = 3.0    # a 3-D convolution FLOP costs ~3 of a 2-D one on the CPU (measured: warm
+                          # forward+backward passes of the 3-D demo CNN and the demo VGG, alternated in
+                          # one run on the 2-core CPU: 12.6 vs 37.0 GFLOP/s), so Conv3d FLOPs count 3 times
 SOBOL_ANALYSIS_FLOP = 100.0  # per (sample, resample, index term, output) of the bootstrap
 
 
