@@ -16,6 +16,17 @@ from .device import resolve_device
 from .errors import NnsensError
 
 
+def _check_optimiser_settings(cfg) -> None:
+    """The checks :class:`TrainConfig` and :class:`CNNTrainConfig` share (epochs, batch size and
+    the optimiser's settings)."""
+    v.positive("epochs", cfg.epochs, integer=True)
+    v.positive("batch_size", cfg.batch_size, integer=True)
+    v.positive("lr", cfg.lr)
+    v.non_negative("weight_decay", cfg.weight_decay)
+    v.non_negative("momentum", cfg.momentum)
+    v.one_of("optimizer", cfg.optimizer, ("sgd", "adam"))
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults are the Sobol paper's: SGD, lr 0.01, weight decay 1e-3."""
@@ -28,12 +39,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        v.positive("epochs", self.epochs, integer=True)
-        v.positive("batch_size", self.batch_size, integer=True)
-        v.positive("lr", self.lr)
-        v.non_negative("weight_decay", self.weight_decay)
-        v.non_negative("momentum", self.momentum)
-        v.one_of("optimizer", self.optimizer, ("sgd", "adam"))
+        _check_optimiser_settings(self)
 
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         if self.optimizer == "adam":
@@ -182,12 +188,7 @@ class CNNTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        v.positive("epochs", self.epochs, integer=True)
-        v.positive("batch_size", self.batch_size, integer=True)
-        v.positive("lr", self.lr)
-        v.non_negative("weight_decay", self.weight_decay)
-        v.non_negative("momentum", self.momentum)
-        v.one_of("optimizer", self.optimizer, ("sgd", "adam"))
+        _check_optimiser_settings(self)
         if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
             raise NnsensError(f"patience={self.patience!r} must be a whole number >= 0 (0: no early "
                               "stopping)")

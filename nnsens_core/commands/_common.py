@@ -21,6 +21,21 @@ from ..loading import check_forward, check_input_size, load_model
 from ..zoo import ARCHITECTURES, NORMALISATIONS, LoadedModel, normalisation
 
 
+def printed_progress(line, t0: float, every: float = 10.0):
+    """A ``progress(done, total, stage="")`` callback for long CLI runs: prints
+    ``line(done, total, stage, seconds)`` (``seconds`` since ``t0``, a ``time.perf_counter()``) at
+    most every ``every`` seconds, and always at the end of a stage."""
+    import time
+    last = [0.0]
+
+    def progress(done, total, stage=""):
+        now = time.perf_counter()
+        if now - last[0] > every or done == total:
+            last[0] = now
+            print(line(done, total, stage, now - t0), flush=True)
+    return progress
+
+
 def add_device_seed(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cuda, mps or cpu (default auto)")
     p.add_argument("--seed", type=int, default=0)

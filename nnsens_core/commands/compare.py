@@ -26,6 +26,7 @@ from ._common import (
     add_model_args,
     load_cli_images,
     load_cli_model,
+    printed_progress,
     write_csv,
     write_json,
     write_npz,
@@ -149,13 +150,8 @@ def run(args) -> int:
     import torch
     torch.manual_seed(args.seed)
 
-    last = [0.0]
-
-    def progress(done, total, stage=""):
-        now = time.perf_counter()
-        if now - last[0] > 10 or done == total:
-            last[0] = now
-            print(f"  {100 * done / max(total, 1):5.1f}%  {now - t0:6.1f}s", flush=True)
+    progress = printed_progress(
+        lambda done, total, stage, sec: f"  {100 * done / max(total, 1):5.1f}%  {sec:6.1f}s", t0)
 
     confirm_cost(args, budget.compare(lm, tuple(lm.spec.input_shape), methods,
                                       {m: registry.config_for(m, cfgs) for m in methods}, len(data)))

@@ -45,6 +45,7 @@ from ._common import (
     add_device_seed,
     add_yes,
     confirm_cost,
+    printed_progress,
     write_csv,
     write_json,
     write_npz,
@@ -327,14 +328,8 @@ def _print_table(title: str, frame) -> None:
 
 
 def _progress(t0: float):
-    last = [0.0]
-
-    def progress(done, total, stage=""):
-        now = time.perf_counter()
-        if now - last[0] > 10 or done == total:
-            last[0] = now
-            print(f"  {stage + ' ' if stage else ''}{done}/{total}  {now - t0:6.1f}s", flush=True)
-    return progress
+    return printed_progress(
+        lambda done, total, stage, sec: f"  {stage + ' ' if stage else ''}{done}/{total}  {sec:6.1f}s", t0)
 
 
 # --------------------------------------------------------------------------- run
