@@ -126,6 +126,15 @@ def flash() -> None:
             st.code(rest)
 
 
+def unique_label(kind: str, label: str) -> str:
+    """``label``, or ``label (2)``, ``label (3)``... when an upload of ``kind`` already has it."""
+    existing = set(options(kind))
+    out, k = label, 2
+    while out in existing:
+        out, k = f"{label} ({k})", k + 1
+    return out
+
+
 def options(kind: str) -> list[str]:
     demo = {"tabular_data": [DEMO_TABULAR], "tabular_model": [DEMO_MLP],
             "image_data": [DEMO_PHANTOM, DEMO_BRAIN],
