@@ -2,7 +2,8 @@
 # nnsens: one command to set up and run.
 #   ./run.sh        create .venv (first time), install requirements and nnsens itself (pip install -e .),
 #                   serve the dashboard on :8501
-#   ./run.sh test   also install the test extras (pytest, Playwright; Debian chromium when root), run all tests
+#   ./run.sh test   also install the test extras (pytest, Playwright; Debian chromium and poppler-utils
+#                   when root), run all tests
 #   ./run.sh public serve in public mode (NNSENS_PUBLIC=1: no TorchScript uploads, tighter compute
 #                   budget, smaller uploads; see docs/security.md, and put authentication in front)
 #   ./run.sh bench  run the benchmarks in bench/
@@ -35,9 +36,9 @@ case "${1:-run}" in
       --server.maxUploadSize "${NNSENS_MAX_UPLOAD_MB:-100}" ;;
   test)
     install requirements-dev.txt
-    if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-        || echo "note: could not install chromium; browser tests will be skipped"
+    if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/pdftoppm ]; } && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils) >/dev/null 2>&1 \
+        || echo "note: could not install chromium / poppler-utils; browser and PDF-rendering tests will be skipped"
     fi
     shift
     exec "$VENV/bin/python" -m pytest "$@" ;;
