@@ -30,12 +30,13 @@ from pathlib import PurePath
 
 import numpy as np
 
+from ._results import Result
 from .data import MAX_IMAGE_PIXELS
 from .errors import NnsensError
 
 __all__ = ["DEFAULT_FPS", "FrameMaps", "FrameMapsSettings", "IDENTIFIER_KEYWORDS", "MAX_FILE_BYTES",
            "MAX_FRAMES", "MAX_FRAME_PIXELS", "MAX_SEQUENCE_PIXELS", "Sequence", "explain_frames",
-           "export_loop", "load_sequence", "maps_npz", "phantom_cine", "subsample"]
+           "export_loop", "load_sequence", "maps_npz", "phantom_cine", "render_frames", "subsample"]
 
 # Bounds on what one uploaded loop may decode to, checked before the frames are decoded.
 MAX_FILE_BYTES = 512 * 2**20          # bytes of the uploaded file
@@ -718,3 +719,395 @@ def phantom_cine(n_frames: int = 24, size: tuple[int, int] = (96, 128), seed: in
     seq = Sequence(np.ascontiguousarray(data), float(fps), None, "phantom",
                    f"lung-ultrasound phantom loop (seed {seed})", info)
     return seq, masks
+
+
+# --------------------------------------------------------------------------- per-frame explanations
+
+@dataclass(frozen=True)
+class FrameMapsSettings:
+    """What produced a :class:`FrameMaps`: the method and its config, the class explained
+    (``"pred"``: each frame's prediction, else a class index), the preprocessing recipe and the
+    batch size."""
+    method: str
+    target: str | int
+    recipe: object
+    batch_size: int
+    method_config: object
+
+
+@dataclass
+class FrameMaps(Result):
+    """One saliency method's maps for every frame of a :class:`Sequence`.
+
+    ``maps`` (T, H, W) float32: the method's raw maps at the model's input (not rescaled; signed
+    methods keep their sign), ``placement``: where each frame sits in the model input
+    (:class:`~nnsens_core.preprocess.Placement`; every frame of a loop has the same),
+    ``maps_original`` (T, h, w): the same maps on the frames' own pixels (NaN where the model did not
+    see the frame, e.g. cropped away), ``probs`` (T, K) softmax probabilities, ``preds`` (T,)
+    predicted classes, ``targets`` (T,) the classes explained, ``class_names`` the model's classes,
+    ``signed``: the method's maps are signed, ``fps`` of the loop, ``sequence``: the loop's safe
+    description (:meth:`Sequence.to_dict`, never its identifiers).
+    """
+    maps: np.ndarray
+    placement: object
+    probs: np.ndarray
+    preds: np.ndarray
+    targets: np.ndarray
+    class_names: tuple[str, ...]
+    method: str
+    label: str
+    signed: bool
+    fps: float
+    model: str
+    sequence: dict
+    config: FrameMapsSettings
+    seconds: float = 0.0
+    _original: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.maps.shape[0])
+
+    @property
+    def maps_original(self) -> np.ndarray:
+        """(T, h, w) float32 maps on the frames' own pixels (NaN where the model saw nothing);
+        computed once, on first use."""
+        if self._original is None:
+            from .preprocess import map_to_original
+            self._original = map_to_original(self.maps, self.placement)
+        return self._original
+
+    def frame_original(self, i: int) -> np.ndarray:
+        """Frame ``i``'s map (h, w) on the frame's own pixels (without computing all frames)."""
+        from .preprocess import map_to_original
+        if self._original is not None:
+            return self._original[i]
+        return map_to_original(self.maps[i], self.placement)
+
+    def predicted_names(self) -> list[str]:
+        return [self.class_names[int(p)] for p in self.preds]
+
+    def scale(self) -> tuple[float, float]:
+        """One colour scale shared by every frame (so frames are comparable and the video does
+        not flicker): (min, max) of all maps, or (-a, a) for signed maps."""
+        from .render import scale_of
+        return scale_of(self.maps, self.signed)
+
+    def summary(self) -> dict:
+        """Over all frames: ``mean_map`` (h, w) on the frames' pixels and ``mean_map_model``
+        (H, W), ``class_fractions`` (share of frames predicted as each class, in class order),
+        ``majority`` (the most frequent prediction; ties go to the lower class index),
+        ``mean_confidence`` (mean top probability) and ``n_frames``."""
+        from .preprocess import map_to_original
+        mean_model = self.maps.mean(axis=0)
+        counts = np.bincount(self.preds, minlength=len(self.class_names))
+        return {"n_frames": len(self),
+                "mean_map_model": mean_model,
+                "mean_map": map_to_original(mean_model, self.placement),
+                "class_fractions": {c: float(k) / len(self) for c, k in zip(self.class_names, counts)},
+                "majority": self.class_names[int(np.argmax(counts))],
+                "mean_confidence": float(self.probs.max(axis=1).mean())}
+
+    def to_frame(self):
+        """The per-frame prediction strip: one row per frame with ``frame``, ``time_s``,
+        ``predicted`` (class name), ``confidence``, ``explained`` (class name of the map) and the
+        probability of every class (``p(<class>)``)."""
+        import pandas as pd
+        rows = {"frame": np.arange(len(self)), "time_s": np.arange(len(self)) / self.fps,
+                "predicted": self.predicted_names(),
+                "confidence": self.probs.max(axis=1).astype(float),
+                "explained": [self.class_names[int(t)] for t in self.targets]}
+        for k, c in enumerate(self.class_names):
+            rows[f"p({c})"] = self.probs[:, k].astype(float)
+        return pd.DataFrame(rows)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        s = self.summary()
+        return {"maps": self.maps.astype(np.float32), "maps_original": self.maps_original,
+                "mean_map": s["mean_map"], "mean_map_model": s["mean_map_model"],
+                "probs": self.probs.astype(np.float32), "preds": self.preds, "targets": self.targets}
+
+    def _payload(self) -> dict:
+        s = self.summary()
+        vmin, vmax = self.scale()
+        return {"method": self.method, "label": self.label, "signed": self.signed,
+                "model": self.model, "class_names": list(self.class_names), "fps": self.fps,
+                "n_frames": len(self), "model_input": list(self.maps.shape[1:]),
+                "placement": self.placement.to_dict(), "sequence": self.sequence,
+                "scale": {"vmin": vmin, "vmax": vmax,
+                          "note": "raw map values; one colour scale shared by all frames"},
+                "summary": {"class_fractions": s["class_fractions"], "majority": s["majority"],
+                            "mean_confidence": s["mean_confidence"]},
+                "frames": [{"frame": i, "predicted": self.class_names[int(p)],
+                            "explained": self.class_names[int(t)],
+                            "probs": {c: float(self.probs[i, k]) for k, c in enumerate(self.class_names)}}
+                           for i, (p, t) in enumerate(zip(self.preds, self.targets))]}
+
+
+def _frames_target(target, class_names, n_out: int):
+    """``None``/"pred" -> "pred"; a class index or class name -> its index."""
+    if target is None or (isinstance(target, str) and target.strip().lower() == "pred"):
+        return "pred"
+    if isinstance(target, str):
+        if target not in class_names:
+            raise NnsensError(f"target={target!r} is not one of the model's classes "
+                              f"{list(class_names)}; give a class name, an index or None (prediction)")
+        return list(class_names).index(target)
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < n_out:
+        raise NnsensError(f"target={target!r} must be a class index in 0..{n_out - 1}, a class name "
+                          "or None (each frame's prediction)")
+    return int(target)
+
+
+def explain_frames(model, seq: Sequence, method_name: str, recipe=None, target=None,
+                   batch_size: int = 8, progress=None, *, config=None, device="auto",
+                   **method_options) -> FrameMaps:
+    """Explain every frame of ``seq`` with one saliency method.
+
+    ``model``: a :class:`~nnsens_core.zoo.LoadedModel` (its ``spec`` gives the class names and,
+    with ``recipe=None``, the preprocessing recipe :meth:`Recipe.from_spec
+    <nnsens_core.preprocess.Recipe.from_spec>`); ``recipe``: another
+    :class:`~nnsens_core.preprocess.Recipe` (size, channels, resize policy, normalisation) to feed
+    the model with. ``method_name``: a name or alias of :mod:`nnsens_core.saliency.registry`;
+    ``config`` its config object, or ``method_options`` fields of its default config (e.g.
+    ``window=16`` for occlusion). ``target``: None (each frame's predicted class), a class index or
+    a class name. Frames are prepared (:func:`nnsens_core.preprocess.prepare`) and explained
+    ``batch_size`` at a time through the registry's one signature, so results do not depend on
+    ``batch_size``. ``progress(done, total)`` runs from 0 to ``1000 * number of batches``.
+    """
+    import torch
+
+    from ._batching import batch_slices, sub_progress
+    from .device import inference_model, resolve_device
+    from .preprocess import Recipe, prepare
+    from .saliency import registry
+    from .saliency.compare import predict_proba
+    from .zoo import LoadedModel
+
+    t0 = time.perf_counter()
+    if not isinstance(model, LoadedModel):
+        raise NnsensError(f"model must be a LoadedModel (weights with their spec), got "
+                          f"{type(model).__name__}; load it with nnsens_core.load_model")
+    if not isinstance(seq, Sequence):
+        raise NnsensError(f"seq must be a Sequence (load_sequence), got {type(seq).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NnsensError(f"batch_size={batch_size!r} must be a whole number >= 1")
+    spec = model.spec
+    if spec.task != "image" or len(spec.input_shape) != 3:
+        raise NnsensError(f"the model {spec.name!r} takes inputs {tuple(spec.input_shape)}; cine "
+                          "loops need a 2-D image model (C, H, W)")
+    if recipe is None:
+        recipe = Recipe.from_spec(spec)
+    elif not isinstance(recipe, Recipe):
+        raise NnsensError(f"recipe must be a preprocess.Recipe, got {type(recipe).__name__}")
+    else:  # the model is fed (and the method normalises / clamps) through this recipe
+        spec = spec.replace(input_shape=(recipe.channels, *recipe.size), mean=tuple(recipe.mean),
+                            std=tuple(recipe.std), resize=recipe.resize)
+    method = registry.get(method_name)
+    if config is not None and method_options:
+        raise NnsensError("give the method's settings either as config= or as keyword options, "
+                          "not both")
+    if config is None:
+        config = method.default_config()
+        if method_options:
+            known = {f.name for f in dataclasses.fields(config)}
+            bad = sorted(set(method_options) - known)
+            if bad:
+                raise NnsensError(f"{method.name!r} has no setting {bad}; its settings are "
+                                  f"{sorted(known)}")
+            config = dataclasses.replace(config, **method_options)
+    config = method.bind(config)
+    dev = resolve_device(device)
+    net = inference_model(model, dev)
+    originals = seq.originals()
+    n = len(originals)
+    slices = list(batch_slices(n, batch_size))
+    total = 1000 * len(slices)
+    probs, maps, targets, placement = [], [], [], None
+    tgt = None
+    for b, sl in enumerate(slices):
+        x01, places = prepare(originals[sl], recipe)
+        placement = placement or places[0]
+        x = spec.normalize(torch.from_numpy(x01))
+        p = predict_proba(net, x, dev, batch_size=batch_size)
+        if tgt is None:
+            tgt = _frames_target(target, spec.class_names, p.shape[1])
+        cls = p.argmax(1).numpy() if tgt == "pred" else np.full(len(x), tgt, np.int64)
+        sub = sub_progress(progress, "", b * 1000, total, span=1000)
+        m = method(net, x, cls.tolist(), config, spec=spec, device=dev, progress=sub)
+        probs.append(p.numpy())
+        maps.append(m.numpy())
+        targets.append(cls)
+        if progress is not None:
+            progress((b + 1) * 1000, total)
+    probs_a = np.concatenate(probs).astype(np.float32)
+    names = tuple(spec.class_names) or tuple(f"class {k}" for k in range(probs_a.shape[1]))
+    if len(names) != probs_a.shape[1]:
+        raise NnsensError(f"the model has {probs_a.shape[1]} outputs but {len(names)} class names; "
+                          "fix the model's class names")
+    settings = FrameMapsSettings(method.name, tgt, recipe, batch_size, config)
+    return FrameMaps(np.concatenate(maps).astype(np.float32), placement, probs_a,
+                     probs_a.argmax(1).astype(np.int64), np.concatenate(targets).astype(np.int64),
+                     names, method.name, method.label, bool(method.signed), seq.fps, spec.name,
+                     seq.to_dict(), settings, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------------- exports
+
+def maps_npz(frame_maps: FrameMaps, seq: Sequence | None = None,
+             include_identifiers: bool = False) -> bytes:
+    """The numbers of a per-frame explanation as a compressed ``.npz``: ``maps`` (T, H, W),
+    ``maps_original`` (T, h, w; NaN where unseen), ``mean_map(_model)``, ``probs``, ``preds``,
+    ``targets``, ``class_names`` and ``document`` (the JSON of :meth:`FrameMaps.to_dict`).
+    The patient identifiers of ``seq`` are added (``identifiers``, JSON) only with
+    ``include_identifiers=True``."""
+    from ._results import dumps, npz_bytes
+    arrays = {**frame_maps.arrays(), "class_names": np.array(frame_maps.class_names, dtype=str),
+              "document": np.array(dumps(frame_maps.to_dict()))}
+    if include_identifiers and seq is not None and seq.identifiers:
+        arrays["identifiers"] = np.array(json.dumps(seq.identifiers))
+    return npz_bytes(arrays)
+
+
+def _labels_for(n: int, maps, labels) -> list[str]:
+    if labels is None:
+        if isinstance(maps, FrameMaps):
+            return [f"{maps.class_names[int(p)]} {maps.probs[i].max():.0%}"
+                    for i, p in enumerate(maps.preds)]
+        return [""] * n
+    if isinstance(labels, str):
+        return [labels] * n
+    labels = [str(s) for s in labels]
+    if len(labels) != n:
+        raise NnsensError(f"{len(labels)} labels for {n} frames; give one per frame (or one text)")
+    return labels
+
+
+def _draw_label(img: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in white on a dark box in the top-left corner (Pillow's default font)."""
+    if not text:
+        return img
+    from PIL import Image, ImageDraw, ImageFont
+    pil = Image.fromarray(img)
+    size = max(10, min(img.shape[0], img.shape[1]) // 16)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType sizes
+        font = ImageFont.load_default()
+    d = ImageDraw.Draw(pil)
+    left, top, right, bottom = d.textbbox((4, 3), text, font=font)
+    d.rectangle((0, 0, right + 4, bottom + 3), fill=(0, 0, 0))
+    d.text((4, 3), text, fill=(255, 255, 255), font=font)
+    return np.asarray(pil)
+
+
+def render_frames(seq: Sequence, maps=None, alpha: float = 0.5, labels=None,
+                  upscale: int | None = None, colorbar: bool = True) -> list[np.ndarray]:
+    """The annotated frames (uint8 RGB) of :func:`export_loop`: each frame with its map over it
+    (:func:`nnsens_core.render.overlay`, one colour scale shared by every frame), scaled up by the
+    whole number ``upscale`` (default: so that the shorter side reaches 240 pixels), its label
+    (default: the predicted class and its probability) in the top-left corner and, with maps, a
+    colour bar under it."""
+    from . import render
+    n = len(seq)
+    h, w = seq.size
+    signed, method = False, ""
+    if maps is not None:
+        if isinstance(maps, FrameMaps):
+            signed, method = maps.signed, maps.label
+            vmin, vmax = maps.scale()
+            maps_o = maps.maps_original
+        else:
+            maps_o = np.asarray(maps, np.float32)
+            vmin, vmax = render.scale_of(maps_o, signed)
+        if maps_o.shape != (n, h, w):
+            raise NnsensError(f"maps have shape {maps_o.shape}; expected {(n, h, w)} (one map per "
+                              "frame on the frame's own pixels)")
+    if upscale is None:
+        upscale = max(1, math.ceil(240 / min(h, w)))
+    if isinstance(upscale, bool) or not isinstance(upscale, int) or not 1 <= upscale <= 16:
+        raise NnsensError(f"upscale={upscale!r} must be a whole number in 1..16")
+    if not 0 <= float(alpha) <= 1:
+        raise NnsensError(f"alpha={alpha!r} must lie in [0, 1]")
+    texts = _labels_for(n, maps, labels)
+    bar = None
+    if maps is not None and colorbar:
+        W = w * upscale
+        cb = render.colorbar(vmin, vmax, f"{method} (raw values; one scale for all frames)"
+                             if method else "map value", signed, length=max(32, W - 40))
+        bar = np.full((cb.shape[0], max(W, cb.shape[1]), 3), 255, np.uint8)
+        bar[:, :cb.shape[1]] = cb
+        bar = bar[:, :W]
+    out = []
+    for t in range(n):
+        if maps is None:
+            img = render.to_rgb(seq.frames[t])
+        else:
+            img = render.overlay(seq.frames[t], maps_o[t], float(alpha), signed, vmin, vmax)
+        if upscale > 1:
+            img = np.repeat(np.repeat(img, upscale, axis=0), upscale, axis=1)
+        img = _draw_label(np.ascontiguousarray(img), texts[t])
+        if bar is not None:
+            img = np.concatenate([img, bar], axis=0)
+        out.append(np.ascontiguousarray(img))
+    return out
+
+
+def export_loop(seq: Sequence, maps=None, fmt: str = "mp4", fps: float | None = None,
+                alpha: float = 0.5, labels=None, *, include_identifiers: bool = False,
+                upscale: int | None = None) -> bytes:
+    """The annotated loop as the bytes of an MP4 (PyAV; H.264 when available, else MPEG-4 part 2)
+    or an animated GIF (Pillow), at ``fps`` (default the loop's).
+
+    ``maps``: a :class:`FrameMaps` (its maps on the frames' pixels, its colour scale and, when
+    ``labels`` is None, each frame's predicted class and probability in the corner) or an array
+    (T, h, w); None exports the frames alone. ``labels``: one text per frame (or one for all).
+    Frames are drawn by :func:`render_frames`. The file's metadata carries the patient identifiers
+    only with ``include_identifiers=True``; nothing else of them is ever written.
+    """
+    if fmt not in ("mp4", "gif"):
+        raise NnsensError(f"fmt={fmt!r} must be 'mp4' or 'gif'")
+    fps = seq.fps if fps is None else fps
+    if not isinstance(fps, (int, float)) or not 0 < float(fps) <= 100:
+        raise NnsensError(f"fps={fps!r} must be a number in (0, 100]")
+    frames = render_frames(seq, maps, alpha, labels, upscale)
+    comment = json.dumps(seq.identifiers) if include_identifiers and seq.identifiers else None
+    if fmt == "gif":
+        return _gif_bytes(frames, float(fps), comment)
+    return _mp4_bytes(frames, float(fps), comment)
+
+
+def _gif_bytes(frames: list[np.ndarray], fps: float, comment: str | None) -> bytes:
+    from PIL import Image
+    grey = all((f[..., 0] == f[..., 1]).all() and (f[..., 1] == f[..., 2]).all() for f in frames)
+    ims = [Image.fromarray(f[..., 0] if grey else f) for f in frames]
+    buf = io.BytesIO()
+    extra = {"comment": comment.encode()} if comment else {}
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:],
+                duration=max(20, int(round(1000 / fps))), loop=0, **extra)
+    return buf.getvalue()
+
+
+def _mp4_bytes(frames: list[np.ndarray], fps: float, comment: str | None) -> bytes:
+    import av
+    h, w = frames[0].shape[:2]
+    H, W = h + h % 2, w + w % 2  # yuv420p needs even sides: repeat the last row / column
+    buf = io.BytesIO()
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(buf, mode="w", format="mp4") as out:
+        if comment:
+            out.metadata["comment"] = comment
+        try:
+            stream = out.add_stream("libx264", rate=rate)
+            stream.options = {"crf": "18", "preset": "veryfast"}
+        except (av.FFmpegError, ValueError):
+            stream = out.add_stream("mpeg4", rate=rate)
+            stream.bit_rate = max(400_000, 8 * W * H * int(math.ceil(fps)) // 10)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for f in frames:
+            if (H, W) != (h, w):
+                f = np.pad(f, ((0, H - h), (0, W - w), (0, 0)), mode="edge")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return buf.getvalue()
