@@ -46,7 +46,7 @@ MAX_SEQUENCE_PIXELS = 200_000_000     # pixels of all frames together (e.g. 400 
 DEFAULT_FPS = 10.0                    # when the file states no frame rate
 
 # DICOM attributes that identify a patient, a study or a place (never in ``info`` or an export
-# unless the user opts in). Anything not on the safe list below is left out of ``info`` anyway.
+# unless the user opts in). Anything not on the safe list below (UIDs too) is never kept at all.
 IDENTIFIER_KEYWORDS = (
     "PatientName", "PatientID", "OtherPatientIDs", "OtherPatientNames", "IssuerOfPatientID",
     "PatientBirthDate", "PatientBirthTime", "PatientSex", "PatientAge", "PatientAddress",
@@ -57,7 +57,6 @@ IDENTIFIER_KEYWORDS = (
     "NameOfPhysiciansReadingStudy", "RequestingPhysician", "DeviceSerialNumber",
     "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "AcquisitionDateTime",
     "StudyTime", "SeriesTime", "AcquisitionTime", "ContentTime",
-    "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
 )
 # DICOM attributes copied into ``info`` (describe the device and the image, not the patient).
 SAFE_KEYWORDS = ("Modality", "Manufacturer", "ManufacturerModelName", "PhotometricInterpretation",
