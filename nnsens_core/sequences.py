@@ -923,6 +923,12 @@ def explain_frames(model, seq: Sequence, method_name: str, recipe=None, target=N
     total = 1000 * len(slices)
     probs, maps, targets, placement = [], [], [], None
     tgt = None
+    last = [None]
+
+    def report(done: int, total_: int, stage: str = "") -> None:  # each step once
+        if progress is not None and (done, total_) != last[0]:
+            last[0] = (done, total_)
+            progress(done, total_)
     for b, sl in enumerate(slices):
         x01, places = prepare(originals[sl], recipe)
         placement = placement or places[0]
@@ -931,13 +937,12 @@ def explain_frames(model, seq: Sequence, method_name: str, recipe=None, target=N
         if tgt is None:
             tgt = _frames_target(target, spec.class_names, p.shape[1])
         cls = p.argmax(1).numpy() if tgt == "pred" else np.full(len(x), tgt, np.int64)
-        sub = sub_progress(progress, "", b * 1000, total, span=1000)
+        sub = sub_progress(report, "", b * 1000, total, span=1000)
         m = method(net, x, cls.tolist(), config, spec=spec, device=dev, progress=sub)
         probs.append(p.numpy())
         maps.append(m.numpy())
         targets.append(cls)
-        if progress is not None:
-            progress((b + 1) * 1000, total)
+        report((b + 1) * 1000, total)
     probs_a = np.concatenate(probs).astype(np.float32)
     names = tuple(spec.class_names) or tuple(f"class {k}" for k in range(probs_a.shape[1]))
     if len(names) != probs_a.shape[1]:
