@@ -34,9 +34,10 @@ from ._results import Result
 from .data import MAX_IMAGE_PIXELS
 from .errors import NnsensError
 
-__all__ = ["DEFAULT_FPS", "FrameMaps", "FrameMapsSettings", "IDENTIFIER_KEYWORDS", "MAX_FILE_BYTES",
-           "MAX_FRAMES", "MAX_FRAME_PIXELS", "MAX_SEQUENCE_PIXELS", "Sequence", "explain_frames",
-           "export_loop", "load_sequence", "maps_npz", "phantom_cine", "render_frames", "subsample"]
+__all__ = ["DEFAULT_FPS", "IDENTIFIER_KEYWORDS", "MAX_FILE_BYTES", "MAX_FRAMES",
+           "MAX_FRAME_PIXELS", "MAX_SEQUENCE_PIXELS", "FrameMaps", "FrameMapsSettings", "Sequence",
+           "explain_frames", "export_loop", "load_sequence", "maps_npz", "phantom_cine",
+           "render_frames", "subsample"]
 
 # Bounds on what one uploaded loop may decode to, checked before the frames are decoded.
 MAX_FILE_BYTES = 512 * 2**20          # bytes of the uploaded file
@@ -296,10 +297,10 @@ def _load_video(data: bytes, name: str, kind: str, limits: _Limits) -> Sequence:
             n_header = int(stream.frames or 0)
             how = ""
             if not n_header and stream.duration and stream.time_base and fps > 0:
-                n_header = int(round(float(stream.duration * stream.time_base) * fps))
+                n_header = round(float(stream.duration * stream.time_base) * fps)
                 how = " (from its duration)"
             elif not n_header and container.duration and fps > 0:
-                n_header = int(round(container.duration / 1e6 * fps))
+                n_header = round(container.duration / 1e6 * fps)
                 how = " (from its duration)"
             if n_header:
                 limits.count(n_header, h, w, how)
@@ -998,7 +999,7 @@ def _draw_label(img: np.ndarray, text: str) -> np.ndarray:
     except TypeError:  # Pillow without FreeType sizes
         font = ImageFont.load_default()
     d = ImageDraw.Draw(pil)
-    left, top, right, bottom = d.textbbox((4, 3), text, font=font)
+    _left, _top, right, bottom = d.textbbox((4, 3), text, font=font)
     d.rectangle((0, 0, right + 4, bottom + 3), fill=(0, 0, 0))
     d.text((4, 3), text, fill=(255, 255, 255), font=font)
     return np.asarray(pil)
@@ -1087,7 +1088,7 @@ def _gif_bytes(frames: list[np.ndarray], fps: float, comment: str | None) -> byt
     buf = io.BytesIO()
     extra = {"comment": comment.encode()} if comment else {}
     ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:],
-                duration=max(20, int(round(1000 / fps))), loop=0, **extra)
+                duration=max(20, round(1000 / fps)), loop=0, **extra)
     return buf.getvalue()
 
 
@@ -1105,7 +1106,7 @@ def _mp4_bytes(frames: list[np.ndarray], fps: float, comment: str | None) -> byt
             stream.options = {"crf": "18", "preset": "veryfast"}
         except (av.FFmpegError, ValueError):
             stream = out.add_stream("mpeg4", rate=rate)
-            stream.bit_rate = max(400_000, 8 * W * H * int(math.ceil(fps)) // 10)
+            stream.bit_rate = max(400_000, 8 * W * H * math.ceil(fps) // 10)
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         for f in frames:
             if (H, W) != (h, w):

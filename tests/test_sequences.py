@@ -431,3 +431,24 @@ def test_annotated_loop_exports_carry_the_overlay_and_label(loop, toy_method):
         sq.export_loop(seq, fm, labels=["a", "b"])
     with pytest.raises(NnsensError, match="fmt"):
         sq.export_loop(seq, fm, fmt="avi")
+
+
+def test_jpeg_baseline_ultrasound_dicom_decodes_to_rgb():
+    """The usual ultrasound export: YBR_FULL_422 frames compressed as JPEG baseline (decoded
+    offline through Pillow)."""
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+    frames = np.zeros((3, 32, 48, 3), np.uint8)
+    frames[..., 0], frames[..., 2] = 200, 40
+    frames[..., 1] = np.linspace(0, 255, 48).astype(np.uint8)
+
+    def jpeg(a):
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="JPEG", quality=95)
+        return buf.getvalue()
+    seq = sq.load_sequence(dicom_bytes(frames, photometric="YBR_FULL_422",
+                                       transfer_syntax=JPEGBaseline8Bit,
+                                       pixel_data=encapsulate([jpeg(f) for f in frames])), "us.dcm")
+    assert seq.frames.shape == (3, 3, 32, 48) and seq.info["transfer_syntax"].startswith("JPEG Baseline")
+    assert np.abs(seq.frames.transpose(0, 2, 3, 1) - frames / 255).max() < 8 / 255  # JPEG loss only

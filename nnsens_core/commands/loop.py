@@ -66,8 +66,20 @@ def run(args) -> int:
     from ..errors import NnsensError
     from ..preprocess import Recipe
     from ..saliency import registry
-    from ..sequences import explain_frames, export_loop, load_sequence, maps_npz, subsample
-    from ._common import confirm_cost, load_cli_model, printed_progress, write_csv, write_json
+    from ..sequences import (
+        explain_frames,
+        export_loop,
+        load_sequence,
+        maps_npz,
+        subsample,
+    )
+    from ._common import (
+        confirm_cost,
+        load_cli_model,
+        printed_progress,
+        write_csv,
+        write_json,
+    )
 
     t0 = time.perf_counter()
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
