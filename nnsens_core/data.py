@@ -4,6 +4,7 @@ Everything is plain numpy on the way in; core functions turn arrays into tensors
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import urllib.request
@@ -222,6 +223,11 @@ class ImageData:
     name: str = "images"
     meta: dict = field(default_factory=dict)
     atlas: "Atlas | None" = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
+    originals: tuple | None = None     # (C, h, w) float32 [0, 1] per image, at its own size
+    placements: tuple | None = None    # preprocess.Placement per image: original -> images
+    groups: tuple | None = None        # patient / video id per image (grouped splits)
+    files: tuple | None = None         # file name per image
+    roi: np.ndarray | None = None      # (n, H, W) bool: the region of interest at model resolution
 
     def __post_init__(self):
         check_images(self.images, what="images", arrays=True, volumes=True)
@@ -237,6 +243,14 @@ class ImageData:
                 raise NnsensError("an atlas labels the voxels of 3-D volumes; these are 2-D images "
                                   f"{tuple(self.images.shape)}; drop the atlas or load volumes")
             self.atlas.check_shape(tuple(self.images.shape[2:]), "the volumes")
+        n = len(self.images)
+        for nm in ("originals", "placements", "groups", "files"):
+            v = getattr(self, nm)
+            if v is not None and len(v) != n:
+                raise NnsensError(f"{nm} has {len(v)} entries for {n} images; give one per image")
+        if self.roi is not None and self.roi.shape != (n, *self.images.shape[2:]):
+            raise NnsensError(f"roi has shape {self.roi.shape}; expected "
+                              f"{(n, *self.images.shape[2:])} (one mask per image)")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -253,9 +267,43 @@ class ImageData:
 
     def subset(self, idx) -> "ImageData":
         idx = np.asarray(idx)
-        return ImageData(self.images[idx], self.labels[idx], self.class_names,
-                         None if self.masks is None else self.masks[idx], self.name, self.meta,
-                         self.atlas)
+        pick = (lambda v: None if v is None else tuple(v[int(i)] for i in np.arange(len(self))[idx]))
+        return dataclasses.replace(
+            self, images=self.images[idx], labels=self.labels[idx],
+            masks=None if self.masks is None else self.masks[idx],
+            originals=pick(self.originals), placements=pick(self.placements),
+            groups=pick(self.groups), files=pick(self.files),
+            roi=None if self.roi is None else self.roi[idx])
+
+    def original(self, i: int) -> np.ndarray:
+        """Image ``i`` at its own size (C, h, w) (the model-size image when no original is kept)."""
+        return self.originals[i] if self.originals is not None else self.images[i]
+
+    def for_recipe(self, recipe, roi_originals=None) -> "ImageData":
+        """These images as the input of a model with ``recipe``
+        (:class:`~nnsens_core.preprocess.Recipe`), rebuilt from the originals (the images as they
+        are when none are kept), so one upload serves models of any size. Masks are carried to the
+        model's grid; ``roi_originals`` (one boolean (h, w) mask per image, or None) becomes ``roi``."""
+        from . import preprocess
+        if self.ndim_spatial != 2:
+            raise NnsensError("a preprocessing recipe applies to 2-D images; these are 3-D volumes")
+        src = list(self.originals) if self.originals is not None else list(self.images)
+        arr, places = preprocess.prepare(src, recipe)
+        masks = None
+        if self.masks is not None:
+            if self.originals is not None and self.placements is not None:
+                # masks live on the current grid: back to each original, then onto the new grid
+                orig = [preprocess.map_to_original(m.astype(np.float32), p) > 0.5
+                        for m, p in zip(self.masks, self.placements)]
+            else:
+                orig = list(self.masks)
+            masks = np.stack([preprocess.mask_to_model(np.nan_to_num(m).astype(bool), p)
+                              for m, p in zip(orig, places)])
+        roi = None
+        if roi_originals is not None:
+            roi = np.stack([preprocess.mask_to_model(m, p) for m, p in zip(roi_originals, places)])
+        return dataclasses.replace(self, images=arr, masks=masks, placements=places, roi=roi,
+                                   originals=tuple(src))
 
 
 def _to_array(img, size: tuple[int, int] | None, channels: int) -> np.ndarray:
@@ -400,8 +448,7 @@ def align_classes(data: ImageData, class_names, mapping: dict | None = None
     new = np.asarray([key[str(m).strip().lower()] for m in target], np.int64)
     moved = [f"{c} -> {model_names[new[k]]}" for k, c in enumerate(data.class_names)
              if new[k] != k or c != model_names[new[k]]]
-    aligned = ImageData(data.images, new[data.labels], tuple(model_names), data.masks, data.name,
-                        data.meta, data.atlas)
+    aligned = dataclasses.replace(data, labels=new[data.labels], class_names=tuple(model_names))
     how = "by hand" if mapping else "by name"
     return aligned, f"classes matched to the model's {how}" + (f": {', '.join(moved)}" if moved else "")
 

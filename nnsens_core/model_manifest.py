@@ -2,7 +2,7 @@
 :func:`~nnsens_core.loading.load_model` needs besides the state_dict (architecture and its keyword
 arguments, input shape, class names, normalisation), in the format of the shipped
 ``models/manifest.json`` (``{name: {file, arch, arch_kwargs, input_shape, class_names, mean, std,
-...}}``; a single entry without the name level is accepted too).
+resize, ...}}``; a single entry without the name level is accepted too).
 
 The dashboard's "Train a CNN" writes such an entry with the trained weights, and its "Add a CNN"
 reads it back, so a trained model reloads with the same classes and normalisation.
@@ -25,7 +25,8 @@ def manifest_entry(spec: ModelSpec, file: str, **extra) -> dict:
     doc = {"file": file, "arch": spec.arch, "arch_kwargs": dict(spec.arch_kwargs),
            "input_shape": [int(s) for s in spec.input_shape],
            "class_names": [str(c) for c in spec.class_names],
-           "mean": [float(m) for m in spec.mean], "std": [float(s) for s in spec.std]}
+           "mean": [float(m) for m in spec.mean], "std": [float(s) for s in spec.std],
+           "resize": spec.resize}
     doc.update(extra)
     return doc
 
@@ -115,9 +116,14 @@ def spec_from_manifest(source: bytes | str | dict, *, file_name: str | None = No
                           f"input_shape has {c} channel(s)")
     if c != (1 if arch == "cnn3d-small" else 3) or "in_channels" in kwargs:
         kwargs["in_channels"] = c
+    resize = e.get("resize", "letterbox")
+    if resize not in ("letterbox", "crop", "stretch"):
+        raise NnsensError(f"the manifest's resize is {resize!r}; give 'letterbox', 'crop' or "
+                          "'stretch' (how images of other sizes reach the input size)")
     return ModelSpec(name=name or key or file_name or arch, arch=arch, task=IMAGE,
                      input_shape=tuple(shape), class_names=tuple(classes),
-                     mean=_floats(e, "mean", c), std=_floats(e, "std", c), arch_kwargs=kwargs)
+                     mean=_floats(e, "mean", c), std=_floats(e, "std", c), arch_kwargs=kwargs,
+                     resize=resize)
 
 
 __all__ = ["MAX_MANIFEST_BYTES", "manifest_entry", "spec_from_manifest"]

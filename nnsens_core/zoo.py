@@ -233,10 +233,13 @@ class ModelSpec:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     arch_kwargs: dict = field(default_factory=dict, compare=False, hash=False)
+    resize: str = "letterbox"  # how images of other sizes reach input_shape (preprocess.RESIZE_POLICIES)
 
     def __post_init__(self):
         if self.task not in (TABULAR, IMAGE):
             raise NnsensError(f"task={self.task!r} must be 'tabular' or 'image'")
+        if self.resize not in ("letterbox", "crop", "stretch"):
+            raise NnsensError(f"resize={self.resize!r} is unknown; use 'letterbox', 'crop' or 'stretch'")
         if self.task == IMAGE:
             if len(self.input_shape) not in (3, 4):
                 raise NnsensError(f"input_shape={self.input_shape} must be (C, H, W) for an image "

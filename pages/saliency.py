@@ -14,6 +14,8 @@ started from this image and pushed it toward the explained class.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import streamlit as st
 import torch
@@ -452,7 +454,7 @@ with tab_data:
         elif eval_key not in store["eval"]:
             with guard("The dataset evaluation"), within_budget(eval_cost):
                 bar = Progress(f"Explaining {len(subset)} images with {len(methods)} methods")
-                gt_data = ImageData(data.images, data.labels, data.class_names, masks, data.name, data.meta)
+                gt_data = dataclasses.replace(data, masks=masks)
                 store["eval"][eval_key] = C.evaluate_dataset(
                     lm.module, lm.spec, gt_data, methods, cfgs, indices=subset, target=ds_target,
                     p=ds_p, tolerance=float(ds_tol), batch_size=16, device=ctx.device, progress=bar)

@@ -111,7 +111,7 @@ def _load_masks(path: str, data: ImageData) -> ImageData:
     expect = (len(data), *data.images.shape[2:])
     if arr.shape != expect:
         raise NnsensError(f"--masks has shape {arr.shape}; expected {expect} (one HxW mask per image)")
-    return ImageData(data.images, data.labels, data.class_names, arr.astype(bool), data.name, data.meta)
+    return dataclasses.replace(data, masks=arr.astype(bool))
 
 
 PAPER_METHODS = "gradcam,am"
