@@ -727,3 +727,194 @@ def train_cnn(model: nn.Module, data, cfg: CNNTrainConfig = CNNTrainConfig(), *,
                               tuple(str(c) for c in data.class_names),
                               tuple(float(w) for w in weights) if cfg.balance == "weights" else (),
                               n_groups)
+
+
+# --------------------------------------------------------------------------- models for user images
+
+IMAGENET_HEADS = {"vgg16": "classifier.6.", "resnet18": "fc."}
+"""The classifier head of each architecture an ImageNet checkpoint can initialise (its tensors are
+left as built when their shape differs: another number of classes)."""
+
+MIN_SIDE = {"vgg16-small": 32, "vgg16": 32, "resnet18-small": 8, "resnet18": 32}
+"""The smallest input side (pixels) each trainable 2-D architecture accepts."""
+
+
+@dataclass(frozen=True)
+class ImagenetInit:
+    """What :func:`init_from_imagenet` copied: tensor names ``copied``, ``head`` (left as built:
+    another shape), ``summed`` (the first conv whose RGB weights were summed for grey input; "" when
+    none), ``unused`` (checkpoint tensors the model has no place for)."""
+    copied: tuple[str, ...]
+    head: tuple[str, ...]
+    summed: str
+    unused: tuple[str, ...]
+
+    def describe(self) -> str:
+        text = f"ImageNet checkpoint: {len(self.copied)} tensors copied"
+        if self.summed:
+            text += f" ({self.summed}: RGB weights summed for 1-channel input)"
+        if self.head:
+            text += f"; head {', '.join(self.head)} trained from scratch (other number of classes)"
+        if self.unused:
+            text += f"; {len(self.unused)} checkpoint tensor(s) unused"
+        return text
+
+
+def init_from_imagenet(model: nn.Module, arch: str, checkpoint) -> ImagenetInit:
+    """Copy a torchvision ImageNet checkpoint of ``arch`` (``"vgg16"`` / ``"resnet18"``; the
+    state_dict file's bytes, read with :func:`~nnsens_core.loading.read_state_dict`, weights only,
+    or a dict of tensors) into ``model`` (built by :func:`~nnsens_core.zoo.build` with the same
+    arch): every tensor of the same name and shape, except the classifier head when its shape
+    differs (another number of classes). For a 1-channel model the first conv's RGB weights are
+    summed (a grey image repeated in R, G and B gives the same response). Nothing is downloaded.
+    Any other mismatch is an error naming the tensor."""
+    from .loading import read_state_dict
+    if arch not in IMAGENET_HEADS:
+        raise NnsensError(f"ImageNet checkpoints initialise {sorted(IMAGENET_HEADS)}, not arch="
+                          f"{arch!r}; pick vgg16 or resnet18 (full size) or train from scratch")
+    state = read_state_dict(bytes(checkpoint)) if isinstance(checkpoint, (bytes, bytearray)) \
+        else dict(checkpoint)
+    head = IMAGENET_HEADS[arch]
+    first = "features.0.weight" if arch == "vgg16" else "conv1.weight"
+    target = model.state_dict()
+    new, copied, skipped, summed = {}, [], [], ""
+    missing = [k for k in target if k not in state and not k.startswith(head)
+               and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise NnsensError(f"the checkpoint lacks {len(missing)} of the {len(target)} tensors of "
+                          f"{arch}, e.g. {missing[0]!r}; upload torchvision's {arch} ImageNet "
+                          "state_dict (e.g. saved from torchvision.models." + arch + "(weights=...))")
+    for k, t in target.items():
+        if k not in state:
+            continue
+        src = state[k]
+        if k == first and src.ndim == 4 and src.shape[1] == 3 and t.shape[1] == 1 \
+                and src.shape[0] == t.shape[0] and src.shape[2:] == t.shape[2:]:
+            src, summed = src.sum(dim=1, keepdim=True), k
+        if tuple(src.shape) != tuple(t.shape):
+            if k.startswith(head):
+                skipped.append(k)
+                continue
+            raise NnsensError(f"checkpoint tensor {k!r} has shape {tuple(src.shape)} but {arch} "
+                              f"here has {tuple(t.shape)}; is it a torchvision {arch} checkpoint?")
+        new[k] = src.to(t.dtype)
+        copied.append(k)
+    model.load_state_dict(new, strict=False)
+    unused = tuple(k for k in state if k not in target)
+    return ImagenetInit(tuple(copied), tuple(skipped), summed, unused)
+
+
+def model_kwargs(arch: str, n_classes: int, shape: tuple[int, ...], width=None) -> dict:
+    """``build`` keyword arguments of ``arch`` for ``n_classes`` classes and inputs ``shape``
+    (C, H, W) (volumes (C, D, H, W) for ``cnn3d-small``: as many pooling blocks as the smallest side
+    allows, at most 4); ``width``: the width multiplier of the ``-small`` variants (base channels
+    for ``cnn3d-small``), ignored by the full-size ones. The input must reach the smallest side of
+    :data:`MIN_SIDE`."""
+    kw = {"num_classes": int(n_classes), "in_channels": int(shape[0])}
+    side = min(shape[1:])
+    if arch == "cnn3d-small":
+        blocks = min(4, int(np.floor(np.log2(side))) if side >= 2 else 0)
+        if blocks < 1:
+            raise NnsensError(f"the volumes are {tuple(shape[1:])} voxels; cnn3d-small needs at "
+                              "least 2 voxels per side")
+        kw.update(width=int(width or 8), blocks=blocks)
+        return kw
+    if arch not in MIN_SIDE:
+        raise NnsensError(f"arch={arch!r} cannot be trained on images here; use one of "
+                          f"{sorted(MIN_SIDE)}")
+    if len(shape) != 3:
+        raise NnsensError(f"{arch} takes 2-D images (C, H, W); got inputs of shape {tuple(shape)}")
+    if side < MIN_SIDE[arch]:
+        raise NnsensError(f"the input is {shape[1]}×{shape[2]} pixels; {arch} needs at least "
+                          f"{MIN_SIDE[arch]} per side" + ("; use resnet18-small" if arch != "resnet18-small" else ""))
+    if arch.endswith("-small"):
+        kw["width"] = float(0.125 if width is None else width)
+    return kw
+
+
+@dataclass
+class TrainedModel:
+    """A model trained by :func:`train_image_model`: the ``module`` (eval mode), its ``spec``
+    (class names, input shape, normalisation and resize policy: the preprocessing recipe), the
+    :class:`TrainReport` and, when it started from ImageNet weights, an :class:`ImagenetInit`."""
+    module: nn.Module
+    spec: "ModelSpec"  # noqa: F821
+    report: TrainReport
+    init: ImagenetInit | None = None
+    data_name: str = ""
+
+    def state_dict_bytes(self) -> bytes:
+        """The weights as a ``torch.save``d state_dict on the CPU (tensors only)."""
+        import io
+        buf = io.BytesIO()
+        torch.save({k: t.detach().cpu() for k, t in self.module.state_dict().items()}, buf)
+        return buf.getvalue()
+
+    def summary(self) -> str:
+        rep = self.report
+        bacc = rep.best_val_balanced_accuracy
+        text = f"{rep.epochs_run} epoch(s) in {rep.seconds:.1f} s, kept epoch {rep.best_epoch}"
+        text += (f", validation balanced accuracy {bacc:.3f} on {len(rep.val_idx)}" if bacc is not None
+                 else ", no validation split (last epoch kept)")
+        if rep.test_balanced_accuracy is not None:
+            text += (f"; test accuracy {rep.test_accuracy:.3f}, balanced accuracy "
+                     f"{rep.test_balanced_accuracy:.3f} on {len(rep.test_idx)}")
+        return text
+
+    def manifest(self, file: str, **extra) -> dict:
+        """The model's manifest entry (:func:`~nnsens_core.model_manifest.manifest_entry`: arch,
+        class names, input shape, mean / std, resize policy) with the test metrics, the split and
+        the training settings."""
+        from .model_manifest import manifest_entry
+        rep = self.report
+        recipe = ""
+        if len(self.spec.input_shape) == 3:
+            from .preprocess import Recipe
+            recipe = Recipe.from_spec(self.spec).describe()
+        return manifest_entry(
+            self.spec, file, recipe=recipe, balanced_accuracy=rep.best_val_balanced_accuracy,
+            test_accuracy=rep.test_accuracy, test_balanced_accuracy=rep.test_balanced_accuracy,
+            confusion=None if rep.confusion is None else rep.confusion.tolist(),
+            best_epoch=rep.best_epoch, epochs_run=rep.epochs_run, n_train=len(rep.train_idx),
+            n_val=len(rep.val_idx), n_test=len(rep.test_idx), groups=dict(rep.groups),
+            train_seed=rep.config.seed, lr=rep.config.lr, batch_size=rep.config.batch_size,
+            balance=rep.config.balance, augment=rep.config.augment is not None
+            and rep.config.augment.enabled, data=self.data_name,
+            imagenet_init=None if self.init is None else self.init.describe(), **extra)
+
+
+def train_image_model(data, arch: str, cfg: CNNTrainConfig = CNNTrainConfig(), *, recipe=None,
+                      mean=(), std=(), width=None, groups=None, imagenet=None, name: str | None = None,
+                      device="auto", progress: Progress | None = None) -> TrainedModel:
+    """Train a fresh ``arch`` (``vgg16``, ``resnet18``, their ``-small`` variants; ``cnn3d-small``
+    for volumes) on ``data`` (:class:`~nnsens_core.data.ImageData`) with :func:`train_cnn`.
+
+    ``recipe`` (:class:`~nnsens_core.preprocess.Recipe`; 2-D images): the model's input size,
+    channels, resize policy and normalisation; the images are rebuilt from the dataset's originals
+    (``data.for_recipe``; without originals, the images are resampled when their size or
+    channels differ from the recipe's). Without a recipe the data is used as it is, normalised by ``mean`` / ``std``.
+    ``groups`` (one id per image, e.g. ``data.groups``) keeps each patient / video in one of
+    train / validation / test (:func:`grouped_split`). ``imagenet``: a torchvision ImageNet
+    checkpoint (bytes) of ``vgg16`` / ``resnet18`` to start from (:func:`init_from_imagenet`);
+    otherwise the initial weights follow ``cfg.seed``. The returned spec carries the recipe."""
+    from .zoo import IMAGE, ModelSpec, build
+    if recipe is not None:
+        if data.ndim_spatial != 2:
+            raise NnsensError("a preprocessing recipe applies to 2-D images; these are volumes")
+        if getattr(data, "originals", None) is not None or \
+                tuple(data.shape) != (recipe.channels, *recipe.size):
+            data = data.for_recipe(recipe)
+        mean, std, resize = tuple(recipe.mean), tuple(recipe.std), recipe.resize
+    else:
+        resize = "letterbox"
+    kw = model_kwargs(arch, len(data.class_names), tuple(data.shape), width)
+    spec = ModelSpec(name=name or f"{arch} on {data.name}", arch=arch, task=IMAGE,
+                     input_shape=tuple(int(s) for s in data.shape),
+                     class_names=tuple(str(c) for c in data.class_names), mean=tuple(mean),
+                     std=tuple(std), arch_kwargs=kw, resize=resize)
+    torch.manual_seed(cfg.seed)  # the initial weights follow the seed too
+    module = build(arch, **kw)
+    init = None if imagenet is None else init_from_imagenet(module, arch, imagenet)
+    module, report = train_cnn(module, data, cfg, groups=groups, spec=spec, device=device,
+                               progress=progress)
+    return TrainedModel(module, spec, report, init, str(data.name))
