@@ -918,3 +918,19 @@ def train_image_model(data, arch: str, cfg: CNNTrainConfig = CNNTrainConfig(), *
     module, report = train_cnn(module, data, cfg, groups=groups, spec=spec, device=device,
                                progress=progress)
     return TrainedModel(module, spec, report, init, str(data.name))
+
+
+def cnn_training_estimate(fwd_gflop: float, n: int, cfg: CNNTrainConfig, what: str = "a CNN"):
+    """The :class:`~nnsens_core.budget.Estimate` of :func:`train_cnn` on ``n`` samples of a model
+    whose forward pass costs ``fwd_gflop`` per sample: epochs × (training samples × forward +
+    backward + optimiser steps + one forward of the validation samples), plus the test pass."""
+    from . import budget as B
+    n_test = int(round(n * cfg.test_fraction))
+    n_val = int(round((n - n_test) * cfg.val_fraction)) if cfg.val_fraction else 0
+    n_train = max(0, n - n_test - n_val)
+    steps = -(-n_train // cfg.batch_size)
+    gflop = (cfg.epochs * (n_train * B.BACKWARD * fwd_gflop + n_val * fwd_gflop
+                           + steps * B.STEP_FLOP / 1e9) + n_test * fwd_gflop)
+    return B.Estimate(f"training {what} for {cfg.epochs} epochs on {n_train} samples (+ {n_val} "
+                      f"validating, {n_test} testing)", gflop,
+                      "reduce the epochs, the width, the input size or the dataset")
