@@ -275,7 +275,7 @@ def _split_fraction(name: str, value) -> None:
 
 
 def grouped_split(labels, groups=None, test_fraction: float = 0.2, val_fraction: float = 0.2,
-                  seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  seed: int = 0, class_names=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(train, val, test)`` sorted int64 index arrays in which a group (``groups[i]``: the
     patient / video of sample ``i``; None: every sample its own group, i.e. a split stratified by
     image) lies in one part only.
@@ -284,7 +284,8 @@ def grouped_split(labels, groups=None, test_fraction: float = 0.2, val_fraction:
     class's groups (shuffled with ``seed``, largest first) go to the part furthest below its share
     of that class's samples (``test_fraction``, ``val_fraction``, the rest training). Every class
     keeps at least one group in training and, when the fraction is above 0, one in validation and
-    one in test; a class with too few groups is an error naming it."""
+    one in test; a class with too few groups is an error naming it (by ``class_names[c]`` when
+    given)."""
     y = np.asarray(labels).reshape(-1)
     n = len(y)
     _split_fraction("test_fraction", test_fraction)
@@ -310,7 +311,7 @@ def grouped_split(labels, groups=None, test_fraction: float = 0.2, val_fraction:
         if len(gs) < len(needed):
             what = "image(s)" if groups is None else "group(s)"
             raise NnsensError(
-                f"class {int(c)} has {len(gs)} {what}, too few to give train"
+                f"class {_class_name(c, class_names)} has {len(gs)} {what}, too few to give train"
                 + (", validation" if val_fraction > 0 else "") + (" and test" if test_fraction > 0 else "")
                 + f" one each; add {'images' if groups is None else 'patients / videos'} of that class"
                 + (", or set the test / validation fraction to 0" if len(needed) > 1 else ""))
@@ -333,6 +334,10 @@ def grouped_split(labels, groups=None, test_fraction: float = 0.2, val_fraction:
     parts = tuple(np.flatnonzero(np.isin(inv, np.flatnonzero(part_of == p))).astype(np.int64)
                   for p in ("train", "val", "test"))
     return parts
+
+
+def _class_name(c, class_names) -> str:
+    return repr(str(class_names[int(c)])) if class_names is not None else str(int(c))
 
 
 def check_no_group_leak(groups, **parts) -> None:
@@ -588,8 +593,8 @@ def _split(data, cfg: CNNTrainConfig, train_idx, val_idx, test_idx, groups):
         raise NnsensError(f"{len(groups)} group ids for {n} samples; give one group per sample")
     if train_idx is None and val_idx is None and test_idx is None and (
             groups is not None or cfg.test_fraction > 0):
-        train, val, test = grouped_split(y, groups, cfg.test_fraction, cfg.val_fraction, cfg.seed)
-        return train, val, test
+        return grouped_split(y, groups, cfg.test_fraction, cfg.val_fraction, cfg.seed,
+                             data.class_names)
     test = np.zeros(0, np.int64) if test_idx is None else _indices(test_idx, n, "test_idx")
     val = None if val_idx is None else _indices(val_idx, n, "val_idx")
     rest = np.setdiff1d(np.arange(n), np.concatenate([test, val if val is not None else []]))
@@ -599,7 +604,8 @@ def _split(data, cfg: CNNTrainConfig, train_idx, val_idx, test_idx, groups):
         if cfg.val_fraction > 0:
             if groups is not None:
                 sub = [groups[i] for i in train]
-                tr, va, _ = grouped_split(y[train], sub, 0.0, cfg.val_fraction, cfg.seed)
+                tr, va, _ = grouped_split(y[train], sub, 0.0, cfg.val_fraction, cfg.seed,
+                                          data.class_names)
                 val, train = train[va], train[tr]
             else:
                 k = max(2, int(round(1 / cfg.val_fraction)))
