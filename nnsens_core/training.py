@@ -400,7 +400,7 @@ class AugmentConfig:
             raise NnsensError(f"hflip={self.hflip!r} must be True or False")
 
     @classmethod
-    def off(cls) -> "AugmentConfig":
+    def off(cls) -> AugmentConfig:
         return cls(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False)
 
     @property
@@ -608,7 +608,7 @@ def _split(data, cfg: CNNTrainConfig, train_idx, val_idx, test_idx, groups):
                                           data.class_names)
                 val, train = train[va], train[tr]
             else:
-                k = max(2, int(round(1 / cfg.val_fraction)))
+                k = max(2, round(1 / cfg.val_fraction))
                 fold = stratified_folds(y[train], k, cfg.seed)[0][1]
                 val, train = train[fold], np.delete(train, fold)
     for a, b, what in ((train, val, "train_idx and val_idx"), (train, test, "train_idx and test_idx"),
@@ -723,7 +723,7 @@ def train_cnn(model: nn.Module, data, cfg: CNNTrainConfig = CNNTrainConfig(), *,
     n_groups = {}
     if groups is not None:
         g = np.asarray([str(x) for x in groups])
-        n_groups = {p: int(len(np.unique(g[idx]))) for p, idx in
+        n_groups = {p: len(np.unique(g[idx])) for p, idx in
                     (("train", train), ("val", val), ("test", test))}
     if progress is not None:
         progress(total, total)
@@ -844,7 +844,7 @@ class TrainedModel:
     (class names, input shape, normalisation and resize policy: the preprocessing recipe), the
     :class:`TrainReport` and, when it started from ImageNet weights, an :class:`ImagenetInit`."""
     module: nn.Module
-    spec: "ModelSpec"  # noqa: F821
+    spec: ModelSpec  # noqa: F821
     report: TrainReport
     init: ImagenetInit | None = None
     data_name: str = ""
@@ -931,8 +931,8 @@ def cnn_training_estimate(fwd_gflop: float, n: int, cfg: CNNTrainConfig, what: s
     whose forward pass costs ``fwd_gflop`` per sample: epochs × (training samples × forward +
     backward + optimiser steps + one forward of the validation samples), plus the test pass."""
     from . import budget as B
-    n_test = int(round(n * cfg.test_fraction))
-    n_val = int(round((n - n_test) * cfg.val_fraction)) if cfg.val_fraction else 0
+    n_test = round(n * cfg.test_fraction)
+    n_val = round((n - n_test) * cfg.val_fraction) if cfg.val_fraction else 0
     n_train = max(0, n - n_test - n_val)
     steps = -(-n_train // cfg.batch_size)
     gflop = (cfg.epochs * (n_train * B.BACKWARD * fwd_gflop + n_val * fwd_gflop

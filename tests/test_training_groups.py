@@ -72,11 +72,11 @@ def test_grouped_split_never_leaks_and_stays_stratified(seed):
 def test_grouped_split_without_groups_is_by_image_and_errors_name_the_class():
     y = np.array([0] * 10 + [1] * 10)
     tr, va, te = grouped_split(y, None, 0.2, 0.2, 0)
-    assert len(te) == 4 and len(va) == 4 and (y[te] == 1).sum() == 2
+    assert len(tr) == 12 and len(te) == 4 and len(va) == 4 and (y[te] == 1).sum() == 2
     groups = ["a"] * 10 + ["b", "b", "c", "c", "d", "d", "e", "e", "f", "f"]
     with pytest.raises(NnsensError, match="class 0 has 1 group"):
         grouped_split(y, groups, 0.2, 0.2, 0)
-    tr, va, te = grouped_split(y, ["a"] * 5 + ["z"] * 5 + groups[10:], 0.0, 0.3, 0)
+    _, va, te = grouped_split(y, ["a"] * 5 + ["z"] * 5 + groups[10:], 0.0, 0.3, 0)
     assert len(te) == 0 and set(np.asarray(groups)[va]) != set()
     with pytest.raises(NnsensError, match="one group per sample"):
         grouped_split(y, groups[:5])

@@ -51,7 +51,7 @@ def _file_stem(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "cnn"
 
 
-def confusion_figure(cm: np.ndarray, class_names) -> "object":
+def confusion_figure(cm: np.ndarray, class_names) -> object:
     """A plotly heatmap of a confusion matrix (rows: true class, columns: predicted), counts
     written in the cells."""
     import plotly.graph_objects as go
@@ -62,7 +62,7 @@ def confusion_figure(cm: np.ndarray, class_names) -> "object":
                                hovertemplate="true %{y}<br>predicted %{x}<br>%{z}<extra></extra>"))
     fig.update_layout(title="Confusion matrix on the test split", xaxis_title="predicted class",
                       yaxis_title="true class", yaxis_autorange="reversed", height=320 + 20 * len(names),
-                      margin=dict(l=10, r=10, t=40, b=10))
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
     return fig
 
 

@@ -5,8 +5,8 @@ recipe, and the manifest download reloads it."""
 import json
 
 import numpy as np
-
 from app_pages import open_page
+
 from nnsens_core.data import ImageData
 from nnsens_core.phantom import make_phantom
 from ui.widgets import EXPORTS
