@@ -41,8 +41,41 @@ def train_paper_mlp(data: TabularData, train_rows: str | None = None, hidden: in
     return LoadedModel(model.cpu().eval(), spec, "trained here"), info
 
 
+SHIPPED_MLP = "paper-mlp-pima"
+"""``models/paper-mlp-pima.pt`` (+ ``.json``): the demo MLP trained with seed 0 on the shipped Pima
+CSV by ``models/train_paper_mlp.py``, so the dashboard's first page does not wait for training."""
+
+
+def _shipped_mlp(data: TabularData, seed: int) -> tuple[LoadedModel, dict] | None:
+    """The shipped demo MLP when it is what :func:`train_paper_mlp` would train here (seed 0, the
+    shipped CSV, recorded by its SHA-256), else None."""
+    from .data import pima_path
+    try:
+        folder = models_dir()
+    except NnsensError:
+        return None
+    meta_path, weights = folder / f"{SHIPPED_MLP}.json", folder / f"{SHIPPED_MLP}.pt"
+    if seed != 0 or not (meta_path.is_file() and weights.is_file()):
+        return None
+    meta = json.loads(meta_path.read_text())
+    if meta.get("seed") != seed or meta.get("data_sha256") != sha256_file(pima_path()) \
+            or meta.get("weights_sha256") != sha256_file(weights):
+        return None
+    spec = ModelSpec(name=f"Paper MLP ({data.name})", arch="paper-mlp", task=TABULAR,
+                     input_shape=(data.n_features,), feature_names=data.feature_names,
+                     arch_kwargs={"n_inputs": data.n_features, "hidden": meta["hidden"]})
+    lm = load_model(weights, arch="paper-mlp", arch_kwargs=dict(spec.arch_kwargs), spec=spec)
+    lm.report = f"shipped weights ({weights.name}, trained by models/train_paper_mlp.py)"
+    return lm, {k: meta[k] for k in ("train_rows", "test_rows", "loss", "train_acc", "test_acc")}
+
+
 def demo_tabular_model(seed: int = 0, device="cpu") -> tuple[TabularData, LoadedModel, dict]:
+    """The demo data and the paper MLP trained on it with ``seed``: the shipped weights for seed 0
+    (the same model, without the wait), a training here for any other seed."""
     data = demo_tabular()
+    shipped = _shipped_mlp(data, seed)
+    if shipped is not None:
+        return data, shipped[0], shipped[1]
     model, info = train_paper_mlp(data, cfg=TrainConfig(epochs=100, seed=seed), device=device)
     return data, model, info
 

@@ -125,18 +125,35 @@ def _resnet18_small(num_classes: int = 3, width: float = 0.125, in_channels: int
     return _ResNet()
 
 
-def _tv_vgg16(num_classes: int = 1000) -> nn.Module:
+def _like_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A fresh Conv2d like ``conv`` (kernel, stride, padding, bias, torchvision's Kaiming init)
+    taking ``in_channels`` input channels."""
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
+        raise NnsensError(f"in_channels={in_channels!r} must be a whole number >= 1 (1: grey, 3: RGB)")
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    bias=conv.bias is not None)
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    if new.bias is not None:
+        nn.init.zeros_(new.bias)
+    return new
+
+
+def _tv_vgg16(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
     from torchvision.models import vgg16
     model = vgg16(weights=None, num_classes=num_classes)
+    if in_channels != 3:  # same name and init as torchvision's first conv, other input channels
+        model.features[0] = _like_conv(model.features[0], in_channels)
     for m in model.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
     return model
 
 
-def _tv_resnet18(num_classes: int = 1000) -> nn.Module:
+def _tv_resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
     from torchvision.models import resnet18
     model = resnet18(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = _like_conv(model.conv1, in_channels)
     for m in model.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False

@@ -111,3 +111,25 @@ def test_brain_cnn_classifies_fresh_volumes():
     assert m.spec.ndim_spatial == 3
     pred = predict(m.module, m.spec.normalize(torch.as_tensor(fresh.images)), "cpu", 16)
     assert balanced_accuracy(fresh.labels, pred.argmax(1).numpy()) >= 0.85
+
+
+def test_shipped_demo_mlp_is_the_seed_0_training():
+    """The dashboard's first page loads models/paper-mlp-pima.pt instead of training; it must be
+    the model a seed-0 training gives here (same outputs), and other seeds still train."""
+    import numpy as np
+    import torch
+
+    from nnsens_core.data import demo_tabular
+    from nnsens_core.demos import demo_tabular_model, train_paper_mlp
+    from nnsens_core.training import TrainConfig
+
+    data, shipped, info = demo_tabular_model(0)
+    assert shipped.report.startswith("shipped weights")
+    trained, tinfo = train_paper_mlp(demo_tabular(), cfg=TrainConfig(epochs=100, seed=0))
+    x = torch.as_tensor(data.X[500:700], dtype=torch.float32)
+    with torch.no_grad():
+        a, b = shipped.module(x).numpy(), trained.module(x).numpy()
+    assert np.allclose(a, b, atol=1e-5)
+    assert info["test_acc"] == tinfo["test_acc"] and np.allclose(info["loss"], tinfo["loss"], atol=1e-6)
+    _, other, _ = demo_tabular_model(1)
+    assert other.report == "trained here"

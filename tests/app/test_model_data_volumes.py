@@ -116,7 +116,7 @@ def test_train_cnn3d_on_volumes_registers_a_usable_model_that_reloads():
                "image_model": {}}
     at = open_page(PAGE, state={"uploads": uploads, "sel_image_data": "tiny"})
     assert at.selectbox(key="tr_arch_3").options == ["cnn3d-small"]
-    _train(at, tr_width3=2, tr_epochs=2, tr_batch=4, tr_val=0.25)
+    _train(at, tr_width3=2, tr_epochs=2, tr_batch=4, tr_val=0.25, tr_test=0.0)
     label = "cnn3d-small on tiny"
     assert at.session_state["sel_image_model"] == label
     model = at.session_state["uploads"]["image_model"][label]
@@ -148,7 +148,8 @@ def test_train_cnn3d_on_volumes_registers_a_usable_model_that_reloads():
 
 def test_train_vgg_on_the_2d_demo():
     at = open_page(PAGE)
-    assert at.selectbox(key="tr_arch_2").options == ["vgg16-small", "resnet18-small"]
+    assert at.selectbox(key="tr_arch_2").options == ["vgg16-small", "resnet18-small", "vgg16",
+                                                     "resnet18"]
     _train(at, tr_width2=0.03, tr_epochs=1, tr_batch=32)
     label = f"vgg16-small on {state.DEMO_PHANTOM}"
     assert at.session_state["sel_image_model"] == label
