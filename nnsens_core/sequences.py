@@ -146,15 +146,17 @@ class Sequence:
         return tuple(self.frames)
 
     def to_dict(self, include_identifiers: bool = False) -> dict:
-        """JSON-safe description (no pixels): kind, name, frame count, size, channels, fps,
-        pixel spacing and ``info``; the identifiers only with ``include_identifiers=True``."""
+        """JSON-safe description (no pixels): kind, frame count, size, channels, fps, pixel
+        spacing and ``info``; the identifiers and the file name (which often carries a patient's
+        name) only with ``include_identifiers=True``."""
         from ._results import jsonable
-        doc = {"kind": self.kind, "name": self.name, "n_frames": len(self),
+        doc = {"kind": self.kind, "n_frames": len(self),
                "size": list(self.size), "channels": self.channels, "fps": self.fps,
                "pixel_spacing_mm": None if self.pixel_spacing is None else list(self.pixel_spacing),
                "info": self.info, "identifiers_present": bool(self.identifiers)}
         if include_identifiers:
             doc["identifiers"] = dict(self.identifiers)
+            doc["name"] = self.name
         return jsonable(doc)
 
 

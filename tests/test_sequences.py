@@ -452,3 +452,12 @@ def test_jpeg_baseline_ultrasound_dicom_decodes_to_rgb():
                                        pixel_data=encapsulate([jpeg(f) for f in frames])), "us.dcm")
     assert seq.frames.shape == (3, 3, 32, 48) and seq.info["transfer_syntax"].startswith("JPEG Baseline")
     assert np.abs(seq.frames.transpose(0, 2, 3, 1) - frames / 255).max() < 8 / 255  # JPEG loss only
+
+
+def test_file_name_stays_out_of_the_description_unless_opted_in():
+    from nnsens_core.sequences import phantom_cine
+    import dataclasses
+    seq, _ = phantom_cine(n_frames=2, size=(32, 40))
+    seq = dataclasses.replace(seq, name="DOE_JOHN_1961.mp4")
+    assert "DOE_JOHN" not in str(seq.to_dict())
+    assert seq.to_dict(include_identifiers=True)["name"] == "DOE_JOHN_1961.mp4"

@@ -132,9 +132,11 @@ def run(args) -> int:
                         batch_size=args.batch_size, progress=progress, config=cfg, device=dev)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    context = {"file": path.name, "device": str(dev)}
-    if args.include_identifiers and seq.identifiers:
-        context["identifiers"] = seq.identifiers
+    context = {"device": str(dev)}  # the file name often carries the patient's name: opt-in
+    if args.include_identifiers:
+        context["file"] = path.name
+        if seq.identifiers:
+            context["identifiers"] = seq.identifiers
     write_json(out / "summary.json", export_json(fm, **context))
     strip = fm.to_frame()
     write_json(out / "frames.json", {"method": fm.method, "class_names": list(fm.class_names),
