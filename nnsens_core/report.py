@@ -47,7 +47,7 @@ AGREEMENT_P = 0.1
 
 __all__ = ["CaseReport", "ChanceCheck", "DISCLAIMER", "DatasetReport", "MapEntry", "SECTIONS",
            "SanitySummary", "agreement", "case_input", "case_map", "case_probabilities",
-           "case_report", "chance_check", "model_sanity", "pdf_text", "weights_sha256"]
+           "case_report", "chance_check", "is_sequence", "load_case_image", "model_sanity", "pdf_text", "weights_sha256"]
 
 
 # --------------------------------------------------------------------------- identity
@@ -104,6 +104,45 @@ def case_map(model, spec, x, placement, method: str, cfg, target: int, device="c
     m = registry.run(method, model, x, [int(target)], cfg, spec=spec, device=device,
                      progress=progress)[0].numpy().astype(np.float32)
     return m, preprocess.map_to_original(m, placement)
+
+
+SEQUENCE_SUFFIXES = (".dcm", ".dicom", ".mp4", ".avi", ".gif", ".mov")
+
+
+def is_sequence(raw: bytes, name: str) -> bool:
+    """A DICOM file or a cine loop (by suffix, or DICOM's ``DICM`` marker): read it with
+    ``nnsens_core.sequences``."""
+    suffix = ("." + str(name).rsplit(".", 1)[-1].lower()) if "." in str(name) else ""
+    return suffix in SEQUENCE_SUFFIXES or raw[128:132] == b"DICM"
+
+
+def load_case_image(raw: bytes, name: str = "image", frame: int = 0) -> np.ndarray:
+    """An image file's bytes -> (C, h, w) float32 in [0, 1] at its own size (a grey image keeps
+    one channel; pixel limits checked before decoding by :func:`nnsens_core.data.load_image_bytes`).
+    A DICOM file or cine loop gives its frame ``frame`` through ``nnsens_core.sequences`` when that
+    module is present (a GIF without it: its first frame)."""
+    from .data import load_image_bytes
+    if is_sequence(raw, name):
+        try:
+            from .sequences import load_sequence
+        except ImportError:
+            if not str(name).lower().endswith(".gif"):
+                raise NnsensError(f"{name!r} is a DICOM file or cine loop; reading those needs "
+                                  "nnsens_core.sequences (not in this version); export the frame "
+                                  "as PNG") from None
+        else:
+            seq = load_sequence(raw, name)
+            frames = np.asarray(getattr(seq, "frames", seq))
+            if frames.ndim == 3:
+                frames = frames[:, None]
+            if not 0 <= frame < len(frames):
+                raise NnsensError(f"frame {frame} is not one of the loop's frames "
+                                  f"0..{len(frames) - 1}")
+            return np.clip(frames[frame].astype(np.float32), 0, 1)
+    a = load_image_bytes(raw, None, 3, name)
+    if np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2]):
+        a = a[:1]  # a grey image stays grey
+    return a
 
 
 # --------------------------------------------------------------------------- agreement

@@ -8,9 +8,6 @@ HELP = ("Case report of one image: the model's prediction and saliency maps (at 
         "resolution, with colour bars), their agreement, the model's SHA-256 and optional sanity "
         "check; writes report.pdf, report.html, maps.npz and case.json.")
 
-SEQUENCE_SUFFIXES = (".dcm", ".dicom", ".mp4", ".avi", ".gif", ".mov")
-
-
 def register(p) -> None:
     from ..saliency import registry
     from ..saliency.compare import DEFAULT_METHODS
@@ -59,34 +56,11 @@ def _class_index(text: str | None, names, flag: str) -> int | None:
 
 
 def read_case_image(path: str | Path, frame: int = 0):
-    """An image file -> (C, h, w) float32 in [0, 1] at its own size; DICOM / cine loops through
-    ``nnsens_core.sequences`` (frame ``frame``) when that module is present."""
-    import numpy as np
-
-    from ..data import load_image_bytes
-    from ..errors import NnsensError
+    """An image file -> (C, h, w) float32 in [0, 1] at its own size
+    (:func:`nnsens_core.report.load_case_image`)."""
+    from ..report import load_case_image
     path = Path(path)
-    raw = path.read_bytes()
-    if path.suffix.lower() in SEQUENCE_SUFFIXES or raw[128:132] == b"DICM":
-        try:
-            from ..sequences import load_sequence
-        except ImportError:
-            if path.suffix.lower() == ".gif":  # its first frame, as an image
-                return load_image_bytes(raw, None, 3, path.name)
-            raise NnsensError(f"{path.name} is a DICOM file or cine loop; reading those needs "
-                              "nnsens_core.sequences (not installed in this version); export the "
-                              "frame as PNG") from None
-        seq = load_sequence(raw, path.name)
-        frames = np.asarray(getattr(seq, "frames", seq))
-        if frames.ndim == 3:
-            frames = frames[:, None]
-        if not 0 <= frame < len(frames):
-            raise NnsensError(f"--frame {frame} is not one of the loop's frames 0..{len(frames) - 1}")
-        return np.clip(frames[frame].astype(np.float32), 0, 1)
-    a = load_image_bytes(raw, None, 3, path.name)
-    if np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2]):
-        a = a[:1]  # a grey image stays grey
-    return a
+    return load_case_image(path.read_bytes(), path.name, frame)
 
 
 def _load_model(args, dev):
