@@ -379,29 +379,36 @@ def _config_lines(settings: Mapping[str, object]) -> list[tuple[str, str]]:
 @dataclass(frozen=True, eq=False)
 class MapEntry:
     """One method's map of the case: ``map`` (h, w) raw values at the original's resolution (NaN
-    where not computed), whether it is ``signed`` (drawn diverging around 0), its display
-    ``label`` and one-line ``description``."""
+    where not computed), whether the method is ``signed`` (its map is drawn diverging around 0
+    when it has negative values: :attr:`diverging`), its display ``label`` and one-line
+    ``description``."""
     method: str
     label: str
     map: np.ndarray
     signed: bool = False
     description: str = ""
 
+    @property
+    def diverging(self) -> bool:
+        """Drawn on the diverging colour map centred at 0: a signed method's map with negative
+        values (a signed method whose map is >= 0, e.g. ``|x_AM - x|``, uses the sequential one)."""
+        return bool(self.signed and np.nanmin(np.where(np.isfinite(self.map), self.map, 0)) < 0)
+
     def scale(self) -> tuple[float, float]:
-        return render.scale_of(self.map, self.signed)
+        return render.scale_of(self.map, self.diverging)
 
     def scale_text(self) -> str:
         lo, hi = self.scale()
         how = ("diverging around 0: red = positive, white = 0, blue = negative"
-               if self.signed else "low = dark, high = bright (inferno)")
+               if self.diverging else "low = dark, high = bright (inferno)")
         return f"raw values {lo:.3g} to {hi:.3g}, {how}; {render.SCALE_NOTE}"
 
     def pictures(self, image: np.ndarray, alpha: float = 0.5) -> dict[str, np.ndarray]:
         """``{"wash", "contours", "colorbar"}`` uint8 RGB pictures of this map over ``image``."""
         lo, hi = self.scale()
-        return {"wash": render.overlay(image, self.map, alpha, self.signed, lo, hi),
+        return {"wash": render.overlay(image, self.map, alpha, self.diverging, lo, hi),
                 "contours": render.contours(image, self.map),
-                "colorbar": render.colorbar(lo, hi, "raw value", self.signed)}
+                "colorbar": render.colorbar(lo, hi, "raw value", self.diverging)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -470,6 +477,7 @@ class CaseReport:
             "explained": self.class_names[int(self.explained)],
             "true_label": None if self.true_label is None else self.class_names[int(self.true_label)],
             "maps": [{"method": e.method, "label": e.label, "signed": e.signed,
+                      "diverging": e.diverging,
                       "description": e.description, "scale": list(e.scale())} for e in self.maps],
             "agreement": self.agreement,
             "sanity": None if self.sanity is None else {

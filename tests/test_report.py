@@ -161,13 +161,28 @@ def test_case_json_and_arrays(case):
     assert doc["sanity"]["overall"] == "mixed" and doc["chance"]["at_chance"] is False
     assert {m["method"] for m in doc["maps"]} == {"gradient", "occlusion"}
     occ = next(m for m in doc["maps"] if m["method"] == "occlusion")
-    assert occ["signed"] is True and occ["scale"][0] == -occ["scale"][1]  # diverging around 0
+    assert occ["signed"] is True
+    if occ["diverging"]:
+        assert occ["scale"][0] == -occ["scale"][1]  # diverging around 0
     arr = rep.arrays()
     assert arr["map_gradient"].shape == (37, 91) and arr["image"].shape == (1, 37, 91)
     assert np.isclose(arr["probabilities"].sum(), 1)
 
 
 # --------------------------------------------------------------------------- the numbers
+
+def test_signed_maps_diverge_around_zero_only_with_negative_values():
+    img = _image(8, 8)
+    m = np.linspace(-1, 3, 64).reshape(8, 8)
+    e = RP.MapEntry("occlusion", "Occlusion", m, signed=True)
+    assert e.diverging and e.scale() == (-3, 3) and "diverging" in e.scale_text()
+    wash = e.pictures(img, alpha=1.0)["wash"]
+    zero = np.unravel_index(np.abs(m).argmin(), m.shape)
+    assert wash[zero].min() > 200  # 0 is (nearly) white on the diverging map
+    pos = RP.MapEntry("am", "AM difference", np.abs(m), signed=True)
+    assert not pos.diverging and pos.scale() == (np.abs(m).min(), 3) and "inferno" in pos.scale_text()
+    assert not RP.MapEntry("gradient", "Gradient", m).diverging
+
 
 def test_maps_come_back_at_the_original_resolution():
     img = _image(30, 60)
