@@ -19,6 +19,7 @@ PAGES = [
     ("pages/local_sensitivity.py", "Local sensitivity", ":material/grid_on:", "image"),
     ("pages/activation_max.py", "Activation maximization", ":material/auto_awesome:", "image"),
     ("pages/saliency.py", "Saliency comparison", ":material/compare:", "image"),
+    ("pages/case.py", "Read a case", ":material/clinical_notes:", "image"),
     ("pages/robustness.py", "Robustness (masks, 3-D)", ":material/verified:", "image"),
     ("pages/landscape.py", "Loss landscape", ":material/landscape:", "tabular"),
 ]

@@ -32,8 +32,9 @@ def am_difference(model, x, targets, cfg: AMConfig, *, spec=None, device="auto",
 
 
 register(Method("am", "AM difference", am_difference, AMConfig, signed=True,
-                description="|x_AM − x|: where activation maximization of the class changes the "
-                            "image (channel mean)", volumes=False))
+                description="where the image would have to change to look even more like this class "
+                            "(activation maximization started from the image, |x_AM − x|); "
+                            "brighter = changed more", volumes=False))
 
 
 @dataclass(frozen=True, eq=False)

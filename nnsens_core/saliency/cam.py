@@ -202,16 +202,21 @@ def _method_fn(method: str):
 
 for _name, _label, _aliases, _description in (
         ("gradcam", "Grad-CAM", ("cam", "grad-cam"),
-         "the target layer's activations weighted by their mean class gradient (ReLU)"),
+         "the regions whose deep features the network used for this class (coarse blobs: a small "
+         "feature grid upsampled); brighter = more support for the class"),
         ("gradcam++", "Grad-CAM++", ("gradcampp", "gradcam-plus-plus"),
-         "Grad-CAM with second-order weights of the positive gradients"),
-        ("hirescam", "HiResCAM", (), "gradient times activation at every location of the target layer"),
-        ("xgradcam", "XGrad-CAM", (), "Grad-CAM with activation-normalised gradient weights"),
-        ("layercam", "LayerCAM", (), "positive gradients times activations, location by location"),
-        ("eigencam", "EigenCAM", (), "first principal component of the target layer's activations "
-                                     "(class-agnostic)"),
-        ("scorecam", "Score-CAM", (), "activations weighted by the class score of the image masked "
-                                      "by each channel")):
+         "like Grad-CAM, better at showing several separate regions of the same finding"),
+        ("hirescam", "HiResCAM", (), "like Grad-CAM but kept place by place (no averaging), so it "
+                                     "follows the model's computation more closely; still coarse"),
+        ("xgradcam", "XGrad-CAM", (), "a Grad-CAM variant scaled so the map adds up to the class "
+                                      "score; coarse regions supporting the class"),
+        ("layercam", "LayerCAM", (), "like Grad-CAM but weighted place by place; finer detail "
+                                     "when taken from an earlier layer"),
+        ("eigencam", "EigenCAM", (), "the dominant pattern in the network's deep features, "
+                                     "whatever the class: where it looks, not why it chose the "
+                                     "class (class-agnostic)"),
+        ("scorecam", "Score-CAM", (), "regions that alone keep the class score high (each feature "
+                                      "map tried as a mask of the image); no gradients, slower")):
     register(Method(_name, _label, _method_fn(_name), CamConfig, class_agnostic=_name == "eigencam",
                     aliases=_aliases, description=_description, family="cam",
                     config_method_field="method"))

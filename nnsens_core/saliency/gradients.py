@@ -165,13 +165,18 @@ def _method_fn(method: str):
 
 
 for _name, _label, _signed, _aliases, _description in (
-        ("gradient", "Gradient", False, ("saliency",), "max over channels of |df/dx|"),
+        ("gradient", "Gradient", False, ("saliency",),
+         "how much a tiny change of each pixel would change the class score (local and often "
+         "speckled; max |df/dx| over channels)"),
         ("gradxinput", "Gradient × input", True, ("inputxgradient",),
-         "sum over channels of (x - r) df/dx"),
+         "gradient times the pixel's difference from the reference (black): red pixels push "
+         "toward the class, blue ones away from it"),
         ("ig", "Integrated Gradients", True, ("integrated-gradients", "integratedgradients"),
-         "(x - r) times the mean gradient on the straight path from the reference r to x"),
+         "each pixel's share of the class score, accumulated on the way from the reference "
+         "(black) to this image: red = for the class, blue = against"),
         ("smoothgrad", "SmoothGrad × input", True, (),
-         "gradient × input averaged over noisy copies of the image")):
+         "gradient × input averaged over noisy copies of the image (less speckled): red = for "
+         "the class, blue = against")):
     register(Method(_name, _label, _method_fn(_name), GradientConfig, signed=_signed,
                     aliases=_aliases, description=_description, family="gradients"))
 del _name, _label, _signed, _aliases, _description

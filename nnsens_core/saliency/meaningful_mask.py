@@ -375,5 +375,5 @@ def _mask_fn(model, x, targets, cfg: MaskConfig, *, spec=None, device="auto",
 
 
 register(Method("mask", "Perturbation mask", _mask_fn, MaskConfig, aliases=("perturbation",),
-                description="1 - the smallest smooth mask whose deletion drops the class score "
-                            "(meaningful perturbation)"))
+                description="the smallest smooth region that, when blurred away, removes the class "
+                            "(meaningful perturbation); brighter = must be kept for this prediction"))

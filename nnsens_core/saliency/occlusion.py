@@ -233,5 +233,6 @@ def _occlusion_fn(model, x, targets, cfg: OcclusionConfig, *, spec=None, device=
 
 
 register(Method("occlusion", "Occlusion", _occlusion_fn, OcclusionConfig, signed=True,
-                description="drop of the class score when a sliding patch is replaced by the "
-                            "reference"))
+                description="how much the class score drops when a small patch of the image is covered: "
+                            "red = covering it lowers the score (the region supports the class), "
+                            "blue = covering it raises the score"))

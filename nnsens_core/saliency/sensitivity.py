@@ -49,5 +49,5 @@ def local_sensitivity_map(model, x, targets, cfg: SensitivityConfig, *, spec=Non
 
 register(Method("sensitivity", "Local sensitivity", local_sensitivity_map, SensitivityConfig,
                 class_agnostic=True, aliases=("local",),
-                description="how strongly a block's output reacts to a small perturbation of each "
-                            "pixel (class-agnostic)", volumes=False))
+                description="how strongly the network's internal features react to a small change of "
+                            "each pixel, whatever the class (not an explanation of this class)", volumes=False))
