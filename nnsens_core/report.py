@@ -119,26 +119,14 @@ def is_sequence(raw: bytes, name: str) -> bool:
 def load_case_image(raw: bytes, name: str = "image", frame: int = 0) -> np.ndarray:
     """An image file's bytes -> (C, h, w) float32 in [0, 1] at its own size (a grey image keeps
     one channel; pixel limits checked before decoding by :func:`nnsens_core.data.load_image_bytes`).
-    A DICOM file or cine loop gives its frame ``frame`` through ``nnsens_core.sequences`` when that
-    module is present (a GIF without it: its first frame)."""
+    A DICOM file or cine loop gives its frame ``frame`` (:func:`nnsens_core.sequences.load_sequence`)."""
     from .data import load_image_bytes
     if is_sequence(raw, name):
-        try:
-            from .sequences import load_sequence
-        except ImportError:
-            if not str(name).lower().endswith(".gif"):
-                raise NnsensError(f"{name!r} is a DICOM file or cine loop; reading those needs "
-                                  "nnsens_core.sequences (not in this version); export the frame "
-                                  "as PNG") from None
-        else:
-            seq = load_sequence(raw, name)
-            frames = np.asarray(getattr(seq, "frames", seq))
-            if frames.ndim == 3:
-                frames = frames[:, None]
-            if not 0 <= frame < len(frames):
-                raise NnsensError(f"frame {frame} is not one of the loop's frames "
-                                  f"0..{len(frames) - 1}")
-            return np.clip(frames[frame].astype(np.float32), 0, 1)
+        from .sequences import load_sequence
+        frames = load_sequence(raw, name).frames
+        if not 0 <= frame < len(frames):
+            raise NnsensError(f"frame {frame} is not one of the loop's frames 0..{len(frames) - 1}")
+        return np.clip(frames[frame].astype(np.float32), 0, 1)
     a = load_image_bytes(raw, None, 3, name)
     if np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2]):
         a = a[:1]  # a grey image stays grey

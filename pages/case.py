@@ -22,15 +22,12 @@ from nnsens_core.fingerprint import fingerprint
 from nnsens_core.preprocess import Recipe
 from nnsens_core.saliency import registry as R
 from nnsens_core.saliency.compare import DEFAULT_METHODS, predict_proba
+from nnsens_core.sequences import load_sequence
 from ui import saliency_views as V
+from ui.case_loop import loop_case
 from ui import state
 from ui.cache import CACHE_TTL
 from ui.widgets import Progress, cost_line, guard, plain, require_usable_model, show_chart, within_budget
-
-try:  # the cine-loop views arrive with the cine module
-    from ui import cine_views
-except ImportError:  # pragma: no cover - depends on the installed version
-    cine_views = None
 
 state.require_router()
 st.title("Read a case")
@@ -96,35 +93,27 @@ if src == "dataset":
     case_name = data.files[index] if data.files is not None else f"{data.name} #{index}"
     image_id = f"{ctx.key}|{index}"
 else:
-    up = st.file_uploader("Image file (PNG, JPEG, BMP, TIFF, WebP; cine loops MP4 / AVI / GIF and "
-                          "DICOM with the cine module)", key="case_upload",
+    up = st.file_uploader("Image (PNG, JPEG, BMP, TIFF, WebP), cine loop (MP4, AVI, MOV, GIF) or "
+                          "DICOM (single or multi-frame)", key="case_upload",
                           type=["png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "gif", "dcm",
                                 "dicom", "mp4", "avi", "mov"])
     if up is None:
         st.info("Upload an image to read it with the selected model.")
         st.stop()
     raw = up.getvalue()
-    if RP.is_sequence(raw, up.name) and not up.name.lower().endswith(".gif"):
+    if RP.is_sequence(raw, up.name):
         seq = None
-        try:
-            from nnsens_core.sequences import load_sequence
-        except ImportError:
-            load_sequence = None
-        if load_sequence is None or cine_views is None:
-            st.info("Cine loops and DICOM files arrive with the cine module; upload one frame as "
-                    "PNG or JPEG meanwhile.")
-            st.stop()
         with guard("Reading the loop"):
             seq = load_sequence(raw, up.name)
-        if seq is not None:
-            cine_views.sequence_view(seq, frame_maps=None, key=f"case_cine|{fingerprint(raw)}")
-        st.stop()
+        if seq is not None and len(seq) > 1:
+            loop_case(seq, fingerprint(raw), lm, model_id, ctx.device, ctx.seed, store)
+            st.stop()
     with guard("Reading the image"):
         image = RP.load_case_image(raw, up.name)
     if image is None:
         st.stop()
-    case_name = up.name
     image_id = f"upload:{fingerprint(raw)}"
+    case_name = f"uploaded image {image_id[7:19]}"  # the file name may carry a patient's name
 
 case_ctx = f"{model_id}|{image_id}"  # the last result shown for this model and image
 probs = None
