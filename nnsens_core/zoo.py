@@ -125,18 +125,22 @@ def _resnet18_small(num_classes: int = 3, width: float = 0.125, in_channels: int
     return _ResNet()
 
 
-def _tv_vgg16(num_classes: int = 1000) -> nn.Module:
+def _tv_vgg16(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
     from torchvision.models import vgg16
     model = vgg16(weights=None, num_classes=num_classes)
+    if in_channels != 3:  # e.g. 1 for grey images: the first convolution takes that many
+        model.features[0] = nn.Conv2d(in_channels, 64, 3, padding=1)
     for m in model.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
     return model
 
 
-def _tv_resnet18(num_classes: int = 1000) -> nn.Module:
+def _tv_resnet18(num_classes: int = 1000, in_channels: int = 3) -> nn.Module:
     from torchvision.models import resnet18
     model = resnet18(weights=None, num_classes=num_classes)
+    if in_channels != 3:  # e.g. 1 for grey images: the stem convolution takes that many
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     for m in model.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
