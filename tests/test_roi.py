@@ -1,5 +1,7 @@
 """Regions of interest: the auto-detected ultrasound fan against the phantom's true sector, text
 and a depth scale burned in outside the fan left out, polygons checked by hand."""
+import functools
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -22,16 +24,21 @@ def test_fan_mask_finds_the_phantom_sector(size):
     assert min(ious) >= 0.9, ious
 
 
+@functools.lru_cache(maxsize=1)
+def _fans():
+    return make_phantom(5, size=256, seed=0, channels=1)   # one generator chunk, made once
+
+
 def _screenshot(seed=0):
     """A phantom fan inside a wider scanner screen with burned-in text, a depth scale and a logo
     outside the fan, and compression-like noise on the black frame."""
-    d = make_phantom(1, size=256, seed=seed, channels=1)
+    image, sector = _fans().images[seed, 0], _fans().meta["sector"][seed]
     h, w = 300, 420
     canvas = np.zeros((h, w), np.float32)
     top, left = 30, 80
-    canvas[top:top + 256, left:left + 256] = d.images[0, 0]
+    canvas[top:top + 256, left:left + 256] = image
     fan = np.zeros((h, w), bool)
-    fan[top:top + 256, left:left + 256] = d.meta["sector"][0]
+    fan[top:top + 256, left:left + 256] = sector
     overlay = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(overlay)
     draw.text((4, 4), "JOHN DOE  ID 12345", fill=255)
