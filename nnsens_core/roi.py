@@ -76,7 +76,7 @@ def fan_mask(original: np.ndarray, threshold: float | None = None) -> np.ndarray
 
     On a copy at most :data:`WORK_SIDE` long: smooth (a box of ~1 % of the side, so dark speckle
     inside the fan stays above the threshold), keep pixels brighter than ``threshold`` (default:
-    the darkest tenth's level + 0.02, at least 0.015: just above the black frame and its
+    the darkest tenth's level + 0.02, within [0.015, 0.1]: just above the black frame and its
     compression noise), open with a disc of ~1.5 % of the side (thin text, ticks and calipers
     disconnect or vanish), keep the largest connected region, fill its holes and take its convex
     hull; scaled back to (h, w). An image without a dark frame gives (nearly) the whole image."""
@@ -93,7 +93,7 @@ def fan_mask(original: np.ndarray, threshold: float | None = None) -> np.ndarray
     smooth = ndimage.uniform_filter(small, max(3, round(side / 100)) | 1)
     if threshold is None:
         dark = float(np.quantile(smooth, 0.1))
-        threshold = max(0.015, dark + 0.02)
+        threshold = max(0.015, min(dark + 0.02, 0.1))
     bright = smooth > threshold
     r = max(1, round(side * 0.015))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]

@@ -174,3 +174,20 @@ def test_folder_loader_reads_nested_folders(tmp_path):
     d = nd.load_image_folder(tmp_path, recipe=P.Recipe((12, 12), 1))
     assert d.images.shape == (2, 1, 12, 12) and d.original(0).shape == (1, 6, 9)
     assert d.groups == ("x/pt1", "y/pt1") and d.meta["n_skipped"] == 1
+
+
+def test_previews_keep_each_originals_aspect_ratio(mixed):
+    from ui.image_views import model_view, outlined, thumbnail
+    d = nd.load_image_zip(mixed[0], recipe=P.Recipe((64, 64), 3))
+    for i in range(len(d)):
+        c, h, w = d.original(i).shape
+        t = thumbnail(d.original(i), max_side=32)
+        assert t.dtype == np.uint8 and t.shape[2] == 3 and max(t.shape[:2]) == min(32, max(h, w))
+        assert abs(t.shape[1] / t.shape[0] - w / h) < 0.1 * w / h + 2 / t.shape[0], (h, w, t.shape)
+    big = np.zeros((1, 1536, 2048), np.float32)
+    assert thumbnail(big).shape == (240, 320, 3)
+    mask = np.zeros((1536, 2048), bool)
+    mask[400:1000, 500:1500] = True
+    o = outlined(big, mask)
+    assert o.shape == (240, 320, 3) and (o == [0, 230, 255]).all(axis=2).any()
+    assert model_view(d.images[0]).shape == (64, 64, 3)

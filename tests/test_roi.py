@@ -111,3 +111,7 @@ def test_roi_masks_reach_the_model_input_through_the_recipe():
     assert roi_masks(d.originals, "none") is None
     with pytest.raises(NnsensError, match="outside an image of 420×300"):
         roi_masks(d.originals, "polygon", "1000,1000; 1100,1000; 1100,1100")
+
+
+def test_an_image_without_a_dark_frame_is_all_inside():
+    assert fan_mask(np.full((3, 30, 50), 0.7, np.float32)).all()
