@@ -97,7 +97,9 @@ def fan_mask(original: np.ndarray, threshold: float | None = None) -> np.ndarray
     bright = smooth > threshold
     r = max(1, round(side * 0.015))
     yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    opened = ndimage.binary_opening(bright, structure=(xx ** 2 + yy ** 2) <= r * r)
+    # outside the image counts as inside the fan: a fan cut by the image edge keeps its corners
+    disc = (xx ** 2 + yy ** 2) <= r * r
+    opened = ndimage.binary_dilation(ndimage.binary_erosion(bright, disc, border_value=1), disc)
     labels, n = ndimage.label(opened)
     if n == 0:
         raise NnsensError(f"no fan found: no region of the image is brighter than {threshold:.3f}; "
