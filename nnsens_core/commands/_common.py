@@ -168,8 +168,11 @@ def default_demo_cnn() -> str:
     return names[0]
 
 
-def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> LoadedModel:
-    """``--model`` (a demo name or a weights file); when omitted, the demo CNN."""
+def load_cli_model(args, input_shape=None, class_names=(), device="cpu",
+                   names_from_data: bool = False) -> LoadedModel:
+    """``--model`` (a demo name or a weights file); when omitted, the demo CNN. ``--manifest``
+    describes a weights file; without it, what is assumed is printed in one line
+    (``names_from_data``: the command names the classes after the data's folders)."""
     if not args.model:
         args.model = default_demo_cnn()
     shape = parse_shape(getattr(args, "input_shape", None)) or input_shape
@@ -214,7 +217,7 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
         lm.spec = lm.spec.replace(mean=norm[0], std=norm[1])
     if getattr(args, "resize", None):
         lm.spec = lm.spec.replace(resize=args.resize)
-    _say_assumed(args, lm, shape is not None, norm is not None, bool(class_names))
+    _say_assumed(args, lm, shape is not None, norm is not None, bool(class_names), names_from_data)
     return lm
 
 
@@ -242,7 +245,7 @@ def _load_with_manifest(args, manifest: str, device) -> LoadedModel:
 
 
 def _say_assumed(args, lm: LoadedModel, shape_given: bool, norm_given: bool,
-                 names_given: bool) -> None:
+                 names_given: bool, names_from_data: bool) -> None:
     """One line naming what was assumed about a weights file given without a manifest."""
     spec = lm.spec
     if spec.task != "image":
@@ -255,7 +258,8 @@ def _say_assumed(args, lm: LoadedModel, shape_given: bool, norm_given: bool,
     if not norm_given:
         assumed.append("no normalisation (inputs in [0, 1])")
     if not names_given:
-        assumed.append("class names = the data's class folders in name order")
+        assumed.append("class names = the data's class folders in name order" if names_from_data
+                       else "classes known by number only")
     if assumed:
         print(f"no --manifest for {Path(args.model).name}; assuming " + ", ".join(assumed)
               + ". Pass --manifest MODEL.json (or --input-shape, --norm/--mean/--std, --resize, "

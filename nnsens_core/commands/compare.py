@@ -127,7 +127,7 @@ def run(args) -> int:
         args.methods = PAPER_METHODS
     methods = registry.parse_methods(args.methods)
     dev = resolve_device(args.device)
-    lm = load_cli_model(args, device=dev)
+    lm = load_cli_model(args, device=dev, names_from_data=True)
     data = load_cli_images(args.data, n_demo=args.n, recipe=cli_recipe(lm.spec))
     for line in load_report(data):
         print(line)
