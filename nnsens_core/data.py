@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -212,6 +213,58 @@ def demo_rows(data: TabularData) -> tuple[str, str]:
 # --------------------------------------------------------------------------- images
 
 @dataclass(frozen=True, eq=False)
+class Originals:
+    """Images at their own sizes, stored compactly and read as float32 (C, h, w) in [0, 1].
+
+    Each image is kept as decoded: ``uint8`` (8-bit files), ``uint16`` (16-bit files) or
+    ``float32``, with the full-scale value it is divided by (``scales``: 255, 4095, 65535 or 1), so
+    a 12-megapixel RGB photo costs 36 MB here instead of 144 MB as float32. Indexing with an int
+    gives that image as float32; with a slice or index array, another :class:`Originals`. It is a
+    read-only sequence, used wherever a tuple of originals is (``ImageData.originals``)."""
+    arrays: tuple
+    scales: tuple
+
+    def __post_init__(self):
+        if len(self.arrays) != len(self.scales):
+            raise NnsensError(f"{len(self.arrays)} originals but {len(self.scales)} scales")
+        for i, a in enumerate(self.arrays):
+            if a.ndim != 3 or a.shape[0] not in (1, 3):
+                raise NnsensError(f"original {i} has shape {a.shape}; expected (C, h, w), C = 1 or 3")
+
+    @classmethod
+    def of(cls, images) -> "Originals":
+        """Float images (C, h, w) in [0, 1] as :class:`Originals` (kept as float32)."""
+        if isinstance(images, Originals):
+            return images
+        arrays = tuple(np.asarray(a, np.float32) for a in images)
+        return cls(arrays, (1.0,) * len(arrays))
+
+    def __len__(self) -> int:
+        return len(self.arrays)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            a, s = self.arrays[int(i)], self.scales[int(i)]
+            return a.astype(np.float32) if s == 1.0 else (a.astype(np.float32) / np.float32(s))
+        idx = np.arange(len(self))[i]
+        return Originals(tuple(self.arrays[k] for k in idx), tuple(self.scales[k] for k in idx))
+
+    def shape(self, i: int) -> tuple[int, int, int]:
+        """(C, h, w) of image ``i`` (without converting it)."""
+        return tuple(self.arrays[i].shape)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(a.nbytes for a in self.arrays))
+
+    def __repr__(self) -> str:
+        return f"Originals({len(self)} images, {self.nbytes / 2**20:.1f} MiB)"
+
+
+@dataclass(frozen=True, eq=False)
 class ImageData:
     """Images (n, C, H, W) or volumes (n, C, D, H, W), float32 in [0, 1], integer labels, class
     names, optional masks (n, H, W) / (n, D, H, W) and, for volumes, an optional
@@ -223,7 +276,7 @@ class ImageData:
     name: str = "images"
     meta: dict = field(default_factory=dict)
     atlas: "Atlas | None" = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
-    originals: tuple | None = None     # (C, h, w) float32 [0, 1] per image, at its own size
+    originals: "Originals | tuple | None" = None  # (C, h, w) float32 [0, 1] per image, own size
     placements: tuple | None = None    # preprocess.Placement per image: original -> images
     groups: tuple | None = None        # patient / video id per image (grouped splits)
     files: tuple | None = None         # file name per image
@@ -268,10 +321,11 @@ class ImageData:
     def subset(self, idx) -> "ImageData":
         idx = np.asarray(idx)
         pick = (lambda v: None if v is None else tuple(v[int(i)] for i in np.arange(len(self))[idx]))
+        orig = self.originals[idx] if isinstance(self.originals, Originals) else pick(self.originals)
         return dataclasses.replace(
             self, images=self.images[idx], labels=self.labels[idx],
             masks=None if self.masks is None else self.masks[idx],
-            originals=pick(self.originals), placements=pick(self.placements),
+            originals=orig, placements=pick(self.placements),
             groups=pick(self.groups), files=pick(self.files),
             roi=None if self.roi is None else self.roi[idx])
 
@@ -287,7 +341,8 @@ class ImageData:
         from . import preprocess
         if self.ndim_spatial != 2:
             raise NnsensError("a preprocessing recipe applies to 2-D images; these are 3-D volumes")
-        src = list(self.originals) if self.originals is not None else list(self.images)
+        # Originals convert one image at a time (never all of them to float32 at once)
+        src = self.originals if self.originals is not None else list(self.images)
         arr, places = preprocess.prepare(src, recipe)
         masks = None
         if self.masks is not None:
@@ -303,16 +358,7 @@ class ImageData:
         if roi_originals is not None:
             roi = np.stack([preprocess.mask_to_model(m, p) for m, p in zip(roi_originals, places)])
         return dataclasses.replace(self, images=arr, masks=masks, placements=places, roi=roi,
-                                   originals=tuple(src))
-
-
-def _to_array(img, size: tuple[int, int] | None, channels: int) -> np.ndarray:
-    from PIL import Image
-    img = img.convert("RGB" if channels == 3 else "L")
-    if size is not None and img.size != (size[1], size[0]):
-        img = img.resize((size[1], size[0]), Image.BILINEAR)
-    a = np.asarray(img, dtype=np.float32) / 255.0
-    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+                                   originals=src if self.originals is not None else tuple(src))
 
 
 def check_zip(zf: zipfile.ZipFile, what: str = "the ZIP") -> None:
@@ -331,14 +377,100 @@ def check_zip(zf: zipfile.ZipFile, what: str = "the ZIP") -> None:
                           f"{MAX_ZIP_TOTAL / 2**30:.0f} GiB limit; upload fewer or smaller files")
 
 
-def load_image_bytes(data: bytes, size: tuple[int, int] | None = None, channels: int = 3,
-                     name: str = "image", budget: list | None = None) -> np.ndarray:
-    """One image file -> (C, H, W) float32 in [0, 1]. Its pixel count is checked from the header
-    before decoding (:data:`MAX_IMAGE_PIXELS`; ``budget``: a one-item list of pixels the upload may
-    still use, decreased here)."""
+MAX_ORIGINAL_SIDE = 2048
+"""Originals whose longest side is above this many pixels are downscaled when loaded (aspect ratio
+kept; ``meta["downscaled"]`` names them with their file size). Models see at most a few hundred
+pixels and the screen about as many as this; a 4000 x 3000 photo kept whole would cost 36 MB
+(uint8) and every map drawn on it 48 MB (float32)."""
+
+MAX_SKIPPED_NAMES = 10
+"""How many skipped file names ``meta["skipped"]`` lists (``meta["n_skipped"]`` counts them all)."""
+
+_SYSTEM = ("__MACOSX/", "/.", "Thumbs.db", "desktop.ini")
+
+
+def _shrink(a: np.ndarray, max_side: int) -> np.ndarray:
+    """(C, h, w) -> the same dtype with the longest side ``max_side`` (bilinear, antialiased)."""
+    from PIL import Image
+    h, w = a.shape[1:]
+    s = max_side / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    out = []
+    for ch in a:
+        if ch.dtype == np.uint8:
+            im = Image.fromarray(ch, "L")
+        elif ch.dtype == np.uint16:
+            im = Image.fromarray(ch.astype(np.int32), "I")
+        else:
+            im = Image.fromarray(ch.astype(np.float32), "F")
+        out.append(np.asarray(im.resize((nw, nh), Image.BILINEAR)).astype(ch.dtype))
+    return np.stack(out)
+
+
+def _pixels(img, name: str) -> tuple[np.ndarray, float, str]:
+    """A decoded Pillow image -> (C, h, w) array (uint8 / uint16 / float32), its full scale, and
+    its bit depth in words (``"8-bit"``, ``"16-bit"``, ``"12-bit in 16"``, ...).
+
+    Palette images become RGB (RGBA where they have transparency); CMYK, YCbCr, LAB and HSV become
+    RGB; transparent pixels are composited onto black (the background of a scan); 16-bit images
+    keep their 16 bits and are scaled by their bit depth (see :func:`decode_image`)."""
+    mode = img.mode
+    if mode == "1":
+        img = img.convert("L")
+    elif mode in ("P", "PA"):
+        img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
+    elif mode in ("La", "RGBa"):
+        img = img.convert(mode.upper())
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        img = img.convert("RGB")
+    mode = img.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(img)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:   # 32-bit integers: no bit depth to trust; scale to [0, 1]
+            a = ((a.astype(np.float64) - lo) / max(hi - lo, 1)).astype(np.float32)
+            return a[None], 1.0, "32-bit integers (min-max scaled)"
+        if hi < 4096:
+            return a.astype(np.uint16)[None], 4095.0, "12-bit in 16"
+        return a.astype(np.uint16)[None], 65535.0, "16-bit"
+    if mode == "F":
+        a = np.asarray(img, np.float32)
+        if not np.isfinite(a).all():
+            raise NnsensError(f"{name!r} holds NaN or infinite pixel values; save finite values")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0 or hi > 1:
+            return ((a - lo) / max(hi - lo, 1e-12)).astype(np.float32)[None], 1.0, \
+                "32-bit float (min-max scaled)"
+        return a[None], 1.0, "32-bit float"
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        img = img.convert("RGB")
+        mode = "RGB"
+    a = np.asarray(img)
+    if mode in ("LA", "RGBA"):   # transparent pixels onto black
+        a = ((a[..., :-1].astype(np.uint16) * a[..., -1:] + 127) // 255).astype(np.uint8)
+    a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+    return a, 255.0, "8-bit"
+
+
+def decode_image(data: bytes, name: str = "image", budget: list | None = None,
+                 max_side: int | None = MAX_ORIGINAL_SIDE) -> tuple[np.ndarray, float, dict]:
+    """One image file -> ``(array, scale, info)``: the image at its own size as (C, h, w), C = 1 for
+    grey and 3 for colour, in its own dtype (``array / scale`` lies in [0, 1]), and what was done.
+
+    * The pixel count is checked from the header before decoding (:data:`MAX_IMAGE_PIXELS`;
+      ``budget``: a one-item list of pixels the upload may still use, decreased here).
+    * EXIF orientation is applied; a multi-frame file (animated GIF, multi-page TIFF) gives its
+      first frame (``info["frames"]`` says how many it has).
+    * Palette, CMYK, RGBA (onto black) ... become RGB; a colour file whose pixels are all grey
+      (R = G = B) is kept as 1 channel.
+    * 8-bit images are divided by 255. 16-bit images (PNG / TIFF) keep their 16 bits and are divided
+      by their bit depth's full scale: 65535, or 4095 when no value is above 4095 (a 12-bit scanner
+      image stored in 16 bits; dividing it by 65535 would leave it almost black). 32-bit and float
+      images outside [0, 1] are min-max scaled. Nothing saturates.
+    * Longer sides than ``max_side`` are downscaled (aspect kept; ``info["downscaled_from"]``)."""
     import warnings
 
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -353,49 +485,213 @@ def load_image_bytes(data: bytes, size: tuple[int, int] | None = None, channels:
                         raise NnsensError(f"the upload's images hold more than "
                                           f"{MAX_UPLOAD_PIXELS / 1e6:.0f} MP together; upload fewer "
                                           "or smaller images")
+                frames = int(getattr(img, "n_frames", 1) or 1)
+                file_mode = img.mode
                 img.load()
-                return _to_array(img, size, channels)
+                orientation = img.getexif().get(0x0112, 1)
+                if orientation not in (0, 1):
+                    img = ImageOps.exif_transpose(img)
+                arr, scale, bits = _pixels(img, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise NnsensError(f"{name!r} is over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit per image "
                           "(Pillow's decompression-bomb guard); downscale it") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         if isinstance(exc, NnsensError):
             raise
         raise NnsensError(f"{name!r} is not a readable image ({exc}); upload PNG or JPEG") from None
+    if arr.shape[0] == 3 and np.array_equal(arr[0], arr[1]) and np.array_equal(arr[1], arr[2]):
+        arr = arr[:1].copy()
+    info = {"mode": file_mode, "bits": bits, "frames": frames, "rotated": orientation not in (0, 1),
+            "channels": int(arr.shape[0]), "size": tuple(int(s) for s in arr.shape[1:])}
+    if max_side is not None and max(arr.shape[1:]) > max_side:
+        arr = _shrink(arr, max_side)
+        info["downscaled_from"] = info["size"]
+        info["size"] = tuple(int(s) for s in arr.shape[1:])
+    return arr, scale, info
 
 
-def _collect(entries: dict[str, dict[str, bytes]], size, channels, name) -> ImageData:
-    classes = sorted(c for c in entries if entries[c])
+def load_image_bytes(data: bytes, size: tuple[int, int] | None = None, channels: int = 3,
+                     name: str = "image", budget: list | None = None) -> np.ndarray:
+    """One image file -> (``channels``, H, W) float32 in [0, 1], stretched to ``size`` (default:
+    its own size); decoded by :func:`decode_image` (limits, EXIF, 16-bit, CMYK ...)."""
+    from . import preprocess
+    arr, scale, _ = decode_image(data, name, budget, max_side=None)
+    img = arr.astype(np.float32) / np.float32(scale)
+    recipe = preprocess.Recipe(tuple(size) if size is not None else img.shape[1:], channels, "stretch")
+    return preprocess.to_model(img, recipe)[0]
+
+
+_FRAME_WORD = re.compile(r"^(.+?)[\s_\-.]*(?:frame|frm|slice)[\s_\-.]*\d+$", re.IGNORECASE)
+_ID_THEN_NUMBER = re.compile(r"^(.*\d.*?)[\s_\-.]+\d+$")
+
+
+def group_from_name(file_name: str) -> str:
+    """The patient / video a file belongs to, read from its name: the part before a trailing frame
+    number (``clip7.mp4_frame12.png`` -> ``clip7.mp4``; ``p03_017.png`` -> ``p03``: an id with a
+    digit, a separator, then a number); otherwise the file's own name (a group of one)."""
+    stem = Path(file_name).stem
+    for rx in (_FRAME_WORD, _ID_THEN_NUMBER):
+        m = rx.match(stem)
+        if m and m.group(1).strip(" _-."):
+            return m.group(1).strip(" _-.")
+    return stem
+
+
+def _why_skipped(path: str) -> str | None:
+    """Why a member is not read as an image (None: it is one)."""
+    if any(s in "/" + path for s in _SYSTEM) or Path(path).name.startswith("."):
+        return "system file (macOS / Windows metadata)"
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image (" + (Path(path).suffix.lower() or "no extension") + ")"
+    return None
+
+
+def _load_tree(members: list[tuple[str, object]], read, recipe, name: str, max_files: int,
+               source: str, channels: int = 3) -> ImageData:
+    """Images at ``class/[group/...]image`` paths (one optional top folder shared by all is
+    skipped) -> :class:`ImageData` with originals, files, groups, and ``images`` built through
+    ``recipe`` (a :class:`~nnsens_core.preprocess.Recipe`, or None: the first image's size with
+    ``channels``, letterbox). ``read(handle)`` gives a member's bytes, one at a time."""
+    from . import preprocess
+    skipped: list[tuple[str, str]] = []
+    found: list[tuple[tuple[str, ...], object]] = []
+    for path, handle in members:
+        why = _why_skipped(path)
+        if why:
+            skipped.append((path, why))
+        else:
+            found.append((tuple(p for p in path.split("/") if p), handle))
+    if len(found) > max_files:
+        raise NnsensError(f"the {source} holds {len(found)} images, over the {max_files} limit")
+    parts = [p for p, _ in found]
+    if parts and all(len(p) >= 3 for p in parts) and len({p[0] for p in parts}) == 1 \
+            and len({p[1] for p in parts}) >= 2:
+        found = [(p[1:], h) for p, h in found]
+    kept = []
+    for p, h in found:
+        if len(p) < 2:
+            skipped.append(("/".join(p), "not inside a class folder"))
+        else:
+            kept.append((p, h))
+    classes = sorted({p[0] for p, _ in kept})
     if len(classes) < 2:
         raise NnsensError(f"found {len(classes)} class folder(s) with images ({classes}); an image "
-                          "dataset needs at least two class sub-folders (root/class_name/image.png)")
-    images, labels = [], []
+                          "dataset needs at least two class sub-folders (root/class_name/image.png, "
+                          "or class_name/patient/image.png)")
+    kept.sort(key=lambda t: (classes.index(t[0][0]), t[0]))
+    arrays, scales, labels, files, groups, infos = [], [], [], [], [], []
     budget = [MAX_UPLOAD_PIXELS]
-    for k, c in enumerate(classes):
-        for fname, blob in sorted(entries[c].items()):
-            arr = load_image_bytes(blob, size, channels, fname, budget)
-            if size is None:
-                size = arr.shape[1:]
-            images.append(arr)
-            labels.append(k)
-    return ImageData(np.stack(images), np.asarray(labels, np.int64), tuple(classes), name=name)
+    for p, h in kept:
+        rel = "/".join(p)
+        arr, scale, info = decode_image(read(h), rel, budget)
+        arrays.append(arr)
+        scales.append(scale)
+        labels.append(classes.index(p[0]))
+        files.append(rel)
+        groups.append(f"{p[0]}/{p[1]}" if len(p) >= 3 else f"{p[0]}/{group_from_name(p[-1])}")
+        infos.append(info)
+    originals = Originals(tuple(arrays), tuple(scales))
+    if recipe is None:
+        recipe = preprocess.Recipe(originals.shape(0)[1:], channels)
+    images, places = preprocess.prepare(originals, recipe)
+    meta = _load_meta(infos, files, skipped, any(len(p) >= 3 for p, _ in kept), len(set(groups)))
+    meta["recipe"] = recipe.describe()
+    return ImageData(images, np.asarray(labels, np.int64), tuple(classes), name=name, meta=meta,
+                     originals=originals, placements=places, groups=tuple(groups),
+                     files=tuple(files))
+
+
+def _load_meta(infos, files, skipped, by_folder: bool, n_groups: int) -> dict:
+    """What a load did, counted for the page and the CLI (:func:`load_report`)."""
+    conv = {}
+    for i in infos:
+        if i["mode"] in ("CMYK", "P", "PA", "RGBA", "LA", "YCbCr", "LAB", "HSV", "1"):
+            conv[i["mode"]] = conv.get(i["mode"], 0) + 1
+    why: dict[str, int] = {}
+    for _, w in skipped:
+        why[w] = why.get(w, 0) + 1
+    multi = [f for f, i in zip(files, infos) if i["frames"] > 1]
+    down = {f: list(i["downscaled_from"]) for f, i in zip(files, infos) if "downscaled_from" in i}
+    return {"n_files": len(files), "n_skipped": len(skipped),
+            "skipped": [n for n, _ in skipped[:MAX_SKIPPED_NAMES]], "skipped_why": why,
+            "grey": sum(i["channels"] == 1 for i in infos),
+            "colour": sum(i["channels"] == 3 for i in infos),
+            "bits": {b: sum(i["bits"] == b for i in infos) for b in sorted({i["bits"] for i in infos})},
+            "converted": conv, "rotated": sum(i["rotated"] for i in infos),
+            "multi_frame": len(multi), "multi_frame_files": multi[:MAX_SKIPPED_NAMES],
+            "downscaled": down, "max_side": MAX_ORIGINAL_SIDE,
+            "sizes": sorted({tuple(i["size"]) for i in infos})[:20],
+            "groups": n_groups, "group_source": "folders" if by_folder else "file names"}
+
+
+def load_report(data: ImageData) -> list[str]:
+    """Plain lines saying what a folder / ZIP load found and did (``data.meta`` of
+    :func:`load_image_zip`): channels, bit depths, conversions, first frames, downscaling,
+    skipped files and groups. Empty for data from elsewhere."""
+    m = data.meta
+    if "n_files" not in m:
+        return []
+    lines = [f"{m['n_files']} images in {len(data.class_names)} classes: {m['grey']} grey, "
+             f"{m['colour']} colour; " + ", ".join(f"{n} {b}" for b, n in m["bits"].items())]
+    if m["converted"]:
+        names = {"P": "palette", "PA": "palette + alpha", "1": "1-bit"}
+        lines.append("converted from other colour modes: " + ", ".join(
+            f"{n} {names.get(k, k)}" for k, n in m["converted"].items())
+            + (" (transparent pixels onto black)" if {"RGBA", "LA", "PA"} & set(m["converted"]) else ""))
+    if m["rotated"]:
+        lines.append(f"{m['rotated']} rotated as their EXIF orientation says")
+    if m["multi_frame"]:
+        lines.append(f"{m['multi_frame']} multi-frame file(s) (animated GIF / multi-page TIFF): the "
+                     "first frame is used (" + ", ".join(m["multi_frame_files"]) + ")")
+    if m["downscaled"]:
+        lines.append(f"{len(m['downscaled'])} image(s) over {m['max_side']} px downscaled to a longest "
+                     "side of " + f"{m['max_side']} px: " + ", ".join(
+                         f"{f} ({w[1]}×{w[0]})" for f, w in list(m["downscaled"].items())[:5]))
+    if m["n_skipped"]:
+        why = "; ".join(f"{n} {w}" for w, n in m["skipped_why"].items())
+        more = "…" if m["n_skipped"] > len(m["skipped"]) else ""
+        lines.append(f"{m['n_skipped']} file(s) skipped ({why}): " + ", ".join(m["skipped"]) + more)
+    lines.append(f"{m['groups']} groups (patients / videos) from the "
+                 + ("second folder level (class/patient/image)" if m["group_source"] == "folders"
+                    else "file names (no class/patient/image folders)"))
+    return lines
 
 
 def load_image_folder(root: str | os.PathLike, size: tuple[int, int] | None = None,
-                      channels: int = 3) -> ImageData:
-    """``root/<class>/<image>``; images are resized to ``size`` (default: the first image's)."""
+                      channels: int = 3, recipe=None, max_files: int = 20000) -> ImageData:
+    """``root/<class>/[<patient>/...]<image>``: as :func:`load_image_zip`."""
     root = Path(root)
     if not root.is_dir():
         raise NnsensError(f"image folder {str(root)!r} does not exist")
-    entries = {d.name: {f.name: f.read_bytes() for f in d.iterdir()
-                        if f.suffix.lower() in IMAGE_SUFFIXES}
-               for d in root.iterdir() if d.is_dir()}
-    return _collect(entries, size, channels, root.name)
+    members = [(f.relative_to(root).as_posix(), f) for f in sorted(root.rglob("*")) if f.is_file()]
+    return _load_tree(members, Path.read_bytes, _recipe(recipe, size, channels), root.name,
+                      max_files, "folder", channels)
+
+
+def _recipe(recipe, size, channels):
+    """The recipe of a load: ``recipe``, else ``size`` + ``channels`` stretched (the loaders' old
+    behaviour, kept for callers that pass a size), else None (the first image's size, letterbox)."""
+    from . import preprocess
+    if recipe is not None:
+        return recipe
+    if size is not None:
+        return preprocess.Recipe(tuple(size), channels, "stretch")
+    return None
 
 
 def load_image_zip(source: str | os.PathLike | bytes | BinaryIO, size: tuple[int, int] | None = None,
-                   channels: int = 3, max_files: int = 20000) -> ImageData:
-    """A ZIP of ``<class>/<image>`` (one optional top folder is skipped)."""
+                   channels: int = 3, max_files: int = 20000, recipe=None) -> ImageData:
+    """A ZIP of ``<class>/<image>`` or ``<class>/<patient or video>/.../<image>`` (one top folder
+    shared by every file is skipped).
+
+    The class is the first folder level, the group (patient / video, for grouped splits) the
+    second, else read from the file name (:func:`group_from_name`). Every image is kept at its own
+    size in ``originals`` (:func:`decode_image`: grey / colour, 8 / 16-bit, EXIF, CMYK ...;
+    longest side at most :data:`MAX_ORIGINAL_SIDE`), and ``images`` are built through ``recipe``
+    (:class:`~nnsens_core.preprocess.Recipe`, with ``placements``); without one, ``size`` and
+    ``channels`` stretch every image (the old behaviour), and without a size the first image's size
+    is used (letterbox). Files that are not images are skipped and counted in ``meta``
+    (:func:`load_report` says what was found)."""
     raw = source if isinstance(source, (bytes, bytearray)) else (
         source.read() if hasattr(source, "read") else Path(source).read_bytes())
     try:
@@ -404,20 +700,9 @@ def load_image_zip(source: str | os.PathLike | bytes | BinaryIO, size: tuple[int
         raise NnsensError("the upload is not a ZIP archive; zip a folder of class sub-folders") from None
     with zf:
         check_zip(zf)
-        files = [i for i in zf.infolist() if not i.is_dir()
-                 and Path(i.filename).suffix.lower() in IMAGE_SUFFIXES
-                 and not Path(i.filename).name.startswith(".") and "__MACOSX" not in i.filename]
-        if len(files) > max_files:
-            raise NnsensError(f"the ZIP holds {len(files)} images, over the {max_files} limit")
-        parts = [Path(i.filename).parts for i in files]
-        if parts and all(len(p) >= 3 for p in parts) and len({p[0] for p in parts}) == 1:
-            parts = [p[1:] for p in parts]
-        entries: dict[str, dict[str, bytes]] = {}
-        for info, p in zip(files, parts):
-            if len(p) < 2:
-                continue
-            entries.setdefault(p[-2], {})[p[-1]] = zf.read(info)
-    return _collect(entries, size, channels, "uploaded ZIP")
+        members = [(i.filename, i) for i in zf.infolist() if not i.is_dir()]
+        return _load_tree(members, zf.read, _recipe(recipe, size, channels), "uploaded ZIP",
+                          max_files, "ZIP", channels)
 
 
 def align_classes(data: ImageData, class_names, mapping: dict | None = None

@@ -204,7 +204,7 @@ def _default_input_shape(arch: str, kwargs: dict) -> tuple[int, ...] | None:
     if arch == "paper-mlp":
         return (int(kwargs.get("n_inputs", 8)),)
     if arch in ("vgg16", "resnet18"):
-        return (3, 224, 224)
+        return (int(kwargs.get("in_channels", 3)), 224, 224)
     if arch in ("vgg16-small", "resnet18-small"):
         return (int(kwargs.get("in_channels", 3)), 64, 64)
     if arch == "cnn3d-small":

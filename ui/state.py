@@ -8,16 +8,20 @@ the same name must never see each other's model or results.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import streamlit as st
 import torch
 
+from nnsens_core import roi as roi_core
 from nnsens_core.data import ImageData, TabularData, align_classes, demo_rows
 from nnsens_core.demos import demo_cnn_names
 from nnsens_core.device import DEVICE_CHOICES, available_devices, resolve_device
 from nnsens_core.errors import NnsensError
 from nnsens_core.fingerprint import fingerprint
+from nnsens_core.preprocess import Recipe
 from nnsens_core.zoo import LoadedModel
 
 from . import cache
@@ -45,11 +49,16 @@ class TabularContext:
 
 @dataclass
 class ImageContext:
+    """The selected images as the selected CNN's input (``data.images`` built through the model's
+    recipe from the originals, ``data.placements`` saying where each original sits, ``data.roi``
+    the region of interest at model resolution), with the model and a cache key."""
     data: ImageData
     model: LoadedModel
     key: str
     device: torch.device
     seed: int
+    roi_originals: tuple | None = None  # bool (h, w) per image on data.original(i); None: no ROI
+    recipe: Recipe | None = None        # the model's recipe (None: volumes)
 
 
 def require_router() -> None:
@@ -216,22 +225,28 @@ def image_data() -> tuple[str, ImageData | None, str | None]:
     return label, data, None if data is None else content_id("image_data", label, data)
 
 
+def image_model() -> tuple[str | None, LoadedModel | None, str | None]:
+    """The selected CNN whatever the selected data: (label, model on the selected device, content
+    id), model None when none is selected."""
+    names = demo_cnn_names(None)
+    dev = device()
+    model_label = st.session_state.get("sel_image_model") or (f"Demo: {names[0]}" if names else None)
+    if model_label and model_label.startswith("Demo: ") and model_label[6:] in names:
+        return model_label, cache.demo_cnn(model_label[6:], str(dev)), f"demo:{model_label[6:]}"
+    model = _uploads()["image_model"].get(model_label)
+    if model is None:
+        return model_label, None, None
+    model_id = content_id("image_model", model_label, model)
+    return model_label, cache.model_on(model, model_id, str(dev)), model_id
+
+
 def images(stop: bool = True, volumes: bool = False) -> ImageContext | None:
     """The selected image data and CNN. When they do not fit, show why and stop the page
     (``stop=False``: return None instead). Pages that work on 3-D volumes too pass
     ``volumes=True``; the others say so and stop when a volume dataset is selected."""
     dev, sd = device(), seed()
-    names = demo_cnn_names(None)
     data_label, data, data_id = image_data()
-    model_label = st.session_state.get("sel_image_model") or (f"Demo: {names[0]}" if names else None)
-    ups = _uploads()
-    if model_label and model_label.startswith("Demo: ") and model_label[6:] in names:
-        model, model_id = cache.demo_cnn(model_label[6:], str(dev)), f"demo:{model_label[6:]}"
-    else:
-        model = ups["image_model"].get(model_label)
-        if model is not None:
-            model_id = content_id("image_model", model_label, model)
-            model = cache.model_on(model, model_id, str(dev))
+    model_label, model, model_id = image_model()
     if data is None or model is None:
         st.error("Select an image dataset and a CNN in the sidebar (upload them on Model & data).")
         return _stop(stop)
@@ -239,16 +254,89 @@ def images(stop: bool = True, volumes: bool = False) -> ImageContext | None:
         st.error(f"'{plain(data_label)}' holds 3-D volumes; this page works on 2-D images. Pick an "
                  "image dataset in the sidebar, or study the volumes on the Robustness page.")
         return _stop(stop)
+    roi_orig, roi_tag = _roi(data_id, data)
+    recipe = None
+    if data.ndim_spatial == 2 and len(model.spec.input_shape) == 3:
+        recipe = Recipe.from_spec(model.spec)
+        if data.originals is not None:  # the same upload serves models of any size
+            mode, poly = roi_setting(data_id)
+            data = _for_model(data_id, (recipe.size, recipe.channels, recipe.resize), (mode, poly),
+                              _data=data, _recipe=recipe, _roi=roi_orig)
+        elif roi_orig is not None and tuple(data.shape[1:]) == recipe.size:
+            data = dataclasses.replace(data, roi=np.stack(roi_orig))
     data, tag = _aligned(data, model, f"{data_id}|{model_id}")
     if data is None:
         return _stop(stop)
     if tuple(data.shape) != tuple(model.spec.input_shape):
         layout = "(C, H, W)" if len(model.spec.input_shape) == 3 else "(C, D, H, W)"
         st.error(f"The CNN '{plain(model_label)}' takes inputs of shape {tuple(model.spec.input_shape)} "
-                 f"{layout} but '{plain(data_label)}' has {tuple(data.shape)}. Re-upload the data at that "
-                 "size / channel count, or pick another model.")
+                 f"{layout} but '{plain(data_label)}' has {tuple(data.shape)}, and an .npz or "
+                 "volume dataset keeps no originals to resize from. Upload the images as a ZIP of "
+                 "class folders (any size: each CNN gets its input through its own recipe), save "
+                 "the .npz at that size / channel count, or pick another model.")
         return _stop(stop)
-    return ImageContext(data, model, f"{data_id}{tag}|{model_id}", dev, sd)
+    return ImageContext(data, model, f"{data_id}{roi_tag}{tag}|{model_id}", dev, sd, roi_orig,
+                        recipe)
+
+
+def roi_setting(data_id: str) -> tuple[str, str]:
+    """The region-of-interest choice for the dataset ``data_id``: (mode, polygon text), mode one of
+    :data:`nnsens_core.roi.ROI_CHOICES` (set on the Model & data page)."""
+    s = st.session_state.get("roi", {}).get(data_id, {})
+    return s.get("mode", "none"), s.get("polygon", "") if s.get("mode") == "polygon" else ""
+
+
+def set_roi(data_id: str, mode: str, polygon: str = "") -> None:
+    """Choose the region of interest of the dataset ``data_id`` (see :func:`roi_setting`)."""
+    st.session_state.setdefault("roi", {})[data_id] = {"mode": mode, "polygon": polygon}
+
+
+def roi_masks(data_id: str, data: ImageData, mode: str, polygon: str = "") -> tuple | None:
+    """One bool (h, w) mask per image on its original (:func:`nnsens_core.roi.roi_masks`),
+    cached by content id and choice (errors raise :class:`NnsensError`)."""
+    return _roi_masks(data_id, mode, polygon, _data=data)
+
+
+@st.cache_resource(show_spinner="Finding the region of interest ...", max_entries=8,
+                   ttl=cache.CACHE_TTL)
+def _roi_masks(data_id: str, mode: str, polygon: str, _data: ImageData) -> tuple | None:
+    src = _data.originals if _data.originals is not None else [im for im in _data.images]
+    masks = roi_core.roi_masks(src, mode, polygon)
+    return None if masks is None else tuple(masks)
+
+
+@st.cache_resource(show_spinner="Preparing the images for this model ...", max_entries=8,
+                   ttl=cache.CACHE_TTL)
+def _for_model(data_id: str, recipe_key: tuple, roi_key: tuple, _data: ImageData,
+               _recipe: Recipe, _roi) -> ImageData:
+    """The dataset ``data_id`` as the input of a model with ``recipe_key`` (size, channels, resize)
+    and region of interest ``roi_key``; shared, never mutated (ImageData is frozen)."""
+    return _data.for_recipe(_recipe, _roi)
+
+
+def _roi(data_id: str, data: ImageData) -> tuple[tuple | None, str]:
+    """(masks on the originals, key tag) of the dataset's region of interest; a choice that fails
+    (no fan found, a polygon outside the images) is named in a warning and left out."""
+    mode, poly = roi_setting(data_id)
+    if mode == "none" or data.ndim_spatial != 2:
+        return None, ""
+    try:
+        masks = roi_masks(data_id, data, mode, poly)
+    except NnsensError as exc:
+        st.warning(f"Region of interest left out: {plain(exc)}.", icon=":material/warning:")
+        return None, ""
+    return masks, f"|roi:{mode}" + (f":{fingerprint(poly)[7:23]}" if mode == "polygon" else "")
+
+
+def model_info(label: str) -> dict:
+    """What is known about the CNN ``label`` besides its spec (e.g. ``accuracy`` from its
+    manifest), as set by :func:`set_model_info`."""
+    return st.session_state.get("model_info", {}).get(label, {})
+
+
+def set_model_info(label: str, info: dict) -> None:
+    """Record numbers about the CNN ``label`` (accuracy, balanced accuracy ...) for the page."""
+    st.session_state.setdefault("model_info", {})[label] = dict(info)
 
 
 def _aligned(data: ImageData, model: LoadedModel, key: str) -> tuple[ImageData | None, str]:

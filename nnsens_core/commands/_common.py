@@ -18,6 +18,8 @@ from ..data import (
 from ..demos import demo_cnn_names, load_demo_cnn
 from ..errors import NnsensError
 from ..loading import check_forward, check_input_size, load_model
+from ..model_manifest import spec_from_manifest
+from ..preprocess import RESIZE_POLICIES, Recipe
 from ..zoo import ARCHITECTURES, NORMALISATIONS, LoadedModel, normalisation
 
 
@@ -59,6 +61,10 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
                         + ("" if required else " (default: the demo VGG-16)"))
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture of a state_dict")
     p.add_argument("--arch-kwargs", default="{}", help='JSON, e.g. \'{"hidden": 10}\'')
+    p.add_argument("--manifest", help="the model's JSON manifest (written next to the weights by "
+                                      "training, or an entry like models/manifest.json's): "
+                                      "architecture, input size, channels, normalisation, resize "
+                                      "policy and class names; images are read through it")
 
 
 def add_image_input_args(p: argparse.ArgumentParser) -> None:
@@ -73,6 +79,11 @@ def add_image_input_args(p: argparse.ArgumentParser) -> None:
                         + " (default none)")
     p.add_argument("--mean", help="per-channel mean, comma list (overrides --norm)")
     p.add_argument("--std", help="per-channel std, comma list (overrides --norm)")
+    p.add_argument("--class-names", help="the model's class names in output order, comma list "
+                                         "(default: the data's class folders in name order)")
+    p.add_argument("--resize", choices=sorted(RESIZE_POLICIES),
+                   help="how images of other sizes reach the input size: "
+                        + "; ".join(RESIZE_POLICIES.values()) + " (default letterbox)")
 
 
 def parse_floats(text: str, flag: str) -> tuple[float, ...]:
@@ -157,8 +168,11 @@ def default_demo_cnn() -> str:
     return names[0]
 
 
-def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> LoadedModel:
-    """``--model`` (a demo name or a weights file); when omitted, the demo CNN."""
+def load_cli_model(args, input_shape=None, class_names=(), device="cpu",
+                   names_from_data: bool = False) -> LoadedModel:
+    """``--model`` (a demo name or a weights file); when omitted, the demo CNN. ``--manifest``
+    describes a weights file; without it, what is assumed is printed in one line
+    (``names_from_data``: the command names the classes after the data's folders)."""
     if not args.model:
         args.model = default_demo_cnn()
     shape = parse_shape(getattr(args, "input_shape", None)) or input_shape
@@ -167,6 +181,10 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
         if _cli_norm(args, lm.spec.input_shape[0]) is not None:
             raise NnsensError(f"the demo {args.model!r} has its own normalisation; --norm/--mean/"
                               "--std are for weights files")
+        if getattr(args, "manifest", None) or getattr(args, "class_names", None) or \
+                getattr(args, "resize", None):
+            raise NnsensError(f"the demo {args.model!r} has its own class names and recipe; "
+                              "--manifest/--class-names/--resize are for weights files")
         if shape is not None and tuple(shape) != tuple(lm.spec.input_shape):
             want = int(lm.spec.input_shape[0])
             if int(shape[0]) != want:  # the demo's channels are fixed by its weights
@@ -178,6 +196,9 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
             check_input_size(lm.spec)
             check_forward(lm.module, lm.spec, device)
         return lm
+    manifest = getattr(args, "manifest", None)
+    if manifest:
+        return _load_with_manifest(args, manifest, device)
     if shape is None and _is_torchscript_file(args.model):
         raise NnsensError(f"{args.model} is a TorchScript model, whose input shape is unknown; give "
                           "it with --input-shape C,H,W, e.g. --input-shape 3,64,64")
@@ -185,13 +206,69 @@ def load_cli_model(args, input_shape=None, class_names=(), device="cpu") -> Load
         kwargs = json.loads(args.arch_kwargs)
     except json.JSONDecodeError:
         raise NnsensError(f"--arch-kwargs={args.arch_kwargs!r} is not JSON") from None
+    given_names = getattr(args, "class_names", None)
+    if given_names:
+        class_names = tuple(c.strip() for c in given_names.split(",") if c.strip())
     lm = load_model(args.model, arch=args.arch, arch_kwargs=kwargs, input_shape=shape,
                     class_names=class_names, name=Path(args.model).stem, device=device,
                     allow_code=True)  # the user's own file on the user's machine
     norm = _cli_norm(args, lm.spec.input_shape[0])
     if norm is not None:
         lm.spec = lm.spec.replace(mean=norm[0], std=norm[1])
+    if getattr(args, "resize", None):
+        lm.spec = lm.spec.replace(resize=args.resize)
+    _say_assumed(args, lm, shape is not None, norm is not None, bool(class_names), names_from_data)
     return lm
+
+
+def _load_with_manifest(args, manifest: str, device) -> LoadedModel:
+    """``--model`` weights described by ``--manifest`` (the flags that describe a model are then
+    refused: the manifest is what the model was trained with)."""
+    clash = [f for f, a in (("--input-shape", "input_shape"), ("--norm", "norm"), ("--mean", "mean"),
+                            ("--std", "std"), ("--class-names", "class_names"), ("--resize", "resize"),
+                            ("--arch", "arch")) if getattr(args, a, None)]
+    if clash:
+        raise NnsensError(f"--manifest describes the model; drop {', '.join(clash)} (or the "
+                          "manifest)")
+    try:
+        text = Path(manifest).read_bytes()
+    except OSError as exc:
+        raise NnsensError(f"--manifest {manifest!r} cannot be read ({exc.strerror})") from None
+    spec = spec_from_manifest(text, file_name=Path(args.model).name, name=Path(args.model).stem)
+    lm = load_model(args.model, arch=spec.arch, arch_kwargs=spec.arch_kwargs, spec=spec,
+                    device=device, allow_code=True)
+    print(f"model {spec.name} from {Path(manifest).name}: {spec.arch}, classes "
+          f"{', '.join(spec.class_names)}; input "
+          + (Recipe.from_spec(spec).describe() if len(spec.input_shape) == 3 else
+             "×".join(map(str, spec.input_shape))))
+    return lm
+
+
+def _say_assumed(args, lm: LoadedModel, shape_given: bool, norm_given: bool,
+                 names_given: bool, names_from_data: bool) -> None:
+    """One line naming what was assumed about a weights file given without a manifest."""
+    spec = lm.spec
+    if spec.task != "image":
+        return
+    assumed = []
+    if not shape_given:
+        assumed.append("input " + "×".join(map(str, spec.input_shape)) + f" (the {spec.arch} default)")
+    if len(spec.input_shape) == 3 and not getattr(args, "resize", None):
+        assumed.append("images letterboxed to it")
+    if not norm_given:
+        assumed.append("no normalisation (inputs in [0, 1])")
+    if not names_given:
+        assumed.append("class names = the data's class folders in name order" if names_from_data
+                       else "classes known by number only")
+    if assumed:
+        print(f"no --manifest for {Path(args.model).name}; assuming " + ", ".join(assumed)
+              + ". Pass --manifest MODEL.json (or --input-shape, --norm/--mean/--std, --resize, "
+              "--class-names) if it was trained otherwise.")
+
+
+def cli_recipe(spec) -> Recipe | None:
+    """The preprocessing recipe of a 2-D image model (None for volume models)."""
+    return Recipe.from_spec(spec) if len(spec.input_shape) == 3 else None
 
 
 def load_cli_tabular(path: str, target: str | None) -> TabularData:
@@ -204,25 +281,35 @@ def load_cli_tabular(path: str, target: str | None) -> TabularData:
 
 
 def load_cli_images(path: str | None, size=None, channels: int = 3, n_demo: int = 60,
-                    seed: int = 1) -> ImageData:
-    """A folder / ZIP / NPZ of images, or the phantom test set when ``path`` is None/'phantom'."""
+                    seed: int = 1, recipe: Recipe | None = None) -> ImageData:
+    """A folder / ZIP / NPZ of images, or the phantom test set when ``path`` is None/'phantom'.
+
+    ``recipe`` (the model's :class:`~nnsens_core.preprocess.Recipe`): folders and ZIPs keep their
+    originals and give the model its input through it; the phantom is drawn at a square model's
+    size, else letterboxed from 64 x 64. Without a recipe, ``size`` / ``channels`` stretch."""
+    if recipe is not None:
+        size, channels = recipe.size, recipe.channels
     if path in (None, "phantom"):
         from ..phantom import DEMO_SPLITS, demo_images, make_phantom
         if size is None or (tuple(size) == (64, 64) and channels == 3):
             return demo_images("test", n=n_demo)
-        if len(size) != 2 or size[0] != size[1] or channels not in (1, 3):
-            raise NnsensError(f"the phantom is square with 1 or 3 channels; the model takes "
-                              f"{channels} x {'x'.join(map(str, size))}: give --data")
-        # the test phantom drawn at the model's size (the same seed as the 64x64 demo set)
-        return make_phantom(n_demo, size=int(size[0]), seed=DEMO_SPLITS["test"][0], channels=channels)
+        if channels not in (1, 3):
+            raise NnsensError(f"the phantom has 1 or 3 channels; the model takes {channels}: give "
+                              "--data")
+        if size[0] == size[1] and 32 <= size[0] <= 1024:
+            # the test phantom drawn at the model's size (the same seed as the 64x64 demo set)
+            return make_phantom(n_demo, size=int(size[0]), seed=DEMO_SPLITS["test"][0],
+                                channels=channels)
+        return demo_images("test", n=n_demo).for_recipe(
+            recipe or Recipe(tuple(size), channels, "stretch"))
     if path.endswith(".npz"):
         data = load_npz(path)
         if not isinstance(data, ImageData):
             raise NnsensError(f"{path} holds tabular data; give images+labels")
         return data
     if path.endswith(".zip"):
-        return load_image_zip(path, size=size, channels=channels)
-    return load_image_folder(path, size=size, channels=channels)
+        return load_image_zip(path, size=size, channels=channels, recipe=recipe)
+    return load_image_folder(path, size=size, channels=channels, recipe=recipe)
 
 
 def write_json(path: str | Path, doc) -> Path:

@@ -17,6 +17,7 @@ from ..errors import NnsensError
 from ._common import (
     add_device_seed,
     add_image_input_args,
+    cli_recipe,
     resolve_preset,
     show_preset,
     add_yes,
@@ -121,7 +122,8 @@ def run(args) -> int:
     start, start_ctx = None, "noise"
     if args.data:
         from .local import model_inputs
-        data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0])
+        data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0],
+                               recipe=cli_recipe(spec))
         if not 0 <= args.index < len(data):
             raise NnsensError(f"--index {args.index} is out of range; the data have {len(data)} images")
         start = model_inputs(data, np.array([args.index]), spec)[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .._results import export_json
-from ..data import ImageData
+from ..data import ImageData, align_classes, load_report
 from .. import budget
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -21,7 +21,9 @@ from ..saliency.meaningful_mask import MaskConfig
 from ..saliency.occlusion import OcclusionConfig
 from ._common import (
     add_device_seed,
+    add_image_input_args,
     add_yes,
+    cli_recipe,
     confirm_cost,
     add_model_args,
     load_cli_images,
@@ -42,6 +44,7 @@ HELP = ("Compare saliency maps (Grad-CAM family, AM difference, occlusion, local
 
 def register(p) -> None:
     add_model_args(p, required=False)
+    add_image_input_args(p)
     p.add_argument("--data", default="phantom",
                    help="image folder / .zip / .npz with masks, or 'phantom' (default: the phantom "
                         "test set)")
@@ -124,10 +127,18 @@ def run(args) -> int:
         args.methods = PAPER_METHODS
     methods = registry.parse_methods(args.methods)
     dev = resolve_device(args.device)
-    data = load_cli_images(args.data, n_demo=args.n)
+    lm = load_cli_model(args, device=dev, names_from_data=True)
+    data = load_cli_images(args.data, n_demo=args.n, recipe=cli_recipe(lm.spec))
+    for line in load_report(data):
+        print(line)
     if args.masks:
         data = _load_masks(args.masks, data)
-    lm = load_cli_model(args, input_shape=data.shape, class_names=data.class_names, device=dev)
+    if lm.spec.class_names:  # matched by name, never by position
+        data, how = align_classes(data, lm.spec.class_names)
+        if how:
+            print(how)
+    else:
+        lm.spec = lm.spec.replace(class_names=tuple(data.class_names))
     if tuple(lm.spec.input_shape) != tuple(data.shape):
         raise NnsensError(f"the model takes {tuple(lm.spec.input_shape)} images but the data are "
                           f"{tuple(data.shape)}; resize the images or pick another model")

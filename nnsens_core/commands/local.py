@@ -26,6 +26,7 @@ from ..local_sensitivity import (
 from ._common import (
     add_device_seed,
     add_image_input_args,
+    cli_recipe,
     resolve_preset,
     show_preset,
     add_yes,
@@ -116,7 +117,8 @@ def run(args) -> int:
     dev = resolve_device(args.device)
     lm = load_cli_model(args, device=dev)
     spec = lm.spec
-    data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0])
+    data = load_cli_images(args.data, size=tuple(spec.input_shape[1:]), channels=spec.input_shape[0],
+                               recipe=cli_recipe(spec))
     idx = select_images(data, args.index, args.cls, args.count)
     x = model_inputs(data, idx, spec)
     blocks = None if args.blocks == "auto" else [b.strip() for b in args.blocks.split(",") if b.strip()]
