@@ -521,14 +521,16 @@ def load_image_bytes(data: bytes, size: tuple[int, int] | None = None, channels:
     return preprocess.to_model(img, recipe)[0]
 
 
-_FRAME_WORD = re.compile(r"^(.+?)[\s_\-.]*(?:frame|frm|slice)[\s_\-.]*\d+$", re.IGNORECASE)
+_FRAME_WORD = re.compile(r"^(.+?)(?:[\s_\-.]*(?:frame|frm|slice)[\s_\-.]*|[\s_\-.]+f)\d+$",
+                         re.IGNORECASE)
 _ID_THEN_NUMBER = re.compile(r"^(.*\d.*?)[\s_\-.]+\d+$")
 
 
 def group_from_name(file_name: str) -> str:
     """The patient / video a file belongs to, read from its name: the part before a trailing frame
-    number (``clip7.mp4_frame12.png`` -> ``clip7.mp4``; ``p03_017.png`` -> ``p03``: an id with a
-    digit, a separator, then a number); otherwise the file's own name (a group of one)."""
+    number (``clip7.mp4_frame12.png`` -> ``clip7.mp4``, ``clip12_f003.png`` -> ``clip12``;
+    ``p03_017.png`` -> ``p03``: an id with a digit, a separator, then a number); otherwise the
+    file's own name (a group of one: ``img_001.png`` is not taken as a group ``img``)."""
     stem = Path(file_name).stem
     for rx in (_FRAME_WORD, _ID_THEN_NUMBER):
         m = rx.match(stem)

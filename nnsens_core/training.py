@@ -179,19 +179,14 @@ def stratified_folds(labels, k: int, seed: int = 0) -> list[tuple[np.ndarray, np
 
 # --------------------------------------------------------------------------- grouped splits
 
-_DEFAULT_GROUP_PATTERN = r"^(.+?)(?:[_-]frame|[_-]f|[_-])\d+$"
-"""The default of :func:`groups_from_names`, on the file-name stem: everything before the last
-``_frame``/``-frame``/``_f``/``-f``/``_``/``-`` followed by digits only (``clip12_f003`` ->
-``clip12``, ``patient7-12`` -> ``patient7``); a stem without such a suffix is its own group."""
-
 MAX_GROUP_CSV_BYTES = 5 * 2**20
 
 
 def groups_from_names(files, pattern: str | None = None) -> tuple[str, ...]:
     """One group id per file name (patient / video), for :func:`grouped_split`.
 
-    Default: the file-name stem up to its frame number (see :data:`_DEFAULT_GROUP_PATTERN`;
-    ``covid/clip12_f003.png`` -> ``clip12``). ``pattern``: a regular expression searched in the
+    Default: the file-name stem up to its frame number, as the image loaders read it
+    (:func:`nnsens_core.data.group_from_name`; ``covid/clip12_f003.png`` -> ``clip12``). ``pattern``: a regular expression searched in the
     whole name (folders included); its first group (or the whole match, without a group) is the
     id; a name it does not match is an error naming it."""
     import re
@@ -201,13 +196,8 @@ def groups_from_names(files, pattern: str | None = None) -> tuple[str, ...]:
         raise NnsensError("no file names to take groups from; the dataset keeps file names when it "
                           "is loaded from a ZIP or folder")
     if pattern is None:
-        rx = re.compile(_DEFAULT_GROUP_PATTERN, re.IGNORECASE)
-        out = []
-        for f in names:
-            stem = PurePosixPath(f.replace("\\", "/")).stem
-            m = rx.match(stem)
-            out.append(m.group(1) if m else stem)
-        return tuple(out)
+        from .data import group_from_name
+        return tuple(group_from_name(PurePosixPath(f.replace("\\", "/")).name) for f in names)
     try:
         rx = re.compile(pattern)
     except re.error as exc:

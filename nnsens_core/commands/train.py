@@ -120,7 +120,9 @@ def _groups(args, data):
         return None, "none (split by image)"
     if args.groups == "names":
         if args.group_pattern is None and getattr(data, "groups", None) is not None:
-            return tuple(data.groups), "from the folders (class/patient/image)"
+            by_folder = data.meta.get("group_source") == "folders"
+            return tuple(data.groups), ("from the folders (class/patient/image)" if by_folder
+                                        else "from the file-name stems")
         if not getattr(data, "files", None):
             raise NnsensError("this dataset keeps no file names to take groups from; give "
                               "--groups none or a CSV")
