@@ -77,4 +77,4 @@ def test_report_demo_model_and_errors(odd_png, tmp_path, capsys):
     assert main(["report", str(bad), "--model", "vgg16-phantom", "--out", str(out)]) == 2
     assert "not a readable image" in capsys.readouterr().err
     assert main(["report", str(odd_png), "--manifest", str(bad), "--out", str(out)]) == 2
-    assert "--model WEIGHTS" in capsys.readouterr().err
+    assert "--manifest" in capsys.readouterr().err  # a manifest describes weights, not a demo

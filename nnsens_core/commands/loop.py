@@ -12,18 +12,12 @@ HELP = ("Explain every frame of a cine loop (MP4 / AVI / MOV / GIF / DICOM / .np
 
 
 def register(p) -> None:
-    from ..preprocess import RESIZE_POLICIES
     from ..saliency import registry
     from ..sequences import MAX_FRAMES
     from ._common import add_device_seed, add_image_input_args, add_model_args, add_yes
     p.add_argument("file", help="the loop: .mp4 / .avi / .mov / .gif / .dcm / .npy")
     add_model_args(p, required=False)
     add_image_input_args(p)
-    p.add_argument("--resize", choices=sorted(RESIZE_POLICIES),
-                   help="how frames reach the model's input size (default: the model's own; "
-                        "letterbox for a weights file)")
-    p.add_argument("--class-names", help="comma list of the model's class names (weights files "
-                                         "without them)")
     p.add_argument("--method", default="gradcam",
                    help="saliency method (default gradcam); one of "
                         + ", ".join(m.name for m in registry.methods()))
@@ -105,15 +99,7 @@ def run(args) -> int:
              not args.include_identifiers else ""))
     dev = resolve_device(args.device)
     torch.manual_seed(args.seed)
-    names = tuple(s.strip() for s in args.class_names.split(",")) if args.class_names else ()
-    lm = load_cli_model(args, class_names=names, device=dev)
-    if names and len(names) != len(lm.spec.class_names or names):
-        raise NnsensError(f"--class-names lists {len(names)} classes but the model has "
-                          f"{len(lm.spec.class_names)}")
-    if names:
-        lm.spec = lm.spec.replace(class_names=names)
-    if args.resize:
-        lm.spec = lm.spec.replace(resize=args.resize)
+    lm = load_cli_model(args, device=dev)  # --manifest / --class-names / --resize: _common
     recipe = Recipe.from_spec(lm.spec)
     method = registry.get(args.method)
     cfg = method.default_config()

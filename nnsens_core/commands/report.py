@@ -13,11 +13,9 @@ def register(p) -> None:
     from ..saliency.compare import DEFAULT_METHODS
     from ._common import add_device_seed, add_image_input_args, add_model_args, add_yes
     p.add_argument("image", help="the image file (PNG, JPEG, BMP, TIFF, WebP; a DICOM or cine "
-                                 "loop gives the frame --frame when nnsens_core.sequences is present)")
+                                 "loop gives its frame --frame)")
     add_model_args(p, required=False)
     add_image_input_args(p)
-    p.add_argument("--manifest", help="JSON description of a weights file (arch, input_shape, "
-                                      "class_names, mean, std, resize), as written by the dashboard")
     default = ",".join(DEFAULT_METHODS)
     p.add_argument("--methods", default=default, metavar="M1,M2,...",
                    help=f"comma list of methods or 'all' (default {default}); choices: "
@@ -65,18 +63,8 @@ def read_case_image(path: str | Path, frame: int = 0):
 
 def _load_model(args, dev):
     from ..errors import NnsensError
-    from ..loading import load_model
-    from ..model_manifest import spec_from_manifest
     from ._common import load_cli_model
-    if not args.manifest:
-        lm = load_cli_model(args, device=dev)
-    else:
-        if not args.model:
-            raise NnsensError("--manifest describes a weights file; give it with --model WEIGHTS")
-        spec = spec_from_manifest(Path(args.manifest).read_bytes(),
-                                  file_name=Path(args.model).name, name=Path(args.model).stem)
-        lm = load_model(args.model, arch=spec.arch, arch_kwargs=spec.arch_kwargs, spec=spec,
-                        device=dev, allow_code=False)
+    lm = load_cli_model(args, device=dev)  # --manifest / --class-names / --resize: _common
     if len(lm.spec.input_shape) != 3:
         raise NnsensError(f"the model takes volumes {tuple(lm.spec.input_shape)}; a case report "
                           "explains 2-D images")
