@@ -73,11 +73,21 @@ def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dic
     return spatial, default_target_layer(_model, input_shape, device=device)
 
 
-@st.cache_data(show_spinner=False, max_entries=2000, ttl=CACHE_TTL)
-def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str) -> np.ndarray:
+def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str,
+          progress=None) -> np.ndarray:
+    """One image's map, from the shared cache (:func:`V.shared_maps`) or computed (reporting
+    ``progress`` within the method)."""
+    ck = (key, index, cls, method, cfg, device)
+    got = V.shared_maps().get(ck)
+    if got is not None:
+        return got
     x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
     with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):
-        return C.explain(_model, _spec, x, [cls], [method], {method: cfg}, device)[method][0].numpy()
+        m = R.get(method)
+        raw = m(_model, x, [cls], cfg, spec=_spec, device=device, progress=progress)
+        out = C.normalize_maps(raw, clip_negative=m.signed)[0].numpy()
+    V.shared_maps().put(ck, out)
+    return out
 
 
 def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
@@ -108,16 +118,38 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
     else:
         st.session_state["sal_am_from_page"] = None
     todo = [m for m in methods if (ctx.key, index, cls, m, cfgs[m]) not in store["maps"]]
+    here = (ctx.key, index, cls, tuple(methods), tuple(cfgs[m] for m in methods))
+    if todo and st.session_state.get("sal_paused") == here:
+        done_n = len(methods) - len(todo)
+        st.info(f"Cancelled after {done_n} of {len(methods)} methods; the finished maps are shown.")
+        if st.button("Compute the remaining methods", key="sal_resume"):
+            st.session_state["sal_paused"] = None
+        else:
+            todo, methods = [], [m for m in methods if m not in todo]
     if todo and not cost_line(B.compare(lm, lm.spec.input_shape, todo, cfgs, 1)):
         todo, methods = [], [m for m in methods if m not in todo]
-    bar = Progress("Computing maps", len(todo)) if todo else None
-    for k, m in enumerate(methods):
+    if todo:
+        # a click during the run makes Streamlit stop it at the bar's next update and rerun the
+        # page; this rerun then sees the click, keeps the finished maps and computes no more
+        if st.button("Cancel", key="sal_cancel", help="Stop after the current progress step; the "
+                                                      "maps already computed are kept."):
+            st.session_state["sal_paused"] = here
+            done_n = len(methods) - len(todo)
+            st.info(f"Cancelled after {done_n} of {len(methods)} methods; the finished maps are shown.")
+            todo, methods = [], [m for m in methods if m not in todo]
+    bar = None
+    if todo:
+        pb = Progress("Computing maps", len(todo))
+        bar = V.MethodsProgress(lambda f, t: pb.bar.progress(f, text=t), [V.label(m) for m in todo],
+                                [V.unit(m) for m in todo], pb.done)
+    for m in methods:
         sk = (ctx.key, index, cls, m, cfgs[m])
         if sk not in store["maps"]:
+            k = todo.index(m)
             with guard(f"{V.label(m)}"):
                 store["maps"][sk] = _maps(lm.module, lm.spec, ctx.key, index, cls, m, cfgs[m],
-                                          str(ctx.device))
-            bar(todo.index(m) + 1, len(todo))
+                                          str(ctx.device), progress=bar.method(k))
+            bar.finished(k)
         if sk in store["maps"]:
             out[m] = store["maps"][sk]
     if bar is not None:
@@ -183,8 +215,11 @@ with st.expander("Methods and settings", expanded=True):
         ["Occlusion", "Perturbation mask", "Gradients", "AM difference", "Local sensitivity", "Score-CAM"])
     with t_occ:
         o1, o2, o3, o4, o5 = st.columns(5)
-        occ_window = o1.number_input("Window (px)", 1, min(H, W), min(8, H, W), key="sal_occ_window")
-        occ_stride = o2.number_input("Stride (px)", 1, min(H, W), min(4, H, W), key="sal_occ_stride")
+        occ_default = OcclusionConfig().sized((H, W))  # 1/8 and 1/16 of the shorter side
+        occ_window = o1.number_input("Window (px)", 1, min(H, W), occ_default.window, key="sal_occ_window",
+                                     help="Default: 1/8 of the image's shorter side.")
+        occ_stride = o2.number_input("Stride (px)", 1, min(H, W), occ_default.stride, key="sal_occ_stride",
+                                     help="Default: 1/16 of the image's shorter side.")
         occ_ref = o3.selectbox("Reference", ["constant", "blur"], key="sal_occ_ref")
         occ_const = o4.slider("Constant grey", 0.0, 1.0, 0.0, 0.05, key="sal_occ_const",
                               disabled=occ_ref != "constant")
@@ -202,7 +237,10 @@ with st.expander("Methods and settings", expanded=True):
         beta1 = m3.number_input("β1", 0.1, 10.0, MaskConfig().beta1, 0.5, key="sal_mask_b1")
         beta2 = m4.number_input("β2", 0.1, 10.0, MaskConfig().beta2, 0.5, key="sal_mask_b2")
         m5, m6, m7, m8 = st.columns(4)
-        mask_steps = m5.number_input("Steps", 1, 2000, MaskConfig().steps, 10, key="sal_mask_steps")
+        mask_steps = m5.number_input("Steps", 1, 2000, R.default_config("mask", (H, W)).steps, 10,
+                                     key="sal_mask_steps",
+                                     help=f"Default: {MaskConfig().steps} up to 64×64 images, fewer on "
+                                          "larger ones (each step is a forward and backward pass).")
         mask_res = m6.number_input("Mask resolution", 1, min(H, W), min(MaskConfig().resolution, H, W),
                                    key="sal_mask_res")
         mask_ref = m7.selectbox("Reference", ["blur", "constant"], key="sal_mask_ref")
@@ -227,7 +265,8 @@ with st.expander("Methods and settings", expanded=True):
                                  disabled=g_ref != "blur")
     with t_am:
         a1, a2 = st.columns(2)
-        am_steps = a1.number_input("AM steps", 1, 2000, 100, 10, key="sal_am_steps")
+        am_steps = a1.number_input("AM steps", 1, 2000, min(100, R.default_config("am", (H, W)).steps), 10,
+                                   key="sal_am_steps")
         am_rule = a2.selectbox("Regulariser", ["tv", "blur", "none"], key="sal_am_rule")
         am_preset = st.radio("AM update rule", ["nnsens", "paper"], horizontal=True, key="sal_am_preset",
                              help="paper: ε1 = ε2 = 0.1 and the raw gradient (eqs. 1–5); nnsens: the "

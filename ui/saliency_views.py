@@ -143,3 +143,103 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int) ->
             counts[c] = counts.get(c, 0) + 1
             out.append(int(i))
     return np.asarray(out, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- progress, shared maps
+UNITS = {"occlusion": "positions", "am": "steps", "mask": "steps", "ig": "passes",
+         "smoothgrad": "passes", "gradient": "passes", "gradxinput": "passes",
+         "sensitivity": "passes"}
+"""What each method's progress counts (``progress(done, total)`` of its core function)."""
+
+
+def unit(method: str) -> str:
+    return UNITS.get(method, "steps")
+
+
+def progress_text(k: int, n: int, label_: str, done: int, total: int, unit_: str,
+                  seconds: float) -> str:
+    """``"2/4 · Occlusion 1,200/3,025 positions · ~40 s left"`` (the time left of the current
+    method, from its rate so far; none before its first report)."""
+    left = ""
+    if 0 < done < total:
+        left = f" · ~{seconds / done * (total - done):.0f} s left"
+    elif done >= total > 0:
+        left = " · done"
+    return f"{k + 1}/{n} · {label_} {done:,}/{total:,} {unit_}{left}"
+
+
+class MethodsProgress:
+    """One bar for several methods run one after another, moving within each method.
+
+    ``update(fraction, text)`` draws the bar (e.g. the ``st.progress`` element of a
+    ``ui.widgets.Progress``); ``labels`` / ``units`` name each method and what its progress counts;
+    ``on_done()`` runs at :meth:`done`. :meth:`method` gives method ``k``'s
+    ``progress(done, total, stage="")`` callback; :meth:`finished` marks it done."""
+
+    def __init__(self, update, labels, units, on_done=None, clock=None):
+        import time
+        self.update, self.labels, self.units = update, list(labels), list(units)
+        self.on_done, self.clock = on_done, clock or time.perf_counter
+        if self.labels:
+            self.update(0.0, progress_text(0, len(self.labels), self.labels[0], 0, 0, self.units[0], 0.0))
+
+    def method(self, k: int):
+        start = self.clock()
+        n = len(self.labels)
+
+        def progress(done: int, total: int, stage: str = "") -> None:
+            frac = (k + min(1.0, done / max(total, 1))) / max(n, 1)
+            self.update(min(1.0, frac), progress_text(k, n, self.labels[k], int(done), int(total),
+                                                      self.units[k], self.clock() - start))
+        return progress
+
+    def finished(self, k: int) -> None:
+        n = len(self.labels)
+        self.update(min(1.0, (k + 1) / max(n, 1)), f"{k + 1}/{n} · {self.labels[k]} done")
+
+    def done(self) -> None:
+        if self.on_done is not None:
+            self.on_done()
+
+
+class SharedMaps:
+    """A process-wide, thread-safe LRU cache of computed maps (numpy arrays) bounded by bytes:
+    the saliency page's maps shared across sessions (keys hold the model's content id, never an
+    upload's name)."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        import threading
+        from collections import OrderedDict
+        self.max_bytes, self._lock = int(max_bytes), threading.Lock()
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key):
+        with self._lock:
+            got = self._items.get(key)
+            if got is not None:
+                self._items.move_to_end(key)
+            return got
+
+    def put(self, key, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_SHARED = SharedMaps()
+
+
+def shared_maps() -> SharedMaps:
+    """The process-wide :class:`SharedMaps` of the saliency page."""
+    return _SHARED

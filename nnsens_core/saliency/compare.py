@@ -48,8 +48,10 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     (N, C, H, W) in model-input space (``spec.normalize(images01)``); ``classes`` one int per image
     (or one for all); ``methods`` registered names or aliases (or ``"all"``); ``cfgs`` maps method
     names (or ``"cam"`` for every CAM method, ``"gradients"`` for every gradient method) to config
-    objects (defaults otherwise). ``progress(done, total, stage=method)`` runs from 0 to
-    ``1000 * len(methods)``.
+    objects (defaults otherwise: :func:`config_for` with the images' size, so defaults that scale
+    with the image do). ``progress(done, total, stage=method)`` runs from 0 to
+    ``1000 * len(methods)``, moving within each method as it reports (occlusion positions,
+    AM / mask steps, gradient batches).
     """
     if spec is None:
         spec = getattr(model, "spec", None)
@@ -61,7 +63,8 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     for k, name in enumerate(methods):
         method = registry.get(name)
         sub = sub_progress(progress, name, k * 1000, total, span=1000)
-        maps = method(net, x, classes, config_for(name, cfgs), spec=spec, device=dev, progress=sub)
+        maps = method(net, x, classes, config_for(name, cfgs, tuple(x.shape[2:])), spec=spec,
+                      device=dev, progress=sub)
         out[name] = normalize_maps(maps, clip_negative=method.signed)
         if progress is not None:
             progress((k + 1) * 1000, total, stage=name)
@@ -203,7 +206,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                          "correct": bool(labels[i] == preds[i]), "method": m,
                          "iou": loc["iou"][i], "pointing": loc["pointing"][i], "mass": loc["mass"][i]})
     settings = EvaluationSettings(tuple(methods), target, p, tolerance,
-                                  {m: config_for(m, cfgs) for m in methods})
+                                  {m: config_for(m, cfgs, tuple(x.shape[2:])) for m in methods})
     return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0)
 
 
