@@ -57,6 +57,11 @@ store = st.session_state.setdefault("saliency", {"maps": {}, "eval": {}, "sanity
                                                   "last_eval": {}, "last_sanity": {}})
 names = list(data.class_names)
 H, W = data.shape[1:]
+CHANCE_DRAWS = 50  # random-map draws behind every chance level
+
+
+def _num(v):
+    return f"{v:.3f}" if isinstance(v, (float, int, np.floating)) else v
 
 
 # ----------------------------------------------------------------------------- cached core calls
@@ -422,8 +427,10 @@ with tab_browse:
         if mask is not None and maps:
             st.markdown("**Against the ground truth** (this image)")
             with guard("Scoring the maps"):
-                st.dataframe(V.localization_table(maps, mask[None], None, 0.0).style.format("{:.3f}"),
+                st.dataframe(V.localization_table(maps, mask[None], None, 0.0, chance=CHANCE_DRAWS,
+                                                  seed=int(ctx.seed)).style.format(_num),
                              key="sal_gt_table")
+                st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
             st.caption("GT IoU: the map's top-k pixels (k = mask area) vs the mask; pointing game: 1 when "
                        "the map's maximum lies in the mask; relevance mass: share of the map inside it.")
 
@@ -442,8 +449,9 @@ with tab_agree:
         else:
             with guard("Measuring agreement"):
                 arrs = {m: a[None] for m, a in maps_cur.items()}
-                table = V.pairwise_table(arrs, p)
+                table = V.pairwise_table(arrs, p, chance=CHANCE_DRAWS, seed=int(ctx.seed))
                 st.dataframe(table, hide_index=True, key="sal_pair_table")
+                st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
                 which = st.radio("Matrix", list(V.SIM_LABELS), format_func=V.SIM_LABELS.get,
                                  horizontal=True, key="sal_matrix")
                 show_chart(st, V.agreement_matrix(arrs, p, which), key="sal_matrix_fig")
@@ -456,7 +464,8 @@ with tab_agree:
                                 key="sal_gt_use_p")
             with guard("Scoring against the ground truth"):
                 st.dataframe(V.localization_table({m: a[None] for m, a in maps_cur.items()}, m_cur[None],
-                                                  p if use_p else None, tol).style.format("{:.3f}"),
+                                                  p if use_p else None, tol, chance=CHANCE_DRAWS,
+                                                  seed=int(ctx.seed)).style.format(_num),
                              key="sal_gt_table2")
         else:
             st.caption("No ground-truth mask for this image (upload one in 'Ground-truth masks').")
@@ -523,8 +532,10 @@ with tab_data:
             if len(ev.maps) > 1:
                 pp = float(st.session_state.get("sal_p", 10)) / 100
                 st.markdown(f"**Agreement between methods over the subset** (mean over images, p = {pp:.0%})")
-                st.dataframe(V.pairwise_table({m: v.numpy() for m, v in ev.maps.items()}, pp),
+                st.dataframe(V.pairwise_table({m: v.numpy() for m, v in ev.maps.items()}, pp,
+                                              chance=CHANCE_DRAWS, seed=int(ctx.seed)),
                              hide_index=True, key="sal_ds_pairs")
+                st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
 
 # ----------------------------------------------------------------------------- sanity check
 with tab_sanity:

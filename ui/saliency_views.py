@@ -54,16 +54,26 @@ def prob_figure(probs: np.ndarray, class_names: Sequence[str], true: int, pred: 
     return fig
 
 
-def pairwise_table(maps: Mapping[str, np.ndarray], p: float) -> pd.DataFrame:
-    """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine."""
+def pairwise_table(maps: Mapping[str, np.ndarray], p: float, chance: int = 0,
+                   seed: int = 0) -> pd.DataFrame:
+    """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine; with
+    ``chance`` > 0 also each number's chance level (``mean [2.5 %, 97.5 %]`` over ``chance``
+    draws of random maps of the same smoothness, :func:`metrics.chance_level`)."""
     ag = mt.pairwise_agreement(maps, p)
     names = list(maps)
+    rand = {m: mt.random_like(maps[m], chance, seed + k) for k, m in enumerate(names)} if chance else {}
     rows = []
     for i, a in enumerate(names):
         for j in range(i + 1, len(names)):
-            rows.append({"method A": label(a), "method B": label(names[j]),
-                         f"IoU top-{p:.0%}": ag["top_p_iou"][i, j], "Spearman ρ": ag["spearman"][i, j],
-                         "cosine": ag["cosine"][i, j]})
+            row = {"method A": label(a), "method B": label(names[j]),
+                   f"IoU top-{p:.0%}": ag["top_p_iou"][i, j], "Spearman ρ": ag["spearman"][i, j],
+                   "cosine": ag["cosine"][i, j]}
+            if chance:
+                for k, col in (("top_p_iou", f"IoU top-{p:.0%}"), ("spearman", "Spearman ρ")):
+                    ch = mt.chance_level(k, maps[a], maps[names[j]], p=p, random_a=rand[a],
+                                         random_b=rand[names[j]])
+                    row[f"{col} chance"] = ch.text()
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -81,17 +91,32 @@ def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str) -> go
 
 
 def localization_table(maps: Mapping[str, np.ndarray], mask: np.ndarray, p: float | None,
-                       tolerance: float) -> pd.DataFrame:
-    """GT IoU, pointing game and relevance mass per method for the maps of one or more images."""
+                       tolerance: float, chance: int = 0, seed: int = 0) -> pd.DataFrame:
+    """GT IoU, pointing game and relevance mass per method for the maps of one or more images;
+    with ``chance`` > 0 also each metric's chance level (random maps of the same smoothness
+    against the same masks, :func:`metrics.chance_level`) as text columns."""
     rows = []
     mask = np.asarray(mask, dtype=bool)
     for m, a in maps.items():
         a = np.asarray(a)
         a = a[None] if a.ndim == 2 else a
-        loc = mt.localization(a, np.broadcast_to(mask, a.shape), p, tolerance)
-        rows.append({"method": label(m), **{METRIC_LABELS[k]: float(np.nanmean(v)) if np.isfinite(v).any()
-                                           else np.nan for k, v in loc.items()}})
+        masks = np.broadcast_to(mask, a.shape)
+        loc = mt.localization(a, masks, p, tolerance)
+        row = {"method": label(m), **{METRIC_LABELS[k]: float(np.nanmean(v)) if np.isfinite(v).any()
+                                     else np.nan for k, v in loc.items()}}
+        if chance:
+            rand = mt.random_like(a, chance, seed)
+            for k in loc:
+                row[f"{METRIC_LABELS[k]} chance"] = mt.chance_level(
+                    k, a, masks=masks, p=p, tolerance=tolerance, random_a=rand).text()
+        rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+CHANCE_NOTE = ("Chance: the same metric between random maps of the same smoothness and values "
+               "(Gaussian-smoothed noise whose width matches each map's lag-1 autocorrelation, "
+               "given the map's own values by rank): mean [95 % interval] over {n} seeded draws. "
+               "A value inside the interval is what unrelated maps would score.")
 
 
 def summary_display(summary: pd.DataFrame) -> pd.DataFrame:

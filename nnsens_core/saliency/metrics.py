@@ -252,7 +252,8 @@ def _metric_fn(metric, p: float | None, tolerance: float):
 
 
 def chance_level(metric, map_a, map_b=None, *, masks=None, n: int = 50, seed: int = 0,
-                 p: float | None = None, tolerance: float = 0.0) -> Chance:
+                 p: float | None = None, tolerance: float = 0.0, random_a=None,
+                 random_b=None) -> Chance:
     """Chance level of ``metric`` for these maps: the metric between random maps of the same
     smoothness and values (:func:`random_like`; ``n`` draws, seeded).
 
@@ -260,26 +261,28 @@ def chance_level(metric, map_a, map_b=None, *, masks=None, n: int = 50, seed: in
     ``(a, b) -> (N,)``): independent random versions of ``map_a`` and ``map_b``. Map against the
     ground truth (``"iou"`` with ``p``, ``"pointing"`` with ``tolerance``, ``"mass"``): random
     versions of ``map_a`` against the real ``masks``. Each draw gives the NaN-mean over images;
-    returns their mean and 2.5 / 97.5 percentiles."""
+    returns their mean and 2.5 / 97.5 percentiles. ``random_a`` / ``random_b``: random maps
+    already drawn with :func:`random_like` (e.g. once per method for a whole table)."""
     fn, vs_gt = _metric_fn(metric, p, tolerance)
     a = _as_maps(map_a)
     if vs_gt:
         if masks is None:
             raise NnsensError(f"metric {metric!r} compares maps with ground-truth masks; pass masks=")
         m = _as_masks(masks, a)
-        ra = random_like(a, n, seed)
-        vals = [fn(ra[k], m) for k in range(n)]
+        ra = random_like(a, n, seed) if random_a is None else np.asarray(random_a)
+        vals = [fn(ra[k], m) for k in range(len(ra))]
     else:
         b = a if map_b is None else _as_maps(map_b)
         _pair(a, b, "chance-level")
-        ra, rb = random_like(a, n, seed), random_like(b, n, seed + 1)
-        vals = [fn(ra[k], rb[k]) for k in range(n)]
+        ra = random_like(a, n, seed) if random_a is None else np.asarray(random_a)
+        rb = random_like(b, n, seed + 1) if random_b is None else np.asarray(random_b)
+        vals = [fn(ra[k], rb[k]) for k in range(min(len(ra), len(rb)))]
     means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
     means = means[np.isfinite(means)]
     if not len(means):
-        return Chance(np.nan, np.nan, np.nan, n)
+        return Chance(np.nan, np.nan, np.nan, len(vals))
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return Chance(float(means.mean()), float(lo), float(hi), n)
+    return Chance(float(means.mean()), float(lo), float(hi), len(vals))
 
 
 # --------------------------------------------------------------------------- map vs ground truth
