@@ -30,6 +30,7 @@ from nnsens_core.zoo import conv_layers
 from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
+from ui.trust import model_warnings
 from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
                         require_usable_model, to_uint8, within_budget, show_chart)
 
@@ -43,6 +44,7 @@ st.caption("Gradient ascent on the input: x ← x + ε1·∂a/∂x − ε2·∂T
 
 ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
+model_warnings(ctx)  # flags a model at chance or failing its sanity check
 data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("am", {"runs": {}, "last": {}})
 RULE_TEXT = {"tv": "TV: x + ε1·∂a/∂x − ε2·∂TV/∂x", "blur": "Blur: blur_σ(x) + ε1·∂a/∂x",

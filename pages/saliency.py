@@ -28,6 +28,9 @@ from nnsens_core.local_sensitivity import LocalConfig
 from nnsens_core.saliency import compare as C
 from nnsens_core.saliency import metrics as mt
 from nnsens_core.saliency import registry as R
+from nnsens_core.saliency import dataset as DS
+from nnsens_core.saliency import trust as TR
+from nnsens_core import render
 from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.saliency.cam import CamConfig, default_target_layer, layer_grids
 from nnsens_core._results import export_json
@@ -40,6 +43,7 @@ from nnsens_core.zoo import image_blocks
 from ui.cache import CACHE_TTL
 from ui import saliency_views as V
 from ui import state
+from ui.trust import model_warnings
 from ui.widgets import (Progress, cost_line, download_csv, download_json, download_npz, guard,
                         overlay, plain, require_usable_model, to_uint8, within_budget, show_chart)
 
@@ -51,6 +55,7 @@ st.caption("Which pixels made the CNN decide? Several explanation methods on the
 
 ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
+model_warnings(ctx)  # flags a model at chance or failing its sanity check
 data: ImageData = ctx.data
 lm = ctx.model
 store = st.session_state.setdefault("saliency", {"maps": {}, "eval": {}, "sanity": {}, "gt": {},
@@ -133,15 +138,16 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
             todo, methods = [], [m for m in methods if m not in todo]
     if todo and not cost_line(B.compare(lm, lm.spec.input_shape, todo, cfgs, 1)):
         todo, methods = [], [m for m in methods if m not in todo]
-    if todo:
-        # a click during the run makes Streamlit stop it at the bar's next update and rerun the
-        # page; this rerun then sees the click, keeps the finished maps and computes no more
-        if st.button("Cancel", key="sal_cancel", help="Stop after the current progress step; the "
-                                                      "maps already computed are kept."):
-            st.session_state["sal_paused"] = here
-            done_n = len(methods) - len(todo)
-            st.info(f"Cancelled after {done_n} of {len(methods)} methods; the finished maps are shown.")
-            todo, methods = [], [m for m in methods if m not in todo]
+    # a click during a run makes Streamlit stop it at the bar's next update and rerun the page;
+    # this rerun then sees the click, keeps the finished maps and computes no more
+    cancel = st.button("Cancel", key="sal_cancel",
+                       help="Stop the maps being computed at the next progress step; the maps "
+                            "already computed are kept.")
+    if todo and cancel:
+        st.session_state["sal_paused"] = here
+        done_n = len(methods) - len(todo)
+        st.info(f"Cancelled after {done_n} of {len(methods)} methods; the finished maps are shown.")
+        todo, methods = [], [m for m in methods if m not in todo]
     bar = None
     if todo:
         pb = Progress("Computing maps", len(todo))
@@ -362,8 +368,8 @@ def mask_of(i: int) -> np.ndarray | None:
     return masks[0] if len(masks) == 1 else masks[i]
 
 
-tab_browse, tab_agree, tab_data, tab_sanity = st.tabs(["Browse", "Agreement", "Dataset table",
-                                                       "Sanity check"])
+tab_browse, tab_agree, tab_view, tab_data, tab_sanity = st.tabs(
+    ["Browse", "Agreement", "Dataset view", "Dataset table", "Sanity check"])
 
 # ----------------------------------------------------------------------------- browse
 with tab_browse:
@@ -469,6 +475,70 @@ with tab_agree:
                              key="sal_gt_table2")
         else:
             st.caption("No ground-truth mask for this image (upload one in 'Ground-truth masks').")
+
+# ----------------------------------------------------------------------------- dataset view
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
+def _confusion(_model, key: str, device: str):
+    return DS.confusion(_model, data, device=device)
+
+
+with tab_view:
+    st.caption("No masks needed: how the model does on every image of the dataset, what it looks at "
+               "on average per class, and the images it gets wrong.")
+    conf = None
+    with guard("Predicting the dataset"):
+        conf = _confusion(lm, ctx.key, str(ctx.device))
+    if conf is not None:
+        verdict = TR.accuracy_verdict(conf.labels, conf.preds, len(names))
+        v1, v2, v3 = st.columns(3)
+        v1.metric("Accuracy", f"{conf.accuracy:.1%}")
+        v2.metric("Balanced accuracy", f"{conf.balanced_accuracy:.1%}")
+        v3.metric("Misclassified", f"{len(conf.wrong)} of {len(conf.labels)}")
+        st.caption(("⚠ at chance: " if verdict.at_chance else "") + verdict.text() + ".")
+        show_chart(st, V.confusion_figure(conf.matrix, names), key="sal_view_confusion")
+        download_csv("Confusion matrix (CSV)", conf.to_frame(), "confusion_matrix.csv",
+                     key="sal_view_conf_csv")
+        st.markdown("**Per-class mean maps** (mean over the correctly classified images of each class, "
+                    "each map scaled to [0, 1], at model resolution)")
+        cm1, cm2 = st.columns([2, 1])
+        cm_method = cm1.selectbox("Method", methods, format_func=V.label, key="sal_view_method")
+        n_ok = int((conf.labels == conf.preds).sum())
+        cm_key = (ctx.key, cm_method, cfgs.get(cm_method))
+        cm_cost = B.compare(lm, lm.spec.input_shape, [cm_method], cfgs, max(n_ok, 1))
+        cm_ok = cost_line(cm_cost)
+        if cm2.button("Compute the class means", key="sal_view_run", disabled=not cm_ok or n_ok == 0):
+            if cm_key not in store.setdefault("class_means", {}):
+                with guard("The class mean maps"), within_budget(cm_cost):
+                    bar = Progress(f"{V.label(cm_method)} on {n_ok} images")
+                    store["class_means"][cm_key] = DS.class_mean_maps(
+                        lm.module, data, cm_method, cfgs[cm_method], spec=lm.spec, preds=conf.preds,
+                        device=ctx.device, progress=bar)
+                    bar.done()
+        means = store.get("class_means", {}).get(cm_key)
+        if means is not None:
+            cols = st.columns(max(len(names), 1))
+            for c, name in enumerate(names):
+                if c not in means:
+                    cols[c].caption(f"{plain(name)}: no correctly classified image")
+                    continue
+                mean, count = means[c]
+                cols[c].image(V.upscale(render.colorize(mean, vmin=0.0, vmax=1.0)[..., :3], 4),
+                              caption=f"{plain(name)} (n = {count})", width="stretch")
+            st.image(render.colorbar(0.0, 1.0, "mean of per-image [0, 1] maps"), width=256)
+        st.markdown("**Images the model gets wrong**")
+        wrong = conf.wrong
+        if len(wrong) == 0:
+            st.caption("None: every image is classified correctly.")
+        else:
+            shown_w = wrong[:24]
+            cols = st.columns(6)
+            for k, i in enumerate(shown_w):
+                cols[k % 6].image(V.upscale(to_uint8(data.images[i]), 2), width="stretch",
+                                  caption=f"#{i} · true: {plain(names[conf.labels[i]])} · "
+                                          f"predicted: {plain(names[conf.preds[i]])}")
+            if len(wrong) > len(shown_w):
+                st.caption(f"The first {len(shown_w)} of {len(wrong)} are shown; pick 'incorrect' "
+                           "on the Browse tab to walk through all of them with their maps.")
 
 # ----------------------------------------------------------------------------- dataset table
 with tab_data:

@@ -268,3 +268,18 @@ _SHARED = SharedMaps()
 def shared_maps() -> SharedMaps:
     """The process-wide :class:`SharedMaps` of the saliency page."""
     return _SHARED
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """The confusion matrix as a heatmap: true classes down, predicted across, counts in cells
+    (colour: share of the true class's images)."""
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    names = list(class_names)
+    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
+                               text=m.astype(int), texttemplate="%{text}",
+                               colorbar=dict(title="share of row")))
+    fig.update_layout(height=160 + 40 * len(names), margin=dict(l=10, r=10, t=40, b=10),
+                      title="Confusion matrix", xaxis_title="predicted", yaxis_title="true")
+    fig.update_yaxes(autorange="reversed")
+    return fig
