@@ -68,6 +68,10 @@ class AMConfig:
 
     ``init_std``: noise start = ``0.5 + init_std * N(0, 1)`` in [0, 1] image space (seeded).
     ``preview_every``: steps between ``preview`` callbacks (0 = never).
+    ``grey``: keep the image grey (for grey modalities such as ultrasound): on a model with several
+    input channels the start and every step are projected onto grey images (the channel mean in
+    [0, 1] image space, repeated to every channel, then normalised), i.e. one grey channel is
+    optimised; a 1-channel model is grey already.
     """
     steps: int = 200
     rule: str = "tv"
@@ -80,8 +84,11 @@ class AMConfig:
     init_std: float = 0.1
     seed: int = 0
     preview_every: int = 10
+    grey: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.grey, bool):
+            raise NnsensError(f"grey={self.grey!r} must be True or False")
         v.positive("steps", self.steps, integer=True)
         v.one_of("rule", self.rule, RULES)
         v.positive("lr", self.lr)
@@ -308,6 +315,18 @@ def _start_images(spec: ModelSpec, start, n: int, cfg: AMConfig, dev) -> torch.T
     return x.to(dev).clone()
 
 
+def _grey_projection(spec: ModelSpec, channels: int):
+    """``x -> normalize(repeat(mean_c(denormalize(x))))`` for a ``channels``-channel model (None for
+    one channel: nothing to project)."""
+    if channels <= 1:
+        return None
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        grey = spec.denormalize(x).mean(1, keepdim=True)
+        return spec.normalize(grey.expand(-1, channels, *x.shape[2:]).contiguous())
+    return project
+
+
 def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfig(), device="auto",
              start: torch.Tensor | None = None, progress=None, preview: Preview | None = None) -> AMResult:
     """Optimise one image per target, all in one batch.
@@ -329,6 +348,9 @@ def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfi
     tg = as_targets(targets, len(spec.class_names) or None)
     dev = resolve_device(device)
     x = _start_images(spec, start, len(tg), cfg, dev)
+    project = _grey_projection(spec, x.shape[1]) if cfg.grey else None
+    if project is not None:
+        x = project(x)
     x0 = x.clone()
     lo, hi = (t.to(dev) for t in spec.input_range(x))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -367,6 +389,8 @@ def maximize(model: nn.Module, spec: ModelSpec, targets, cfg: AMConfig = AMConfi
                 else:
                     x = x + cfg.lr * g
                 x = torch.maximum(torch.minimum(x, hi), lo)
+                if project is not None:
+                    x = project(x)
             if progress is not None:
                 progress(step + 1, cfg.steps)
             if preview is not None and cfg.preview_every and (step + 1) % cfg.preview_every == 0:

@@ -30,6 +30,7 @@ from nnsens_core.zoo import conv_layers
 from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
+from ui.trust import model_warnings
 from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
                         require_usable_model, to_uint8, within_budget, show_chart)
 
@@ -43,6 +44,7 @@ st.caption("Gradient ascent on the input: x ← x + ε1·∂a/∂x − ε2·∂T
 
 ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
+model_warnings(ctx)  # flags a model at chance or failing its sanity check
 data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("am", {"runs": {}, "last": {}})
 RULE_TEXT = {"tv": "TV: x + ε1·∂a/∂x − ε2·∂TV/∂x", "blur": "Blur: blur_σ(x) + ε1·∂a/∂x",
@@ -231,13 +233,19 @@ norm_grad = c4.checkbox("Normalise the gradient", key="am_normgrad",
                              "on the scale of the activation.")
 preview_every = int(c4.number_input("Live preview every n steps (0 = off)", 0, 1000, 10,
                                     key="am_preview"))
+grey_default = bool(getattr(ctx.data, "originals", None)) and \
+    all(np.asarray(o).shape[0] == 1 for o in ctx.data.originals)
+grey = c4.toggle("Grey images", value=grey_default, key=f"am_grey|{ctx.key}",
+                 help="Optimise one grey channel repeated to the model's channels (for grey "
+                      "modalities such as ultrasound). On by default when the dataset's images "
+                      "are grey.")
 
 cfg = None
 with guard("Checking the settings"):
     cfg = A.AMConfig(steps=steps, rule=rule, lr=float(lr), tv_weight=float(tv_w),
                      blur_sigma=float(sigma), blur_every=blur_every, jitter=jitter,
                      normalize_grad=bool(norm_grad), init_std=init_std, seed=seed,
-                     preview_every=preview_every)
+                     preview_every=preview_every, grey=bool(grey))
 if cfg is None:
     st.stop()
 st.caption("Update rule: " + A.update_rule_text(cfg) + ".")

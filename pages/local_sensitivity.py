@@ -22,6 +22,7 @@ from nnsens_core.zoo import conv_layers
 from ui.cache import CACHE_TTL
 from ui import cnn_views as V
 from ui import state
+from ui.trust import model_warnings
 from ui.widgets import (Progress, cost_line, download_json, download_npz, guard, plain,
                         require_usable_model, to_uint8, within_budget, show_chart)
 
@@ -36,6 +37,7 @@ st.caption("For every pixel (or k×k patch) p of every channel and every block q
 
 ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
+model_warnings(ctx)  # flags a model at chance or failing its sanity check
 data, spec, model = ctx.data, ctx.model.spec, ctx.model.module
 store = st.session_state.setdefault("local_sens", {"runs": {}, "last": {}})
 FORMULA_TEXT = P.FORMULA_TEXT

@@ -28,6 +28,9 @@ from nnsens_core.local_sensitivity import LocalConfig
 from nnsens_core.saliency import compare as C
 from nnsens_core.saliency import metrics as mt
 from nnsens_core.saliency import registry as R
+from nnsens_core.saliency import dataset as DS
+from nnsens_core.saliency import trust as TR
+from nnsens_core import render
 from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.saliency.cam import CamConfig, default_target_layer, layer_grids
 from nnsens_core._results import export_json
@@ -40,6 +43,7 @@ from nnsens_core.zoo import image_blocks
 from ui.cache import CACHE_TTL
 from ui import saliency_views as V
 from ui import state
+from ui.trust import model_warnings
 from ui.widgets import (Progress, cost_line, download_csv, download_json, download_npz, guard,
                         overlay, plain, require_usable_model, to_uint8, within_budget, show_chart)
 
@@ -51,12 +55,18 @@ st.caption("Which pixels made the CNN decide? Several explanation methods on the
 
 ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
+model_warnings(ctx)  # flags a model at chance or failing its sanity check
 data: ImageData = ctx.data
 lm = ctx.model
 store = st.session_state.setdefault("saliency", {"maps": {}, "eval": {}, "sanity": {}, "gt": {},
                                                   "last_eval": {}, "last_sanity": {}})
 names = list(data.class_names)
 H, W = data.shape[1:]
+CHANCE_DRAWS = 50  # random-map draws behind every chance level
+
+
+def _num(v):
+    return f"{v:.3f}" if isinstance(v, (float, int, np.floating)) else v
 
 
 # ----------------------------------------------------------------------------- cached core calls
@@ -73,11 +83,21 @@ def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dic
     return spatial, default_target_layer(_model, input_shape, device=device)
 
 
-@st.cache_data(show_spinner=False, max_entries=2000, ttl=CACHE_TTL)
-def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str) -> np.ndarray:
+def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str,
+          progress=None) -> np.ndarray:
+    """One image's map, from the shared cache (:func:`V.shared_maps`) or computed (reporting
+    ``progress`` within the method)."""
+    ck = (key, index, cls, method, cfg, device)
+    got = V.shared_maps().get(ck)
+    if got is not None:
+        return got
     x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
     with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):
-        return C.explain(_model, _spec, x, [cls], [method], {method: cfg}, device)[method][0].numpy()
+        m = R.get(method)
+        raw = m(_model, x, [cls], cfg, spec=_spec, device=device, progress=progress)
+        out = C.normalize_maps(raw, clip_negative=m.signed)[0].numpy()
+    V.shared_maps().put(ck, out)
+    return out
 
 
 def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
@@ -108,16 +128,39 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
     else:
         st.session_state["sal_am_from_page"] = None
     todo = [m for m in methods if (ctx.key, index, cls, m, cfgs[m]) not in store["maps"]]
+    here = (ctx.key, index, cls, tuple(methods), tuple(cfgs[m] for m in methods))
+    if todo and st.session_state.get("sal_paused") == here:
+        done_n = len(methods) - len(todo)
+        st.info(f"Cancelled after {done_n} of {len(methods)} methods; the finished maps are shown.")
+        if st.button("Compute the remaining methods", key="sal_resume"):
+            st.session_state["sal_paused"] = None
+        else:
+            todo, methods = [], [m for m in methods if m not in todo]
     if todo and not cost_line(B.compare(lm, lm.spec.input_shape, todo, cfgs, 1)):
         todo, methods = [], [m for m in methods if m not in todo]
-    bar = Progress("Computing maps", len(todo)) if todo else None
-    for k, m in enumerate(methods):
+    # a click during a run makes Streamlit stop it at the bar's next update and rerun the page;
+    # this rerun then sees the click, keeps the finished maps and computes no more
+    cancel = st.button("Cancel", key="sal_cancel",
+                       help="Stop the maps being computed at the next progress step; the maps "
+                            "already computed are kept.")
+    if todo and cancel:
+        st.session_state["sal_paused"] = here
+        done_n = len(methods) - len(todo)
+        st.info(f"Cancelled after {done_n} of {len(methods)} methods; the finished maps are shown.")
+        todo, methods = [], [m for m in methods if m not in todo]
+    bar = None
+    if todo:
+        pb = Progress("Computing maps", len(todo))
+        bar = V.MethodsProgress(lambda f, t: pb.bar.progress(f, text=t), [V.label(m) for m in todo],
+                                [V.unit(m) for m in todo], pb.done)
+    for m in methods:
         sk = (ctx.key, index, cls, m, cfgs[m])
         if sk not in store["maps"]:
+            k = todo.index(m)
             with guard(f"{V.label(m)}"):
                 store["maps"][sk] = _maps(lm.module, lm.spec, ctx.key, index, cls, m, cfgs[m],
-                                          str(ctx.device))
-            bar(todo.index(m) + 1, len(todo))
+                                          str(ctx.device), progress=bar.method(k))
+            bar.finished(k)
         if sk in store["maps"]:
             out[m] = store["maps"][sk]
     if bar is not None:
@@ -183,8 +226,11 @@ with st.expander("Methods and settings", expanded=True):
         ["Occlusion", "Perturbation mask", "Gradients", "AM difference", "Local sensitivity", "Score-CAM"])
     with t_occ:
         o1, o2, o3, o4, o5 = st.columns(5)
-        occ_window = o1.number_input("Window (px)", 1, min(H, W), min(8, H, W), key="sal_occ_window")
-        occ_stride = o2.number_input("Stride (px)", 1, min(H, W), min(4, H, W), key="sal_occ_stride")
+        occ_default = OcclusionConfig().sized((H, W))  # 1/8 and 1/16 of the shorter side
+        occ_window = o1.number_input("Window (px)", 1, min(H, W), occ_default.window, key="sal_occ_window",
+                                     help="Default: 1/8 of the image's shorter side.")
+        occ_stride = o2.number_input("Stride (px)", 1, min(H, W), occ_default.stride, key="sal_occ_stride",
+                                     help="Default: 1/16 of the image's shorter side.")
         occ_ref = o3.selectbox("Reference", ["constant", "blur"], key="sal_occ_ref")
         occ_const = o4.slider("Constant grey", 0.0, 1.0, 0.0, 0.05, key="sal_occ_const",
                               disabled=occ_ref != "constant")
@@ -202,7 +248,10 @@ with st.expander("Methods and settings", expanded=True):
         beta1 = m3.number_input("β1", 0.1, 10.0, MaskConfig().beta1, 0.5, key="sal_mask_b1")
         beta2 = m4.number_input("β2", 0.1, 10.0, MaskConfig().beta2, 0.5, key="sal_mask_b2")
         m5, m6, m7, m8 = st.columns(4)
-        mask_steps = m5.number_input("Steps", 1, 2000, MaskConfig().steps, 10, key="sal_mask_steps")
+        mask_steps = m5.number_input("Steps", 1, 2000, R.default_config("mask", (H, W)).steps, 10,
+                                     key="sal_mask_steps",
+                                     help=f"Default: {MaskConfig().steps} up to 64×64 images, fewer on "
+                                          "larger ones (each step is a forward and backward pass).")
         mask_res = m6.number_input("Mask resolution", 1, min(H, W), min(MaskConfig().resolution, H, W),
                                    key="sal_mask_res")
         mask_ref = m7.selectbox("Reference", ["blur", "constant"], key="sal_mask_ref")
@@ -227,7 +276,8 @@ with st.expander("Methods and settings", expanded=True):
                                  disabled=g_ref != "blur")
     with t_am:
         a1, a2 = st.columns(2)
-        am_steps = a1.number_input("AM steps", 1, 2000, 100, 10, key="sal_am_steps")
+        am_steps = a1.number_input("AM steps", 1, 2000, min(100, R.default_config("am", (H, W)).steps), 10,
+                                   key="sal_am_steps")
         am_rule = a2.selectbox("Regulariser", ["tv", "blur", "none"], key="sal_am_rule")
         am_preset = st.radio("AM update rule", ["nnsens", "paper"], horizontal=True, key="sal_am_preset",
                              help="paper: ε1 = ε2 = 0.1 and the raw gradient (eqs. 1–5); nnsens: the "
@@ -318,8 +368,8 @@ def mask_of(i: int) -> np.ndarray | None:
     return masks[0] if len(masks) == 1 else masks[i]
 
 
-tab_browse, tab_agree, tab_data, tab_sanity = st.tabs(["Browse", "Agreement", "Dataset table",
-                                                       "Sanity check"])
+tab_browse, tab_agree, tab_view, tab_data, tab_sanity = st.tabs(
+    ["Browse", "Agreement", "Dataset view", "Dataset table", "Sanity check"])
 
 # ----------------------------------------------------------------------------- browse
 with tab_browse:
@@ -383,8 +433,10 @@ with tab_browse:
         if mask is not None and maps:
             st.markdown("**Against the ground truth** (this image)")
             with guard("Scoring the maps"):
-                st.dataframe(V.localization_table(maps, mask[None], None, 0.0).style.format("{:.3f}"),
+                st.dataframe(V.localization_table(maps, mask[None], None, 0.0, chance=CHANCE_DRAWS,
+                                                  seed=int(ctx.seed)).style.format(_num),
                              key="sal_gt_table")
+                st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
             st.caption("GT IoU: the map's top-k pixels (k = mask area) vs the mask; pointing game: 1 when "
                        "the map's maximum lies in the mask; relevance mass: share of the map inside it.")
 
@@ -403,8 +455,9 @@ with tab_agree:
         else:
             with guard("Measuring agreement"):
                 arrs = {m: a[None] for m, a in maps_cur.items()}
-                table = V.pairwise_table(arrs, p)
+                table = V.pairwise_table(arrs, p, chance=CHANCE_DRAWS, seed=int(ctx.seed))
                 st.dataframe(table, hide_index=True, key="sal_pair_table")
+                st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
                 which = st.radio("Matrix", list(V.SIM_LABELS), format_func=V.SIM_LABELS.get,
                                  horizontal=True, key="sal_matrix")
                 show_chart(st, V.agreement_matrix(arrs, p, which), key="sal_matrix_fig")
@@ -417,10 +470,75 @@ with tab_agree:
                                 key="sal_gt_use_p")
             with guard("Scoring against the ground truth"):
                 st.dataframe(V.localization_table({m: a[None] for m, a in maps_cur.items()}, m_cur[None],
-                                                  p if use_p else None, tol).style.format("{:.3f}"),
+                                                  p if use_p else None, tol, chance=CHANCE_DRAWS,
+                                                  seed=int(ctx.seed)).style.format(_num),
                              key="sal_gt_table2")
         else:
             st.caption("No ground-truth mask for this image (upload one in 'Ground-truth masks').")
+
+# ----------------------------------------------------------------------------- dataset view
+@st.cache_data(show_spinner=False, max_entries=16, ttl=CACHE_TTL)
+def _confusion(_model, key: str, device: str):
+    return DS.confusion(_model, data, device=device)
+
+
+with tab_view:
+    st.caption("No masks needed: how the model does on every image of the dataset, what it looks at "
+               "on average per class, and the images it gets wrong.")
+    conf = None
+    with guard("Predicting the dataset"):
+        conf = _confusion(lm, ctx.key, str(ctx.device))
+    if conf is not None:
+        verdict = TR.accuracy_verdict(conf.labels, conf.preds, len(names))
+        v1, v2, v3 = st.columns(3)
+        v1.metric("Accuracy", f"{conf.accuracy:.1%}")
+        v2.metric("Balanced accuracy", f"{conf.balanced_accuracy:.1%}")
+        v3.metric("Misclassified", f"{len(conf.wrong)} of {len(conf.labels)}")
+        st.caption(("⚠ at chance: " if verdict.at_chance else "") + verdict.text() + ".")
+        show_chart(st, V.confusion_figure(conf.matrix, names), key="sal_view_confusion")
+        download_csv("Confusion matrix (CSV)", conf.to_frame(), "confusion_matrix.csv",
+                     key="sal_view_conf_csv")
+        st.markdown("**Per-class mean maps** (mean over the correctly classified images of each class, "
+                    "each map scaled to [0, 1], at model resolution)")
+        cm1, cm2 = st.columns([2, 1])
+        cm_method = cm1.selectbox("Method", methods, format_func=V.label, key="sal_view_method")
+        n_ok = int((conf.labels == conf.preds).sum())
+        cm_key = (ctx.key, cm_method, cfgs.get(cm_method))
+        cm_cost = B.compare(lm, lm.spec.input_shape, [cm_method], cfgs, max(n_ok, 1))
+        cm_ok = cost_line(cm_cost)
+        if cm2.button("Compute the class means", key="sal_view_run", disabled=not cm_ok or n_ok == 0):
+            if cm_key not in store.setdefault("class_means", {}):
+                with guard("The class mean maps"), within_budget(cm_cost):
+                    bar = Progress(f"{V.label(cm_method)} on {n_ok} images")
+                    store["class_means"][cm_key] = DS.class_mean_maps(
+                        lm.module, data, cm_method, cfgs[cm_method], spec=lm.spec, preds=conf.preds,
+                        device=ctx.device, progress=bar)
+                    bar.done()
+        means = store.get("class_means", {}).get(cm_key)
+        if means is not None:
+            cols = st.columns(max(len(names), 1))
+            for c, name in enumerate(names):
+                if c not in means:
+                    cols[c].caption(f"{plain(name)}: no correctly classified image")
+                    continue
+                mean, count = means[c]
+                cols[c].image(V.upscale(render.colorize(mean, vmin=0.0, vmax=1.0)[..., :3], 4),
+                              caption=f"{plain(name)} (n = {count})", width="stretch")
+            st.image(render.colorbar(0.0, 1.0, "mean of per-image [0, 1] maps"), width=256)
+        st.markdown("**Images the model gets wrong**")
+        wrong = conf.wrong
+        if len(wrong) == 0:
+            st.caption("None: every image is classified correctly.")
+        else:
+            shown_w = wrong[:24]
+            cols = st.columns(6)
+            for k, i in enumerate(shown_w):
+                cols[k % 6].image(V.upscale(to_uint8(data.images[i]), 2), width="stretch",
+                                  caption=f"#{i} · true: {plain(names[conf.labels[i]])} · "
+                                          f"predicted: {plain(names[conf.preds[i]])}")
+            if len(wrong) > len(shown_w):
+                st.caption(f"The first {len(shown_w)} of {len(wrong)} are shown; pick 'incorrect' "
+                           "on the Browse tab to walk through all of them with their maps.")
 
 # ----------------------------------------------------------------------------- dataset table
 with tab_data:
@@ -484,8 +602,10 @@ with tab_data:
             if len(ev.maps) > 1:
                 pp = float(st.session_state.get("sal_p", 10)) / 100
                 st.markdown(f"**Agreement between methods over the subset** (mean over images, p = {pp:.0%})")
-                st.dataframe(V.pairwise_table({m: v.numpy() for m, v in ev.maps.items()}, pp),
+                st.dataframe(V.pairwise_table({m: v.numpy() for m, v in ev.maps.items()}, pp,
+                                              chance=CHANCE_DRAWS, seed=int(ctx.seed)),
                              hide_index=True, key="sal_ds_pairs")
+                st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
 
 # ----------------------------------------------------------------------------- sanity check
 with tab_sanity:

@@ -165,3 +165,21 @@ def test_start_and_final_activations_are_the_model_outputs(jitter):
     torch.testing.assert_close(r.activations, at_end[[0, 1, 2], [0, 1, 2]], rtol=1e-5, atol=1e-6)
     if not jitter:
         torch.testing.assert_close(r.history[0], at_start, rtol=1e-5, atol=1e-6)
+
+
+def test_grey_am_keeps_every_channel_equal_in_image_space():
+    import torch
+    from nnsens_core import activation_max as A
+    from nnsens_core import demos
+    lm = demos.load_demo_cnn("vgg16-phantom")
+    cfg = A.AMConfig(steps=3, grey=True, preview_every=0)
+    res = A.maximize(lm.module, lm.spec, [0, 1], cfg, "cpu")
+    img01 = lm.spec.denormalize(res.images)
+    assert img01.shape[1] == 3
+    torch.testing.assert_close(img01[:, 0], img01[:, 1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(img01[:, 0], img01[:, 2], atol=1e-5, rtol=0)
+    colour = A.maximize(lm.module, lm.spec, [0, 1], A.AMConfig(steps=3, preview_every=0), "cpu")
+    c01 = lm.spec.denormalize(colour.images)
+    assert (c01[:, 0] - c01[:, 1]).abs().max() > 1e-3  # without grey=True the channels differ
+    with pytest.raises(NnsensError):
+        A.AMConfig(grey=1)

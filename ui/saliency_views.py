@@ -54,16 +54,26 @@ def prob_figure(probs: np.ndarray, class_names: Sequence[str], true: int, pred: 
     return fig
 
 
-def pairwise_table(maps: Mapping[str, np.ndarray], p: float) -> pd.DataFrame:
-    """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine."""
+def pairwise_table(maps: Mapping[str, np.ndarray], p: float, chance: int = 0,
+                   seed: int = 0) -> pd.DataFrame:
+    """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine; with
+    ``chance`` > 0 also each number's chance level (``mean [2.5 %, 97.5 %]`` over ``chance``
+    draws of random maps of the same smoothness, :func:`metrics.chance_level`)."""
     ag = mt.pairwise_agreement(maps, p)
     names = list(maps)
+    rand = {m: mt.random_like(maps[m], chance, seed + k) for k, m in enumerate(names)} if chance else {}
     rows = []
     for i, a in enumerate(names):
         for j in range(i + 1, len(names)):
-            rows.append({"method A": label(a), "method B": label(names[j]),
-                         f"IoU top-{p:.0%}": ag["top_p_iou"][i, j], "Spearman ρ": ag["spearman"][i, j],
-                         "cosine": ag["cosine"][i, j]})
+            row = {"method A": label(a), "method B": label(names[j]),
+                   f"IoU top-{p:.0%}": ag["top_p_iou"][i, j], "Spearman ρ": ag["spearman"][i, j],
+                   "cosine": ag["cosine"][i, j]}
+            if chance:
+                for k, col in (("top_p_iou", f"IoU top-{p:.0%}"), ("spearman", "Spearman ρ")):
+                    ch = mt.chance_level(k, maps[a], maps[names[j]], p=p, random_a=rand[a],
+                                         random_b=rand[names[j]])
+                    row[f"{col} chance"] = ch.text()
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -81,17 +91,32 @@ def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str) -> go
 
 
 def localization_table(maps: Mapping[str, np.ndarray], mask: np.ndarray, p: float | None,
-                       tolerance: float) -> pd.DataFrame:
-    """GT IoU, pointing game and relevance mass per method for the maps of one or more images."""
+                       tolerance: float, chance: int = 0, seed: int = 0) -> pd.DataFrame:
+    """GT IoU, pointing game and relevance mass per method for the maps of one or more images;
+    with ``chance`` > 0 also each metric's chance level (random maps of the same smoothness
+    against the same masks, :func:`metrics.chance_level`) as text columns."""
     rows = []
     mask = np.asarray(mask, dtype=bool)
     for m, a in maps.items():
         a = np.asarray(a)
         a = a[None] if a.ndim == 2 else a
-        loc = mt.localization(a, np.broadcast_to(mask, a.shape), p, tolerance)
-        rows.append({"method": label(m), **{METRIC_LABELS[k]: float(np.nanmean(v)) if np.isfinite(v).any()
-                                           else np.nan for k, v in loc.items()}})
+        masks = np.broadcast_to(mask, a.shape)
+        loc = mt.localization(a, masks, p, tolerance)
+        row = {"method": label(m), **{METRIC_LABELS[k]: float(np.nanmean(v)) if np.isfinite(v).any()
+                                     else np.nan for k, v in loc.items()}}
+        if chance:
+            rand = mt.random_like(a, chance, seed)
+            for k in loc:
+                row[f"{METRIC_LABELS[k]} chance"] = mt.chance_level(
+                    k, a, masks=masks, p=p, tolerance=tolerance, random_a=rand).text()
+        rows.append(row)
     return pd.DataFrame(rows).set_index("method")
+
+
+CHANCE_NOTE = ("Chance: the same metric between random maps of the same smoothness and values "
+               "(Gaussian-smoothed noise whose width matches each map's lag-1 autocorrelation, "
+               "given the map's own values by rank): mean [95 % interval] over {n} seeded draws. "
+               "A value inside the interval is what unrelated maps would score.")
 
 
 def summary_display(summary: pd.DataFrame) -> pd.DataFrame:
@@ -143,3 +168,118 @@ def per_class_subset(indices: np.ndarray, labels: np.ndarray, per_class: int) ->
             counts[c] = counts.get(c, 0) + 1
             out.append(int(i))
     return np.asarray(out, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- progress, shared maps
+UNITS = {"occlusion": "positions", "am": "steps", "mask": "steps", "ig": "passes",
+         "smoothgrad": "passes", "gradient": "passes", "gradxinput": "passes",
+         "sensitivity": "passes"}
+"""What each method's progress counts (``progress(done, total)`` of its core function)."""
+
+
+def unit(method: str) -> str:
+    return UNITS.get(method, "steps")
+
+
+def progress_text(k: int, n: int, label_: str, done: int, total: int, unit_: str,
+                  seconds: float) -> str:
+    """``"2/4 · Occlusion 1,200/3,025 positions · ~40 s left"`` (the time left of the current
+    method, from its rate so far; none before its first report)."""
+    left = ""
+    if 0 < done < total:
+        left = f" · ~{seconds / done * (total - done):.0f} s left"
+    elif done >= total > 0:
+        left = " · done"
+    return f"{k + 1}/{n} · {label_} {done:,}/{total:,} {unit_}{left}"
+
+
+class MethodsProgress:
+    """One bar for several methods run one after another, moving within each method.
+
+    ``update(fraction, text)`` draws the bar (e.g. the ``st.progress`` element of a
+    ``ui.widgets.Progress``); ``labels`` / ``units`` name each method and what its progress counts;
+    ``on_done()`` runs at :meth:`done`. :meth:`method` gives method ``k``'s
+    ``progress(done, total, stage="")`` callback; :meth:`finished` marks it done."""
+
+    def __init__(self, update, labels, units, on_done=None, clock=None):
+        import time
+        self.update, self.labels, self.units = update, list(labels), list(units)
+        self.on_done, self.clock = on_done, clock or time.perf_counter
+        if self.labels:
+            self.update(0.0, progress_text(0, len(self.labels), self.labels[0], 0, 0, self.units[0], 0.0))
+
+    def method(self, k: int):
+        start = self.clock()
+        n = len(self.labels)
+
+        def progress(done: int, total: int, stage: str = "") -> None:
+            frac = (k + min(1.0, done / max(total, 1))) / max(n, 1)
+            self.update(min(1.0, frac), progress_text(k, n, self.labels[k], int(done), int(total),
+                                                      self.units[k], self.clock() - start))
+        return progress
+
+    def finished(self, k: int) -> None:
+        n = len(self.labels)
+        self.update(min(1.0, (k + 1) / max(n, 1)), f"{k + 1}/{n} · {self.labels[k]} done")
+
+    def done(self) -> None:
+        if self.on_done is not None:
+            self.on_done()
+
+
+class SharedMaps:
+    """A process-wide, thread-safe LRU cache of computed maps (numpy arrays) bounded by bytes:
+    the saliency page's maps shared across sessions (keys hold the model's content id, never an
+    upload's name)."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        import threading
+        from collections import OrderedDict
+        self.max_bytes, self._lock = int(max_bytes), threading.Lock()
+        self._items: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    def get(self, key):
+        with self._lock:
+            got = self._items.get(key)
+            if got is not None:
+                self._items.move_to_end(key)
+            return got
+
+    def put(self, key, value: np.ndarray) -> None:
+        value = np.asarray(value)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_SHARED = SharedMaps()
+
+
+def shared_maps() -> SharedMaps:
+    """The process-wide :class:`SharedMaps` of the saliency page."""
+    return _SHARED
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """The confusion matrix as a heatmap: true classes down, predicted across, counts in cells
+    (colour: share of the true class's images)."""
+    m = np.asarray(matrix, dtype=float)
+    share = m / np.maximum(m.sum(1, keepdims=True), 1)
+    names = list(class_names)
+    fig = go.Figure(go.Heatmap(z=share, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
+                               text=m.astype(int), texttemplate="%{text}",
+                               colorbar=dict(title="share of row")))
+    fig.update_layout(height=160 + 40 * len(names), margin=dict(l=10, r=10, t=40, b=10),
+                      title="Confusion matrix", xaxis_title="predicted", yaxis_title="true")
+    fig.update_yaxes(autorange="reversed")
+    return fig

@@ -70,14 +70,18 @@ def register(p) -> None:
     p.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance in pixels")
     p.add_argument("--batch-size", type=int, default=32, help="images explained at a time")
     p.add_argument("--scorecam-batch", type=int, default=64, help="ScoreCAM masked inputs per pass")
-    p.add_argument("--occlusion-window", type=int, default=8)
-    p.add_argument("--occlusion-stride", type=int, default=4)
+    p.add_argument("--occlusion-window", type=int, default=None,
+                   help="occlusion patch side in pixels (default: 1/8 of the image side, 8 at 64 px)")
+    p.add_argument("--occlusion-stride", type=int, default=None,
+                   help="occlusion stride in pixels (default: 1/16 of the image side, 4 at 64 px)")
     p.add_argument("--occlusion-score", choices=("prob", "logit"), default=OcclusionConfig().score,
                    help="score whose drop occlusion measures (logit does not saturate on confident "
                         "models)")
     p.add_argument("--occlusion-reference", choices=("constant", "blur"),
                    default=OcclusionConfig().reference)
-    p.add_argument("--mask-steps", type=int, default=MaskConfig().steps)
+    p.add_argument("--mask-steps", type=int, default=None,
+                   help=f"mask optimisation steps (default: {MaskConfig().steps} up to 64x64 images, "
+                        "fewer on larger ones, at least 32)")
     p.add_argument("--mask-resolution", type=int, default=MaskConfig().resolution)
     p.add_argument("--mask-lambda1", type=float, default=MaskConfig().lambda1)
     p.add_argument("--mask-lambda2", type=float, default=MaskConfig().lambda2)
@@ -146,7 +150,9 @@ def run(args) -> int:
             "occlusion": OcclusionConfig(window=args.occlusion_window, stride=args.occlusion_stride,
                                          score=args.occlusion_score,
                                          reference=args.occlusion_reference),
-            "mask": dataclasses.replace(MaskConfig(), steps=args.mask_steps,
+            "mask": dataclasses.replace(registry.default_config("mask", data.shape[1:]),
+                                        steps=args.mask_steps or registry.default_config(
+                                            "mask", data.shape[1:]).steps,
                                         resolution=args.mask_resolution, lambda1=args.mask_lambda1,
                                         lambda2=args.mask_lambda2, beta1=args.mask_beta1,
                                         beta2=args.mask_beta2, lr=args.mask_lr,
@@ -165,7 +171,7 @@ def run(args) -> int:
         lambda done, total, stage, sec: f"  {100 * done / max(total, 1):5.1f}%  {sec:6.1f}s", t0)
 
     confirm_cost(args, budget.compare(lm, tuple(lm.spec.input_shape), methods,
-                                      {m: registry.config_for(m, cfgs) for m in methods}, len(data)))
+                                      {m: registry.config_for(m, cfgs, data.shape[1:]) for m in methods}, len(data)))
     ev = evaluate_dataset(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
                           tolerance=args.tolerance, batch_size=args.batch_size, device=dev,
                           progress=progress)

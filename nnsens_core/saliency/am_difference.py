@@ -6,6 +6,7 @@ explained class started from the image itself (:func:`nnsens_core.activation_max
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from .._batching import Progress
 from ..activation_max import AMConfig, AMResult, difference_map
 from ..device import inference_model
 from ..errors import NnsensError
-from ._common import normalize_maps
+from ._common import normalize_maps, scaled_steps
 from .registry import Method, register
 
 
@@ -31,10 +32,15 @@ def am_difference(model, x, targets, cfg: AMConfig, *, spec=None, device="auto",
                           device, progress=progress)
 
 
+def _sized(cfg: AMConfig, spatial) -> AMConfig:
+    """The default on images of ``spatial`` size: fewer steps above 64x64 (:func:`scaled_steps`)."""
+    return dataclasses.replace(cfg, steps=scaled_steps(cfg.steps, spatial))
+
+
 register(Method("am", "AM difference", am_difference, AMConfig, signed=True,
                 description="where the image would have to change to look even more like this class "
                             "(activation maximization started from the image, |x_AM − x|); "
-                            "brighter = changed more", volumes=False))
+                            "brighter = changed more", volumes=False, sized=_sized))
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,6 +36,8 @@ __all__ = ["DEFAULT_METHODS", "Evaluation", "TARGETS", "config_for", "default_co
            "sanity_check"]
 
 DEFAULT_METHODS = ("gradcam", "am", "occlusion", "mask")
+CHANCE_DRAWS = 50
+"""Random-map draws behind the chance level of every dataset metric."""
 
 
 def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],
@@ -48,8 +50,10 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     (N, C, H, W) in model-input space (``spec.normalize(images01)``); ``classes`` one int per image
     (or one for all); ``methods`` registered names or aliases (or ``"all"``); ``cfgs`` maps method
     names (or ``"cam"`` for every CAM method, ``"gradients"`` for every gradient method) to config
-    objects (defaults otherwise). ``progress(done, total, stage=method)`` runs from 0 to
-    ``1000 * len(methods)``.
+    objects (defaults otherwise: :func:`config_for` with the images' size, so defaults that scale
+    with the image do). ``progress(done, total, stage=method)`` runs from 0 to
+    ``1000 * len(methods)``, moving within each method as it reports (occlusion positions,
+    AM / mask steps, gradient batches).
     """
     if spec is None:
         spec = getattr(model, "spec", None)
@@ -61,7 +65,8 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     for k, name in enumerate(methods):
         method = registry.get(name)
         sub = sub_progress(progress, name, k * 1000, total, span=1000)
-        maps = method(net, x, classes, config_for(name, cfgs), spec=spec, device=dev, progress=sub)
+        maps = method(net, x, classes, config_for(name, cfgs, tuple(x.shape[2:])), spec=spec,
+                      device=dev, progress=sub)
         out[name] = normalize_maps(maps, clip_negative=method.signed)
         if progress is not None:
             progress((k + 1) * 1000, total, stage=name)
@@ -108,6 +113,9 @@ class Evaluation(Result):
     probs: torch.Tensor
     config: EvaluationSettings
     seconds: float = 0.0
+    chance: dict = field(default_factory=dict)
+    """``{method: {"iou" | "pointing" | "mass": metrics.Chance}}``: each metric (mean over the
+    images) between random maps of the same smoothness and the same masks."""
 
     def summary(self):
         """Mean ± std per method and class (plus ``all``), see :func:`metrics.summarize`."""
@@ -143,7 +151,15 @@ class Evaluation(Result):
                     entry.update(vals)
                 else:
                     entry["per_class"][c] = vals
+            ch = self.chance.get(method)
+            if ch:
+                entry["chance"] = {k: {"mean": c.mean, "low": c.low, "high": c.high, "n": c.n}
+                                   for k, c in ch.items()}
             out["methods"][method] = entry
+        if self.chance:
+            out["definitions"]["chance"] = (
+                "the metric (mean over the images) between random maps of the same smoothness and "
+                "values as each map and the same masks: mean and 95 % interval over n seeded draws")
         return out
 
 
@@ -202,9 +218,13 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                          "target": int(cls[i]), "class": names[labels[i]],
                          "correct": bool(labels[i] == preds[i]), "method": m,
                          "iou": loc["iou"][i], "pointing": loc["pointing"][i], "mass": loc["mass"][i]})
+    chance = {m: {k: mt.chance_level(k, full[m], masks=masks, n=CHANCE_DRAWS, seed=0, p=p,
+                                     tolerance=tolerance) for k in ("iou", "pointing", "mass")}
+              for m in methods}
     settings = EvaluationSettings(tuple(methods), target, p, tolerance,
-                                  {m: config_for(m, cfgs) for m in methods})
-    return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0)
+                                  {m: config_for(m, cfgs, tuple(x.shape[2:])) for m in methods})
+    return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0,
+                      chance)
 
 
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],

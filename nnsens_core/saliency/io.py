@@ -81,7 +81,9 @@ def markdown_table(info: Mapping, class_names: Sequence[str] | None = None,
     column per class with ``IoU / pointing`` (mean over that class's images), then all classes.
 
     ``feature_names`` renames class columns, e.g. ``{"covid": "B-lines (covid)"}``; the best value
-    of each column is printed in bold."""
+    of each column is printed in bold. When the evaluation has chance levels, a last column gives
+    the chance IoU / pointing over all classes (random maps of the same smoothness, see
+    :func:`~nnsens_core.saliency.metrics.chance_level`)."""
     methods = info.get("methods", {})
     if not methods:
         raise NnsensError("metrics have no methods; run an evaluation first")
@@ -106,10 +108,19 @@ def markdown_table(info: Mapping, class_names: Sequence[str] | None = None,
         b = best[(c, j)]
         return f"**{s}**" if b is not None and b > 0 and round(x, 2) == round(b, 2) else s
 
-    head = "| method | " + " | ".join(f"{markdown_text(lab)}: IoU / pointing" for _, lab in cols) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    has_chance = any("chance" in e for e in methods.values())
+
+    def chance(e: Mapping) -> str:
+        ch = e.get("chance", {})
+        parts = [ch.get(k, {}).get("mean") for k in ("iou", "pointing")]
+        return " / ".join("n/a" if v is None or v != v else f"{v:.2f}" for v in parts)
+
+    head = "| method | " + " | ".join(f"{markdown_text(lab)}: IoU / pointing" for _, lab in cols) \
+        + (" | chance: IoU / pointing |" if has_chance else " |")
+    lines = [head, "|" + "---|" * (len(cols) + 1 + has_chance)]
     for m, row in vals.items():
         lines.append(f"| {markdown_text(label(m))} | " + " | ".join(
-            f"{fmt(row[c][0], c, 0)} / {fmt(row[c][1], c, 1)}" for c, _ in cols) + " |")
+            f"{fmt(row[c][0], c, 0)} / {fmt(row[c][1], c, 1)}" for c, _ in cols)
+            + (f" | {chance(methods[m])} |" if has_chance else " |"))
     return "\n".join(lines) + "\n"
 

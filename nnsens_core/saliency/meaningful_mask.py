@@ -28,7 +28,8 @@ from .._batching import Progress, batch_slices, map_batches
 from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
-from ._common import SCORES, _classes, check_model_input, class_score, reference_image
+from ._common import (SCORES, _classes, check_model_input, class_score, reference_image,
+                      scaled_steps)
 from .registry import Method, register
 
 # "max": 1.0 and "black": 0.0 in [0, 1] image units (through spec.normalize), "constant": the
@@ -205,7 +206,8 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
     """Saliency maps ``1 - M`` ``(N, H, W)`` or ``(N, D, H, W)`` in [0, 1], one mask per input;
     with ``return_details`` also a dict with the low-resolution masks ``m`` ``(N, *grid)``,
     ``score_before``/``score_after`` (N,) (``f`` of the input and of the perturbed input) and the
-    final ``objective`` (N,)."""
+    final ``objective`` (N,). ``progress(done, total)`` counts optimisation steps (each batch of
+    ``cfg.batch_size`` inputs runs ``cfg.steps``)."""
     dev = resolve_device(device)
     net = inference_model(model, dev)
     x, n_out = check_model_input(net, x, spec, dev)
@@ -213,8 +215,10 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
     _check_resolution(cfg, spatial)
     cls_all = torch.tensor(_classes(classes, n, n_out), dtype=torch.long)
     grid = (cfg.resolution,) * len(spatial)
+    total = -(-n // cfg.batch_size) * cfg.steps
 
     def one(sl: slice):
+        first = sl.start // cfg.batch_size * cfg.steps
         xb = x[sl].detach().to(dev)
         cls = cls_all[sl].to(dev)
         ref = mask_reference(xb, cfg.reference, cfg.constant, cfg.blur_sigma, spec)
@@ -222,7 +226,7 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
             f0 = class_score(net(xb), cls, cfg.score)
         m = torch.full((len(xb), *grid), float(cfg.init), device=dev, requires_grad=True)
         opt = torch.optim.Adam([m], lr=cfg.lr)
-        for _ in range(cfg.steps):
+        for step in range(cfg.steps):
             big = upsample(m, spatial)
             xp = big * xb + (1 - big) * ref
             loss = mask_objective(class_score(net(xp), cls, cfg.score), m, cfg).sum()
@@ -230,13 +234,15 @@ def perturbation_mask(model: nn.Module, x: torch.Tensor, classes, cfg: MaskConfi
             opt.step()
             with torch.no_grad():
                 m.clamp_(0, 1)
+            if progress is not None:
+                progress(first + step + 1, total)
         with torch.no_grad():
             big = upsample(m, spatial)
             f1 = class_score(net(big * xb + (1 - big) * ref), cls, cfg.score)
             obj = mask_objective(f1, m, cfg)
         return (1 - big[:, 0]).clamp(0, 1), m.detach(), f0, f1, obj
 
-    out = map_batches(one, n, cfg.batch_size, progress)
+    out = map_batches(one, n, cfg.batch_size)
     if out is None:
         empty = torch.zeros((0, *spatial))
         return (empty, {}) if return_details else empty
@@ -374,6 +380,13 @@ def _mask_fn(model, x, targets, cfg: MaskConfig, *, spec=None, device="auto",
     return perturbation_mask(model, x, targets, cfg, device, spec, progress)
 
 
+def _sized(cfg: MaskConfig, spatial) -> MaskConfig:
+    """The default on images of ``spatial`` size: fewer steps above 64x64 (:func:`scaled_steps`);
+    the mask stays on its low-resolution grid (8 x 8), upsampled to the image."""
+    return dataclasses.replace(cfg, steps=scaled_steps(cfg.steps, spatial))
+
+
 register(Method("mask", "Perturbation mask", _mask_fn, MaskConfig, aliases=("perturbation",),
                 description="the smallest smooth region that, when blurred away, removes the class "
-                            "(meaningful perturbation); brighter = must be kept for this prediction"))
+                            "(meaningful perturbation); brighter = must be kept for this prediction",
+                sized=_sized))

@@ -176,6 +176,115 @@ def pairwise_agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, 
     return out
 
 
+# --------------------------------------------------------------------------- chance levels
+
+def smoothness(maps) -> np.ndarray:
+    """Estimated smoothing width ``sigma`` (pixels) of each map ``(N,)``: the ``sigma`` of the
+    Gaussian-smoothed white noise with the same lag-1 autocorrelation ``rho`` (mean over the
+    spatial axes). For such noise the autocorrelation is Gaussian with variance ``2 sigma^2``, so
+    ``rho = exp(-1 / (4 sigma^2))`` and ``sigma = sqrt(-1 / (4 ln rho))``, with
+    ``rho = 1 - var(finite difference) / (2 var(map))`` (the estimate SPM-style smoothness
+    estimation uses). 0 for maps rougher than white noise or constant maps."""
+    a = _as_maps(maps)
+    out = np.zeros(len(a))
+    for i, m in enumerate(a):
+        var = m.var()
+        if not var > 0:
+            continue
+        rhos = [1 - np.diff(m, axis=ax).var() / (2 * var) for ax in range(m.ndim) if m.shape[ax] > 1]
+        rho = float(np.clip(np.mean(rhos), 0, 1 - 1e-9))
+        out[i] = 0.0 if rho <= 1e-6 else float(np.sqrt(-1.0 / (4 * np.log(rho))))
+    return out
+
+
+def random_like(maps, n: int = 50, seed: int = 0) -> np.ndarray:
+    """``n`` random maps per map ``(n, N, *spatial)``: white noise blurred with the map's
+    :func:`smoothness`, then given the map's own values by rank (histogram matching), so a random
+    map has the same smoothness and the same value distribution and differs only in where its
+    values lie. Seeded (``numpy.random.default_rng(seed)``)."""
+    from .._filters import gaussian_blur
+    a = _as_maps(maps)
+    if not (isinstance(n, int) and n >= 1):
+        raise NnsensError(f"n={n!r} must be a whole number >= 1 (random maps per map)")
+    rng = np.random.default_rng(seed)
+    sig = smoothness(a)
+    out = np.empty((n, *a.shape))
+    for i, m in enumerate(a):
+        noise = torch.as_tensor(rng.standard_normal((n, 1, *m.shape)), dtype=torch.float32)
+        field = gaussian_blur(noise, float(sig[i]))[:, 0].numpy().reshape(n, -1)
+        ranks = np.argsort(np.argsort(field, axis=1, kind="stable"), axis=1, kind="stable")
+        out[:, i] = np.sort(m.reshape(-1))[ranks].reshape(n, *m.shape)
+    return out
+
+
+@dataclass(frozen=True)
+class Chance:
+    """The value a metric takes between random maps of the same smoothness: the ``mean`` and the
+    central 95 % interval (``low``, ``high``) over ``n`` draws (each draw: the metric's mean over
+    the images)."""
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self) -> str:
+        if not np.isfinite(self.mean):
+            return "n/a"
+        return f"{self.mean:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+    def beaten_by(self, value: float) -> bool:
+        """True when ``value`` lies above the interval."""
+        return bool(np.isfinite(value) and value > self.high)
+
+
+def _metric_fn(metric, p: float | None, tolerance: float):
+    if callable(metric):
+        return metric, False
+    table = {"spearman": (spearman, False), "cosine": (cosine, False),
+             "top_p_iou": ((lambda a, b: top_p_iou(a, b, p if p is not None else 0.1)), False),
+             "iou": ((lambda a, m: gt_iou(a, m, p)), True),
+             "pointing": ((lambda a, m: pointing_game(a, m, tolerance)), True),
+             "mass": (relevance_mass, True)}
+    if metric not in table:
+        raise NnsensError(f"metric={metric!r} is unknown; use one of {', '.join(table)} or a "
+                          "function (maps_a, maps_b) -> (N,)")
+    return table[metric]
+
+
+def chance_level(metric, map_a, map_b=None, *, masks=None, n: int = 50, seed: int = 0,
+                 p: float | None = None, tolerance: float = 0.0, random_a=None,
+                 random_b=None) -> Chance:
+    """Chance level of ``metric`` for these maps: the metric between random maps of the same
+    smoothness and values (:func:`random_like`; ``n`` draws, seeded).
+
+    Map against map (``"spearman"``, ``"cosine"``, ``"top_p_iou"`` with ``p``, or a function
+    ``(a, b) -> (N,)``): independent random versions of ``map_a`` and ``map_b``. Map against the
+    ground truth (``"iou"`` with ``p``, ``"pointing"`` with ``tolerance``, ``"mass"``): random
+    versions of ``map_a`` against the real ``masks``. Each draw gives the NaN-mean over images;
+    returns their mean and 2.5 / 97.5 percentiles. ``random_a`` / ``random_b``: random maps
+    already drawn with :func:`random_like` (e.g. once per method for a whole table)."""
+    fn, vs_gt = _metric_fn(metric, p, tolerance)
+    a = _as_maps(map_a)
+    if vs_gt:
+        if masks is None:
+            raise NnsensError(f"metric {metric!r} compares maps with ground-truth masks; pass masks=")
+        m = _as_masks(masks, a)
+        ra = random_like(a, n, seed) if random_a is None else np.asarray(random_a)
+        vals = [fn(ra[k], m) for k in range(len(ra))]
+    else:
+        b = a if map_b is None else _as_maps(map_b)
+        _pair(a, b, "chance-level")
+        ra = random_like(a, n, seed) if random_a is None else np.asarray(random_a)
+        rb = random_like(b, n, seed + 1) if random_b is None else np.asarray(random_b)
+        vals = [fn(ra[k], rb[k]) for k in range(min(len(ra), len(rb)))]
+    means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
+    means = means[np.isfinite(means)]
+    if not len(means):
+        return Chance(np.nan, np.nan, np.nan, len(vals))
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return Chance(float(means.mean()), float(lo), float(hi), len(vals))
+
+
 # --------------------------------------------------------------------------- map vs ground truth
 
 def gt_iou(maps, masks, p: float | None = None) -> np.ndarray:

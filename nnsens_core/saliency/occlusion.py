@@ -12,6 +12,7 @@ normalisation when a :class:`~nnsens_core.zoo.ModelSpec` is given).
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -39,6 +40,11 @@ class OcclusionConfig:
     along every spatial axis; the map at a pixel (voxel) is the mean drop
     ``f(x) - f(x with the patch replaced by the reference)`` over the patches covering it.
 
+    ``window`` / ``stride`` in pixels; ``None`` (the default) scales with the image: 1/8 and 1/16
+    of its shorter side (:data:`WINDOW_FRACTION`, :data:`STRIDE_FRACTION`; rounded, at least
+    1 px), so 8 / 4 px at 64 px and 28 / 14 px at 224 px: 15 x 15 positions whatever the size
+    (:meth:`sized` gives the pixel values for a shape).
+
     Positions on each axis are ``0, stride, 2 stride, ...`` plus a last one flush with the far
     edge, so every pixel is covered. ``batch_size``: occluded images per forward pass.
     ``incremental``: ``"auto"`` computes the layers a VGG-like model applies first (convs, pools,
@@ -47,21 +53,41 @@ class OcclusionConfig:
     :func:`occlusion`); ``"off"`` always runs the full model. Both give the same maps up to float
     rounding.
     """
-    window: int = 8
-    stride: int = 4
+    window: int | None = None
+    stride: int | None = None
     reference: str = "constant"
     blur_sigma: float = 5.0
     constant: float = 0.0
     score: str = "prob"
-    batch_size: int = 128
+    batch_size: int = 32
     incremental: str = "auto"
 
     def __post_init__(self):
-        v.positive("window", self.window, integer=True)
-        v.positive("stride", self.stride, integer=True)
+        for name in ("window", "stride"):
+            if getattr(self, name) is not None:
+                v.positive(name, getattr(self, name), integer=True)
         check_reference_settings(self)
         v.positive("batch_size", self.batch_size, integer=True)
         v.one_of("incremental", self.incremental, _incremental.CHOICES)
+
+    def sized(self, spatial) -> "OcclusionConfig":
+        """This config with ``window`` / ``stride`` in pixels for inputs of spatial size
+        ``spatial`` (``(H, W)`` or, for volumes, ``(D, H, W)``): a ``None`` becomes its fraction of
+        the shortest side; pixel values are kept."""
+        side = min(int(s) for s in spatial)
+        return dataclasses.replace(
+            self, window=self.window if self.window is not None else _fraction(side, WINDOW_FRACTION),
+            stride=self.stride if self.stride is not None else _fraction(side, STRIDE_FRACTION))
+
+
+WINDOW_FRACTION = 1 / 8
+"""Default occlusion window: this share of the image's shorter side."""
+STRIDE_FRACTION = 1 / 16
+"""Default occlusion stride: this share of the image's shorter side."""
+
+
+def _fraction(side: int, share: float) -> int:
+    return max(1, int(side * share + 0.5))
 
 
 def _positions(size: int, window: int, stride: int) -> list[int]:
@@ -79,6 +105,7 @@ def occlusion_positions(shape, cfg: OcclusionConfig, spatial: int = 2) -> list[t
         raise NnsensError(f"spatial={spatial!r} must be 2 (images) or 3 (volumes) and shape "
                           f"{tuple(shape)} must have that many trailing spatial sizes")
     sizes = tuple(int(s) for s in shape[-spatial:])
+    cfg = cfg.sized(sizes)
     if cfg.window > min(sizes):
         what = "x".join(map(str, sizes))
         raise NnsensError(f"window={cfg.window} is larger than the {what} "
@@ -126,6 +153,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     dev = resolve_device(device)
     net = inference_model(model, dev)
     x, n_out = check_model_input(net, x, spec, dev)
+    cfg = cfg.sized(x.shape[2:])
     if x.ndim == 5:
         maps = _occlusion_volumes(net, x, classes, n_out, cfg, dev, spec, progress)
         details = {"engine": "full", "engine_reason": "volumes: the incremental engine is 2-D only"}

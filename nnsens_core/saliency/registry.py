@@ -43,7 +43,9 @@ class Method:
     in :func:`config_for` (``"cam"``, ``"gradients"``); ``aliases``: other names accepted by
     :func:`get`; ``description``: one line saying what the map shows; ``volumes``: the method
     also takes volumes (N, C, D, H, W) (``False``: calling it on volumes raises
-    :class:`NnsensError` naming the methods that do).
+    :class:`NnsensError` naming the methods that do); ``sized``: ``sized(default_cfg, spatial)``
+    adapts the *default* config to inputs of spatial size ``spatial`` (defaults that scale with
+    the image, e.g. fewer optimisation steps on large images; explicit configs are never changed).
     """
     name: str
     label: str
@@ -56,6 +58,7 @@ class Method:
     family: str | None = None
     config_method_field: str | None = None
     volumes: bool = True
+    sized: Callable[[object, tuple[int, ...]], object] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.lower() \
@@ -75,8 +78,17 @@ class Method:
             cfg = dataclasses.replace(cfg, **{f: self.name})
         return cfg
 
-    def default_config(self):
-        return self.bind(self.config_type())
+    def default_config(self, spatial=None):
+        """The default config; with ``spatial`` (the inputs' spatial size, ``(H, W)`` or ``(D, H,
+        W)``) the default for inputs of that size (see ``sized``; configs with a ``sized(spatial)``
+        method, e.g. occlusion's, get their image-relative fields in pixels too)."""
+        cfg = self.bind(self.config_type())
+        if spatial is not None:
+            spatial = tuple(int(s) for s in spatial)
+            if self.sized is not None:
+                cfg = self.sized(cfg, spatial)
+            cfg = resolve(cfg, spatial)
+        return cfg
 
     def __call__(self, model, x, targets, cfg=None, *, spec=None, device="auto",
                  progress=None) -> torch.Tensor:
@@ -86,7 +98,8 @@ class Method:
             works = ", ".join(volume_names())
             raise NnsensError(f"method {self.name!r} works on images (N, C, H, W) only, not on "
                               f"volumes {tuple(x.shape)}; on volumes use {works}")
-        cfg = self.default_config() if cfg is None else self.bind(cfg)
+        spatial = tuple(getattr(x, "shape", ())[2:]) or None
+        cfg = self.default_config(spatial) if cfg is None else self.bind(cfg)
         if not isinstance(cfg, self.config_type):
             raise NnsensError(f"the settings of {self.name!r} must be a {self.config_type.__name__}, "
                               f"got {type(cfg).__name__}")
@@ -184,21 +197,32 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return out
 
 
-def default_config(name: str):
-    """The default config object of ``name``."""
-    return get(name).default_config()
+def default_config(name: str, spatial=None):
+    """The default config object of ``name``; with ``spatial`` (``(H, W)`` or ``(D, H, W)``) the
+    default for inputs of that size (:meth:`Method.default_config`)."""
+    return get(name).default_config(spatial)
 
 
-def config_for(name: str, cfgs: Mapping[str, object] | None):
+def resolve(cfg, spatial):
+    """``cfg.sized(spatial)`` for configs whose fields may be relative to the image (e.g.
+    :class:`~nnsens_core.saliency.occlusion.OcclusionConfig`'s window ``None``), else ``cfg``."""
+    fn = getattr(cfg, "sized", None)
+    return fn(tuple(int(s) for s in spatial)) if callable(fn) and spatial is not None else cfg
+
+
+def config_for(name: str, cfgs: Mapping[str, object] | None, spatial=None):
     """``cfgs[name]``, else the config of its family (``cfgs["cam"]`` for a CAM method, with its
     ``method`` replaced; ``cfgs["gradients"]`` for a gradient method) when it has the method's
-    config type, else the default."""
+    config type, else the default. With ``spatial`` (the inputs' ``(H, W)`` or ``(D, H, W)``):
+    the default is the one for that size, and image-relative fields are given in pixels."""
     m = get(name)
     cfgs = cfgs or {}
     cfg = cfgs.get(m.name)
     if cfg is None and m.family is not None and isinstance(cfgs.get(m.family), m.config_type):
         cfg = cfgs[m.family]
-    return m.default_config() if cfg is None else m.bind(cfg)
+    if cfg is None:
+        return m.default_config(spatial)
+    return resolve(m.bind(cfg), spatial)
 
 
 def run(name: str, model, x, targets, cfg=None, *, spec=None, device="auto",

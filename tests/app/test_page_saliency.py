@@ -26,8 +26,9 @@ def test_saliency_page_browse_compare_and_evaluate():
     assert set(maps) == {"gradcam", "layercam", "eigencam", "occlusion"}
     assert all(m.shape == (64, 64) and 0 <= m.min() and m.max() <= 1 for m in maps.values())
     # the per-image ground-truth table and the pairwise agreement table are on screen
-    assert any(df.value.shape == (4, 3) for df in at.dataframe)
-    assert any(df.value.shape[0] == 6 and "Spearman ρ" in df.value.columns for df in at.dataframe)
+    assert any(df.value.shape == (4, 6) and "GT IoU chance" in df.value.columns for df in at.dataframe)
+    assert any(df.value.shape[0] == 6 and "Spearman ρ" in df.value.columns
+               and "Spearman ρ chance" in df.value.columns for df in at.dataframe)
     # next image, then filter to one class: the walk stays inside the filter
     at.button(key="sal_next").click()
     at.run()
