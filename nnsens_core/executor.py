@@ -220,6 +220,15 @@ class InProcess(Executor):
             finished(i, result)
 
 
+def _export_package_path() -> None:
+    """Local workers inherit this process's environment: make sure they can import nnsens_core
+    when it runs from a checkout (not installed)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    have = os.environ.get("PYTHONPATH", "")
+    if root not in have.split(os.pathsep):
+        os.environ["PYTHONPATH"] = root + (os.pathsep + have if have else "")
+
+
 def _call(fn, unit, shared, has_shared: bool):
     """The Ray task body (top-level ObjectRef arguments arrive resolved)."""
     return fn(unit, shared) if has_shared else fn(unit)
@@ -276,6 +285,7 @@ class RayExecutor(Executor):
             kw: dict = {"include_dashboard": False, "log_to_driver": True}
             if self.address is None:
                 kw["num_cpus"] = self.num_cpus
+                _export_package_path()
             else:
                 kw["address"] = self.address
             if self.runtime_env is not None:
