@@ -45,7 +45,7 @@ def _noop(unit, shared):
     return unit
 
 
-def _warm(unit, shared):
+def _warm(unit):
     """Start a worker and import what a compare unit imports."""
     import nnsens_core.saliency.compare  # noqa: F401
     import pytorch_grad_cam  # noqa: F401

@@ -103,3 +103,15 @@ class FailOnce:
             raise RuntimeError(f"planned failure of unit {u}")
         marker.touch()
         return square(u)
+
+
+def sobol_case():
+    """A linear model on 3 inputs and its Sobol problem / config (for the convergence units)."""
+    from nnsens_core import sobol as S
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0, 0.5]]))
+        model.bias.zero_()
+    return model, S.SobolProblem(("a", "b", "c"), ((0, 1),) * 3), S.SobolConfig(num_resamples=20,
+                                                                               seed=3)

@@ -179,3 +179,14 @@ def test_cli_compare_store_resumes(tiny_vgg_weights, tmp_path, capsys):
     assert a["methods"] == b["methods"]
     assert main([*args, "--out", str(tmp_path / "c"), "--ray-address", "auto"]) == 2
     assert "--ray-address / --ray-cpus need --executor ray" in capsys.readouterr().err
+
+
+def test_sobol_convergence_one_unit_per_n():
+    from nnsens_core import sobol as S
+    model, problem, cfg = H.sobol_case()
+    plain = S.convergence(model, problem, (32, 64, 128), cfg, "cpu")
+    ex = E.InProcess()
+    got = S.convergence(model, problem, (32, 64, 128), cfg, "cpu", map_fn=ex)
+    assert ex.computed == 3
+    for k in ("S1", "S1_conf", "ST", "ST_conf"):
+        np.testing.assert_array_equal(getattr(plain, k), getattr(got, k))

@@ -113,3 +113,12 @@ class _ArrayCodec:
 
 
 SD_ARRAY = _ArrayCodec()
+
+
+def test_sobol_convergence_on_ray_equals_in_process(rx):
+    from nnsens_core import sobol as S
+    model, problem, cfg = H.sobol_case()
+    plain = S.convergence(model, problem, (32, 64, 128), cfg, "cpu")
+    got = S.convergence(model, problem, (32, 64, 128), cfg, "cpu", map_fn=rx)
+    for k in ("S1", "S1_conf", "ST", "ST_conf"):
+        np.testing.assert_allclose(getattr(got, k), getattr(plain, k), rtol=0, atol=1e-12)
