@@ -16,7 +16,10 @@ reference, per task), the bytes put in the object store once and the bytes sent 
 largest difference between the Ray and in-process maps. Last line:
 ``ray_scaling_2w=<t_1worker / t_2workers>``.
 
-Measured 2026-11-30 on the 2-core CPU shared with four other jobs, ``--quick``: see docs/scale.md.
+Measured 2026-11-30 on the 2-core CPU shared with four other jobs (load average 4.5-6), ``--quick``
+(16 images x 15 methods, 8 tasks): in-process 66.5 s, Ray 1 worker 54.4 s, 2 workers 45.9 s
+(worker start-up 15-23 s not included), maps identical (max difference 0), per-task overhead
+20 ms: ``ray_scaling_2w=1.19``. See docs/scale.md.
 """
 from __future__ import annotations
 
@@ -115,8 +118,9 @@ def main() -> None:
               f"process(es) warmed); max |ray - in-process| over the maps = {diff:.2g}", flush=True)
         if over is not None:
             print(f"per-task overhead: {1e3 * over:.1f} ms (no-op task with the shared model + "
-                  f"data by reference, 2 workers); in this study: "
-                  f"{1e3 * (res[1] - t_in) / n_units:.0f} ms per task (ray 1 worker - in-process)",
+                  f"data by reference, 2 workers); (ray 1 worker - in-process) / tasks = "
+                  f"{1e3 * (res[1] - t_in) / n_units:.0f} ms (on a shared machine this is mostly "
+                  "noise)",
                   flush=True)
     print(f"ray_scaling_2w={res[1] / res[2]:.2f}")
 
