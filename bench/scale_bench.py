@@ -36,12 +36,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nnsens_core import demos  # noqa: E402
-from nnsens_core.executor import RayExecutor  # noqa: E402
-from nnsens_core.phantom import demo_images  # noqa: E402
-from nnsens_core.saliency import registry  # noqa: E402
-from nnsens_core.saliency.compare import evaluate_dataset  # noqa: E402
-from nnsens_core.studies_dist import CompareChunk, _Images, evaluate_distributed  # noqa: E402
+from nnsens_core import demos
+from nnsens_core.executor import RayExecutor
+from nnsens_core.phantom import demo_images
+from nnsens_core.saliency import registry
+from nnsens_core.saliency.compare import evaluate_dataset
+from nnsens_core.studies_dist import CompareChunk, _Images, evaluate_distributed
 
 
 def _noop(unit, shared):
@@ -50,8 +50,9 @@ def _noop(unit, shared):
 
 def _warm(unit):
     """Start a worker and import what a compare unit imports."""
-    import nnsens_core.saliency.compare  # noqa: F401
     import pytorch_grad_cam  # noqa: F401
+
+    import nnsens_core.saliency.compare  # noqa: F401
     time.sleep(2.0)  # keep this worker busy so the next warm-up lands on another one
     return os.getpid()
 

@@ -143,9 +143,9 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
     single call (maps bit for bit where the methods are deterministic). ``store``: a directory
     where each finished chunk is written; a rerun with the same directory computes only the
     missing chunks. ``progress(done, total, stage="units")`` counts chunks."""
+    from . import _validate as v
     from .saliency.compare import TARGETS, EvaluationSettings
     from .saliency.registry import config_for, parse_methods
-    from . import _validate as v
     t0 = time.perf_counter()
     v.one_of("target", target, TARGETS)
     v.positive("batch_size", batch_size, integer=True)

@@ -11,12 +11,12 @@ import torch
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray==2.60.0, or "
                                         "nnsens[ray]); the Ray executor tests need it")
 
-from nnsens_core import executor as E  # noqa: E402
-from nnsens_core import studies_dist as SD  # noqa: E402
-from nnsens_core.errors import NnsensError  # noqa: E402
-from nnsens_core.robustness import RetrainSettings, training_robustness  # noqa: E402
-from nnsens_core.saliency.compare import evaluate_dataset  # noqa: E402
-from tests import _executor_helpers as H  # noqa: E402
+from nnsens_core import executor as E
+from nnsens_core import studies_dist as SD
+from nnsens_core.errors import NnsensError
+from nnsens_core.robustness import RetrainSettings, training_robustness
+from nnsens_core.saliency.compare import evaluate_dataset
+from tests import _executor_helpers as H
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 pytestmark = pytest.mark.slow  # workers import torch: seconds each on a busy 2-core machine

@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 import functools
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
