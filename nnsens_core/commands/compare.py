@@ -14,7 +14,7 @@ from ..device import resolve_device
 from ..errors import NnsensError
 from ..saliency import registry
 from ..saliency.cam import CamConfig
-from ..saliency.compare import DEFAULT_METHODS, evaluate_dataset
+from ..saliency.compare import DEFAULT_METHODS
 from ..saliency.gradients import GradientConfig
 from ..saliency.io import markdown_table
 from ..saliency.meaningful_mask import MaskConfig
@@ -33,6 +33,7 @@ from ._common import (
     write_json,
     write_npz,
 )
+from ._executor_opts import add_executor_args, compare_fn
 
 PHANTOM_FEATURES = {"regular": "A-lines (regular)", "covid": "B-lines (covid)",
                     "pneumonia": "consolidation (pneumonia)"}
@@ -103,6 +104,7 @@ def register(p) -> None:
     p.add_argument("--no-maps", action="store_true", help="do not write maps.npz")
     add_device_seed(p)
     add_yes(p)
+    add_executor_args(p, chunk=True)
     p.set_defaults(run=run)
 
 
@@ -172,7 +174,7 @@ def run(args) -> int:
 
     confirm_cost(args, budget.compare(lm, tuple(lm.spec.input_shape), methods,
                                       {m: registry.config_for(m, cfgs, data.shape[1:]) for m in methods}, len(data)))
-    ev = evaluate_dataset(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
+    ev = compare_fn(args)(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
                           tolerance=args.tolerance, batch_size=args.batch_size, device=dev,
                           progress=progress)
     out = Path(args.out)

@@ -50,6 +50,7 @@ from ._common import (
     write_json,
     write_npz,
 )
+from ._executor_opts import add_executor_args, grid_map_fn, retrain_map_fn
 
 HELP = ("Robustness of group perturbation masks (Thibeau-Sutre et al. 2020): 'mask' (one group "
         "mask of a class), 'grid' (lambda1 x lambda2 similarity tables), 'retrain' (inter-run / "
@@ -121,6 +122,7 @@ def register(p) -> None:
     pg.add_argument("--p", type=float, default=0.1, help="top-p fraction of top_p_iou")
     pg.add_argument("--combine", choices=("max", "product"), default="max",
                     help="how prob_CNN combines two masks")
+    add_executor_args(pg)
     pg.set_defaults(run=run)
 
     pr = sub.add_parser("retrain", help="retrain runs x folds, one group mask per network, "
@@ -144,6 +146,7 @@ def register(p) -> None:
                     help="the mask's inputs: every input of --class, or those of the held-out fold")
     pr.add_argument("--top", type=int, default=5, help="most-masked regions per mask (default 5)")
     pr.add_argument("--combine", choices=("max", "product"), default="max")
+    add_executor_args(pr)
     pr.set_defaults(run=run)
 
 
@@ -379,7 +382,8 @@ def run(args) -> int:
                                      f"{len(idx)} inputs each)"))
         res = lambda_grid(lm.module, x_all[torch.as_tensor(idx)], cls, l1, l2, cfg, atlas=regions,
                           p=args.p, combine=args.combine, spec=lm.spec, device=dev,
-                          progress=progress)
+                          progress=progress, map_fn=grid_map_fn(args, cfg, lm.module, x_all[idx], cls,
+                                                                l1, l2))
         _write_grid(out, res, data, idx, regions, names, ctx)
     else:
         _retrain(args, out, lm, data, x_all, cls, cfg, regions, names, ctx, dev, progress, one)
@@ -482,7 +486,9 @@ def _retrain(args, out, lm, data, x_all, cls, cfg, regions, names, ctx, dev, pro
         return model
 
     res = training_robustness(x_all, data.labels, train_fn, settings, atlas=regions, names=names,
-                              spec=spec, device=dev, progress=progress)
+                              spec=spec, device=dev, progress=progress,
+                              map_fn=retrain_map_fn(args, lambda: zoo.build(spec.arch, **dict(
+                                  spec.arch_kwargs)), settings, lm.module, x_all, data.labels, tcfg))
     out.mkdir(parents=True, exist_ok=True)
     idx = np.flatnonzero(np.asarray(data.labels) == cls)
     gts = [gt_overlap(m, data, idx) for m in res.masks]

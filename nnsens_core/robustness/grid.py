@@ -4,9 +4,10 @@ lambda2) and across lambda2 (for each fixed lambda1)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -144,10 +145,28 @@ class LambdaGridResult(Result):
                 "deleted_fraction": (1 - self.masks).reshape(*self.masks.shape[:2], -1).mean(-1)}
 
 
+@dataclass(frozen=True)
+class GridCell:
+    """Cell ``[i, j]`` of the grid: ``lambda1``, ``lambda2``."""
+    i: int
+    j: int
+    lambda1: float
+    lambda2: float
+
+
+def grid_cell(cell: GridCell, model, x: torch.Tensor, classes, cfg: MaskConfig, spec=None,
+              device="cpu"):
+    """The group mask of one cell (a plain function of its arguments: any executor can run it)."""
+    c = dataclasses.replace(cfg, lambda1=cell.lambda1, lambda2=cell.lambda2)
+    return group_mask(model, x, classes, c, spec=spec, device=device)
+
+
 def lambda_grid(model, x: torch.Tensor, classes, lambda1s: Sequence[float],
                 lambda2s: Sequence[float], cfg: MaskConfig = PAPER_MASK, *, atlas=None,
                 metrics: Sequence[str] | None = None, p: float = 0.1, combine: str = "max",
-                spec=None, device="auto", progress: Progress | None = None) -> LambdaGridResult:
+                spec=None, device="auto", progress: Progress | None = None,
+                map_fn: Callable[[Callable, Sequence[GridCell]], Iterable] | None = None
+                ) -> LambdaGridResult:
     """One group mask (:func:`~nnsens_core.saliency.meaningful_mask.group_mask`, ``cfg`` with
     ``lambda1``/``lambda2`` replaced) per grid cell over the set ``x`` explained for ``classes``
     (e.g. every AD patient with its true class), then the pairwise similarity tables of
@@ -156,7 +175,9 @@ def lambda_grid(model, x: torch.Tensor, classes, lambda1s: Sequence[float],
     on ``x``/``classes`` with ``cfg``'s reference).
 
     ``progress(done, total, stage)``: ``stage="masks"`` counts the masks (``n1 * n2``), then
-    ``stage="similarities"`` the distinct mask pairs.
+    ``stage="similarities"`` the distinct mask pairs. ``map_fn(fn, cells)`` computes the masks
+    elsewhere (one :class:`GridCell` per unit, e.g. an :mod:`~nnsens_core.executor`; default: in
+    this process, in order).
     """
     t0 = time.perf_counter()
     if metrics is None:
@@ -177,12 +198,19 @@ def lambda_grid(model, x: torch.Tensor, classes, lambda1s: Sequence[float],
     if atlas is not None:
         atlas = rm.check_atlas(atlas, spatial)
     cells = list(itertools.product(range(len(l1)), range(len(l2))))
+    units = [GridCell(i, j, l1[i], l2[j]) for i, j in cells]
+    work = functools.partial(grid_cell, model=net, x=x, classes=classes, cfg=cfg, spec=spec,
+                             device=dev)
     results = {}
-    for k, (i, j) in enumerate(cells):
-        c = dataclasses.replace(cfg, lambda1=l1[i], lambda2=l2[j])
-        results[i, j] = group_mask(net, x, classes, c, spec=spec, device=dev)
+    if map_fn is None:
+        for k, u in enumerate(units):
+            results[u.i, u.j] = work(u)
+            if progress is not None:
+                progress(k + 1, len(cells), stage="masks")
+    else:
+        results = {(u.i, u.j): r for u, r in zip(units, map_fn(work, units))}
         if progress is not None:
-            progress(k + 1, len(cells), stage="masks")
+            progress(len(cells), len(cells), stage="masks")
     first = results[0, 0]
     masks = np.stack([np.stack([results[i, j].mask for j in range(len(l2))]) for i in range(len(l1))])
     m = np.stack([np.stack([results[i, j].m for j in range(len(l2))]) for i in range(len(l1))])

@@ -3,9 +3,10 @@ bottom-k features, and the comparison with PCA loadings."""
 from __future__ import annotations
 
 import copy
+import functools
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -62,12 +63,26 @@ def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
     return tuple(2**k for k in range(lo.bit_length() - 1, hi.bit_length()))
 
 
+def analyze_prefix(n: int, problem: SobolProblem, Y: np.ndarray, cfg: SobolConfig,
+                   device="cpu") -> tuple[np.ndarray, ...]:
+    """S1, S1_conf, ST, ST_conf of the first ``n`` Saltelli blocks of ``Y`` (one unit of a
+    convergence study: a plain function, any executor can run it)."""
+    step = rows_per_sample(problem.D, False)
+    ind = analyze(problem, Y[:n * step], second_order=False, num_resamples=cfg.num_resamples,
+                  conf_level=cfg.conf_level, seed=cfg.seed, device=device)
+    return tuple(getattr(ind, k)[0] for k in ("S1", "S1_conf", "ST", "ST_conf"))
+
+
 def convergence(model, problem: SobolProblem, ns: Sequence[int], cfg: SobolConfig = SobolConfig(),
                 device="auto", batch_size: int | None = None,
                 progress: Progress | None = None, output_column: int = 0,
-                memory_limit: float | None = None) -> ConvergenceResult:
+                memory_limit: float | None = None,
+                map_fn: Callable[[Callable, Sequence[int]], Iterable] | None = None
+                ) -> ConvergenceResult:
     """S1/ST of the output vs N: one sample at max(ns) (its first n blocks ARE the sample for n),
-    evaluated once, then analysed on each prefix.  ``cfg.n``/``cfg.layer`` are ignored."""
+    evaluated once, then analysed on each prefix.  ``cfg.n``/``cfg.layer`` are ignored.
+    ``map_fn(fn, ns)`` runs the analyses (one unit per N, :func:`analyze_prefix`) elsewhere, e.g.
+    on an :mod:`~nnsens_core.executor` (default: here, in order)."""
     ns = tuple(sorted(set(int(n) for n in ns)))
     if not ns:
         raise NnsensError("ns is empty; give powers of two such as (128, 256, 512)")
@@ -84,15 +99,21 @@ def convergence(model, problem: SobolProblem, ns: Sequence[int], cfg: SobolConfi
     X = sample(problem, ns[-1], False, cfg.seed, sub_progress(progress, "sampling"))
     Y = evaluate(model, X, (OUTPUT,), device, batch_size, sub_progress(progress, "evaluation"))[OUTPUT]
     Y = Y[:, output_column]
-    step = rows_per_sample(problem.D, False)
+    work = functools.partial(analyze_prefix, problem=problem, Y=Y, cfg=cfg, device=device)
     res = {k: [] for k in ("S1", "S1_conf", "ST", "ST_conf")}
-    for i, n in enumerate(ns):
-        ind = analyze(problem, Y[:n * step], second_order=False, num_resamples=cfg.num_resamples,
-                      conf_level=cfg.conf_level, seed=cfg.seed, device=device)
-        for k in res:
-            res[k].append(getattr(ind, k)[0])
+    if map_fn is None:
+        got = []
+        for i, n in enumerate(ns):
+            got.append(work(n))
+            if progress is not None:
+                progress(i + 1, len(ns), stage="analysis")
+    else:
+        got = list(map_fn(work, ns))
         if progress is not None:
-            progress(i + 1, len(ns), stage="analysis")
+            progress(len(ns), len(ns), stage="analysis")
+    for parts in got:
+        for k, a in zip(res, parts):
+            res[k].append(a)
     return ConvergenceResult(problem.names, ns, *(np.stack(res[k]) for k in ("S1", "S1_conf", "ST", "ST_conf")),
                              config=big, seconds=time.perf_counter() - t0)
 
