@@ -224,7 +224,7 @@ def gray_npz(tmp_path):
     path = tmp_path / "gray.npz"
     rng = np.random.default_rng(0)
     np.savez(path, images=rng.random((3, 1, 64, 64), dtype=np.float32), labels=np.array([0, 1, 2]),
-             masks=np.ones((3, 64, 64), bool))
+             masks=np.ones((3, 64, 64), bool), class_names=np.array(["regular", "covid", "pneumonia"]))
     return str(path)
 
 
