@@ -38,11 +38,16 @@ import numpy as np
 
 from . import render
 from .errors import NnsensError
+from .saliency.trust import (
+    SANITY_THRESHOLD,
+    AccuracyVerdict,
+    SanityVerdict,
+    accuracy_verdict,
+)
 
 DISCLAIMER = ("nnsens is research software, not a medical device: these maps show how a model "
               "reacts to the image and are not a diagnosis. Do not use them for clinical decisions.")
 SECTIONS = ("Case", "Prediction", "Explanations", "Agreement", "Model", "Settings")
-SANITY_THRESHOLD = 0.5
 AGREEMENT_P = 0.1
 
 __all__ = ["CaseReport", "ChanceCheck", "DISCLAIMER", "DatasetReport", "MapEntry", "SECTIONS",
@@ -169,46 +174,7 @@ def agreement(maps: Mapping[str, np.ndarray], signed: Mapping[str, bool] | None 
 
 # --------------------------------------------------------------------------- model checks
 
-@dataclass(frozen=True)
-class SanitySummary:
-    """The sanity check (cascading randomization, Adebayo et al. 2018) in one verdict per method.
-
-    ``final[m]``: mean similarity (``metric``) between method ``m``'s maps of the trained model and
-    of the model with every layer re-initialised; the method passes when it is below
-    ``threshold`` (its maps depend on what the model learned). ``overall``: "pass" (every method
-    passes), "fail" (none) or "mixed"."""
-    metric: str
-    final: dict
-    threshold: float = SANITY_THRESHOLD
-    steps: tuple = ()
-    images: int = 0
-
-    def __post_init__(self):
-        if not self.final:
-            raise NnsensError("a sanity summary needs at least one method's result")
-        if not 0 < self.threshold <= 1:
-            raise NnsensError(f"threshold={self.threshold!r} must lie in (0, 1]")
-
-    def passed(self, method: str) -> bool:
-        return bool(self.final[method] < self.threshold)
-
-    @property
-    def overall(self) -> str:
-        ok = [self.passed(m) for m in self.final]
-        return "pass" if all(ok) else "fail" if not any(ok) else "mixed"
-
-    def text(self) -> str:
-        per = ", ".join(f"{m}: {'pass' if self.passed(m) else 'FAIL'} ({v:.2f})"
-                        for m, v in self.final.items())
-        return (f"sanity check {self.overall.upper()}: {self.metric} similarity to the trained "
-                f"model's maps after re-initialising every layer (pass below {self.threshold:g}): "
-                f"{per}")
-
-    @classmethod
-    def from_result(cls, res, threshold: float = SANITY_THRESHOLD) -> "SanitySummary":
-        """From a :class:`~nnsens_core.saliency.metrics.RandomizationResult` (its last step)."""
-        final = {m: float(v[-1]) for m, v in res.mean.items()}
-        return cls(res.metric, final, threshold, tuple(res.steps), 0)
+SanitySummary = SanityVerdict  # one sanity verdict: nnsens_core.saliency.trust
 
 
 def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, device="cpu",
@@ -218,7 +184,8 @@ def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, dev
     the trained model, of the model with its output layer re-initialised, and with every layer
     re-initialised (:func:`nnsens_core.saliency.compare.sanity_check` with two cascade steps; the
     caller's model is never changed)."""
-    from .saliency import compare, metrics as mt
+    from .saliency import compare
+    from .saliency import metrics as mt
     module = getattr(model, "module", model)
     layers = mt.randomizable_layers(module)
     if not layers:
@@ -229,46 +196,8 @@ def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, dev
     return dataclasses.replace(s, steps=("original", layers[-1], "every layer"), images=len(x))
 
 
-@dataclass(frozen=True)
-class ChanceCheck:
-    """Is a model's accuracy on a labelled set distinguishable from chance?
-
-    Under the null hypothesis (predictions independent of the labels) the balanced accuracy has
-    mean 1/K; ``upper`` is its one-sided 95 % bound (normal approximation, recall of class k
-    binomial with n_k images and p = 1/K). ``at_chance`` when the balanced accuracy is not above
-    it."""
-    accuracy: float
-    balanced_accuracy: float
-    chance: float
-    upper: float
-    n: int
-
-    @property
-    def at_chance(self) -> bool:
-        return bool(self.balanced_accuracy <= self.upper)
-
-    def text(self) -> str:
-        return (f"accuracy {self.accuracy:.1%}, balanced accuracy {self.balanced_accuracy:.1%} on "
-                f"{self.n} labelled images; chance {self.chance:.1%} (95 % bound "
-                f"{self.upper:.1%})" + (": the model performs AT CHANCE on these images"
-                                        if self.at_chance else ""))
-
-
-def chance_check(labels, preds, n_classes: int) -> ChanceCheck:
-    """:class:`ChanceCheck` of predictions ``preds`` against ``labels`` (class ids < n_classes)."""
-    y = np.asarray(labels, np.int64).reshape(-1)
-    q = np.asarray(preds, np.int64).reshape(-1)
-    if len(y) != len(q) or not len(y):
-        raise NnsensError(f"{len(y)} labels and {len(q)} predictions; give one prediction per "
-                          "labelled image (at least one)")
-    if n_classes < 2:
-        raise NnsensError(f"n_classes={n_classes}; a classifier has at least 2 classes")
-    present = [k for k in range(n_classes) if (y == k).any()]
-    recalls = [float((q[y == k] == k).mean()) for k in present]
-    c = 1.0 / n_classes
-    var = sum(c * (1 - c) / int((y == k).sum()) for k in present) / len(present) ** 2
-    return ChanceCheck(float((y == q).mean()), float(np.mean(recalls)), c,
-                       c + 1.645 * math.sqrt(var), len(y))
+ChanceCheck = AccuracyVerdict  # one chance verdict: nnsens_core.saliency.trust
+chance_check = accuracy_verdict
 
 
 # --------------------------------------------------------------------------- text and pictures

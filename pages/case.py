@@ -3,7 +3,7 @@ prediction named with the model's classes, how far to trust the maps (sanity-che
 at chance) and a case report (PDF / HTML) to take to a case discussion.
 
 widgets -> method configs -> nnsens_core.report (case_input, case_probabilities, case_map,
-model_sanity, chance_check, case_report) -> nnsens_core.render pictures and plotly bars. Maps are
+model_sanity, case_report; trust.accuracy_verdict) -> nnsens_core.render pictures and plotly bars. Maps are
 kept in ``st.session_state["case"]`` per (model, image, class, method, settings), so a rerun never
 loses work; the sanity check is cached per model fingerprint with ``st.cache_data``.
 """
@@ -22,12 +22,22 @@ from nnsens_core.fingerprint import fingerprint
 from nnsens_core.preprocess import Recipe
 from nnsens_core.saliency import registry as R
 from nnsens_core.saliency.compare import DEFAULT_METHODS, predict_proba
+from nnsens_core.saliency.trust import accuracy_verdict
 from nnsens_core.sequences import load_sequence
 from ui import saliency_views as V
-from ui.case_loop import loop_case
 from ui import state
 from ui.cache import CACHE_TTL
-from ui.widgets import Progress, cost_line, guard, plain, require_usable_model, show_chart, within_budget
+from ui.case_loop import loop_case
+from ui.trust import model_warnings
+from ui.widgets import (
+    Progress,
+    cost_line,
+    guard,
+    plain,
+    require_usable_model,
+    show_chart,
+    within_budget,
+)
 
 state.require_router()
 st.title("Read a case")
@@ -127,11 +137,8 @@ pred = int(probs.argmax())
 # ----------------------------------------------------------------------------- how far to trust it
 chance = None
 if preds_all is not None and len(labels):
-    chance = RP.chance_check(labels, preds_all, len(names))
-    if chance.at_chance:
-        st.warning("This model's accuracy on the selected dataset is at chance ("
-                   + plain(chance.text()) + "): its maps do not explain a working classifier.",
-                   icon=":material/warning:")
+    chance = accuracy_verdict(labels, preds_all, len(names))  # for the report
+model_warnings(ctx)  # at chance on this data / a failed sanity check: flagged wherever maps show
 
 # ----------------------------------------------------------------------------- settings
 available = list(R.names())

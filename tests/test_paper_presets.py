@@ -207,7 +207,7 @@ def test_cli_local_runs_a_vgg16_small_state_dict_at_128(tmp_path, capsys):
 def test_compare_paper_preset_sets_methods_and_the_paper_am_rule(monkeypatch, tmp_path, capsys):
     """`nnsens compare --preset paper`: Grad-CAM and AM difference, AM with the paper's update rule
     (the AM vs Grad-CAM figures); an explicit --methods still wins."""
-    import nnsens_core.commands.compare as cmd
+    import nnsens_core.saliency.compare as cmd  # the command calls it through compare_fn
     from nnsens_core import activation_max as AM
     from nnsens_core.__main__ import main as cli
     from nnsens_core.saliency import registry

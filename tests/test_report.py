@@ -220,7 +220,7 @@ def test_agreement_against_scipy_on_the_covered_pixels():
         RP.agreement({"a": a, "b": b[:5]})
 
 
-def test_chance_check_against_sklearn():
+def test_chance_check_against_sklearn():  # the one chance verdict: saliency.trust
     from sklearn.metrics import balanced_accuracy_score
     y = np.array([0] * 30 + [1] * 10 + [2] * 20)
     rng = np.random.default_rng(0)

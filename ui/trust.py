@@ -62,6 +62,9 @@ def model_warnings(ctx) -> list[str]:
         w = sanity_warning(T.sanity_verdict(res))
         if w:
             out.append(w)
+    for key, verdict in ((st.session_state.get("case") or {}).get("sanity") or {}).items():
+        if key[3] == ctx.key and sanity_warning(verdict) and sanity_warning(verdict) not in out:
+            out.append(sanity_warning(verdict))  # the sanity badge of the Read a case page
     for w in out:
         st.warning(w)
     return out
