@@ -174,9 +174,17 @@ def run(args) -> int:
 
     confirm_cost(args, budget.compare(lm, tuple(lm.spec.input_shape), methods,
                                       {m: registry.config_for(m, cfgs, data.shape[1:]) for m in methods}, len(data)))
+    extra = {}
+    if getattr(data, "roi", None) is not None:  # a dataset that carries a region of interest
+        from ._executor_opts import uses_units
+        if uses_units(args):
+            raise NnsensError("this dataset carries a region of interest, which the chunked run "
+                              "(--executor ray / --store) does not apply; run it without them")
+        extra["roi"] = data.roi
+        print(f"metrics inside the region of interest: {data.roi.mean():.0%} of the image")
     ev = compare_fn(args)(lm.module, lm.spec, data, methods, cfgs, target=args.target, p=args.p,
                           tolerance=args.tolerance, batch_size=args.batch_size, device=dev,
-                          progress=progress)
+                          progress=progress, **extra)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     info = export_json(ev, model=lm.spec.name, data=data.name, device=str(dev),

@@ -116,6 +116,9 @@ class Evaluation(Result):
     chance: dict = field(default_factory=dict)
     """``{method: {"iou" | "pointing" | "mass": metrics.Chance}}``: each metric (mean over the
     images) between random maps of the same smoothness and the same masks."""
+    roi_share: float | None = None
+    """Share of the pixels inside the region of interest the metrics were restricted to (mean over
+    the images); None: the whole image counted."""
 
     def summary(self):
         """Mean ± std per method and class (plus ``all``), see :func:`metrics.summarize`."""
@@ -156,6 +159,12 @@ class Evaluation(Result):
                 entry["chance"] = {k: {"mean": c.mean, "low": c.low, "high": c.high, "n": c.n}
                                    for k, c in ch.items()}
             out["methods"][method] = entry
+        if self.roi_share is not None:
+            out["roi"] = {"share": self.roi_share}
+            out["definitions"]["roi"] = (
+                "every metric over the pixels inside the region of interest only (top-k / top-p "
+                "regions among them, the mask's part inside, the maximum inside, the map's total "
+                "inside); share: mean share of the image inside")
         if self.chance:
             out["definitions"]["chance"] = (
                 "the metric (mean over the images) between random maps of the same smoothness and "
@@ -166,7 +175,7 @@ class Evaluation(Result):
 def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                      cfgs: Mapping[str, object] | None = None, indices=None, target: str = "label",
                      p: float | None = None, tolerance: float = 0.0, batch_size: int = 32,
-                     device="auto", progress: Progress | None = None) -> Evaluation:
+                     device="auto", progress: Progress | None = None, roi=None) -> Evaluation:
     """Explain ``data`` (an :class:`~nnsens_core.data.ImageData` with ``masks``: images
     ``(n, C, H, W)`` with masks ``(n, H, W)``, or volumes ``(n, C, D, H, W)`` with masks
     ``(n, D, H, W)``; any object with ``images``, ``labels``, ``masks``, ``class_names``, ``name``
@@ -175,6 +184,9 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     the masks (:func:`metrics.localization` with ``p``, ``tolerance``).
 
     ``indices`` selects a subset (default: all). ``batch_size`` images are explained at a time.
+    ``roi``: a region of interest, one boolean mask per image of ``data`` (e.g. ``data.roi``, the
+    ultrasound fan); every metric and chance level then counts only the pixels inside
+    (``within=`` of :mod:`~nnsens_core.saliency.metrics`). None (default): the whole image.
     """
     import pandas as pd
     t0 = time.perf_counter()
@@ -200,6 +212,13 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     preds = probs.argmax(1).numpy()
     cls = labels if target == "label" else preds
     masks = np.asarray(data.masks[idx], dtype=bool)
+    within = None
+    if roi is not None:
+        roi = np.asarray(roi)
+        if roi.shape != (len(data), *data.images.shape[2:]):
+            raise NnsensError(f"roi has shape {roi.shape}; give one mask per image of the dataset "
+                              f"{(len(data), *data.images.shape[2:])} (e.g. data.roi)")
+        within = roi[idx].astype(bool)
     n_batches = -(-len(idx) // batch_size)
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     for b in range(n_batches):
@@ -212,19 +231,22 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     names = list(data.class_names)
     rows = []
     for m in methods:
-        loc = mt.localization(full[m], masks, p, tolerance)
+        loc = mt.localization(full[m], masks, p, tolerance) if within is None else \
+            mt.localization(full[m], masks, p, tolerance, within)
         for i in range(len(idx)):
             rows.append({"index": int(idx[i]), "label": int(labels[i]), "pred": int(preds[i]),
                          "target": int(cls[i]), "class": names[labels[i]],
                          "correct": bool(labels[i] == preds[i]), "method": m,
                          "iou": loc["iou"][i], "pointing": loc["pointing"][i], "mass": loc["mass"][i]})
     chance = {m: {k: mt.chance_level(k, full[m], masks=masks, n=CHANCE_DRAWS, seed=0, p=p,
-                                     tolerance=tolerance) for k in ("iou", "pointing", "mass")}
+                                     tolerance=tolerance, within=within)
+                  for k in ("iou", "pointing", "mass")}
               for m in methods}
     settings = EvaluationSettings(tuple(methods), target, p, tolerance,
                                   {m: config_for(m, cfgs, tuple(x.shape[2:])) for m in methods})
+    share = None if within is None else float(within.reshape(len(idx), -1).mean())
     return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0,
-                      chance)
+                      chance, share)
 
 
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],

@@ -27,6 +27,15 @@ Definitions (used everywhere in nnsens, also in the CLI's ``metrics.json``):
   empty (a hit needs a non-empty mask).
 * **relevance mass** (Arras et al. 2022): ``sum(map inside mask) / sum(map)`` with the map clipped
   at 0; NaN when the mask is empty or the clipped map sums to 0.
+
+**Region of interest** (``within=``, optional everywhere): a boolean mask with the maps' shape (or
+one spatial mask for every image) of the pixels that count, e.g. the ultrasound fan without the
+burned-in text and black frame. Every metric is then computed over those pixels only, as if the
+others did not exist: the top-p% / top-k regions are taken among the pixels inside, the ranks of
+Spearman are ranks among them, a ground-truth mask keeps its part inside, the pointing game's
+maximum is the maximum inside, relevance mass divides by the map's total inside. An image with
+no pixel inside gets NaN. ``within=None`` (the default) is the whole image, computed exactly as
+without the argument.
 """
 from __future__ import annotations
 
@@ -82,6 +91,17 @@ def _pair(a, b, what: str) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _as_within(within, like: np.ndarray) -> np.ndarray | None:
+    """The region of interest as a bool array of ``like``'s shape (one spatial mask broadcasts to
+    every image), or None."""
+    if within is None:
+        return None
+    w = within.detach().cpu().numpy() if isinstance(within, torch.Tensor) else np.asarray(within)
+    if w.ndim == like.ndim - 1 and w.shape == like.shape[1:]:
+        w = np.broadcast_to(w, like.shape)
+    return _as_masks(w, like, "region of interest (within=)")
+
+
 def _check_p(p: float) -> None:
     if not (isinstance(p, (int, float)) and 0 < p <= 1):
         raise NnsensError(f"p={p!r} must lie in (0, 1], e.g. 0.1 for the top 10% of pixels")
@@ -89,21 +109,44 @@ def _check_p(p: float) -> None:
 
 # --------------------------------------------------------------------------- regions
 
-def top_region(maps, p: float) -> np.ndarray:
+def top_region(maps, p: float, within=None) -> np.ndarray:
     """Boolean, the maps' shape ``(N, H, W)`` or ``(N, D, H, W)``: pixels at or above each map's
-    ``(1 - p)`` quantile (top-p%)."""
+    ``(1 - p)`` quantile (top-p%); with ``within``, the quantile of the pixels inside and only
+    pixels inside (an image with none inside: an empty region)."""
     _check_p(p)
     a = _as_maps(maps)
     flat = a.reshape(len(a), -1)
+    w = _as_within(within, a)
+    if w is not None:
+        w = w.reshape(len(a), -1)
+        out = np.zeros(flat.shape, dtype=bool)
+        for i in range(len(a)):
+            v = flat[i, w[i]]
+            if v.size:
+                out[i, w[i]] = v >= np.quantile(v, 1.0 - p)
+        return out.reshape(a.shape)
     thr = np.quantile(flat, 1.0 - p, axis=1)
     return (flat >= thr[:, None]).reshape(a.shape)
 
 
-def topk_region(maps, k) -> np.ndarray:
-    """Boolean, the maps' shape: exactly ``k[i]`` highest pixels of map ``i`` (ties: C order)."""
+def topk_region(maps, k, within=None) -> np.ndarray:
+    """Boolean, the maps' shape: exactly ``k[i]`` highest pixels of map ``i`` (ties: C order); with
+    ``within``, the ``k[i]`` highest among the pixels inside (``k[i]`` at most their number)."""
     a = _as_maps(maps)
     flat = a.reshape(len(a), -1)
     k = np.broadcast_to(np.asarray(k, dtype=np.int64), (len(a),))
+    w = _as_within(within, a)
+    if w is not None:
+        w = w.reshape(len(a), -1)
+        inside = w.sum(1)
+        if (k < 0).any() or (k > inside).any():
+            raise NnsensError(f"k={k.tolist()} must lie in 0..{inside.tolist()} (pixels inside the "
+                              "region of interest per map)")
+        out = np.zeros_like(flat, dtype=bool)
+        for i in range(len(a)):
+            idx = np.flatnonzero(w[i])
+            out[i, idx[np.argsort(-flat[i, idx], kind="stable")[:k[i]]]] = True
+        return out.reshape(a.shape)
     if (k < 0).any() or (k > flat.shape[1]).any():
         raise NnsensError(f"k={k.tolist()} must lie in 0..{flat.shape[1]} (pixels per map)")
     order = np.argsort(-flat, axis=1, kind="stable")
@@ -126,23 +169,38 @@ def iou(region_a, region_b) -> np.ndarray:
 
 # --------------------------------------------------------------------------- map vs map
 
-def top_p_iou(a, b, p: float = 0.1) -> np.ndarray:
-    """IoU of the top-p% regions of two maps (see module docstring), per image."""
+def top_p_iou(a, b, p: float = 0.1, within=None) -> np.ndarray:
+    """IoU of the top-p% regions of two maps (see module docstring), per image; with ``within``
+    the regions are the top-p% of the pixels inside (NaN for an image with none inside)."""
     a, b = _pair(a, b, "top-p IoU")
-    return iou(top_region(a, p), top_region(b, p))
+    return iou(top_region(a, p, within), top_region(b, p, within))
 
 
-def spearman(a, b) -> np.ndarray:
+def spearman(a, b, within=None) -> np.ndarray:
     """Spearman rank correlation over the pixels of each pair of maps (average ranks for ties);
-    NaN when either map is constant."""
+    NaN when either map is constant. With ``within``: over the pixels inside only (NaN with fewer
+    than 2 inside)."""
     a, b = _pair(a, b, "Spearman")
-    return np.asarray(stats.spearman(a.reshape(len(a), -1), b.reshape(len(b), -1), axis=1))
+    w = _as_within(within, a)
+    if w is None:
+        return np.asarray(stats.spearman(a.reshape(len(a), -1), b.reshape(len(b), -1), axis=1))
+    fa, fb, w = a.reshape(len(a), -1), b.reshape(len(b), -1), w.reshape(len(a), -1)
+    out = np.full(len(a), np.nan)
+    for i in range(len(a)):
+        if w[i].sum() >= 2:
+            out[i] = stats.spearman(fa[i, w[i]], fb[i, w[i]])
+    return out
 
 
-def cosine(a, b) -> np.ndarray:
-    """Cosine similarity of the flattened maps; NaN when either map is all zero."""
+def cosine(a, b, within=None) -> np.ndarray:
+    """Cosine similarity of the flattened maps; NaN when either map is all zero (with ``within``:
+    over the pixels inside, the others counted as 0)."""
     a, b = _pair(a, b, "cosine")
     fa, fb = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    w = _as_within(within, a)
+    if w is not None:
+        w = w.reshape(len(a), -1)
+        fa, fb = np.where(w, fa, 0.0), np.where(w, fb, 0.0)
     den = np.linalg.norm(fa, axis=1) * np.linalg.norm(fb, axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (fa * fb).sum(1) / np.where(den > 0, den, 1), np.nan)
@@ -155,11 +213,13 @@ SIMILARITIES: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def pairwise_agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, np.ndarray]:
+def pairwise_agreement(maps: Mapping[str, object], p: float = 0.1,
+                       within=None) -> dict[str, np.ndarray]:
     """Mean agreement of every pair of methods: ``{"top_p_iou"|"spearman"|"cosine": (M, M)}``.
 
     Entry ``[i, j]`` is the NaN-mean over images of the metric between method ``i`` and ``j``
-    (methods in the order of ``maps``); the diagonal compares a method with itself.
+    (methods in the order of ``maps``); the diagonal compares a method with itself. ``within``:
+    the region of interest (module docstring).
     """
     names = list(maps)
     out = {k: np.full((len(names), len(names)), np.nan) for k in ("top_p_iou", "spearman", "cosine")}
@@ -169,8 +229,13 @@ def pairwise_agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, 
                 for k in out:
                     out[k][i, j] = out[k][j, i]
                 continue
-            vals = {"top_p_iou": top_p_iou(maps[a], maps[b], p), "spearman": spearman(maps[a], maps[b]),
-                    "cosine": cosine(maps[a], maps[b])}
+            if within is None:
+                vals = {"top_p_iou": top_p_iou(maps[a], maps[b], p),
+                        "spearman": spearman(maps[a], maps[b]), "cosine": cosine(maps[a], maps[b])}
+            else:
+                vals = {"top_p_iou": top_p_iou(maps[a], maps[b], p, within),
+                        "spearman": spearman(maps[a], maps[b], within),
+                        "cosine": cosine(maps[a], maps[b], within)}
             for k, v in vals.items():
                 out[k][i, j] = np.nanmean(v) if np.isfinite(v).any() else np.nan
     return out
@@ -178,16 +243,35 @@ def pairwise_agreement(maps: Mapping[str, object], p: float = 0.1) -> dict[str, 
 
 # --------------------------------------------------------------------------- chance levels
 
-def smoothness(maps) -> np.ndarray:
+def smoothness(maps, within=None) -> np.ndarray:
     """Estimated smoothing width ``sigma`` (pixels) of each map ``(N,)``: the ``sigma`` of the
     Gaussian-smoothed white noise with the same lag-1 autocorrelation ``rho`` (mean over the
     spatial axes). For such noise the autocorrelation is Gaussian with variance ``2 sigma^2``, so
     ``rho = exp(-1 / (4 sigma^2))`` and ``sigma = sqrt(-1 / (4 ln rho))``, with
     ``rho = 1 - var(finite difference) / (2 var(map))`` (the estimate SPM-style smoothness
-    estimation uses). 0 for maps rougher than white noise or constant maps."""
+    estimation uses). 0 for maps rougher than white noise or constant maps. ``within``: the
+    variance of the pixels inside and the differences of neighbours both inside."""
     a = _as_maps(maps)
+    w = _as_within(within, a)
     out = np.zeros(len(a))
     for i, m in enumerate(a):
+        if w is not None:
+            wi = w[i]
+            var = m[wi].var() if wi.sum() > 1 else 0.0
+            if not var > 0:
+                continue
+            rhos = []
+            for ax in range(m.ndim):
+                if m.shape[ax] < 2:
+                    continue
+                both = np.logical_and(np.delete(wi, 0, axis=ax), np.delete(wi, -1, axis=ax))
+                if both.sum() > 1:
+                    rhos.append(1 - np.diff(m, axis=ax)[both].var() / (2 * var))
+            if not rhos:
+                continue
+            rho = float(np.clip(np.mean(rhos), 0, 1 - 1e-9))
+            out[i] = 0.0 if rho <= 1e-6 else float(np.sqrt(-1.0 / (4 * np.log(rho))))
+            continue
         var = m.var()
         if not var > 0:
             continue
@@ -197,23 +281,34 @@ def smoothness(maps) -> np.ndarray:
     return out
 
 
-def random_like(maps, n: int = 50, seed: int = 0) -> np.ndarray:
+def random_like(maps, n: int = 50, seed: int = 0, within=None) -> np.ndarray:
     """``n`` random maps per map ``(n, N, *spatial)``: white noise blurred with the map's
     :func:`smoothness`, then given the map's own values by rank (histogram matching), so a random
     map has the same smoothness and the same value distribution and differs only in where its
-    values lie. Seeded (``numpy.random.default_rng(seed)``)."""
+    values lie. Seeded (``numpy.random.default_rng(seed)``). ``within``: smoothness and values of
+    the pixels inside, which are the only ones shuffled (outside, each random map keeps the map's
+    own values; metrics with the same ``within`` never read them)."""
     from .._filters import gaussian_blur
     a = _as_maps(maps)
     if not (isinstance(n, int) and n >= 1):
         raise NnsensError(f"n={n!r} must be a whole number >= 1 (random maps per map)")
     rng = np.random.default_rng(seed)
-    sig = smoothness(a)
+    w = _as_within(within, a)
+    sig = smoothness(a) if w is None else smoothness(a, w)
     out = np.empty((n, *a.shape))
     for i, m in enumerate(a):
         noise = torch.as_tensor(rng.standard_normal((n, 1, *m.shape)), dtype=torch.float32)
         field = gaussian_blur(noise, float(sig[i]))[:, 0].numpy().reshape(n, -1)
-        ranks = np.argsort(np.argsort(field, axis=1, kind="stable"), axis=1, kind="stable")
-        out[:, i] = np.sort(m.reshape(-1))[ranks].reshape(n, *m.shape)
+        if w is None:
+            ranks = np.argsort(np.argsort(field, axis=1, kind="stable"), axis=1, kind="stable")
+            out[:, i] = np.sort(m.reshape(-1))[ranks].reshape(n, *m.shape)
+            continue
+        inside = w[i].reshape(-1)
+        flat = np.broadcast_to(m.reshape(-1), (n, m.size)).copy()
+        f_in = field[:, inside]
+        ranks = np.argsort(np.argsort(f_in, axis=1, kind="stable"), axis=1, kind="stable")
+        flat[:, inside] = np.sort(m.reshape(-1)[inside])[ranks]
+        out[:, i] = flat.reshape(n, *m.shape)
     return out
 
 
@@ -237,14 +332,27 @@ class Chance:
         return bool(np.isfinite(value) and value > self.high)
 
 
-def _metric_fn(metric, p: float | None, tolerance: float):
+def _metric_fn(metric, p: float | None, tolerance: float, within=None):
     if callable(metric):
+        if within is not None:
+            raise NnsensError("within= applies to the named metrics; a metric function "
+                              "(maps_a, maps_b) -> (N,) restricts the pixels itself")
         return metric, False
-    table = {"spearman": (spearman, False), "cosine": (cosine, False),
-             "top_p_iou": ((lambda a, b: top_p_iou(a, b, p if p is not None else 0.1)), False),
-             "iou": ((lambda a, m: gt_iou(a, m, p)), True),
-             "pointing": ((lambda a, m: pointing_game(a, m, tolerance)), True),
-             "mass": (relevance_mass, True)}
+    if within is None:
+        table = {"spearman": (spearman, False), "cosine": (cosine, False),
+                 "top_p_iou": ((lambda a, b: top_p_iou(a, b, p if p is not None else 0.1)), False),
+                 "iou": ((lambda a, m: gt_iou(a, m, p)), True),
+                 "pointing": ((lambda a, m: pointing_game(a, m, tolerance)), True),
+                 "mass": (relevance_mass, True)}
+    else:
+        w = within
+        table = {"spearman": ((lambda a, b: spearman(a, b, w)), False),
+                 "cosine": ((lambda a, b: cosine(a, b, w)), False),
+                 "top_p_iou": ((lambda a, b: top_p_iou(a, b, p if p is not None else 0.1, w)),
+                               False),
+                 "iou": ((lambda a, m: gt_iou(a, m, p, w)), True),
+                 "pointing": ((lambda a, m: pointing_game(a, m, tolerance, w)), True),
+                 "mass": ((lambda a, m: relevance_mass(a, m, w)), True)}
     if metric not in table:
         raise NnsensError(f"metric={metric!r} is unknown; use one of {', '.join(table)} or a "
                           "function (maps_a, maps_b) -> (N,)")
@@ -253,7 +361,7 @@ def _metric_fn(metric, p: float | None, tolerance: float):
 
 def chance_level(metric, map_a, map_b=None, *, masks=None, n: int = 50, seed: int = 0,
                  p: float | None = None, tolerance: float = 0.0, random_a=None,
-                 random_b=None) -> Chance:
+                 random_b=None, within=None) -> Chance:
     """Chance level of ``metric`` for these maps: the metric between random maps of the same
     smoothness and values (:func:`random_like`; ``n`` draws, seeded).
 
@@ -262,20 +370,25 @@ def chance_level(metric, map_a, map_b=None, *, masks=None, n: int = 50, seed: in
     ground truth (``"iou"`` with ``p``, ``"pointing"`` with ``tolerance``, ``"mass"``): random
     versions of ``map_a`` against the real ``masks``. Each draw gives the NaN-mean over images;
     returns their mean and 2.5 / 97.5 percentiles. ``random_a`` / ``random_b``: random maps
-    already drawn with :func:`random_like` (e.g. once per method for a whole table)."""
-    fn, vs_gt = _metric_fn(metric, p, tolerance)
+    already drawn with :func:`random_like` (e.g. once per method for a whole table; with
+    ``within``, drawn with the same ``within``). ``within``: the region of interest (module
+    docstring): random maps shuffle the values inside it and the metric counts only its pixels."""
     a = _as_maps(map_a)
+    w = _as_within(within, a)
+    fn, vs_gt = _metric_fn(metric, p, tolerance, w)
+    rnd = (lambda x, s_: random_like(x, n, s_)) if w is None else \
+        (lambda x, s_: random_like(x, n, s_, w))
     if vs_gt:
         if masks is None:
             raise NnsensError(f"metric {metric!r} compares maps with ground-truth masks; pass masks=")
         m = _as_masks(masks, a)
-        ra = random_like(a, n, seed) if random_a is None else np.asarray(random_a)
+        ra = rnd(a, seed) if random_a is None else np.asarray(random_a)
         vals = [fn(ra[k], m) for k in range(len(ra))]
     else:
         b = a if map_b is None else _as_maps(map_b)
         _pair(a, b, "chance-level")
-        ra = random_like(a, n, seed) if random_a is None else np.asarray(random_a)
-        rb = random_like(b, n, seed + 1) if random_b is None else np.asarray(random_b)
+        ra = rnd(a, seed) if random_a is None else np.asarray(random_a)
+        rb = rnd(b, seed + 1) if random_b is None else np.asarray(random_b)
         vals = [fn(ra[k], rb[k]) for k in range(min(len(ra), len(rb)))]
     means = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan for v in vals])
     means = means[np.isfinite(means)]
@@ -287,28 +400,41 @@ def chance_level(metric, map_a, map_b=None, *, masks=None, n: int = 50, seed: in
 
 # --------------------------------------------------------------------------- map vs ground truth
 
-def gt_iou(maps, masks, p: float | None = None) -> np.ndarray:
+def gt_iou(maps, masks, p: float | None = None, within=None) -> np.ndarray:
     """IoU of the map's top-k region (k = mask area) or top-p% region (``p`` given) with the mask;
-    NaN for an empty mask."""
+    NaN for an empty mask. With ``within``: the mask's part inside, the region among the pixels
+    inside (k = the area of the mask's part inside)."""
     a = _as_maps(maps)
     m = _as_masks(masks, a)
+    w = _as_within(within, a)
+    if w is not None:
+        m = m & w
     area = m.reshape(len(m), -1).sum(1)
-    region = topk_region(a, area) if p is None else top_region(a, p)
+    if w is None:
+        region = topk_region(a, area) if p is None else top_region(a, p)
+    else:
+        region = topk_region(a, area, w) if p is None else top_region(a, p, w)
     out = iou(region, m)
     out[area == 0] = np.nan
     return out
 
 
-def pointing_game(maps, masks, tolerance: float = 0.0) -> np.ndarray:
+def pointing_game(maps, masks, tolerance: float = 0.0, within=None) -> np.ndarray:
     """1.0 when the map's maximum lies within ``tolerance`` pixels (voxels: Euclidean distance over
     depth, rows and columns) of the mask, else 0.0; NaN for an empty mask (see module docstring
-    for ties)."""
+    for ties). With ``within``: the maximum among the pixels inside, the mask's part inside."""
     if not tolerance >= 0:
         raise NnsensError(f"tolerance={tolerance!r} must be >= 0 pixels")
     a = _as_maps(maps)
     m = _as_masks(masks, a)
     n = len(a)
-    peak = np.unravel_index(a.reshape(n, -1).argmax(1), a.shape[1:])   # one index array per axis
+    w = _as_within(within, a)
+    if w is not None:
+        m = m & w
+        flat = np.where(w.reshape(n, -1), a.reshape(n, -1), -np.inf)
+        peak = np.unravel_index(flat.argmax(1), a.shape[1:])
+    else:
+        peak = np.unravel_index(a.reshape(n, -1).argmax(1), a.shape[1:])   # one index array per axis
     out = np.full(n, np.nan)
     for i in range(n):
         where = np.nonzero(m[i])
@@ -319,11 +445,16 @@ def pointing_game(maps, masks, tolerance: float = 0.0) -> np.ndarray:
     return out
 
 
-def relevance_mass(maps, masks) -> np.ndarray:
+def relevance_mass(maps, masks, within=None) -> np.ndarray:
     """Share of the (non-negative part of the) map inside the mask; NaN for an empty mask or a map
-    that sums to 0."""
+    that sums to 0. With ``within``: the map's total inside the region of interest, the mask's
+    part inside."""
     a = np.clip(_as_maps(maps), 0, None)
     m = _as_masks(masks, a)
+    w = _as_within(within, a)
+    if w is not None:
+        a = np.where(w, a, 0.0)
+        m = m & w
     total = a.reshape(len(a), -1).sum(1)
     inside = (a * m).reshape(len(a), -1).sum(1)
     empty = m.reshape(len(m), -1).sum(1) == 0
@@ -333,11 +464,16 @@ def relevance_mass(maps, masks) -> np.ndarray:
     return out
 
 
-def localization(maps, masks, p: float | None = None, tolerance: float = 0.0) -> dict[str, np.ndarray]:
+def localization(maps, masks, p: float | None = None, tolerance: float = 0.0,
+                 within=None) -> dict[str, np.ndarray]:
     """``{"iou", "pointing", "mass"}`` per image (see :func:`gt_iou`, :func:`pointing_game`,
-    :func:`relevance_mass`)."""
-    return {"iou": gt_iou(maps, masks, p), "pointing": pointing_game(maps, masks, tolerance),
-            "mass": relevance_mass(maps, masks)}
+    :func:`relevance_mass`); ``within``: the region of interest."""
+    if within is None:
+        return {"iou": gt_iou(maps, masks, p), "pointing": pointing_game(maps, masks, tolerance),
+                "mass": relevance_mass(maps, masks)}
+    return {"iou": gt_iou(maps, masks, p, within),
+            "pointing": pointing_game(maps, masks, tolerance, within),
+            "mass": relevance_mass(maps, masks, within)}
 
 
 # --------------------------------------------------------------------------- dataset summary
