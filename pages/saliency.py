@@ -31,6 +31,7 @@ from nnsens_core.saliency import registry as R
 from nnsens_core.saliency import dataset as DS
 from nnsens_core.saliency import trust as TR
 from nnsens_core import render
+from nnsens_core import report as RP
 from nnsens_core.saliency.am_difference import AMHandover
 from nnsens_core.saliency.cam import CamConfig, default_target_layer, layer_grids
 from nnsens_core._results import export_json
@@ -45,7 +46,7 @@ from ui import saliency_views as V
 from ui import state
 from ui.trust import model_warnings
 from ui.widgets import (Progress, cost_line, download_csv, download_json, download_npz, guard,
-                        overlay, plain, require_usable_model, to_uint8, within_budget, show_chart)
+                        plain, require_usable_model, within_budget, show_chart)
 
 state.require_router()
 st.title("Saliency comparison")
@@ -84,20 +85,20 @@ def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dic
 
 
 def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str,
-          progress=None) -> np.ndarray:
-    """One image's map, from the shared cache (:func:`V.shared_maps`) or computed (reporting
-    ``progress`` within the method)."""
+          progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """One image's map ``(scaled to [0, 1] as compared, raw)``, from the shared cache
+    (:func:`V.shared_maps`) or computed (reporting ``progress`` within the method)."""
     ck = (key, index, cls, method, cfg, device)
-    got = V.shared_maps().get(ck)
-    if got is not None:
-        return got
-    x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
-    with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):
-        m = R.get(method)
-        raw = m(_model, x, [cls], cfg, spec=_spec, device=device, progress=progress)
-        out = C.normalize_maps(raw, clip_negative=m.signed)[0].numpy()
-    V.shared_maps().put(ck, out)
-    return out
+    m = R.get(method)
+    raw = V.shared_maps().get(ck)
+    if raw is None:
+        x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
+        with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):
+            raw = m(_model, x, [cls], cfg, spec=_spec, device=device, progress=progress)[0]
+            raw = raw.detach().cpu().numpy()
+        V.shared_maps().put(ck, raw)
+    scaled = C.normalize_maps(torch.as_tensor(raw)[None], clip_negative=m.signed)[0].numpy()
+    return scaled, raw
 
 
 def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
@@ -113,16 +114,17 @@ def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
     return None if m is None else (m, run.summary())
 
 
-def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, np.ndarray]:
-    """Maps of one image for each method: from the session store, else the cache, else computed.
+def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> tuple[dict, dict]:
+    """Maps of one image for each method ``({method: [0, 1] map as compared}, {method: raw
+    map})``: from the session store, else the cache, else computed.
 
     The AM difference map comes from the Activation maximization page when that page ran on this
     image and class (and the user did not opt out), so the two pages show the same map.
     """
-    out, order = {}, list(methods)
+    out, raw, order = {}, {}, list(methods)
     reused = am_page_map(index, cls) if "am" in methods else None
     if reused is not None:
-        out["am"] = reused[0]
+        out["am"] = raw["am"] = reused[0]
         st.session_state["sal_am_from_page"] = (index, cls, reused[1])
         methods = [m for m in methods if m != "am"]
     else:
@@ -162,10 +164,10 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> dict[str, 
                                           str(ctx.device), progress=bar.method(k))
             bar.finished(k)
         if sk in store["maps"]:
-            out[m] = store["maps"][sk]
+            out[m], raw[m] = store["maps"][sk]
     if bar is not None:
         bar.done()
-    return {m: out[m] for m in order if m in out}
+    return {m: out[m] for m in order if m in out}, {m: raw[m] for m in order if m in raw}
 
 
 probs = None
@@ -220,7 +222,17 @@ with st.expander("Methods and settings", expanded=True):
                            key="sal_target")
     chosen = c3.selectbox("Chosen class", range(len(names)), format_func=lambda k: names[k],
                           key=f"sal_class|{ctx.key}", disabled=target_mode != "chosen")
-    alpha = st.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="sal_alpha")
+    v1, v2, v3 = st.columns([2, 2, 2])
+    view = v1.radio("Show maps as", ["wash", "contours"], horizontal=True, key="sal_view",
+                    format_func={"wash": "Colour wash", "contours": "Contours (top 5/10/20 %)"}.get,
+                    help="Contours outline each map's top 5 % (white), 10 % (amber) and 20 % (cyan) "
+                         "of pixels and leave the image itself visible.")
+    scale_mode = v2.radio("Colour scale", ["raw", "scaled"], horizontal=True, key="sal_scale",
+                          format_func={"raw": "raw values", "scaled": "[0, 1] as compared"}.get,
+                          help="raw: each method's own values (signed methods diverging around 0: "
+                               "blue < 0 < red); [0, 1]: the min-max scaled maps every agreement "
+                               "number below uses (signed maps clipped at 0 first).")
+    alpha = v3.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="sal_alpha")
 
     t_occ, t_mask, t_grad, t_am, t_sens, t_score = st.tabs(
         ["Occlusion", "Perturbation mask", "Gradients", "AM difference", "Local sensitivity", "Score-CAM"])
@@ -368,6 +380,24 @@ def mask_of(i: int) -> np.ndarray | None:
     return masks[0] if len(masks) == 1 else masks[i]
 
 
+def roi_of(i: int) -> np.ndarray | None:
+    """Image ``i``'s region of interest at the model input (None: the whole image counts)."""
+    return None if data.roi is None else np.asarray(data.roi[i], bool)
+
+
+def roi_original(i: int) -> np.ndarray | None:
+    """Image ``i``'s region of interest on its original (None: no ROI)."""
+    if data.roi is None:
+        return None
+    if ctx.roi_originals is not None:
+        return np.asarray(ctx.roi_originals[i], bool)
+    return V.on_original(data.roi[i].astype(np.float32), placement_of(i)) > 0.5
+
+
+def placement_of(i: int):
+    return None if data.placements is None else data.placements[i]
+
+
 tab_browse, tab_agree, tab_view, tab_data, tab_sanity = st.tabs(
     ["Browse", "Agreement", "Dataset view", "Dataset table", "Sanity check"])
 
@@ -398,14 +428,17 @@ with tab_browse:
 
     if current is not None:
         cls = target_of(current)
-        img = data.images[current]
+        original = np.asarray(data.original(current), np.float32)
+        place = placement_of(current)
         mask = mask_of(current)
+        roi_here, roi_orig = roi_of(current), roi_original(current)
         show_gt = st.checkbox("Outline the ground truth on the maps", value=mask is not None,
                               key="sal_outline", disabled=mask is None)
         i1, i2 = st.columns([1, 2])
         with i1:
-            st.image(V.upscale(to_uint8(img), 4), width="stretch",
-                     caption=f"#{current} · true: {plain(names[labels[current]])}")
+            st.image(render.to_rgb(original), width="stretch",
+                     caption=f"#{current} · true: {plain(names[labels[current]])} · "
+                             f"{original.shape[2]}×{original.shape[1]} px (own resolution)")
         with i2:
             ok = labels[current] == preds[current]
             st.markdown(f"**Prediction: {plain(names[preds[current]])}** "
@@ -414,28 +447,59 @@ with tab_browse:
                         f"{'correct' if ok else '**incorrect**'} · explaining **{plain(names[cls])}**")
             show_chart(st, V.prob_figure(probs[current], names, int(labels[current]), int(preds[current])),
                             key="sal_probs")
-        maps = maps_for(current, cls, methods, cfgs)
+        maps, raw_maps = maps_for(current, cls, methods, cfgs)
         st.session_state["sal_current_maps"] = (current, cls, maps)
         from_page = st.session_state.get("sal_am_from_page")
         if from_page is not None:
             st.caption(f"AM difference: the Activation maximization page's run on this image "
                        f"({from_page[2]}).")
-        items = [(V.label(m), overlay(img, a, alpha)) for m, a in maps.items()]
-        if mask is not None:
-            items.append(("ground truth", to_uint8(mask.astype(np.float32))))
-        per_row = 4
-        for start in range(0, len(items), per_row):
+        if roi_orig is not None:
+            st.caption(V.roi_caption(float(roi_orig.mean())))
+        gt_orig = None
+        if show_gt and mask is not None:
+            gt_orig = V.on_original(mask.astype(np.float32), place) > 0.5
+        shown = {}
+        entries = []
+        for m, a in maps.items():
+            meth = R.get(m) if m in R.names() else None
+            signed = bool(meth.signed) if meth is not None and scale_mode == "raw" else False
+            src = raw_maps[m] if scale_mode == "raw" else a
+            shown[m] = V.on_original(src, place, roi_orig)
+            entries.append(RP.MapEntry(m, V.label(m), shown[m], signed,
+                                       meth.description if meth is not None else ""))
+        st.session_state["sal_shown_maps"] = shown  # what is drawn: NaN = transparent
+        if view == "contours":
+            st.caption("Outlines of each map's top 5 % (white), 10 % (amber) and 20 % (cyan) of "
+                       "pixels" + (" inside the region of interest" if roi_orig is not None else "")
+                       + ".")
+        per_row = 3
+        for start in range(0, len(entries), per_row - 1):
             cols = st.columns(per_row)
-            for k, (title, pic) in enumerate(items[start:start + per_row]):
-                if show_gt and mask is not None and title != "ground truth":
-                    pic = V.outline(pic, mask)
-                cols[k].image(V.upscale(pic, 4), caption=title, width="stretch")
+            cols[0].image(render.to_rgb(original), caption="original", width="stretch")
+            for c, e in zip(cols[1:], entries[start:start + per_row - 1]):
+                with guard(f"Drawing {e.label}"):
+                    pics = e.pictures(original, alpha)
+                    pic = pics["wash" if view == "wash" else "contours"]
+                    if gt_orig is not None:
+                        pic = V.outline(pic, gt_orig)
+                    c.image(pic, caption=e.label, width="stretch")
+                    c.image(pics["colorbar"], width="stretch")
+                    how = (e.scale_text() if scale_mode == "raw" else
+                           "0 = the map's lowest value on this image, 1 = its highest (min-max "
+                           "scaled per image" + (", negative values clipped at 0" if
+                                                R.get(e.method).signed else "")
+                           + "; not comparable across images), inferno: low = dark, high = bright")
+                    c.caption(f"**What this shows:** {e.description or 'n/a'}. "
+                              f"**Scale:** {how}.")
+        if mask is not None and show_gt:
+            st.caption("Green outline: the ground-truth mask.")
         if mask is not None and maps:
             st.markdown("**Against the ground truth** (this image)")
             with guard("Scoring the maps"):
                 st.dataframe(V.localization_table(maps, mask[None], None, 0.0, chance=CHANCE_DRAWS,
-                                                  seed=int(ctx.seed)).style.format(_num),
-                             key="sal_gt_table")
+                                                  seed=int(ctx.seed),
+                                                  within=None if roi_here is None else roi_here[None])
+                             .style.format(_num), key="sal_gt_table")
                 st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
             st.caption("GT IoU: the map's top-k pixels (k = mask area) vs the mask; pointing game: 1 when "
                        "the map's maximum lies in the mask; relevance mass: share of the map inside it.")
@@ -448,19 +512,25 @@ with tab_agree:
         st.info("Pick an image on the Browse tab first.")
     else:
         i_cur, cls_cur, maps_cur = cur
+        roi_cur = roi_of(i_cur)
+        within_cur = None if roi_cur is None else roi_cur[None]
         st.markdown(f"**Image #{i_cur}**, explaining **{plain(names[cls_cur])}**: agreement between every pair "
                     "of maps")
+        if roi_cur is not None:
+            st.caption(V.roi_caption(float(roi_original(i_cur).mean())))
         if len(maps_cur) < 2:
             st.info("Select at least two methods to compare them.")
         else:
             with guard("Measuring agreement"):
                 arrs = {m: a[None] for m, a in maps_cur.items()}
-                table = V.pairwise_table(arrs, p, chance=CHANCE_DRAWS, seed=int(ctx.seed))
+                table = V.pairwise_table(arrs, p, chance=CHANCE_DRAWS, seed=int(ctx.seed),
+                                         within=within_cur)
                 st.dataframe(table, hide_index=True, key="sal_pair_table")
                 st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
                 which = st.radio("Matrix", list(V.SIM_LABELS), format_func=V.SIM_LABELS.get,
                                  horizontal=True, key="sal_matrix")
-                show_chart(st, V.agreement_matrix(arrs, p, which), key="sal_matrix_fig")
+                show_chart(st, V.agreement_matrix(arrs, p, which, within=within_cur),
+                           key="sal_matrix_fig")
                 download_csv("Pairwise agreement (CSV)", table.set_index(["method A", "method B"]),
                              f"agreement_image{i_cur}.csv", key="sal_pair_csv")
         m_cur = mask_of(i_cur)
@@ -471,7 +541,8 @@ with tab_agree:
             with guard("Scoring against the ground truth"):
                 st.dataframe(V.localization_table({m: a[None] for m, a in maps_cur.items()}, m_cur[None],
                                                   p if use_p else None, tol, chance=CHANCE_DRAWS,
-                                                  seed=int(ctx.seed)).style.format(_num),
+                                                  seed=int(ctx.seed), within=within_cur)
+                             .style.format(_num),
                              key="sal_gt_table2")
         else:
             st.caption("No ground-truth mask for this image (upload one in 'Ground-truth masks').")
@@ -522,7 +593,7 @@ with tab_view:
                     cols[c].caption(f"{plain(name)}: no correctly classified image")
                     continue
                 mean, count = means[c]
-                cols[c].image(V.upscale(render.colorize(mean, vmin=0.0, vmax=1.0)[..., :3], 4),
+                cols[c].image(render.colorize(mean, vmin=0.0, vmax=1.0)[..., :3],
                               caption=f"{plain(name)} (n = {count})", width="stretch")
             st.image(render.colorbar(0.0, 1.0, "mean of per-image [0, 1] maps"), width=256)
         st.markdown("**Images the model gets wrong**")
@@ -533,12 +604,39 @@ with tab_view:
             shown_w = wrong[:24]
             cols = st.columns(6)
             for k, i in enumerate(shown_w):
-                cols[k % 6].image(V.upscale(to_uint8(data.images[i]), 2), width="stretch",
+                cols[k % 6].image(render.to_rgb(np.asarray(data.original(i), np.float32)),
+                                  width="stretch",
                                   caption=f"#{i} · true: {plain(names[conf.labels[i]])} · "
                                           f"predicted: {plain(names[conf.preds[i]])}")
             if len(wrong) > len(shown_w):
                 st.caption(f"The first {len(shown_w)} of {len(wrong)} are shown; pick 'incorrect' "
                            "on the Browse tab to walk through all of them with their maps.")
+    st.markdown("**Dataset report (PDF / HTML)**")
+    rep_eval_key = store["last_eval"].get(ctx.key)
+    rep_ev = store["eval"].get(rep_eval_key) if rep_eval_key is not None else None
+    if rep_ev is None:
+        st.caption("The dataset report holds the comparison table of an evaluation (and the "
+                   "sanity check, when run): evaluate a subset on the Dataset table tab first.")
+    else:
+        san_last = store["last_sanity"].get(ctx.key)
+        san_res = store["sanity"].get(san_last) if san_last is not None else None
+        rkey = str((rep_eval_key, san_last))
+        files = store.setdefault("reports", {}).get(rkey)
+        if files is None:
+            with guard("Building the dataset report"):
+                drep = RP.DatasetReport.from_evaluation(rep_ev, lm, data.name, sanity=san_res)
+                files = store["reports"][rkey] = (drep.to_pdf(), drep.to_html())
+        if files is not None:
+            st.caption(f"{len(rep_ev.indices)} images × {len(rep_ev.config.methods)} methods"
+                       + (", with the sanity check" if san_res is not None else
+                          "; the sanity check is not run yet (Sanity check tab)")
+                       + (f"; metrics inside the region of interest ({rep_ev.roi_share:.0%} of "
+                          "the model input)" if rep_ev.roi_share is not None else "") + ".")
+            r1, r2 = st.columns(2)
+            r1.download_button("Dataset report (PDF)", files[0], "dataset_report.pdf",
+                               "application/pdf", key="sal_ds_report_pdf", on_click="ignore")
+            r2.download_button("Dataset report (HTML)", files[1], "dataset_report.html",
+                               "text/html", key="sal_ds_report_html", on_click="ignore")
 
 # ----------------------------------------------------------------------------- dataset table
 with tab_data:
@@ -575,7 +673,8 @@ with tab_data:
                 gt_data = dataclasses.replace(data, masks=masks)
                 store["eval"][eval_key] = C.evaluate_dataset(
                     lm.module, lm.spec, gt_data, methods, cfgs, indices=subset, target=ds_target,
-                    p=ds_p, tolerance=float(ds_tol), batch_size=16, device=ctx.device, progress=bar)
+                    p=ds_p, tolerance=float(ds_tol), batch_size=16, device=ctx.device, progress=bar,
+                    roi=data.roi)
                 bar.done()
         if eval_key in store["eval"]:
             store["last_eval"][ctx.key] = eval_key
@@ -583,6 +682,8 @@ with tab_data:
     if ev is not None:
         with guard("Summarising"):
             summary = ev.summary()
+            if ev.roi_share is not None:
+                st.caption(V.roi_caption(ev.roi_share).replace("of the image", "of the model input"))
             st.dataframe(V.summary_display(summary), key="sal_summary")
             st.caption(f"{len(ev.indices)} images; accuracy on them "
                        f"{(ev.probs.argmax(1).numpy() == labels[ev.indices]).mean():.1%}. "
@@ -603,7 +704,9 @@ with tab_data:
                 pp = float(st.session_state.get("sal_p", 10)) / 100
                 st.markdown(f"**Agreement between methods over the subset** (mean over images, p = {pp:.0%})")
                 st.dataframe(V.pairwise_table({m: v.numpy() for m, v in ev.maps.items()}, pp,
-                                              chance=CHANCE_DRAWS, seed=int(ctx.seed)),
+                                              chance=CHANCE_DRAWS, seed=int(ctx.seed),
+                                              within=None if data.roi is None
+                                              else np.asarray(data.roi[ev.indices], bool)),
                              hide_index=True, key="sal_ds_pairs")
                 st.caption(V.CHANCE_NOTE.format(n=CHANCE_DRAWS))
 

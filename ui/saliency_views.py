@@ -28,6 +28,26 @@ def upscale(img: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(img, f, axis=0), f, axis=1)
 
 
+def on_original(m: np.ndarray, placement=None, roi=None) -> np.ndarray:
+    """A map (H, W) at the model's input -> float32 on the original's pixels
+    (:func:`nnsens_core.preprocess.map_to_original`: smooth resize, NaN where the model never saw
+    the original); NaN also outside ``roi`` (bool, the original's size), so it draws transparent.
+    Without a ``placement`` the images are the originals and the map stays as it is."""
+    from nnsens_core.preprocess import map_to_original
+    out = np.asarray(m, np.float32) if placement is None else map_to_original(m, placement)
+    if roi is not None:
+        out = np.where(np.asarray(roi, bool), out, np.float32(np.nan))
+    return out
+
+
+def roi_caption(share: float) -> str:
+    """The one line that says maps and numbers are restricted to the region of interest."""
+    return (f"Maps and numbers inside the region of interest: {100 * share:.0f} % of the image "
+            "(chosen on Model & data). Outside it the maps are transparent and no pixel counts in "
+            "any agreement or ground-truth number (top-p % regions are taken among the pixels "
+            "inside).")
+
+
 def outline(rgb: np.ndarray, mask: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:
     """``rgb`` (H, W, 3) uint8 with the boundary pixels of the bool ``mask`` (H, W) painted."""
     out = np.array(rgb, copy=True)
@@ -55,13 +75,15 @@ def prob_figure(probs: np.ndarray, class_names: Sequence[str], true: int, pred: 
 
 
 def pairwise_table(maps: Mapping[str, np.ndarray], p: float, chance: int = 0,
-                   seed: int = 0) -> pd.DataFrame:
+                   seed: int = 0, within=None) -> pd.DataFrame:
     """One row per pair of methods: mean over images of top-p% IoU, Spearman and cosine; with
     ``chance`` > 0 also each number's chance level (``mean [2.5 %, 97.5 %]`` over ``chance``
-    draws of random maps of the same smoothness, :func:`metrics.chance_level`)."""
-    ag = mt.pairwise_agreement(maps, p)
+    draws of random maps of the same smoothness, :func:`metrics.chance_level`). ``within``: the
+    region of interest ((N, H, W) bool) every number is computed inside."""
+    ag = mt.pairwise_agreement(maps, p, within=within)
     names = list(maps)
-    rand = {m: mt.random_like(maps[m], chance, seed + k) for k, m in enumerate(names)} if chance else {}
+    rand = {m: mt.random_like(maps[m], chance, seed + k, within=within)
+            for k, m in enumerate(names)} if chance else {}
     rows = []
     for i, a in enumerate(names):
         for j in range(i + 1, len(names)):
@@ -71,14 +93,15 @@ def pairwise_table(maps: Mapping[str, np.ndarray], p: float, chance: int = 0,
             if chance:
                 for k, col in (("top_p_iou", f"IoU top-{p:.0%}"), ("spearman", "Spearman ρ")):
                     ch = mt.chance_level(k, maps[a], maps[names[j]], p=p, random_a=rand[a],
-                                         random_b=rand[names[j]])
+                                         random_b=rand[names[j]], within=within)
                     row[f"{col} chance"] = ch.text()
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str) -> go.Figure:
-    ag = mt.pairwise_agreement(maps, p)[which]
+def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str,
+                     within=None) -> go.Figure:
+    ag = mt.pairwise_agreement(maps, p, within=within)[which]
     names = [label(m) for m in maps]
     zmin = -1 if which == "spearman" else 0
     fig = go.Figure(go.Heatmap(z=ag, x=names, y=names, zmin=zmin, zmax=1, colorscale="RdBu_r"
@@ -91,24 +114,27 @@ def agreement_matrix(maps: Mapping[str, np.ndarray], p: float, which: str) -> go
 
 
 def localization_table(maps: Mapping[str, np.ndarray], mask: np.ndarray, p: float | None,
-                       tolerance: float, chance: int = 0, seed: int = 0) -> pd.DataFrame:
+                       tolerance: float, chance: int = 0, seed: int = 0,
+                       within=None) -> pd.DataFrame:
     """GT IoU, pointing game and relevance mass per method for the maps of one or more images;
     with ``chance`` > 0 also each metric's chance level (random maps of the same smoothness
-    against the same masks, :func:`metrics.chance_level`) as text columns."""
+    against the same masks, :func:`metrics.chance_level`) as text columns. ``within``: the region
+    of interest every number is computed inside."""
     rows = []
     mask = np.asarray(mask, dtype=bool)
     for m, a in maps.items():
         a = np.asarray(a)
         a = a[None] if a.ndim == 2 else a
         masks = np.broadcast_to(mask, a.shape)
-        loc = mt.localization(a, masks, p, tolerance)
+        w = None if within is None else np.broadcast_to(np.asarray(within, bool), a.shape)
+        loc = mt.localization(a, masks, p, tolerance, within=w)
         row = {"method": label(m), **{METRIC_LABELS[k]: float(np.nanmean(v)) if np.isfinite(v).any()
                                      else np.nan for k, v in loc.items()}}
         if chance:
-            rand = mt.random_like(a, chance, seed)
+            rand = mt.random_like(a, chance, seed, within=w)
             for k in loc:
                 row[f"{METRIC_LABELS[k]} chance"] = mt.chance_level(
-                    k, a, masks=masks, p=p, tolerance=tolerance, random_a=rand).text()
+                    k, a, masks=masks, p=p, tolerance=tolerance, random_a=rand, within=w).text()
         rows.append(row)
     return pd.DataFrame(rows).set_index("method")
 
