@@ -233,8 +233,7 @@ norm_grad = c4.checkbox("Normalise the gradient", key="am_normgrad",
                              "on the scale of the activation.")
 preview_every = int(c4.number_input("Live preview every n steps (0 = off)", 0, 1000, 10,
                                     key="am_preview"))
-grey_default = bool(getattr(ctx.data, "originals", None)) and \
-    all(np.asarray(o).shape[0] == 1 for o in ctx.data.originals)
+grey_default = V.is_grey(ctx.data)  # grey originals, or equal channels
 grey = c4.toggle("Grey images", value=grey_default, key=f"am_grey|{ctx.key}",
                  help="Optimise one grey channel repeated to the model's channels (for grey "
                       "modalities such as ultrasound). On by default when the dataset's images "
@@ -305,7 +304,11 @@ if run["start01"] is not None:
                  columns=min(6, len(imgs01) + 1))
     diff = res.difference("mean").numpy()
     show_chart(st, V.map_row(diff, list(res.labels), title="|x_AM − x_0| (mean over channels)",
-                              colorscale="Viridis"), key="am_diff")
+                              colorscale="Inferno"), key="am_diff")
+    st.caption(f"**Scale:** |x_AM − x_0| in image units ([0, 1] pixel values), from "
+               f"{float(diff.min()):.3g} to {float(diff.max()):.3g}; one colour scale shared by "
+               "every target (colour bar at the right, values printed as value × 10^n); inferno: "
+               "low = dark, high = bright.")
     st.caption("Saved for the saliency comparison (st.session_state['am_difference']).")
 else:
     V.image_grid(imgs01, captions, columns=min(6, len(imgs01)))

@@ -82,7 +82,7 @@ preds_all = probs_all.argmax(1) if probs_all is not None else None
 src = st.radio("Case", ["dataset", "upload"], horizontal=True, key="case_source",
                format_func={"dataset": "An image of the selected dataset",
                             "upload": "Upload one image"}.get)
-image = true_label = case_name = image_id = None
+image = true_label = case_name = image_id = roi_orig = None
 if src == "dataset":
     c1, c2 = st.columns([1, 3])
     which = c1.radio("Show", ["all", "misclassified"], key="case_filter", horizontal=True)
@@ -99,6 +99,10 @@ if src == "dataset":
     index = int(c2.selectbox(f"Image ({len(pool)} of {len(data)})", pool.tolist(),
                              format_func=_name, key=f"case_index|{ctx.key}|{which}"))
     image = np.asarray(data.original(index), np.float32)
+    if data.roi is not None and ctx.roi_originals is not None:  # the region of interest
+        roi_orig = np.asarray(ctx.roi_originals[index], bool)
+        if roi_orig.shape != image.shape[1:]:
+            roi_orig = None
     true_label = int(labels[index])
     case_name = data.files[index] if data.files is not None else f"{data.name} #{index}"
     image_id = f"{ctx.key}|{index}"
@@ -188,7 +192,7 @@ methods = [m for m in methods if m in cfgs]
 # ----------------------------------------------------------------------------- prediction
 i1, i2 = st.columns([1, 2])
 with i1:
-    st.image(V.upscale(render.to_rgb(image), max(1, 256 // max(image.shape[1:]))), width="stretch",
+    st.image(render.to_rgb(image), width="stretch",
              caption=f"{plain(case_name)} · {image.shape[2]}×{image.shape[1]} px (own resolution)")
 with i2:
     head = f"**Prediction: {plain(names[pred])}** ({probs[pred]:.1%})"
@@ -261,20 +265,24 @@ shown_cls = store["last"][case_ctx][2]
 entries = []
 for m, a in res.items():
     meth = R.get(m)
+    if roi_orig is not None and np.shape(a) == roi_orig.shape:  # transparent outside the ROI
+        a = np.where(roi_orig, a, np.float32(np.nan))
     entries.append(RP.MapEntry(m, meth.label, a, meth.signed, meth.description))
+st.session_state["case_shown_maps"] = {e.method: e.map for e in entries}
 
 st.subheader(f"Explanations of {plain(names[shown_cls])}")
+if roi_orig is not None:
+    st.caption(V.roi_caption(float(roi_orig.mean())))
 if view == "contours":
     st.caption("Outlines of each map's top 5 % (white), 10 % (amber) and 20 % (cyan) of pixels.")
 per_row = 3
 original_rgb = render.to_rgb(image)
-k_up = max(1, 256 // max(image.shape[1:]))
 for start in range(0, len(entries), per_row - 1):
     cols = st.columns(per_row)
-    cols[0].image(V.upscale(original_rgb, k_up), caption="original", width="stretch")
+    cols[0].image(original_rgb, caption="original", width="stretch")
     for c, e in zip(cols[1:], entries[start:start + per_row - 1]):
         pics = e.pictures(image, alpha)
-        c.image(V.upscale(pics["wash" if view == "wash" else "contours"], k_up), width="stretch",
+        c.image(pics["wash" if view == "wash" else "contours"], width="stretch",
                 caption=e.label)
         c.image(pics["colorbar"], width="stretch")
         c.caption(f"**What this shows:** {e.description}. Scale: {e.scale_text()}.")
@@ -290,7 +298,9 @@ if len(entries) > 1:
                        "Spearman ρ": round(r["spearman"], 3)} for r in ag["pairs"]],
                      hide_index=True, key="case_agreement")
         st.caption(f"Chance level for independent maps: IoU {ag['chance']['top_p_iou']:.3f}, "
-                   "Spearman 0. Signed maps are compared by their positive part.")
+                   "Spearman 0. Signed maps are compared by their positive part"
+                   + (", on the pixels inside the region of interest only (top-p % among them)"
+                      if roi_orig is not None else "") + ".")
 
 # ----------------------------------------------------------------------------- report
 rep_key = (store["last"][case_ctx], float(alpha), None if sanity is None else sanity.final)

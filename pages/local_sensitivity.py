@@ -334,8 +334,48 @@ exps = [P.order_of_magnitude(m) for m in maps_np]
 st.caption("Order of magnitude per block (values are printed as value × 10^n): "
            + ", ".join(f"{lb}: 10^{n}" for lb, n in zip(labels, exps))
            + (f"; shared scale 10^{P.order_of_magnitude(maps_np)}" if shared else ""))
-show_chart(st, V.block_channel_grid(maps_np, labels, names_c, shared=shared,
-                                     title="Sensitivity per block × channel"), key="ls_grid")
+v1, v2, v3 = st.columns([3, 2, 2])
+view = v1.radio("View", list(V.VIEWS), format_func=V.VIEWS.get, horizontal=True, key="ls_view",
+                help="One block at a time over the anatomy (or alone), or every block × channel "
+                     "heatmap at once.")
+if view == "grid":
+    show_chart(st, V.block_channel_grid(maps_np, labels, names_c, shared=shared,
+                                         title="Sensitivity per block × channel"), key="ls_grid")
+else:
+    q = v2.selectbox("Block", range(len(labels)), index=len(labels) - 1, key="ls_block",
+                     format_func=lambda k: labels[k] or f"block {k}")
+    alpha = v3.slider("Overlay opacity", 0.0, 1.0, 0.6, 0.05, key="ls_alpha",
+                      disabled=view != "over")
+    # the anatomy beneath: the image analysed (image 0 for the mean / std over images), at its
+    # own resolution for a dataset image
+    k_img = int(stat.split()[1]) if stat.startswith("image") else 0
+    base, place = np.asarray(run["x01"][k_img], np.float32), None
+    if run["image_id"][0] == "index":
+        i_data = int(run["image_id"][1][k_img])
+        base = np.asarray(data.original(i_data), np.float32)
+        place = None if data.placements is None else data.placements[i_data]
+    H, W = spec.input_shape[1:]
+    block_maps = V.tiles_to_grid(maps_np[q], tile, (H, W))
+    from nnsens_core import render
+    # shared: one range for every block and channel (the grid's shared scale)
+    scale = render.scale_of(maps_np, bool(maps_np.min() < 0)) if shared else (None, None)
+    with guard("Drawing the maps"):
+        pics, (lo, hi), signed = V.block_pictures(block_maps, base, place, alpha, view == "over",
+                                                  *scale)
+        cols = st.columns(min(len(pics), 4) + 1)
+        cols[0].image(render.to_rgb(base), width="stretch",
+                      caption=f"image ({base.shape[2]}×{base.shape[1]} px)"
+                              + (" · image 0 of the mean / std" if not stat.startswith("image")
+                                 else ""))
+        for c, (pic, nm) in enumerate(zip(pics[:4], names_c[:4])):
+            cols[c + 1].image(pic, width="stretch", caption=f"{labels[q]} · {nm}")
+        if len(pics) > 4:
+            st.caption(f"The first 4 of {len(pics)} channels; pick a channel aggregate or the "
+                       "full grid for the rest.")
+        st.image(render.colorbar(lo, hi, "sensitivity s", signed), width=296)
+        st.caption("**Scale:** " + V.scale_text(lo, hi, signed, shared)
+                   + (f"; pooled into {tile}×{tile} tiles ({tile_how})" if tile > 1 else "")
+                   + ". The full grid shows every block × channel at once.")
 
 summary = batch.to_frame().rename(columns={"std_over_images": "std over images",
                                            "order_of_magnitude": "order of magnitude",

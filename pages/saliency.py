@@ -458,16 +458,16 @@ with tab_browse:
         gt_orig = None
         if show_gt and mask is not None:
             gt_orig = V.on_original(mask.astype(np.float32), place) > 0.5
-        shown = {}
+        drawn = {}
         entries = []
         for m, a in maps.items():
             meth = R.get(m) if m in R.names() else None
             signed = bool(meth.signed) if meth is not None and scale_mode == "raw" else False
             src = raw_maps[m] if scale_mode == "raw" else a
-            shown[m] = V.on_original(src, place, roi_orig)
-            entries.append(RP.MapEntry(m, V.label(m), shown[m], signed,
+            drawn[m] = V.on_original(src, place, roi_orig)
+            entries.append(RP.MapEntry(m, V.label(m), drawn[m], signed,
                                        meth.description if meth is not None else ""))
-        st.session_state["sal_shown_maps"] = shown  # what is drawn: NaN = transparent
+        st.session_state["sal_shown_maps"] = drawn  # what is drawn: NaN = transparent
         if view == "contours":
             st.caption("Outlines of each map's top 5 % (white), 10 % (amber) and 20 % (cyan) of "
                        "pixels" + (" inside the region of interest" if roi_orig is not None else "")

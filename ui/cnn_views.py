@@ -209,3 +209,75 @@ def measure_figure(means: dict, labels, absolute: dict | None = None,
     for ann in fig.layout.annotations:
         ann.font.size = 11
     return fig
+
+
+# ----------------------------------------------------------------------------- maps over the anatomy
+VIEWS = {"over": "over the image (one block)", "alone": "alone (one block)",
+         "grid": "full grid (every block × channel)"}
+
+
+def tiles_to_grid(m: np.ndarray, tile: int, size: tuple[int, int]) -> np.ndarray:
+    """A map pooled into ``tile`` × ``tile`` tiles (ceil mode) back on the (H, W) grid: each tile's
+    value on its pixels (the pooled map is piecewise constant, so nothing is invented)."""
+    m = np.asarray(m, np.float32)
+    if tile > 1:
+        m = np.repeat(np.repeat(m, tile, axis=-2), tile, axis=-1)
+    return m[..., :size[0], :size[1]]
+
+
+def block_pictures(maps: np.ndarray, base: np.ndarray, placement=None, alpha: float = 0.6,
+                   over: bool = True, vmin: float | None = None, vmax: float | None = None,
+                   ) -> tuple[list[np.ndarray], tuple[float, float], bool]:
+    """One block's maps ``(channels, H, W)`` at the model input as pictures: over ``base`` (the
+    original (C, h, w) in [0, 1], at its own resolution through ``placement``, smooth resize) or
+    alone (the colour map; NaN where the model never saw the original). One colour scale for the
+    block's channels (``vmin``/``vmax`` or the maps' own range; diverging around 0 when a map has
+    negative values). Returns (pictures uint8 RGB, (vmin, vmax), signed)."""
+    from nnsens_core import render
+    from nnsens_core.preprocess import map_to_original
+    maps = np.asarray(maps, np.float32)
+    on_orig = [m if placement is None else map_to_original(m, placement) for m in maps]
+    signed = bool(np.nanmin(maps) < 0 or (vmin is not None and vmin < 0))
+    lo, hi = render.scale_of(np.stack(on_orig), signed)
+    lo = lo if vmin is None else float(vmin)
+    hi = hi if vmax is None else float(vmax)
+    if signed:
+        a = max(abs(lo), abs(hi)) or 1.0
+        lo, hi = -a, a
+    if not hi > lo:
+        hi = lo + 1.0
+    pics = []
+    for m in on_orig:
+        if over:
+            pics.append(render.overlay(base, m, alpha, signed, lo, hi))
+        else:
+            rgba = render.colorize(m, signed, lo, hi)
+            white = np.full(rgba.shape[:2] + (3,), 255.0)
+            a = rgba[..., 3:4] / 255.0
+            pics.append((rgba[..., :3] * a + white * (1 - a)).round().astype(np.uint8))
+    return pics, (lo, hi), signed
+
+
+def scale_text(lo: float, hi: float, signed: bool, shared: bool) -> str:
+    """The stated colour scale of the sensitivity maps shown."""
+    how = ("diverging around 0: red = positive, white = 0, blue = negative" if signed
+           else "low = dark, high = bright (inferno)")
+    whose = ("shared by every block and channel shown" if shared else
+             "this block's channels (another block has its own range)")
+    return f"sensitivity s from {lo:.3g} to {hi:.3g} ({whose}); {how}"
+
+
+def is_grey(data) -> bool:
+    """True when every image of ``data`` is grey: its originals have one channel (read from their
+    shapes, nothing decoded), or, without originals, the model-input channels are all equal."""
+    orig = getattr(data, "originals", None)
+    if orig is not None and len(orig):
+        shape = getattr(orig, "shape", None)
+        if callable(shape):  # nnsens_core.data.Originals
+            return all(shape(i)[0] == 1 for i in range(len(orig)))
+        return all(np.shape(o)[0] == 1 for o in orig)
+    imgs = np.asarray(data.images)
+    if imgs.ndim < 4 or len(imgs) == 0:
+        return False
+    return imgs.shape[1] == 1 or all(np.array_equal(imgs[:, 0], imgs[:, c])
+                                     for c in range(1, imgs.shape[1]))

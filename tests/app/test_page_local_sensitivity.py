@@ -50,6 +50,19 @@ def test_local_page_runs_small_analysis_and_keeps_it():
     np.testing.assert_allclose(full.maps.numpy(), res.maps.numpy(), rtol=1e-4, atol=1e-5)
     at.checkbox(key="ls_incremental").check()
     at.run()
+    # compact default: one block (the last) over the image, with a colour bar and its stated scale
+    assert at.radio(key="ls_view").value == "over" and at.selectbox(key="ls_block").value == 4
+    scale = [c.value for c in at.caption if c.value.startswith("**Scale:**")]
+    assert scale and "sensitivity s from" in scale[0] and "shared by every block" in scale[0]
+    imgs = [i for el in at.image for i in el.proto.imgs]
+    assert len(imgs) >= 1 + 3 + 1  # the image, one overlay per channel, the colour bar
+    assert not at.get("plotly_chart")
+    at.radio(key="ls_view").set_value("alone")
+    at.run()
+    assert not at.exception, at.exception
+    # the full grid is still there
+    at.radio(key="ls_view").set_value("grid")
+    at.run()
     assert len(at.get("plotly_chart")) >= 1
     # a view change reruns without recomputing
     at.radio(key="ls_scale").set_value("per block")

@@ -1,0 +1,34 @@
+"""AppTest of the "Read a case" page with a region of interest: the maps are transparent outside
+it, the agreement is measured inside it, and one caption says so."""
+import numpy as np
+
+from app_pages import open_page
+
+PAGE = "pages/case.py"
+DATA_ID = "demo:phantom:test:90"
+LEFT = "0,0; 40,0; 40,63; 0,63"
+
+
+def test_case_maps_and_agreement_inside_the_region_of_interest():
+    at = open_page(PAGE, timeout=240, state={"roi": {DATA_ID: {"mode": "polygon", "polygon": LEFT}}})
+    at.multiselect(key="case_methods").set_value(["gradcam", "gradient"])
+    at.run()
+    at.button(key="case_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    caps = [c.value for c in at.caption]
+    assert any(c.startswith("Maps and numbers inside the region of interest: ") for c in caps), caps
+    assert any("inside the region of interest only" in c for c in caps)
+    shown = at.session_state["case_shown_maps"]
+    assert set(shown) == {"gradcam", "gradient"}
+    for m in shown.values():
+        assert np.isnan(m[:, 45:]).all() and np.isfinite(m[:, :38]).all()
+    # the agreement table: Spearman over the pixels inside (report.agreement over finite pixels)
+    from nnsens_core.roi import parse_polygon, polygon_mask
+    from nnsens_core.saliency import metrics as mt
+    roi = polygon_mask(parse_polygon(LEFT), (64, 64))
+    (run,) = at.session_state["case"]["runs"].values()
+    table = next(df.value for df in at.dataframe if "Spearman ρ" in df.value.columns)
+    a, b = run["gradcam"][None], np.clip(run["gradient"], 0, None)[None]
+    assert abs(table["Spearman ρ"].iloc[0] - round(mt.spearman(a, b, within=roi)[0], 3)) < 1e-9
