@@ -57,6 +57,8 @@ def apply_preset(name: str) -> None:
     """Set the update-rule widgets to preset ``name`` (on_click: before the widgets are drawn)."""
     for field, key in PRESET_KEYS.items():
         st.session_state[key] = A.PRESETS[name][field]
+    if name == "paper":  # the paper's AM images are RGB: its rule on every channel
+        st.session_state[f"am_grey|{ctx.key}"] = False
     st.session_state["am_preset_applied"] = name
 
 
@@ -209,7 +211,8 @@ if start01 is not None:
 st.subheader("Update rule")
 p1, p2, p3 = st.columns([1, 1, 3])
 p1.button("Paper preset", key="am_preset_paper", on_click=apply_preset, args=("paper",),
-          help="The paper's eqs. 1–5: " + preset_text("paper"))
+          help="The paper's eqs. 1–5: " + preset_text("paper") + "; grey images off (the "
+               "paper optimises every channel)")
 p2.button("nnsens preset", key="am_preset_nnsens", on_click=apply_preset, args=("nnsens",),
           help=preset_text("nnsens"))
 applied = st.session_state.get("am_preset_applied")
