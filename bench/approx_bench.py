@@ -29,7 +29,11 @@ import torch
 from nnsens_core import zoo
 from nnsens_core._approx import error_report
 from nnsens_core.local_sensitivity import LocalConfig, local_sensitivity
-from nnsens_core.saliency.occlusion import OcclusionConfig, occlusion, occlusion_positions
+from nnsens_core.saliency.occlusion import (
+    OcclusionConfig,
+    occlusion,
+    occlusion_positions,
+)
 
 try:                                   # run as a script from the repository root
     from local_bench import demo_model_and_image, time_loop

@@ -59,7 +59,7 @@ def error_report(approx: torch.Tensor, exact: torch.Tensor, labels=None, **info)
         if math.isnan(rho) and np.array_equal(a[:, q], e[:, q]):
             rho = 1.0        # identical (e.g. constant) values rank identically
         per.append({"rel_l2": rel, "spearman": rho})
-    out = {**info, "sample": int(len(a)),
+    out = {**info, "sample": len(a),
            "rel_l2": max((p["rel_l2"] for p in per), default=0.0),
            "spearman": min((p["spearman"] for p in per if not math.isnan(p["spearman"])),
                            default=float("nan"))}

@@ -12,7 +12,12 @@ from torch import nn
 
 from nnsens_core import _approx, _incremental, zoo
 from nnsens_core.errors import NnsensError
-from nnsens_core.local_sensitivity import LocalConfig, _perturbations, engine_agreement, local_sensitivity
+from nnsens_core.local_sensitivity import (
+    LocalConfig,
+    _perturbations,
+    engine_agreement,
+    local_sensitivity,
+)
 from nnsens_core.saliency import occlusion as O
 
 
@@ -126,7 +131,7 @@ def test_drill_down_with_every_position_equals_full_occlusion_and_reports():
     torch.testing.assert_close(drill, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()))
     assert det["drill_down"]["computed"] == 2 * 15 * 15
     assert det["approx"]["sample"] == 8 and det["approx"]["rel_l2"] < 1e-3
-    part, det = O.occlusion(model, x, [1, 2], O.OcclusionConfig(drill_top=0.2, **kw), "cpu",
+    _, det = O.occlusion(model, x, [1, 2], O.OcclusionConfig(drill_top=0.2, **kw), "cpu",
                             return_details=True)
     assert det["drill_down"]["computed_fraction"] < 0.5
     assert {"rel_l2", "spearman", "sample", "drill_top"} <= set(det["approx"])
