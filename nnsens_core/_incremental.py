@@ -64,6 +64,9 @@ class _Step:
     inside: bool = False             # windows: the incoming patch always lies in the window
     labels: tuple[str, ...] = ()     # blocks that read this layer's output
     base_out: _Map | None = None     # blocks: the output
+    centre_r: torch.Tensor | None = None   # windows: the perturbation's centre row per tile row
+    centre_c: torch.Tensor | None = None   # ... column per tile column (float, output coords)
+    measure_of: int | None = None    # approx=True: the window layer whose group ends here
 
 
 class IncrementalEngine:
@@ -75,11 +78,62 @@ class IncrementalEngine:
     image (:meth:`outputs`).
     """
 
-    def __init__(self, x, steps, in_box, in_start, labels=(), base_norm=None):
-        self.x, self.steps, self.shape = _Map(x), steps, tuple(x.shape)
+    def __init__(self, x, steps, in_box, in_start, labels=(), base_norm=None, replan=None, caps=None):
+        self.x, self.steps, self.shape, self.x_tensor = _Map(x), steps, tuple(x.shape), x
         self.in_box, self.in_start = in_box, in_start   # (kh, kw), ((nh,), (nw,))
         self.labels = list(labels)
         self.base_norm = base_norm or {}    # label -> (1,) ||B(x)||
+        self._replan = replan               # caps -> steps (engines built with approx=True)
+        self.caps = caps                    # layer index -> (cap_r, cap_c); None = exact
+
+    # ------------------------------------------------------------------ approximate inference
+    def calibrate(self, tau: float, ti: torch.Tensor, tj: torch.Tensor, patch: torch.Tensor) -> dict:
+        """Projective-field caps for threshold ``tau`` from exact runs of a sample of
+        perturbations (``ti``, ``tj``, input boxes ``patch``; this engine must be exact and built
+        with ``approx=True``).
+
+        After each sliding-window layer (and the pointwise layers that follow it, e.g. ReLU),
+        a position *counts* for a perturbation when the largest change over its channels exceeds
+        ``tau`` times the largest change anywhere in that layer for that perturbation. A layer's
+        cap (per dim) is the smallest box, centred on the perturbation's projective-field centre,
+        that holds every counted position of every sampled perturbation. Returns
+        ``{layer index: (cap_r, cap_c)}``.
+        """
+        if self._replan is None or self.caps is not None:
+            raise ValueError("calibrate needs an exact engine built with approx=True")
+        need: dict[int, list[int]] = {}
+
+        def visit(st, patch, rows, cols):
+            if st.measure_of is None:
+                return
+            w = self.steps[st.measure_of]
+            base = st.base_out.boxes(rows, cols, st.box)
+            d = (patch.float() - base.float()).abs().amax(1)                  # (N, h, w)
+            peak = d.flatten(1).amax(1)
+            hit = (d > tau * peak[:, None, None]) & (peak > 0)[:, None, None]
+            got = need.setdefault(st.measure_of, [1, 1])
+            for dim, (start, centre, n_out) in enumerate(
+                    ((rows, w.centre_r[ti], st.base_out.height), (cols, w.centre_c[tj], st.base_out.width))):
+                line = hit.any(2 - dim)                                      # (N, size)
+                has = line.any(1)
+                if not bool(has.any()):
+                    continue
+                pos = torch.arange(line.shape[1], device=line.device)
+                lo = torch.where(line, pos, line.shape[1]).amin(1) + start
+                hi = torch.where(line, pos, -1).amax(1) + start
+                got[dim] = max(got[dim], _needed_cap(lo[has], hi[has], centre[has], n_out))
+
+        with torch.inference_mode():
+            self.propagate(ti, tj, patch, visit, every=True)
+        return {i: tuple(c) for i, c in need.items()}
+
+    def with_caps(self, caps: dict) -> "IncrementalEngine":
+        """The approximate engine: each sliding-window layer computes at most a ``caps[i]`` box
+        around the perturbation's projective-field centre (the rest: unperturbed activations)."""
+        if self._replan is None:
+            raise ValueError("with_caps needs an engine built with approx=True")
+        return IncrementalEngine(self.x_tensor, self._replan(caps), self.in_box, self.in_start,
+                                 self.labels, self.base_norm, None, dict(caps))
 
     def bytes_per_item(self) -> int:
         """Activation bytes of one perturbation in a batch (gathered windows and patches)."""
@@ -98,10 +152,12 @@ class IncrementalEngine:
         src = self.x if image is None else image
         return src.boxes(self.in_start[0][ti], self.in_start[1][tj], self.in_box)
 
-    def propagate(self, ti: torch.Tensor, tj: torch.Tensor, patch: torch.Tensor, visit=None):
+    def propagate(self, ti: torch.Tensor, tj: torch.Tensor, patch: torch.Tensor, visit=None,
+                  every: bool = False):
         """Run the perturbed input boxes ``patch`` (N, C, kh, kw) of perturbations ``(ti, tj)``
         through the layers; ``visit(step, patch, rows, cols)`` sees the output box of every
-        layer that blocks read. Returns the last layer's output boxes and their starts."""
+        layer that blocks read (``every``: of every layer). Returns the last layer's output
+        boxes and their starts."""
         r0, c0 = self.in_start[0][ti], self.in_start[1][tj]
         for st in self.steps:
             if st.rule.window:
@@ -114,25 +170,32 @@ class IncrementalEngine:
                 r0, c0 = rows, cols
             else:
                 patch = st.rule.apply(patch)
-            if st.labels and visit is not None:
+            if visit is not None and (st.labels or every):
                 visit(st, patch, r0, c0)
         return patch, r0, c0
 
-    def values(self, sl: slice, idx: torch.Tensor, delta: torch.Tensor, formula: str) -> torch.Tensor:
-        """``(N, Q)`` block values of perturbations ``sl`` (flat ``idx`` / ``delta`` as made by
-        ``perturbation._perturbations``, already sliced)."""
+    def tile_patches(self, p: torch.Tensor, idx: torch.Tensor, delta: torch.Tensor):
+        """``(ti, tj, patch)`` of local-sensitivity perturbations ``p`` (flat ``idx`` / ``delta``
+        as made by ``perturbation._perturbations``, already indexed by ``p``): the input patch is
+        all channels of the tile's box, plus delta on the perturbed pixels."""
         c, h, w = self.shape
         nh, nw = len(self.in_start[0]), len(self.in_start[1])
-        p = torch.arange(sl.start, sl.stop, device=idx.device)
         t = p % (nh * nw)
         ti, tj = t // nw, t % nw
-        # the input patch: all channels of the tile's box, plus delta on the perturbed pixels
         kw = self.in_box[1]
         r0, c0 = self.in_start[0][ti], self.in_start[1][tj]
         patch = self.input_boxes(ti, tj)
         pix = idx % (h * w)
         local = ((pix // w - r0[:, None]) * kw + (pix % w - c0[:, None])) * c + idx // (h * w)
         patch.permute(0, 2, 3, 1).view(len(p), -1).scatter_add_(1, local, delta)
+        return ti, tj, patch
+
+    def values(self, p, idx: torch.Tensor, delta: torch.Tensor, formula: str) -> torch.Tensor:
+        """``(N, Q)`` block values of perturbations ``p`` (a slice or an index tensor; flat
+        ``idx`` / ``delta`` as made by ``perturbation._perturbations``, already indexed)."""
+        if isinstance(p, slice):
+            p = torch.arange(p.start, p.stop, device=idx.device)
+        ti, tj, patch = self.tile_patches(p, idx, delta)
         out = {}
 
         def visit(st, patch, rows, cols):
@@ -186,11 +249,12 @@ def layer_rule(m: nn.Module):
     return rule
 
 
-def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int):
+def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int, approx: bool = False):
     """``(engine, None)`` when the incremental engine applies to these blocks, else ``(None, reason)``.
 
     Runs the base pass (one forward of ``x``) and checks there that S receives ``x`` unchanged and
-    that each of its layers up to the last block runs once.
+    that each of its layers up to the last block runs once. With ``approx`` the (exact) engine
+    keeps what :meth:`IncrementalEngine.calibrate` and :meth:`~IncrementalEngine.with_caps` need.
     """
     found = _sequential_of(model, mapping)
     if isinstance(found, str):
@@ -214,11 +278,19 @@ def prepare(model: nn.Module, x: torch.Tensor, mapping: dict[str, str], k: int):
         labels_at.setdefault(i, []).append(lb)
     base_norm = {lb: torch.linalg.vector_norm(acts[i].float().reshape(1, -1), dim=1)
                  for lb, i in zip(mapping, block_idx)}
-    steps = _plan(rules, x, acts, box, start, reached, labels_at)
-    return IncrementalEngine(x, steps, box, start, list(mapping), base_norm), None
+    if not approx:
+        steps = _plan(rules, x, acts, box, start, reached, labels_at)
+        return IncrementalEngine(x, steps, box, start, list(mapping), base_norm), None
+
+    def replan(caps):
+        return _plan(rules, x, list(acts), box, start, reached, labels_at, caps=caps)
+
+    steps = _plan(rules, x, list(acts), box, start, reached, labels_at, measure=True)
+    return IncrementalEngine(x, steps, box, start, list(mapping), base_norm, replan), None
 
 
-def prepare_windows(layers, x: torch.Tensor, tops, lefts, window: int) -> IncrementalEngine:
+def prepare_windows(layers, x: torch.Tensor, tops, lefts, window: int,
+                    approx: bool = False) -> IncrementalEngine:
     """Engine for replacing a ``window`` x ``window`` box of ``x`` (C, H, W), all channels, at
     rows ``tops`` x columns ``lefts`` (each box inside the image), through ``layers`` run in
     order (each with a rule, see :func:`layer_rule`); :meth:`IncrementalEngine.outputs` gives the
@@ -235,8 +307,16 @@ def prepare_windows(layers, x: torch.Tensor, tops, lefts, window: int) -> Increm
     dev = x.device
     starts = tuple(torch.as_tensor(list(t), dtype=torch.long, device=dev) for t in (tops, lefts))
     reached = [(t, t + (window - 1)) for t in starts]
-    steps = _plan(rules, x, acts, (window, window), starts, reached, {}, keep_last=True)
-    return IncrementalEngine(x, steps, (window, window), starts)
+    box = (window, window)
+    if not approx:
+        steps = _plan(rules, x, acts, box, starts, reached, {}, keep_last=True)
+        return IncrementalEngine(x, steps, box, starts)
+
+    def replan(caps):
+        return _plan(rules, x, list(acts), box, starts, reached, {}, keep_last=True, caps=caps)
+
+    steps = _plan(rules, x, list(acts), box, starts, reached, {}, keep_last=True, measure=True)
+    return IncrementalEngine(x, steps, box, starts, replan=replan)
 
 
 def _tiles(hw, k: int, dev):
@@ -249,42 +329,82 @@ def _tiles(hw, k: int, dev):
     return box, start, reached
 
 
-def _plan(rules, x, acts, in_box, in_start, reached, labels_at, keep_last=False) -> list[_Step]:
+def _plan(rules, x, acts, in_box, in_start, reached, labels_at, keep_last=False, caps=None,
+          measure=False) -> list[_Step]:
     """The steps of the layers ``rules`` (base outputs ``acts``, each (1, C, H, W); released as
     they are used) for perturbations of input ``x`` on boxes of size ``in_box`` starting at
     ``in_start`` (per dim, per box row / column) that reach ``reached`` (per dim (lo, hi)).
     Layers in ``labels_at`` (index -> labels) and, with ``keep_last``, the last layer keep their
-    base output."""
+    base output. ``caps`` (layer index -> (rows, cols)): approximate plan, each such
+    sliding-window layer computes at most that box around the perturbation's centre.
+    ``measure``: the last layer of each window layer's group (the window layer and the pointwise
+    layers after it) keeps its base output and is marked for :meth:`IncrementalEngine.calibrate`.
+    """
     steps = []
     inp, prev = x, None
+    centre = [(lo + hi).double() / 2 for lo, hi in reached]
+    group_end = {}
+    if measure:
+        last_window = None
+        for i, rule in enumerate(rules):
+            if rule.window:
+                last_window = i
+            if last_window is not None and (i + 1 == len(rules) or rules[i + 1].window):
+                group_end[i] = last_window
     for i, rule in enumerate(rules):
         out, acts[i] = acts[i][0], None
         if rule.window:
-            step, reached = _window_step(rule, inp, out, reached, prev, in_box, in_start)
+            cap = None if caps is None else caps.get(i)
+            step, reached, centre = _window_step(rule, inp, out, reached, prev, in_box, in_start,
+                                                 centre, cap)
         elif prev is None:
             step = _Step(rule, in_box, *in_start)
         else:
             step = _Step(rule, prev.box, prev.start_r, prev.start_c)
         if i in labels_at:
             step.labels = tuple(labels_at[i])
-        if i in labels_at or (keep_last and i == len(rules) - 1):
+        if i in group_end:
+            step.measure_of = group_end[i]
+        if i in labels_at or (keep_last and i == len(rules) - 1) or i in group_end:
             step.base_out = _Map(out)
         steps.append(step)
         inp, prev = out, step
     return steps
 
 
-def _window_step(rule, inp, out, reached, prev, in_box, in_start):
+def _cap_start(centre: torch.Tensor, cap: int) -> torch.Tensor:
+    """First position of a ``cap``-long run centred on ``centre`` (float; rounded half up)."""
+    return torch.floor(centre - (cap - 1) / 2 + 0.5).long()
+
+
+def _needed_cap(lo, hi, centre, n_out: int) -> int:
+    """The smallest cap whose centred run (:func:`_cap_start`) holds ``[lo, hi]`` for every
+    sample (the map size when none does)."""
+    for cap in range(1, n_out + 1):
+        a = _cap_start(centre, cap)
+        if bool(((a <= lo) & (a + cap - 1 >= hi)).all()):
+            return cap
+    return n_out
+
+
+def _window_step(rule, inp, out, reached, prev, in_box, in_start, centre, cap=None):
     """Plan a sliding-window layer from its base input (C, H, W) and output: the output box (the
     largest any perturbation reaches; its start clamped per box row / column), the base input
     padded far enough for every window, and whether the incoming patch always lies inside the
-    window. Returns the step and the region each box reaches in the output, per dim ``(lo, hi)``."""
+    window. ``cap`` (rows, cols) truncates what each perturbation reaches to a run of at most
+    that length around its centre (approximate inference). Returns the step, the region each
+    box reaches in the output, per dim ``(lo, hi)``, and the centres per dim."""
     box_in = prev.box if prev else in_box
     starts_in = (prev.start_r, prev.start_c) if prev else in_start
-    box, starts, pads, new_reached, inside = [], [], [], [], True
+    box, starts, pads, new_reached, inside, centres = [], [], [], [], True, []
     for d in range(2):
         ax, n_out = rule.axes[d], out.shape[1 + d]
         olo, ohi = ax.reach(*reached[d], n_out)
+        c_out = (centre[d] + ax.pad - (ax.span - 1) / 2) / ax.stride
+        if cap is not None and cap[d] < n_out:
+            a = _cap_start(c_out, cap[d])
+            lo_t = torch.minimum(torch.maximum(olo, a), ohi)
+            olo, ohi = lo_t, torch.maximum(torch.minimum(ohi, a + cap[d] - 1), lo_t)
         size = max(1, int((ohi - olo + 1).max()))
         start = olo.clamp(max=n_out - size)
         end = int(start.max()) * ax.stride + ax.window(size)        # in padded coordinates
@@ -294,11 +414,14 @@ def _window_step(rule, inp, out, reached, prev, in_box, in_start):
         box.append(size)
         starts.append(start)
         new_reached.append((olo, ohi))
+        centres.append(c_out)
     if isinstance(rule, _AvgPool):
         rule.bind(tuple(inp.shape[1:]), tuple(out.shape[1:]), inp.device)
     padded = F.pad(inp, (*pads[1], *pads[0]), value=rule.pad_value)
     window = (rule.axes[0].window(box[0]), rule.axes[1].window(box[1]))
-    return _Step(rule, tuple(box), starts[0], starts[1], _Map(padded), window, inside), new_reached
+    step = _Step(rule, tuple(box), starts[0], starts[1], _Map(padded), window, inside,
+                 centre_r=centres[0], centre_c=centres[1])
+    return step, new_reached, centres
 
 
 def _base_pass(model: nn.Module, seq: nn.Sequential, layers, x: torch.Tensor):

@@ -22,7 +22,9 @@ class LocalResult(Result):
     """Sensitivity maps ``(blocks, C, H, W)`` (CPU float32) of one image and what produced them.
 
     For finite differences ``extra`` holds ``engine`` (``"incremental"`` or ``"full"``), the
-    ``batch_size`` used and, when ``incremental="auto"`` fell back to full passes, ``engine_reason``.
+    ``batch_size`` used and, when ``incremental="auto"`` fell back to full passes, ``engine_reason``;
+    with ``config.tau`` > 0, ``approx``: the error measured against exact values on a sample of
+    perturbations (:func:`nnsens_core._approx.error_report`; None when the engine did not apply).
     """
     maps: torch.Tensor
     labels: tuple[str, ...]
@@ -129,6 +131,13 @@ class LocalBatchResult(Result):
                "engine": r0.extra.get("engine"), "engine_reason": r0.extra.get("engine_reason"),
                "blocks": {lb: {**table.loc[lb].to_dict(), "per_image": [s[lb] for s in per_image]}
                           for lb in self.labels}}
+        reports = [r.extra.get("approx") for r in self.results if r.extra.get("approx")]
+        if reports:   # approximate inference: the worst measured error over the images
+            doc["approx"] = {"tau": reports[0].get("tau"),
+                             "sample": sum(r["sample"] for r in reports),
+                             "rel_l2": max(r["rel_l2"] for r in reports),
+                             "spearman": min(r["spearman"] for r in reports),
+                             "per_image": reports}
         if self.exact is not None:
             doc["agreement_with_finite_differences"] = self.agreement()
             doc["finite_differences"] = {"forward_passes": sum(r.n_forward for r in self.exact),

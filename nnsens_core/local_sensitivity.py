@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _incremental
+from . import _approx, _incremental
 from . import _validate as v
 from . import stats
 from ._batching import Progress, map_batches, sub_progress
@@ -88,6 +88,13 @@ class LocalConfig:
     incremental: ``"auto"`` computes finite differences incrementally (only the activation boxes
         a perturbation reaches) when the model allows it, else by full forward passes; ``"off"``
         always uses full forward passes. Both give the same maps up to float rounding.
+    tau: approximate incremental inference (projective-field thresholding, see
+        :mod:`nnsens_core._approx`): 0 (default) = exact; in (0, 1) each layer computes only the
+        box around a perturbation where its change exceeded ``tau`` x that layer's largest change
+        on a calibration sample. Needs ``method="finite"`` and ``incremental="auto"``.
+    approx_sample: perturbations (random, seeded with ``seed``) run exactly to calibrate (and as
+        many others to measure the error reported in ``LocalResult.extra["approx"]``) when
+        ``tau`` > 0.
     """
     epsilon: float = 0.1
     noise: str = "fixed"
@@ -99,6 +106,8 @@ class LocalConfig:
     n_probes: int = 32
     batch_size: int | None = None
     incremental: str = "auto"
+    tau: float = 0.0
+    approx_sample: int = 32
 
     def __post_init__(self):
         v.positive("epsilon", self.epsilon)
@@ -109,6 +118,12 @@ class LocalConfig:
         v.one_of("method", self.method, METHODS)
         v.one_of("incremental", self.incremental, _incremental.CHOICES)
         v.positive("n_probes", self.n_probes, integer=True)
+        _approx.check_tau(self.tau)
+        _approx.check_sample("approx_sample", self.approx_sample)
+        if self.tau > 0 and (self.method != "finite" or self.incremental != "auto"):
+            raise NnsensError(f"tau={self.tau!r} (approximate incremental inference) needs "
+                              f"method='finite' and incremental='auto', not method={self.method!r}, "
+                              f"incremental={self.incremental!r}; set tau=0 or change them")
         if self.batch_size is not None:
             v.positive("batch_size", self.batch_size, integer=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
@@ -251,11 +266,14 @@ def _finite(model, x, mapping, cfg, dev, progress, offset, total_all):
     elif cfg.incremental == "auto" and OUTPUT_MODULE in mapping.values():
         reason = "a block is the model output"
     elif cfg.incremental == "auto":
-        engine, reason = _incremental.prepare(model, x, mapping, cfg.patch)
+        engine, reason = _incremental.prepare(model, x, mapping, cfg.patch, approx=cfg.tau > 0)
         if engine is not None:
             return _finite_incremental(engine, x, cfg, dev, progress, offset, total_all)
     maps, base, n_fwd, bs = _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all)
     extra = {"engine": "full", "batch_size": bs}
+    if cfg.tau > 0:
+        extra["approx"] = None
+        extra["approx_reason"] = "exact full forward passes: the incremental engine does not apply"
     return maps, base, n_fwd, {**extra, "engine_reason": reason} if reason else extra
 
 
@@ -269,6 +287,14 @@ def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
     if progress is not None:
         progress(offset + 1, total)
 
+    extra = {"engine": "incremental", "batch_size": bs}
+    if cfg.tau > 0:      # calibrate on one sample, measure the error on another (exact values)
+        cal, chk = (s.to(dev) for s in _approx.samples(n, cfg.approx_sample, cfg.seed))
+        with torch.inference_mode():
+            exact = engine.values(chk, idx[chk], delta[chk], cfg.formula)
+            caps = engine.calibrate(cfg.tau, *engine.tile_patches(cal, idx[cal], delta[cal]))
+        engine = engine.with_caps(caps)
+
     def fn(sl: slice):
         with torch.inference_mode():
             return engine.values(sl, idx[sl], delta[sl], cfg.formula)
@@ -276,7 +302,10 @@ def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
     prog = sub_progress(progress, start=offset + 1, total=total)
     out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
     base = torch.stack([engine.base_norm[lb][0] for lb in engine.labels])
-    return _spread(out.T, shape, cfg.patch), base, n + 1, {"engine": "incremental", "batch_size": bs}
+    if cfg.tau > 0:
+        extra["approx"] = _approx.error_report(out[chk], exact, engine.labels, tau=cfg.tau,
+                                               exact_runs=len(cal) + len(chk))
+    return _spread(out.T, shape, cfg.patch), base, n + 1, extra
 
 
 def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):

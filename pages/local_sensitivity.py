@@ -210,6 +210,12 @@ with st.expander("Batching and engine"):
         help="For VGG-like models (blocks inside one nn.Sequential of conv / pool / pointwise layers); "
              "other models use full forward passes. Same numbers up to float rounding, several "
              "times faster (demo VGG-16: about 5x on a CPU).")
+    tau = float(st.select_slider(
+        "Approximation τ (0 = exact)", [0.0, 0.05, 0.1, 0.2, 0.4], 0.0, key="ls_tau",
+        help="Projective-field thresholding: each layer recomputes only the box where a "
+             "perturbation's change exceeded τ × its largest change on a calibration sample. The "
+             "error measured against exact values is shown with the result. Needs incremental "
+             "inference and finite differences."))
 
 # blocks
 scripted = P.is_script(model)
@@ -246,7 +252,8 @@ with guard("Checking the settings"):
     mapping = P.resolve_blocks(model, mapping)
     cfg = P.LocalConfig(epsilon=float(eps), noise=noise, sigma=float(sigma), seed=seed, formula=formula,
                         patch=patch, method=method, n_probes=probes, batch_size=bs or None,
-                        incremental="auto" if incremental else "off")
+                        incremental="auto" if incremental else "off",
+                        tau=tau if incremental and method == "finite" else 0.0)
 if cfg is None:
     st.stop()
 n_img = len(x)

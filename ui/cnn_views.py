@@ -182,6 +182,10 @@ def map_row(maps: np.ndarray, labels, title: str = "", colorscale: str = "Viridi
 def engine_text(extra: dict) -> str:
     """How finite differences ran (``LocalResult.extra``), for a caption: '' for the gradient mode."""
     engine = extra.get("engine")
+    if engine == "incremental" and extra.get("approx"):
+        from nnsens_core._approx import describe_error
+        return (f"; approximate incremental inference (τ = {extra['approx']['tau']:g}), "
+                + describe_error(extra["approx"]))
     if engine == "incremental":
         return "; incremental inference (only the region each perturbation reaches is recomputed)"
     if engine == "full":

@@ -80,6 +80,12 @@ def register(p) -> None:
                         "models)")
     p.add_argument("--occlusion-reference", choices=("constant", "blur"),
                    default=OcclusionConfig().reference)
+    p.add_argument("--occlusion-tau", type=float, default=OcclusionConfig().tau,
+                   help="occlusion: approximate incremental inference (0 = exact, the default; see "
+                        "nnsens local --tau)")
+    p.add_argument("--occlusion-drill", type=float, default=OcclusionConfig().drill_top,
+                   help="occlusion: adaptive drill-down, the top fraction of positions computed at "
+                        "the fine stride after a pass at twice the stride (1 = off, the default)")
     p.add_argument("--mask-steps", type=int, default=None,
                    help=f"mask optimisation steps (default: {MaskConfig().steps} up to 64x64 images, "
                         "fewer on larger ones, at least 32)")
@@ -151,7 +157,8 @@ def run(args) -> int:
     cfgs = {"cam": CamConfig("gradcam", args.target_layer, score_batch_size=args.scorecam_batch),
             "occlusion": OcclusionConfig(window=args.occlusion_window, stride=args.occlusion_stride,
                                          score=args.occlusion_score,
-                                         reference=args.occlusion_reference),
+                                         reference=args.occlusion_reference,
+                                         tau=args.occlusion_tau, drill_top=args.occlusion_drill),
             "mask": dataclasses.replace(registry.default_config("mask", data.shape[1:]),
                                         steps=args.mask_steps or registry.default_config(
                                             "mask", data.shape[1:]).steps,

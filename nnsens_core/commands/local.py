@@ -80,6 +80,13 @@ def register(p) -> None:
     p.add_argument("--incremental", choices=("auto", "off"), default=LocalConfig().incremental,
                    help="auto (default): exact incremental inference where the model allows it "
                         "(VGG-like chains); off: full forward passes")
+    p.add_argument("--tau", type=float, default=LocalConfig().tau,
+                   help="approximate incremental inference: 0 (default) = exact; in (0, 1) each "
+                        "layer recomputes only the box where a perturbation's change exceeded tau x "
+                        "its largest change on a calibration sample; the error measured against "
+                        "exact values is printed and written to summary.json")
+    p.add_argument("--approx-sample", type=int, default=LocalConfig().approx_sample,
+                   help="perturbations run exactly to calibrate, and as many to measure the error")
     p.add_argument("--out", required=True, help="output folder")
     add_device_seed(p)
     add_yes(p)
@@ -126,7 +133,8 @@ def run(args) -> int:
     fields, overridden = resolve_preset(args, PRESETS, PRESETS["nnsens"], FLAGS)
     show_preset("local", args.preset, PRESETS[args.preset] if args.preset else {}, overridden)
     cfg = LocalConfig(**fields, sigma=args.sigma, seed=args.seed, n_probes=args.probes,
-                      batch_size=args.batch_size, incremental=args.incremental)
+                      batch_size=args.batch_size, incremental=args.incremental, tau=args.tau,
+                      approx_sample=args.approx_sample)
     shown = ", ".join(f"{k} = {v or 'the model output'}" for k, v in mapping.items())
     print(describe(cfg) + f"; blocks: {shown}")
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
@@ -141,5 +149,8 @@ def run(args) -> int:
     write_json(out / "summary.json", doc)
     for lb, s in doc["blocks"].items():
         print(f"{lb:>8} ({s['module'] or 'model output'}): max {s['max']:.3e}  mean {s['mean']:.3e}")
+    if doc.get("approx"):
+        from .._approx import describe_error
+        print(f"tau = {cfg.tau:g}: " + describe_error(doc["approx"]) + " (worst over the images)")
     print(f"wrote {out / 'maps.npz'} and {out / 'summary.json'} in {time.perf_counter() - t0:.1f}s")
     return 0
