@@ -256,6 +256,7 @@ if go:
     if all(v is not None for v in done.values()):
         store["runs"][run_key] = done
         store["last"][case_ctx] = run_key
+        st.rerun()  # redraw without the button that asked for them (the maps are kept)
 res = state.last_result(store["runs"], store["last"], case_ctx, run_key, "Explain this case")
 if res is None:
     if not methods:

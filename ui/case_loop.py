@@ -56,7 +56,8 @@ def loop_case(seq: Sequence, loop_id: str, lm, model_id: str, device, seed: int,
                 loops[key] = explain_frames(lm, seq, method, batch_size=batch, progress=bar,
                                             config=cfg, device=device)
                 bar.done()
-            fm = loops.get(key)
+            if key in loops:
+                st.rerun()  # redraw without the button (the maps are kept in the session)
     view_key = f"case_cine|{loop_id[:16]}"
     sequence_view(seq, frame_maps=fm, key=view_key)
     if fm is None:
