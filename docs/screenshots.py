@@ -47,7 +47,7 @@ def scanner_screenshot(fan: np.ndarray, size: tuple[int, int], label: str) -> Im
 
 def phantom_zip(path: Path) -> None:
     from nnsens_core.phantom import make_phantom
-    d = make_phantom(18, size=128, seed=3, channels=1)
+    d = make_phantom(60, size=128, seed=3, channels=1)
     sizes = [(300, 400), (240, 320), (360, 420)]
     seen: dict[str, int] = {}
     with zipfile.ZipFile(path, "w") as zf:
@@ -77,8 +77,11 @@ def main() -> None:
         pg = browser.new_page(viewport={"width": 1400, "height": 1700}, accept_downloads=True)
         pg.goto(f"{url}/model_data")
         _wait_idle(pg)
-        pg.get_by_role("tab", name="Images").click()
-        _wait_idle(pg)
+
+        def images_tab():
+            pg.get_by_role("tab", name="Images").click()
+            _wait_idle(pg)
+        images_tab()
         pg.locator("[data-testid='stFileUploader']").filter(has_text="ZIP of class sub-folders") \
             .locator("input[type=file]").set_input_files(str(zpath))
         _wait_idle(pg)
@@ -86,11 +89,20 @@ def main() -> None:
         _wait_idle(pg)
         pg.get_by_role("tab", name="Images").click()
         _wait_idle(pg)
-        fan = pg.get_by_text("auto-detected fan", exact=False)
-        if fan.count():
-            fan.first.click()
-            _wait_idle(pg)
+        pg.get_by_text("auto-detected ultrasound fan").first.click()
+        _wait_idle(pg)
+        images_tab()
         pg.screenshot(path=str(OUT / "clinician_model_data.png"), full_page=True)
+        epochs = pg.locator(".st-key-tr_epochs input")  # train a CNN on these images (by clip)
+        epochs.fill("15")
+        epochs.press("Enter")
+        _wait_idle(pg)
+        images_tab()
+        pg.locator(".st-key-btn_train_cnn button").click()
+        _wait_idle(pg, 600)
+        images_tab()
+        pg.locator(".st-key-btn_train_cnn").scroll_into_view_if_needed()
+        pg.screenshot(path=str(OUT / "clinician_training.png"), full_page=True)
         pg.get_by_role("link", name="Read a case").click()  # same session: the upload stays
         _wait_idle(pg)
         pg.get_by_role("button", name="Explain this case", exact=False).click()
