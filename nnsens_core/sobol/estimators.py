@@ -69,7 +69,7 @@ class SobolIndices:
     N: int
     constant: np.ndarray
 
-    def select(self, idx) -> "SobolIndices":
+    def select(self, idx) -> SobolIndices:
         idx = np.atleast_1d(np.asarray(idx))
         return SobolIndices(self.S1[idx], self.S1_conf[idx], self.ST[idx], self.ST_conf[idx],
                             None if self.S2 is None else self.S2[idx],
