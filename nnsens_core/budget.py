@@ -65,11 +65,11 @@ class Estimate:
         t = f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
         return f"≈ {self.gflop:,.1f} GFLOP (~{t} on the reference CPU)"
 
-    def __add__(self, other: "Estimate") -> "Estimate":
+    def __add__(self, other: Estimate) -> Estimate:
         return Estimate(self.what, self.gflop + other.gflop,
                         self.reduce if other.reduce in self.reduce else f"{self.reduce} or {other.reduce}")
 
-    def times(self, k: float, what: str | None = None) -> "Estimate":
+    def times(self, k: float, what: str | None = None) -> Estimate:
         return Estimate(what or self.what, self.gflop * k, self.reduce)
 
 
@@ -100,7 +100,7 @@ class _FlopCount(TorchDispatchMode):
         return out
 
 
-_FLOPS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_FLOPS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 _FLOPS_LOCK = threading.Lock()
 
 

@@ -55,7 +55,7 @@ class TabularData:
     def n_features(self) -> int:
         return self.X.shape[1]
 
-    def rows(self, spec: str | slice | None) -> "TabularData":
+    def rows(self, spec: str | slice | None) -> TabularData:
         """A row range such as ``"0:500"`` (``None`` keeps all rows)."""
         sl = parse_rows(spec, len(self.X)) if not isinstance(spec, slice) else spec
         return TabularData(self.X[sl], self.y[sl], self.feature_names, self.target_name, self.name)
@@ -230,7 +230,7 @@ def download_pima(dest: Path | None = None, timeout: float = 20.0) -> Path:
     dest = dest or cache_dir() / "diabetes.csv"
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(PIMA_URL, timeout=timeout) as resp:  # noqa: S310 - fixed URL
+        with urllib.request.urlopen(PIMA_URL, timeout=timeout) as resp:
             raw = resp.read().decode()
     except OSError as exc:
         raise NnsensError(f"could not download the Pima data ({exc}); set NNSENS_PIMA_CSV to a "
@@ -289,7 +289,7 @@ class Originals:
                 raise NnsensError(f"original {i} has shape {a.shape}; expected (C, h, w), C = 1 or 3")
 
     @classmethod
-    def of(cls, images) -> "Originals":
+    def of(cls, images) -> Originals:
         """Float images (C, h, w) in [0, 1] as :class:`Originals` (kept as float32)."""
         if isinstance(images, Originals):
             return images
@@ -332,8 +332,8 @@ class ImageData:
     masks: np.ndarray | None = None
     name: str = "images"
     meta: dict = field(default_factory=dict)
-    atlas: "Atlas | None" = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
-    originals: "Originals | tuple | None" = None  # (C, h, w) float32 [0, 1] per image, own size
+    atlas: Atlas | None = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
+    originals: Originals | tuple | None = None  # (C, h, w) float32 [0, 1] per image, own size
     placements: tuple | None = None    # preprocess.Placement per image: original -> images
     groups: tuple | None = None        # patient / video id per image (grouped splits)
     files: tuple | None = None         # file name per image
@@ -375,7 +375,7 @@ class ImageData:
         """2 for images (n, C, H, W), 3 for volumes (n, C, D, H, W)."""
         return self.images.ndim - 2
 
-    def subset(self, idx) -> "ImageData":
+    def subset(self, idx) -> ImageData:
         idx = np.asarray(idx)
         pick = (lambda v: None if v is None else tuple(v[int(i)] for i in np.arange(len(self))[idx]))
         orig = self.originals[idx] if isinstance(self.originals, Originals) else pick(self.originals)
@@ -390,7 +390,7 @@ class ImageData:
         """Image ``i`` at its own size (C, h, w) (the model-size image when no original is kept)."""
         return self.originals[i] if self.originals is not None else self.images[i]
 
-    def for_recipe(self, recipe, roi_originals=None) -> "ImageData":
+    def for_recipe(self, recipe, roi_originals=None) -> ImageData:
         """These images as the input of a model with ``recipe``
         (:class:`~nnsens_core.preprocess.Recipe`), rebuilt from the originals (the images as they
         are when none are kept), so one upload serves models of any size. Masks are carried to the
