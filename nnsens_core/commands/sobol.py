@@ -11,7 +11,6 @@ from ..device import resolve_device
 from ..errors import NnsensError
 from ..loading import DEFAULT_MAX_BYTES, is_torchscript, read_state_dict
 from ..zoo import module_of
-from ._executor_opts import add_executor_args, convergence_map_fn, uses_units
 from ._common import (
     add_device_seed,
     add_model_args,
@@ -22,6 +21,7 @@ from ._common import (
     write_csv,
     write_json,
 )
+from ._executor_opts import add_executor_args, convergence_map_fn, uses_units
 
 HELP = "Sobol' sensitivity indices (S1, ST, S2 with bootstrap CIs) of a tabular model"
 
