@@ -65,11 +65,11 @@ class Estimate:
         t = f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
         return f"≈ {self.gflop:,.1f} GFLOP (~{t} on the reference CPU)"
 
-    def __add__(self, other: "Estimate") -> "Estimate":
+    def __add__(self, other: Estimate) -> Estimate:
         return Estimate(self.what, self.gflop + other.gflop,
                         self.reduce if other.reduce in self.reduce else f"{self.reduce} or {other.reduce}")
 
-    def times(self, k: float, what: str | None = None) -> "Estimate":
+    def times(self, k: float, what: str | None = None) -> Estimate:
         return Estimate(what or self.what, self.gflop * k, self.reduce)
 
 
@@ -100,7 +100,7 @@ class _FlopCount(TorchDispatchMode):
         return out
 
 
-_FLOPS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_FLOPS: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 _FLOPS_LOCK = threading.Lock()
 
 
@@ -115,6 +115,32 @@ def _input_shape(model, input_shape) -> tuple[int, ...]:
     return tuple(int(s) for s in input_shape)
 
 
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softmax,
+                nn.Dropout, nn.Identity, nn.Flatten, nn.BatchNorm1d, nn.LayerNorm)
+
+
+def _chain_flop(module: nn.Module, shape: tuple[int, ...]) -> float | None:
+    """FLOPs of a plain chain of Linear and elementwise layers (the paper MLP, or an
+    ``nn.Sequential`` of them) on a 1-D input, counted by hand as the counter does (2·in·out per
+    Linear, nothing for the rest); None for anything else. Spares importing the counter (and the
+    Triton it pulls in) for tabular models."""
+    from .zoo import PaperMLP
+    if len(shape) != 1 or type(module) not in (PaperMLP, nn.Sequential):
+        return None  # a subclass may run its layers otherwise
+    leaves = list(module.children())  # in forward order for both
+    if not leaves or any(list(m.children()) or not isinstance(m, (nn.Linear, *_ELEMENTWISE))
+                         for m in leaves):
+        return None
+    width, flop = shape[0], 0
+    for m in leaves:
+        if isinstance(m, nn.Linear):
+            if m.in_features != width:
+                return None
+            flop += 2 * m.in_features * m.out_features
+            width = m.out_features
+    return float(flop)
+
+
 def forward_flop(model, input_shape: Sequence[int] | None = None) -> float:
     """FLOPs of one sample's forward pass (at least :data:`MIN_FLOP_PER_SAMPLE`); counted once per
     model and shape, falling back to 2 × parameters when the model cannot be traced."""
@@ -124,6 +150,12 @@ def forward_flop(model, input_shape: Sequence[int] | None = None) -> float:
     if known is not None:
         return known
     params = sum(p.numel() for p in module.parameters())
+    flop = _chain_flop(module, shape)
+    if flop is not None:
+        flop = max(flop or 2.0 * params, MIN_FLOP_PER_SAMPLE)
+        with _FLOPS_LOCK:
+            _FLOPS.setdefault(module, {})[shape] = flop
+        return flop
     try:
         dev = next((p.device for p in module.parameters()), torch.device("cpu"))
         counter = _FlopCount()

@@ -55,7 +55,7 @@ class TabularData:
     def n_features(self) -> int:
         return self.X.shape[1]
 
-    def rows(self, spec: str | slice | None) -> "TabularData":
+    def rows(self, spec: str | slice | None) -> TabularData:
         """A row range such as ``"0:500"`` (``None`` keeps all rows)."""
         sl = parse_rows(spec, len(self.X)) if not isinstance(spec, slice) else spec
         return TabularData(self.X[sl], self.y[sl], self.feature_names, self.target_name, self.name)
@@ -132,9 +132,67 @@ def tabular_from_frame(df, target: str, name: str = "data") -> TabularData:
     return TabularData(X, y, tuple(str(c) for c in feats), str(target), name)
 
 
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,3}))?")
+_PLAIN_CSV_MAX_BYTES = 2 * 2**20
+
+
+def _plain_cell(cell: str) -> bool:
+    """A decimal number that every correct parser reads as the same float: at most 15 significant
+    digits and a power of ten within +-22 (one exact product or quotient, rounded once)."""
+    m = _PLAIN_NUMBER.fullmatch(cell)
+    if m is None or not (m.group(1) or m.group(2)):
+        return False
+    digits = (m.group(1) + (m.group(2) or "")).lstrip("0")
+    scale = int(m.group(3) or 0) - len(m.group(2) or "")
+    return len(digits) <= 15 and -22 <= scale <= 22
+
+
+def _plain_csv(source) -> tuple[list[str], np.ndarray] | None:
+    """(header, values) of a small CSV that is a header of distinct non-empty names over rows of
+    plain numbers (:func:`_plain_cell`), all of the header's length; None for anything else, which
+    pandas then reads (and names what is wrong). Reading these without pandas keeps a CLI run
+    from importing it; the floats are the ones pandas reads."""
+    import csv
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            raw = bytes(source)
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            if not path.is_file() or path.stat().st_size > _PLAIN_CSV_MAX_BYTES:
+                return None
+            raw = path.read_bytes()
+        else:
+            return None
+        if len(raw) > _PLAIN_CSV_MAX_BYTES or b'"' in raw or b"\r" in raw:
+            return None
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    rows = [r for r in rows if r]  # pandas skips blank lines
+    if len(rows) < 2:
+        return None
+    header, body = rows[0], rows[1:]
+    width = len(header)
+    if width < 2 or len(set(header)) != width or any(not h or h != h.strip() for h in header):
+        return None
+    if any(len(r) != width for r in body) or not all(_plain_cell(c) for r in body for c in r):
+        return None
+    return header, np.array([[float(c) for c in r] for r in body], dtype=np.float64)
+
+
 def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = None,
              name: str | None = None) -> TabularData:
-    """Read a CSV; ``target`` defaults to the last column."""
+    """Read a CSV; ``target`` defaults to the last column. A small CSV of plain numbers is read
+    without pandas (:func:`_plain_csv`: the same floats); any other goes through pandas."""
+    nm = name or (Path(source).stem if isinstance(source, (str, os.PathLike)) else "uploaded CSV")
+    plain = _plain_csv(source)
+    if plain is not None and (target is None or target in plain[0]):
+        header, values = plain
+        t = header.index(target) if target is not None else len(header) - 1
+        feats = [h for i, h in enumerate(header) if i != t]
+        X, y = np.delete(values, t, axis=1), values[:, t].copy()
+        check_table(X, y, feats, header[t], "the CSV")
+        return TabularData(X, y, tuple(feats), header[t], nm)
     import pandas as pd
     try:
         if isinstance(source, (bytes, bytearray)):
@@ -150,7 +208,6 @@ def load_csv(source: str | os.PathLike | bytes | BinaryIO, target: str | None = 
         raise NnsensError(f"the file is not a readable CSV: {str(exc)[:200]}") from None
     if target is None:
         target = df.columns[-1]
-    nm = name or (Path(source).stem if isinstance(source, (str, os.PathLike)) else "uploaded CSV")
     return tabular_from_frame(df, target, nm)
 
 
@@ -173,7 +230,7 @@ def download_pima(dest: Path | None = None, timeout: float = 20.0) -> Path:
     dest = dest or cache_dir() / "diabetes.csv"
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(PIMA_URL, timeout=timeout) as resp:  # noqa: S310 - fixed URL
+        with urllib.request.urlopen(PIMA_URL, timeout=timeout) as resp:
             raw = resp.read().decode()
     except OSError as exc:
         raise NnsensError(f"could not download the Pima data ({exc}); set NNSENS_PIMA_CSV to a "
@@ -232,7 +289,7 @@ class Originals:
                 raise NnsensError(f"original {i} has shape {a.shape}; expected (C, h, w), C = 1 or 3")
 
     @classmethod
-    def of(cls, images) -> "Originals":
+    def of(cls, images) -> Originals:
         """Float images (C, h, w) in [0, 1] as :class:`Originals` (kept as float32)."""
         if isinstance(images, Originals):
             return images
@@ -275,8 +332,8 @@ class ImageData:
     masks: np.ndarray | None = None
     name: str = "images"
     meta: dict = field(default_factory=dict)
-    atlas: "Atlas | None" = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
-    originals: "Originals | tuple | None" = None  # (C, h, w) float32 [0, 1] per image, own size
+    atlas: Atlas | None = None  # noqa: F821 - nnsens_core.volumes.Atlas (no import cycle)
+    originals: Originals | tuple | None = None  # (C, h, w) float32 [0, 1] per image, own size
     placements: tuple | None = None    # preprocess.Placement per image: original -> images
     groups: tuple | None = None        # patient / video id per image (grouped splits)
     files: tuple | None = None         # file name per image
@@ -318,7 +375,7 @@ class ImageData:
         """2 for images (n, C, H, W), 3 for volumes (n, C, D, H, W)."""
         return self.images.ndim - 2
 
-    def subset(self, idx) -> "ImageData":
+    def subset(self, idx) -> ImageData:
         idx = np.asarray(idx)
         pick = (lambda v: None if v is None else tuple(v[int(i)] for i in np.arange(len(self))[idx]))
         orig = self.originals[idx] if isinstance(self.originals, Originals) else pick(self.originals)
@@ -333,7 +390,7 @@ class ImageData:
         """Image ``i`` at its own size (C, h, w) (the model-size image when no original is kept)."""
         return self.originals[i] if self.originals is not None else self.images[i]
 
-    def for_recipe(self, recipe, roi_originals=None) -> "ImageData":
+    def for_recipe(self, recipe, roi_originals=None) -> ImageData:
         """These images as the input of a model with ``recipe``
         (:class:`~nnsens_core.preprocess.Recipe`), rebuilt from the originals (the images as they
         are when none are kept), so one upload serves models of any size. Masks are carried to the

@@ -9,7 +9,9 @@ each unit's result to a :class:`~nnsens_core.executor.ResultStore` (resume).
 * robustness ``retrain``: one unit per (run, fold) through ``training_robustness(map_fn=...)``,
   stored by :class:`RetrainCodec`;
 * robustness ``grid``: one unit per lambda cell through ``lambda_grid(map_fn=...)``, stored by
-  :class:`MaskCodec`.
+  :class:`MaskCodec`;
+* Sobol ``convergence``: one unit per N through ``sobol.convergence(map_fn=...)``, stored by
+  :class:`ConvergenceCodec`.
 
 Every unit function is a plain module-level function of (unit, shared): nothing big is captured
 in a closure, the model and the data travel once in ``shared``.
@@ -27,8 +29,8 @@ import numpy as np
 from .errors import NnsensError
 from .executor import Executor, InProcess, ResultStore
 
-__all__ = ["CompareChunk", "EvaluationCodec", "MaskCodec", "RetrainCodec", "compare_chunk",
-           "compare_units", "evaluate_distributed", "merge_evaluations", "study_id"]
+__all__ = ["CompareChunk", "ConvergenceCodec", "EvaluationCodec", "MaskCodec", "RetrainCodec", "compare_chunk",
+           "compare_units", "convergence_map", "evaluate_distributed", "merge_evaluations", "study_id"]
 
 
 def study_id(*parts) -> str:
@@ -271,3 +273,30 @@ def grid_map(executor: Executor, store: str | None = None, *, cfg=None, study: s
             raise NnsensError("a grid store needs the base MaskConfig (cfg)")
         st = ResultStore(store, MaskCodec(cfg), study)
     return _tag_map(executor, grid_key, st, progress)
+
+
+# --------------------------------------------------------------------------- Sobol convergence
+
+_CONVERGENCE_KEYS = ("S1", "S1_conf", "ST", "ST_conf")
+
+
+class ConvergenceCodec:
+    """One N of a convergence study on disk: its S1, S1_conf, ST, ST_conf (float64, exact)."""
+
+    def encode(self, parts):
+        return dict(zip(_CONVERGENCE_KEYS, (np.asarray(a, np.float64) for a in parts))), {}
+
+    def decode(self, arrays, meta):
+        return tuple(arrays[k] for k in _CONVERGENCE_KEYS)
+
+
+def convergence_key(n) -> str:
+    return f"n{int(n)}"
+
+
+def convergence_map(executor: Executor, store: str | None = None, *, study: str = "",
+                    progress=None):
+    """The ``map_fn`` of :func:`~nnsens_core.sobol.convergence` running on ``executor``, one unit
+    per N (``store``: each N's indices written as it finishes; a rerun loads them)."""
+    st = ResultStore(store, ConvergenceCodec(), study) if store is not None else None
+    return _tag_map(executor, convergence_key, st, progress)

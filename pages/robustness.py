@@ -25,6 +25,7 @@ from nnsens_core.robustness import RetrainSettings, top_regions
 from nnsens_core.robustness.grid import METRICS, check_lambdas
 from nnsens_core.saliency.meaningful_mask import PAPER_MASK, MaskConfig, formula
 from nnsens_core.training import CNNTrainConfig
+from ui import background as BG
 from ui import robustness_compute as RC
 from ui import state
 from ui import volume_views as VV
@@ -333,12 +334,27 @@ with tab_runs:
                    f"{int(len(ridx) * (int(k_folds) - 1) / int(k_folds))} inputs each, then {n_units} "
                    f"group masks of {n_mask} input(s) × {cfg.steps} steps.")
         ok = cost_line(RC.retrain_cost(lm, settings, train, len(ridx), n_mask))
+        bg = st.toggle("In the background", key="rb_runs_bg",
+                       help="The study runs on the server while you use other pages; its progress "
+                            "survives a reload of this page (same settings, data and model).")
         if st.button("Run the study", type="primary", key="rb_runs_run", disabled=not ok):
-            if rkey not in store["runs"]:
+            if bg:
+                with guard("Starting the study in the background"):
+                    BG.start(st, *RC.retrain_study(lm, data, ctx.key, ridx, settings, train, dev),
+                             "Runs & folds study")
+            elif rkey not in store["runs"]:
                 with guard("The runs & folds study"):
                     store["runs"][rkey] = RC.run_retrain(lm, data, ctx.key, ridx, settings, train, dev)
             if rkey in store["runs"]:
                 store["last_runs"][ctx.key] = rkey
+        job = BG.attached(st, RC.retrain_study_id(ctx.key, ridx, settings, train, dev)) if bg else None
+        if job is not None:  # started by this session (or this owner before a reload): re-attach
+            if job.error is not None:
+                st.error(f"The background study failed: {plain(job.error)}")
+            elif job.result is not None:
+                store["runs"][rkey] = job.result
+                store["last_runs"][ctx.key] = rkey
+            BG.show_progress(st, job)
     rres = state.last_result(store["runs"], store["last_runs"], ctx.key,
                              rkey if settings is not None and train is not None else None, "Run the study")
     if rres is not None:

@@ -76,7 +76,8 @@ def test_sobol_help_imports_only_its_command_and_no_pandas_salib_plotly():
         "    except SystemExit: pass\n"
         "print(json.dumps(sorted(sys.modules)))\n")
     commands = {m for m in res if m.startswith("nnsens_core.commands.")}
-    assert commands == {"nnsens_core.commands.sobol", "nnsens_core.commands._common"}
+    assert commands == {"nnsens_core.commands.sobol", "nnsens_core.commands._common",
+                        "nnsens_core.commands._executor_opts"}  # option helpers, nothing heavy
     loaded = sorted({m.split(".")[0] for m in res} & {"pandas", "SALib", "plotly", "pytorch_grad_cam"})
     assert loaded == []
 
@@ -93,3 +94,22 @@ def test_flop_estimate_does_not_import_torch_dynamo():
     assert res["dynamo"] is False
     assert res["conv"] == 2 * 3 * 9 * 8 * 14 * 14  # the FLOP counter still counts: 2·Cin·k²·Cout·H'·W'
     assert res["mlp"] > 0
+
+
+@pytest.mark.slow
+def test_small_sobol_run_imports_no_pandas_salib_plotly_gradcam_or_triton(tmp_path):
+    """The smallest demo run (shipped MLP and Pima CSV, N=1024) reads the CSV without pandas and
+    counts the MLP's FLOPs by hand (no flop counter, so no Triton)."""
+    out = tmp_path / "s.json"
+    res = _fresh(
+        "import contextlib, io, json, sys\n"
+        "from nnsens_core.__main__ import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    code = main(['sobol', '--data', 'nnsens_core/datasets/pima_diabetes.csv', '--model',\n"
+        "                 'models/paper-mlp-pima.pt', '--arch', 'paper-mlp', '--device', 'cpu',\n"
+        f"                 '--n', '1024', '--yes', '--out', {str(out)!r}])\n"
+        "print(json.dumps({'code': code, 'mods': sorted(sys.modules)}))\n")
+    assert res["code"] == 0 and json.loads(out.read_text())["N"] == 1024
+    loaded = sorted({m.split(".")[0] for m in res["mods"]}
+                    & {"pandas", "SALib", "plotly", "pytorch_grad_cam", "triton", "streamlit"})
+    assert loaded == [], f"a small sobol run imported {loaded}"

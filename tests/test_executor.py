@@ -190,3 +190,56 @@ def test_sobol_convergence_one_unit_per_n():
     assert ex.computed == 3
     for k in ("S1", "S1_conf", "ST", "ST_conf"):
         np.testing.assert_array_equal(getattr(plain, k), getattr(got, k))
+
+
+def test_sobol_convergence_store_resumes_identically(tmp_path):
+    """One stored unit per N; a rerun loads them, a lost unit is recomputed, results identical."""
+    from nnsens_core import sobol as S
+    model, problem, cfg = H.sobol_case()
+    ns = (32, 64, 128)
+    plain = S.convergence(model, problem, ns, cfg, "cpu")
+    store = tmp_path / "conv"
+
+    def run():
+        ex = E.InProcess()
+        res = S.convergence(model, problem, ns, cfg, "cpu",
+                            map_fn=SD.convergence_map(ex, str(store), study="s"))
+        return res, ex
+    first, ex1 = run()
+    assert ex1.computed == 3 and sorted(p.name for p in store.glob("*.npz")) == \
+        ["n128.npz", "n32.npz", "n64.npz"]
+    (store / "n64.npz").unlink()
+    again, ex2 = run()
+    assert (ex2.loaded, ex2.computed) == (2, 1)
+    for k in ("S1", "S1_conf", "ST", "ST_conf"):
+        np.testing.assert_array_equal(getattr(plain, k), getattr(first, k))
+        np.testing.assert_array_equal(getattr(plain, k), getattr(again, k))
+    with pytest.raises(NnsensError, match="another study"):
+        SD.convergence_map(E.InProcess(), str(store), study="other")
+
+
+def test_cli_sobol_convergence_store_and_resume(tmp_path, capsys):
+    from nnsens_core.__main__ import main
+    csv = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, size=(60, 4))
+    rows = ["a,b,c,d,y"] + [",".join(f"{v:.4f}" for v in x) + f",{int(x[0] > 0.5)}" for x in X]
+    csv.write_text("\n".join(rows) + "\n")
+    torch.manual_seed(0)
+    from nnsens_core.zoo import PaperMLP
+    model = tmp_path / "m.pt"
+    torch.save(PaperMLP(4, 5).eval().state_dict(), model)
+    base = ["sobol", "--data", str(csv), "--model", str(model), "--arch", "paper-mlp",
+            "--device", "cpu", "--n", "64", "--resamples", "20", "--convergence", "16:64", "--yes"]
+    assert main([*base, "--out", str(tmp_path / "a.json")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.json"), "--store", str(tmp_path / "u")]) == 0
+    assert sorted(p.name for p in (tmp_path / "u").glob("*.npz")) == ["n16.npz", "n32.npz", "n64.npz"]
+    (tmp_path / "u" / "n32.npz").unlink()
+    assert main([*base, "--out", str(tmp_path / "c.json"), "--resume", str(tmp_path / "u")]) == 0
+    docs = [json.loads((tmp_path / f"{n}.json").read_text())["convergence"] for n in "abc"]
+    for d in docs:
+        d.pop("seconds")
+    assert docs[0] == docs[1] == docs[2]
+    assert main([*base[:-3], "--yes", "--out", str(tmp_path / "d.json"), "--store",
+                 str(tmp_path / "v")]) == 2
+    assert "add --convergence" in capsys.readouterr().err

@@ -119,3 +119,48 @@ def run_retrain(_model, _data, key: str, idx: tuple, settings: R.RetrainSettings
     finally:
         outer.done()
         inner.done()
+
+
+# ----------------------------------------------------------------------------- background study
+
+def retrain_study_id(key: str, idx: tuple, settings: R.RetrainSettings, train: CNNTrainConfig,
+                     device: str) -> str:
+    """The content fingerprint of a runs & folds study (its store's directory name)."""
+    from nnsens_core.studies_dist import study_id
+    return study_id("page-retrain", key, tuple(int(i) for i in idx), settings, train, device)
+
+
+def retrain_study(model, data, key: str, idx: tuple, settings: R.RetrainSettings,
+                  train: CNNTrainConfig, device: str):
+    """The runs & folds study of :func:`run_retrain` for a background thread (no Streamlit call):
+    ``(study_id, units, run)``; ``run(store_dir)`` computes it through the executor, each trained
+    network written to the store as it finishes (a rerun of the same study loads them). The id is
+    the fingerprint of the context key (data and model content), the inputs and the settings."""
+    from nnsens_core.executor import InProcess
+    from nnsens_core.studies_dist import retrain_map
+
+    spec = model.spec
+    sub = data.subset(np.asarray(idx, dtype=int)) if hasattr(data, "subset") else data
+    units = R.plan_units(sub.labels, settings)
+    sid = retrain_study_id(key, idx, settings, train, device)
+
+    def build():
+        return zoo.build(spec.arch, **dict(spec.arch_kwargs))
+
+    def train_fn(seed: int, train_idx: np.ndarray, val_idx: np.ndarray):
+        torch.manual_seed(int(seed))
+        net, _ = train_cnn(build(), sub, dataclasses.replace(train, seed=int(seed)),
+                           train_idx=train_idx, val_idx=val_idx, spec=spec, device=device)
+        return net
+
+    def run(store_dir):
+        x = model_input(spec, sub, np.arange(len(sub)))
+        with within_budget(retrain_cost(model, settings, train, len(sub),
+                                        int((sub.labels == settings.mask_class).sum()))):
+            return R.training_robustness(
+                x, sub.labels, train_fn, settings,
+                atlas=None if sub.atlas is None else sub.atlas.labels,
+                names=None if sub.atlas is None else sub.atlas.region_names, spec=spec,
+                device=device, map_fn=retrain_map(InProcess(), str(store_dir), build=build,
+                                                  settings=settings, study=sid))
+    return sid, len(units), run

@@ -81,3 +81,13 @@ def retrain_map_fn(args, build, settings, *study):
     from ..studies_dist import retrain_map, study_id
     return retrain_map(executor_from_args(args), args.store, build=build, settings=settings,
                        study=study_id("retrain", settings, *study))
+
+
+def convergence_map_fn(args, *study):
+    """The ``map_fn`` of ``sobol.convergence`` for these options (None: in-process, as before);
+    ``study``: what determines the units (model, problem, settings), fingerprinted for the store."""
+    if not uses_units(args):
+        return None
+    from ..studies_dist import convergence_map, study_id
+    return convergence_map(executor_from_args(args), args.store,
+                           study=study_id("sobol-convergence", *study))

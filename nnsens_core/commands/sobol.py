@@ -10,6 +10,7 @@ from .._results import export_json
 from ..device import resolve_device
 from ..errors import NnsensError
 from ..loading import DEFAULT_MAX_BYTES, is_torchscript, read_state_dict
+from ..zoo import module_of
 from ._common import (
     add_device_seed,
     add_model_args,
@@ -20,6 +21,7 @@ from ._common import (
     write_csv,
     write_json,
 )
+from ._executor_opts import add_executor_args, convergence_map_fn, uses_units
 
 HELP = "Sobol' sensitivity indices (S1, ST, S2 with bootstrap CIs) of a tabular model"
 
@@ -69,6 +71,7 @@ def register(p) -> None:
                         "sum |loading|; paper preset)")
     g.add_argument("--pca-raw", action="store_true", help="PCA on raw (not standardised) features")
     g.add_argument("--csv-dir", default=None, help="also write every table as CSV into this folder")
+    add_executor_args(p)  # the units of --convergence: one per N
     add_device_seed(p)
     add_yes(p)
     p.add_argument("--out", required=True, help="output JSON file")
@@ -132,6 +135,9 @@ def _train_config(args) -> sobol.FeatureReductionConfig:
 
 
 def run(args) -> int:
+    if uses_units(args) and not args.convergence:
+        raise NnsensError("--executor ray / --store run the units of --convergence (one per N); "
+                          "add --convergence NMIN:NMAX or drop them")
     preset = _apply_preset(args)
     data = load_cli_tabular(args.data, args.target)
     rows = data.rows(args.rows)
@@ -174,7 +180,9 @@ def run(args) -> int:
         except ValueError:
             raise NnsensError(f"--convergence={args.convergence!r} must be NMIN:NMAX, e.g. 128:4096") from None
         ns = sobol.powers_of_two(lo, hi)
-        conv = sobol.convergence(model, problem, ns, cfg, device, args.batch_size)
+        map_fn = convergence_map_fn(args, module_of(model), problem, ns[-1], cfg.seed,
+                                    cfg.num_resamples, cfg.conf_level, args.batch_size, str(device))
+        conv = sobol.convergence(model, problem, ns, cfg, device, args.batch_size, map_fn=map_fn)
         studies["convergence"] = conv.to_dict()
         tables["convergence"] = conv.to_frame()
     if args.reduce is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,13 +36,16 @@ def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int |
     step = rows_per_sample(D, second_order)
     out = np.empty((n, step, D))
     out[:, 0] = A
-    cols = np.arange(D)
     out[:, 1:D + 1] = A[:, None, :]
-    out[:, 1 + cols, cols] = B
     if second_order:
         out[:, D + 1:2 * D + 1] = B[:, None, :]
-        out[:, D + 1 + cols, cols] = A
     out[:, step - 1] = B
+    # Row 1+j column j (AB_j) and row D+1+j column j (BA_j) are diagonals of the (D, D) blocks:
+    # in the flat (n, step*D) view they are strided slices (stride D+1), no fancy indexing.
+    flat = out.reshape(n, step * D)
+    flat[:, D:D + D * (D + 1):D + 1] = B
+    if second_order:
+        flat[:, D * (D + 1):2 * D * (D + 1):D + 1] = A
     out = out.reshape(n * step, D)
     if progress is not None:
         progress(1, 1)
@@ -65,7 +69,7 @@ class SobolIndices:
     N: int
     constant: np.ndarray
 
-    def select(self, idx) -> "SobolIndices":
+    def select(self, idx) -> SobolIndices:
         idx = np.atleast_1d(np.asarray(idx))
         return SobolIndices(self.S1[idx], self.S1_conf[idx], self.ST[idx], self.ST_conf[idx],
                             None if self.S2 is None else self.S2[idx],
@@ -79,16 +83,32 @@ def z_value(conf_level: float) -> float:
 
 
 def bootstrap_indices(N: int, num_resamples: int, seed: int | None) -> np.ndarray:
-    """Resample indices (N, R) drawn as SALib does for a non-zero seed."""
+    """Resample indices (N, R) drawn as SALib does for a non-zero seed.
+
+    Drawn as int32 when N fits: NumPy's ``Generator.integers`` takes bounded values below 2**32 from
+    the same 32-bit stream for either dtype, so they equal SALib's int64 draws (the SALib tests
+    compare the CIs) at half the memory."""
     rng = np.random.default_rng(seed)
-    return rng.integers(N, size=(N, num_resamples))
+    return rng.integers(N, size=(N, num_resamples), dtype=np.int32 if N < 2**31 else np.int64)
+
+
+def bootstrap_counts(rT: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out[j, i]`` = how often resample j drew row i, for the resamples ``rT`` (n, N) (rows of the
+    transposed :func:`bootstrap_indices`); resample j's mean of per-row values ``F`` is
+    ``out[j] @ F / N``. One ``bincount`` per resample: each scatter stays in an N-wide stretch that
+    fits the cache. Returns ``out``."""
+    N = rT.shape[1]
+    for j, row in enumerate(rT):
+        out[j] = np.bincount(row, minlength=N)
+    return out
 
 
 def analysis_bytes(N: int, D: int, M: int, second_order: bool, num_resamples: int) -> int:
     """Memory :func:`analyze` needs beyond its chunked work space (counts, Y, results)."""
     step = rows_per_sample(D, second_order)
     K = _n_terms(D, second_order)
-    return int(8 * ((num_resamples + 1) * N * 2 + N * step * M * 2 + (num_resamples + 1) * K * M * 2)
+    # int32 resample indices twice (drawn, transposed), Y twice, G and the indices per resample
+    return int(8 * (num_resamples * N + N * step * M * 2 + (num_resamples + 1) * K * M * 2)
                + DEFAULT_MEMORY_BUDGET // 4)
 
 
@@ -146,6 +166,13 @@ def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_re
     Yt = Yt.to(device=dev, dtype=torch.float64)
     if not torch.isfinite(Yt).all():
         raise NnsensError("Y holds NaN or infinite values; the model output is not finite on the samples")
+    R = num_resamples
+    # The resample indices depend on (N, R, seed) only: a worker thread draws them (and transposes
+    # them to (R, N), resample b's rows contiguous) while the outputs are standardised and the
+    # per-row terms built; NumPy draws and copies without holding the GIL.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="nnsens-bootstrap")
+    draws = pool.submit(lambda: np.ascontiguousarray(bootstrap_indices(N, R, seed).T))
+    pool.shutdown(wait=False)
     # SALib: Y = (Y - Y.mean()) / Y.std()  (population std), per output here.
     mean = Yt.mean(0)
     std = Yt.std(0, correction=0)
@@ -156,33 +183,59 @@ def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_re
     AB = Yr[:, 1:D + 1]
     BA = Yr[:, D + 1:2 * D + 1] if second_order else None
 
-    R = num_resamples
-    r = bootstrap_indices(N, R, seed)  # (N, R): resample b draws rows r[:, b]
-    r += np.arange(R, dtype=r.dtype) * N
-    counts = torch.empty(R + 1, N, dtype=torch.float64)
-    counts[0] = 1.0  # row 0: the plain sample = point estimate
-    counts[1:] = torch.from_numpy(np.bincount(r.ravel(), minlength=R * N).reshape(R, N))
-    del r
-    counts = counts.to(dev)
-    used = counts[1:].sum(0) > 0
-
     pairs = torch.triu_indices(D, D, 1, device=dev) if second_order else None
     K = _n_terms(D, second_order)
-    # G[:, k, m]: mean over each resample of per-row term k of output m
+
+    def terms(sl: slice) -> torch.Tensor:  # (n, K * M): the per-row terms whose means G holds
+        a, b, ab = A[sl], B[sl], AB[sl]  # (n, M), (n, M), (n, D, M)
+        F = torch.empty(a.shape[0], K, M, dtype=torch.float64, device=dev)
+        F[:, 0], F[:, 1] = a, b
+        torch.mul(a, a, out=F[:, 2])
+        torch.mul(b, b, out=F[:, 3])
+        diff = F[:, 4 + D:4 + 2 * D]
+        torch.sub(ab, a[:, None], out=diff)  # ab_j - a
+        torch.mul(diff, b[:, None], out=F[:, 4:4 + D])  # b (ab_j - a)
+        diff.square_()  # (a - ab_j)^2
+        if second_order:
+            ba, o = BA[sl], 4 + 2 * D
+            for j in range(D - 1):  # pairs (j, k > j) in triu_indices order
+                torch.mul(ba[:, j:j + 1], ab[:, j + 1:], out=F[:, o:o + D - 1 - j])
+                o += D - 1 - j
+            torch.mul(a, b, out=F[:, o])
+        return F.reshape(-1, K * M)
+
+    # G[0, k, m]: mean of per-row term k of output m over the sample (the point estimate);
+    # G[1 + b, k, m]: the same mean over resample b = (its counts of each row) @ terms / N.
+    # Resamples go in blocks of a few MiB of counts (a reused float64 buffer, no page faults);
+    # the terms are built once when they fit ``chunk_bytes``, else per block of rows.
     G = torch.zeros(R + 1, K, M, dtype=torch.float64, device=dev)
     rows_per_chunk = max(1, int(chunk_bytes // (8 * max(1, K * M) * 2)))
     slices = list(batch_slices(N, rows_per_chunk))
-    for i, sl in enumerate(slices):
-        a, b, ab = A[sl], B[sl], AB[sl]  # (n, M), (n, M), (n, D, M)
-        terms = [a[:, None], b[:, None], (a * a)[:, None], (b * b)[:, None],
-                 b[:, None] * (ab - a[:, None]), (a[:, None] - ab) ** 2]
-        if second_order:
-            ba = BA[sl]
-            terms += [ba[:, pairs[0]] * ab[:, pairs[1]], (a * b)[:, None]]
-        F = torch.cat(terms, dim=1)  # (n, K, M)
-        G += (counts[:, sl] @ F.reshape(F.shape[0], K * M)).reshape(R + 1, K, M)
+    F_all = terms(slices[0]) if len(slices) == 1 else None
+    if F_all is not None:
+        G[0] = F_all.sum(0).reshape(K, M)
+    block = max(1, min(R, (8 * 2**20) // (8 * N)))
+    rT = draws.result()  # (R, N): resample b draws rows rT[b]
+    cnp = np.empty((block, N), dtype=np.float64)
+    cbuf = torch.from_numpy(cnp).to(dev)  # the same memory on the CPU
+    used = np.zeros(N, dtype=bool)  # rows some resample drew (SALib's ptp runs over those)
+    blocks = list(range(0, R, block))
+    for i, b0 in enumerate(blocks):
+        b1 = min(R, b0 + block)
+        bootstrap_counts(rT[b0:b1], cnp[:b1 - b0])
+        used |= cnp[:b1 - b0].any(0)
+        c = cbuf[:b1 - b0]
+        if c.device.type != "cpu":
+            c.copy_(torch.from_numpy(cnp[:b1 - b0]))
+        for sl in slices:
+            F = F_all if F_all is not None else terms(sl)
+            if F_all is None and i == 0:
+                G[0] += F.sum(0).reshape(K, M)
+            G[1 + b0:1 + b1] += (c[:, sl] @ F).reshape(b1 - b0, K, M)
         if progress is not None:
-            progress(i + 1, len(slices))
+            progress(i + 1, len(blocks))
+    del rT, cbuf, cnp
+    used = torch.from_numpy(used).to(dev)
     G /= N
 
     mA, mB, mA2, mB2 = G[:, 0], G[:, 1], G[:, 2], G[:, 3]  # (R+1, M)
@@ -195,8 +248,11 @@ def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_re
     # SALib returns zeros when np.ptp(np.r_[A, B]) <= eps (here over the rows the resamples drew).
     ab_all = torch.cat([A, B], 0)
     ptp_point = ab_all.amax(0) - ab_all.amin(0)
-    ab_used = torch.cat([A[used], B[used]], 0)
-    ptp_used = ab_used.amax(0) - ab_used.amin(0)
+    if bool(used.all()):  # the rule for N >= ~5: all rows are drawn
+        ptp_used = ptp_point
+    else:
+        ab_used = torch.cat([A[used], B[used]], 0)
+        ptp_used = ab_used.amax(0) - ab_used.amin(0)
     flat = torch.stack([ptp_point <= _EPS] + [ptp_used <= _EPS] * R)  # (R+1, M)
     S1 = torch.where(flat[:, None, :], zero, S1)
     ST = torch.where(flat[:, None, :], zero, ST)
