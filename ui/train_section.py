@@ -144,7 +144,8 @@ def train_section(label: str, d: nd.ImageData) -> None:
     c1, c2, c3 = st.columns(3)
     has_names = d.groups is not None or bool(d.files)
     gsrc = c1.selectbox("Groups (kept within one split)", tuple(_GROUPS),
-                        index=0 if has_names else 2, key="tr_groups", format_func=_GROUPS.get)
+                        index=0 if has_names else 2, key=f"tr_groups|{label}",  # per dataset
+                        format_func=_GROUPS.get)
     pattern, csv_file = "", None
     if gsrc == "names":
         pattern = c2.text_input("Group pattern (regex, optional)", "", key="tr_group_pattern",

@@ -39,7 +39,7 @@ def test_train_with_groups_recipe_and_test_split():
     uploads = {"tabular_data": {}, "tabular_model": {}, "image_data": {"frames": data},
                "image_model": {}}
     at = open_page(PAGE, state={"uploads": uploads, "sel_image_data": "frames"})
-    assert at.selectbox(key="tr_groups").value == "names"
+    assert at.selectbox(key="tr_groups|frames").value == "names"
     at.selectbox(key="tr_arch_2").set_value("resnet18-small")
     at.selectbox(key="tr_channels").set_value(1)
     at.selectbox(key="tr_resize").set_value("crop")
