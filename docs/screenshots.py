@@ -101,8 +101,10 @@ def main() -> None:
             images_tab()
 
         def choose(key: str, option: str) -> None:
-            pg.locator(f".st-key-{key}").click()
-            pg.get_by_role("option", name=option).click()
+            box = pg.locator(f".st-key-{key} input")
+            box.click()
+            box.fill(option)  # the select filters its options as one types
+            box.press("Enter")
             _wait_idle(pg)
             images_tab()
         # train a CNN on these images: grouped by clip, grey, at the screenshots' 3:4 aspect

@@ -98,7 +98,9 @@ def _groups(d: nd.ImageData, how: str, pattern: str, csv_file):
             raise NnsensError("upload the CSV of file,group rows (or pick another group source)")
         return T.groups_from_csv(d, csv_file.getvalue()), f"from {plain(csv_file.name)}"
     if not pattern and d.groups is not None:
-        return tuple(d.groups), "from the folders (class/patient/image)"
+        return tuple(d.groups), ("from the folders (class/patient/image)"
+                                 if d.meta.get("group_source") == "folders"
+                                 else "from the file names (the stem before the frame number)")
     if not d.files:
         raise NnsensError("this dataset keeps no file names to take groups from (e.g. the demo "
                           "phantom); pick 'none' or load a ZIP / folder")

@@ -17,7 +17,8 @@ def history_figure(frame: pd.DataFrame, best_epoch: int | None = None,
         fig.add_trace(go.Scatter(x=frame["epoch"], y=frame["val_balanced_accuracy"],
                                  mode="lines+markers", name="validation balanced accuracy"),
                       secondary_y=True)
-        fig.update_yaxes(title_text="balanced accuracy", range=[0, 1.02], secondary_y=True)
+        fig.update_yaxes(title_text="balanced accuracy", range=[0, 1.02], secondary_y=True,
+                         tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1], showgrid=False)
     if best_epoch:
         fig.add_vline(x=best_epoch, line_dash="dot", annotation_text=f"kept: epoch {best_epoch}")
     fig.update_yaxes(title_text="cross-entropy", secondary_y=False)
