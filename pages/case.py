@@ -304,18 +304,31 @@ if len(entries) > 1:
                       if roi_orig is not None else "") + ".")
 
 # ----------------------------------------------------------------------------- report
-rep_key = (store["last"][case_ctx], float(alpha), None if sanity is None else sanity.final)
+st.markdown("**Case report**")
+r1, r2 = st.columns(2)
+blackout = roi_orig is not None and r1.checkbox(
+    "Black out everything outside the region of interest in the report", True, key="case_blackout",
+    help="Burned-in names, IDs and dates of a scanner screenshot sit outside the fan; the report's "
+         "pictures then show the region of interest only.")
+with_name = r2.checkbox("Put the file name in the report", False, key="case_with_name",
+                        help="File names often carry a patient's name or ID; off: the report says "
+                             "'image #N'.") if src == "dataset" else False
+report_image = np.where(roi_orig[None], image, 0.0).astype(np.float32) if blackout else image
+report_case = case_name if with_name or src != "dataset" else f"image #{index} of {data.name}"
+rep_key = (store["last"][case_ctx], float(alpha), None if sanity is None else sanity.final,
+           bool(blackout), report_case)
 rep_files = store["reports"].get(str(rep_key))
 if rep_files is None:
     with guard("Building the case report"):
-        rep = RP.case_report(image, lm, probs, {e.method: e.map for e in entries}, case=case_name,
+        rep = RP.case_report(report_image, lm, probs, {e.method: e.map for e in entries},
+                             case=report_case,
                              explained=shown_cls, true_label=true_label,
                              settings={m: cfgs.get(m, R.default_config(m)) for m in res},
                              sanity=sanity, chance=chance, alpha=alpha,
                              model_sha256=None)
         rep_files = store["reports"][str(rep_key)] = (rep.to_pdf(), rep.to_html())
 if rep_files is not None:
-    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(case_name))[:60] or "case"
+    stem = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(report_case))[:60] or "case"
     d1, d2 = st.columns(2)
     d1.download_button("Case report (PDF)", rep_files[0], f"{stem}_report.pdf", "application/pdf",
                        key="case_pdf", on_click="ignore")

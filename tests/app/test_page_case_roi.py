@@ -32,3 +32,20 @@ def test_case_maps_and_agreement_inside_the_region_of_interest():
     table = next(df.value for df in at.dataframe if "Spearman ρ" in df.value.columns)
     a, b = run["gradcam"][None], np.clip(run["gradient"], 0, None)[None]
     assert abs(table["Spearman ρ"].iloc[0] - round(mt.spearman(a, b, within=roi)[0], 3)) < 1e-9
+    # the report blacks out everything outside the region (burned-in names sit there), and says
+    # "image #N" unless the file name is asked for
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+    _, page = next(iter(at.session_state["case"]["reports"].values()))
+    first = re.search(r'src="data:image/png;base64,([^"]+)"', page).group(1)
+    pic = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))).convert("L"), float)
+    w = pic.shape[1]
+    assert pic[:, int(w * 0.75):].max() == 0 and pic[:, : int(w * 0.5)].max() > 0
+    assert "image #0 of" in page
+    at.checkbox(key="case_blackout").uncheck()
+    at.run()
+    assert not at.exception, at.exception
+    assert len(at.session_state["case"]["reports"]) == 2
