@@ -47,6 +47,7 @@ st.caption("One image at its own resolution beside each explanation of the model
 
 ctx = state.images()
 require_usable_model(ctx.model, ctx.key, ctx.device)
+model_warnings(ctx)  # at chance on this data / a failed sanity check: flagged wherever maps show
 data, lm = ctx.data, ctx.model
 spec = lm.spec
 names = list(spec.class_names) or [f"class {k}" for k in range(len(data.class_names))]
@@ -142,7 +143,6 @@ pred = int(probs.argmax())
 chance = None
 if preds_all is not None and len(labels):
     chance = accuracy_verdict(labels, preds_all, len(names))  # for the report
-model_warnings(ctx)  # at chance on this data / a failed sanity check: flagged wherever maps show
 
 # ----------------------------------------------------------------------------- settings
 available = list(R.names())
