@@ -126,6 +126,24 @@ class ResultStore:
 
 # --------------------------------------------------------------------------- executors
 
+def map_units(work: Callable, units: Sequence, map_fn: Callable | None = None, progress=None,
+              stage: str = "") -> list:
+    """``[work(u) for u in units]``, in order: here with ``progress(done, total, stage=stage)``
+    after each unit, or through ``map_fn(work, units)`` (e.g. an executor's ``map``) with one
+    progress call at the end. The studies' one loop over their units."""
+    if map_fn is None:
+        out = []
+        for k, u in enumerate(units):
+            out.append(work(u))
+            if progress is not None:
+                progress(k + 1, len(units), stage=stage)
+        return out
+    out = list(map_fn(work, units))
+    if progress is not None:
+        progress(len(units), len(units), stage=stage)
+    return out
+
+
 def _unit_key(unit, i: int) -> str:
     key = getattr(unit, "key", None)
     return str(key) if key is not None else f"unit{i:05d}"

@@ -17,6 +17,7 @@ from .._batching import Progress
 from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
+from ..executor import map_units
 from ..saliency._common import check_model_input
 from ..saliency.meaningful_mask import PAPER_MASK, MaskConfig, group_mask
 from . import metrics as rm
@@ -201,16 +202,8 @@ def lambda_grid(model, x: torch.Tensor, classes, lambda1s: Sequence[float],
     units = [GridCell(i, j, l1[i], l2[j]) for i, j in cells]
     work = functools.partial(grid_cell, model=net, x=x, classes=classes, cfg=cfg, spec=spec,
                              device=dev)
-    results = {}
-    if map_fn is None:
-        for k, u in enumerate(units):
-            results[u.i, u.j] = work(u)
-            if progress is not None:
-                progress(k + 1, len(cells), stage="masks")
-    else:
-        results = {(u.i, u.j): r for u, r in zip(units, map_fn(work, units))}
-        if progress is not None:
-            progress(len(cells), len(cells), stage="masks")
+    results = {(u.i, u.j): r for u, r in zip(units, map_units(work, units, map_fn, progress,
+                                                                 "masks"))}
     first = results[0, 0]
     masks = np.stack([np.stack([results[i, j].mask for j in range(len(l2))]) for i in range(len(l1))])
     m = np.stack([np.stack([results[i, j].m for j in range(len(l2))]) for i in range(len(l1))])

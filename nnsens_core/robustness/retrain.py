@@ -23,15 +23,16 @@ from .._batching import Progress, map_batches
 from .._results import Result
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
+from ..executor import map_units
 from ..saliency.meaningful_mask import (
     PAPER_MASK,
     GroupMaskResult,
     MaskConfig,
     group_mask,
 )
+from ..training import stratified_folds
 from ..zoo import module_of
 from . import metrics as rm
-from ..training import stratified_folds
 
 DESIGNS = ("cross", "full")
 MASK_ON = ("all", "val")
@@ -244,16 +245,7 @@ def training_robustness(x: torch.Tensor, labels, train_fn: TrainFn,
     dev = resolve_device(device)
     work = functools.partial(run_unit, x=x, labels=y, train_fn=train_fn, settings=settings,
                              spec=spec, device=dev)
-    if map_fn is None:
-        results = []
-        for k, u in enumerate(units):
-            results.append(work(u))
-            if progress is not None:
-                progress(k + 1, len(units), stage="training")
-    else:
-        results = list(map_fn(work, units))
-        if progress is not None:
-            progress(len(units), len(units), stage="training")
+    results = map_units(work, units, map_fn, progress, "training")
     masks = np.stack([r.mask.mask for r in results])
 
     idx = np.flatnonzero(y == settings.mask_class)

@@ -19,6 +19,7 @@ from .._results import Result
 from ..data import TabularData
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
+from ..executor import map_units
 from ..training import TrainConfig, fit
 from ..zoo import PaperMLP, module_of
 from .estimators import analyze, default_memory_limit, sample
@@ -101,16 +102,7 @@ def convergence(model, problem: SobolProblem, ns: Sequence[int], cfg: SobolConfi
     Y = Y[:, output_column]
     work = functools.partial(analyze_prefix, problem=problem, Y=Y, cfg=cfg, device=device)
     res = {k: [] for k in ("S1", "S1_conf", "ST", "ST_conf")}
-    if map_fn is None:
-        got = []
-        for i, n in enumerate(ns):
-            got.append(work(n))
-            if progress is not None:
-                progress(i + 1, len(ns), stage="analysis")
-    else:
-        got = list(map_fn(work, ns))
-        if progress is not None:
-            progress(len(ns), len(ns), stage="analysis")
+    got = map_units(work, list(ns), map_fn, progress, "analysis")
     for parts in got:
         for k, a in zip(res, parts):
             res[k].append(a)
