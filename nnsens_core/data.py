@@ -386,6 +386,22 @@ class ImageData:
             groups=pick(self.groups), files=pick(self.files),
             roi=None if self.roi is None else self.roi[idx])
 
+    def is_grey(self) -> bool:
+        """True when every image is grey: its originals have one channel (read from their
+        shapes, nothing decoded), or, without originals, the channels are all equal (the default
+        of grey activation maximization on the page and in ``nnsens am``)."""
+        orig = self.originals
+        if orig is not None and len(orig):
+            shape = getattr(orig, "shape", None)
+            if callable(shape):  # Originals: shapes without decoding
+                return all(shape(i)[0] == 1 for i in range(len(orig)))
+            return all(np.shape(o)[0] == 1 for o in orig)
+        imgs = np.asarray(self.images)
+        if imgs.ndim < 4 or len(imgs) == 0:
+            return False
+        return imgs.shape[1] == 1 or all(np.array_equal(imgs[:, 0], imgs[:, c])
+                                         for c in range(1, imgs.shape[1]))
+
     def original(self, i: int) -> np.ndarray:
         """Image ``i`` at its own size (C, h, w) (the model-size image when no original is kept)."""
         return self.originals[i] if self.originals is not None else self.images[i]

@@ -272,16 +272,6 @@ def scale_text(lo: float, hi: float, signed: bool, shared: bool) -> str:
 
 
 def is_grey(data) -> bool:
-    """True when every image of ``data`` is grey: its originals have one channel (read from their
-    shapes, nothing decoded), or, without originals, the model-input channels are all equal."""
-    orig = getattr(data, "originals", None)
-    if orig is not None and len(orig):
-        shape = getattr(orig, "shape", None)
-        if callable(shape):  # nnsens_core.data.Originals
-            return all(shape(i)[0] == 1 for i in range(len(orig)))
-        return all(np.shape(o)[0] == 1 for o in orig)
-    imgs = np.asarray(data.images)
-    if imgs.ndim < 4 or len(imgs) == 0:
-        return False
-    return imgs.shape[1] == 1 or all(np.array_equal(imgs[:, 0], imgs[:, c])
-                                     for c in range(1, imgs.shape[1]))
+    """:meth:`nnsens_core.data.ImageData.is_grey` (the page's default for grey AM)."""
+    return bool(data.is_grey())
+

@@ -60,6 +60,10 @@ def register(p) -> None:
     p.add_argument("--normalize-grad", action=argparse.BooleanOptionalAction, default=None,
                    help="divide each gradient by its mean |value| (default on; --no-normalize-grad: "
                         "raw gradients, lr then scales da/dx directly)")
+    p.add_argument("--grey", action=argparse.BooleanOptionalAction, default=None,
+                   help="optimise one grey channel repeated to the model's channels (default: on "
+                        "when the images are grey: --data, else the demo phantom, as on the page; "
+                        "off with --preset paper)")
     p.add_argument("--data", help="start from an image of this folder / .zip / .npz / 'phantom' "
                                   "(default: seeded noise)")
     p.add_argument("--index", type=int, default=0, help="start image index in --data")
@@ -130,7 +134,12 @@ def run(args) -> int:
         start_ctx = image_context(data, [args.index])
     fields, overridden = resolve_preset(args, PRESETS, PRESETS["nnsens"], FLAGS)
     show_preset("am", args.preset, PRESETS[args.preset] if args.preset else {}, overridden)
-    cfg = AMConfig(steps=args.steps, blur_sigma=args.sigma, seed=args.seed, **fields)
+    grey = args.grey
+    if grey is None:  # the page's default: grey images give grey AM (the paper preset: off)
+        grey = False if args.preset == "paper" else (
+            data if args.data else load_cli_images(None, n_demo=3)).is_grey()
+    cfg = AMConfig(steps=args.steps, blur_sigma=args.sigma, seed=args.seed, grey=bool(grey),
+                   **fields)
     print(update_rule_text(cfg))
     confirm_cost(args, budget.am(lm, len(targets), cfg))
     res = maximize(lm.module, spec, targets, cfg, dev, start=start)
