@@ -145,20 +145,10 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
     single call (maps bit for bit where the methods are deterministic). ``store``: a directory
     where each finished chunk is written; a rerun with the same directory computes only the
     missing chunks. ``progress(done, total, stage="units")`` counts chunks."""
-    from . import _validate as v
-    from .saliency.compare import TARGETS, EvaluationSettings
+    from .saliency.compare import EvaluationSettings, evaluation_indices
     from .saliency.registry import config_for, parse_methods
     t0 = time.perf_counter()
-    v.one_of("target", target, TARGETS)
-    v.positive("batch_size", batch_size, integer=True)
-    if data.masks is None:
-        raise NnsensError(f"the dataset {data.name!r} has no ground-truth masks; upload masks "
-                          "(an .npz with images, labels and masks) or use the phantom")
-    idx = np.arange(len(data)) if indices is None else np.asarray(indices, np.int64).reshape(-1)
-    if len(idx) == 0:
-        raise NnsensError("no images selected; widen the subset")
-    if idx.min() < 0 or idx.max() >= len(data):
-        raise NnsensError(f"indices must lie in 0..{len(data) - 1}")
+    idx = evaluation_indices(data, indices, target, batch_size)
     methods = tuple(parse_methods(methods))
     if spec is None:
         spec = getattr(model, "spec", None)

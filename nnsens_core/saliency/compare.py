@@ -172,6 +172,23 @@ class Evaluation(Result):
         return out
 
 
+def evaluation_indices(data, indices, target: str, batch_size: int) -> np.ndarray:
+    """The checked arguments of a dataset evaluation (here and in its chunked, distributed form):
+    ``target`` and ``batch_size`` valid, ground-truth masks present; returns the image indices
+    (all when ``indices`` is None), each within the dataset."""
+    v.one_of("target", target, TARGETS)
+    v.positive("batch_size", batch_size, integer=True)
+    if data.masks is None:
+        raise NnsensError(f"the dataset {data.name!r} has no ground-truth masks; upload masks "
+                          "(an .npz with images, labels and masks) or use the phantom")
+    idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(idx) == 0:
+        raise NnsensError("no images selected; widen the subset")
+    if idx.min() < 0 or idx.max() >= len(data):
+        raise NnsensError(f"indices must lie in 0..{len(data) - 1}")
+    return idx
+
+
 def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                      cfgs: Mapping[str, object] | None = None, indices=None, target: str = "label",
                      p: float | None = None, tolerance: float = 0.0, batch_size: int = 32,
@@ -190,16 +207,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     """
     import pandas as pd
     t0 = time.perf_counter()
-    v.one_of("target", target, TARGETS)
-    v.positive("batch_size", batch_size, integer=True)
-    if data.masks is None:
-        raise NnsensError(f"the dataset {data.name!r} has no ground-truth masks; upload masks "
-                          "(an .npz with images, labels and masks) or use the phantom")
-    idx = np.arange(len(data)) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
-    if len(idx) == 0:
-        raise NnsensError("no images selected; widen the subset")
-    if idx.min() < 0 or idx.max() >= len(data):
-        raise NnsensError(f"indices must lie in 0..{len(data) - 1}")
+    idx = evaluation_indices(data, indices, target, batch_size)
     methods = parse_methods(methods)
     if spec is None:
         spec = getattr(model, "spec", None)
