@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnsens_core import _approx, _incremental, zoo
+from nnsens_core import _approx, _incremental
 from nnsens_core.errors import NnsensError
 from nnsens_core.local_sensitivity import (
     LocalConfig,
@@ -19,6 +19,7 @@ from nnsens_core.local_sensitivity import (
     local_sensitivity,
 )
 from nnsens_core.saliency import occlusion as O
+from tests.test_incremental_occlusion import _vgg  # vgg16-small, BatchNorm gains 1.5-2.5
 
 
 def _small_cnn(seed=0):
@@ -104,19 +105,6 @@ def test_truncated_propagation_by_hand():
     assert (exact.maps[0] - want1).abs().min() > 1e-5      # the exact maps differ: sqrt(1.0008) eps
     assert (exact.maps[1] - want2).abs().max() > 1e-4
     assert res.extra["approx"]["rel_l2"] > 0
-
-
-def _vgg(seed=0):
-    torch.manual_seed(seed)
-    model = zoo.build("vgg16-small")
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(1.5, 2.5)
-                m.bias.uniform_(-0.2, 0.2)
-    return model.eval()
 
 
 def test_drill_down_with_every_position_equals_full_occlusion_and_reports():

@@ -4,8 +4,6 @@ checked against the whole-image metric on the cropped arrays, and ``within`` = e
 outside the ROI."""
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from nnsens_core.data import ImageData
 from nnsens_core.errors import NnsensError
@@ -13,6 +11,7 @@ from nnsens_core.saliency import compare as CP
 from nnsens_core.saliency import metrics as mt
 from nnsens_core.saliency.cam import CamConfig
 from nnsens_core.zoo import ModelSpec
+from tests.test_compare import BrightDetector  # logit_0 counts bright pixels
 
 
 def _text_box_case():
@@ -130,23 +129,6 @@ def test_chance_inside_the_roi_shuffles_only_inside():
 # --------------------------------------------------------------------------- evaluate_dataset
 
 S = 12
-
-
-class BrightDetector(nn.Module):
-    """logit_0 = sum(relu(x - 0.5)) (counts bright pixels), logit_1 = 0."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 1, 1)
-        self.fc = nn.Linear(1, 2)
-        with torch.no_grad():
-            self.conv.weight.fill_(1.0)
-            self.conv.bias.fill_(-0.5)
-            self.fc.weight.copy_(torch.tensor([[1.0], [0.0]]))
-            self.fc.bias.zero_()
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.conv(x)).sum((2, 3)))
 
 
 def test_evaluate_dataset_inside_the_roi_ignores_a_bright_text_box():
