@@ -32,27 +32,22 @@ import io
 import math
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from . import render
 from .errors import NnsensError
-from .saliency.trust import (
-    SANITY_THRESHOLD,
-    AccuracyVerdict,
-    SanityVerdict,
-    accuracy_verdict,
-)
+from .saliency.trust import SANITY_THRESHOLD, AccuracyVerdict, SanityVerdict
 
 DISCLAIMER = ("nnsens is research software, not a medical device: these maps show how a model "
               "reacts to the image and are not a diagnosis. Do not use them for clinical decisions.")
 SECTIONS = ("Case", "Prediction", "Explanations", "Agreement", "Model", "Settings")
 AGREEMENT_P = 0.1
 
-__all__ = ["CaseReport", "ChanceCheck", "DISCLAIMER", "DatasetReport", "MapEntry", "SECTIONS",
-           "SanitySummary", "agreement", "case_input", "case_map", "case_probabilities",
-           "case_report", "chance_check", "is_sequence", "load_case_image", "model_sanity", "pdf_text", "weights_sha256"]
+__all__ = ["CaseReport", "DISCLAIMER", "DatasetReport", "MapEntry", "SECTIONS",
+           "agreement", "case_input", "case_map", "case_probabilities",
+           "case_report", "is_sequence", "load_case_image", "model_sanity", "pdf_text", "weights_sha256"]
 
 
 # --------------------------------------------------------------------------- identity
@@ -174,12 +169,9 @@ def agreement(maps: Mapping[str, np.ndarray], signed: Mapping[str, bool] | None 
 
 # --------------------------------------------------------------------------- model checks
 
-SanitySummary = SanityVerdict  # one sanity verdict: nnsens_core.saliency.trust
-
-
 def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, device="cpu",
                  seed: int = 0, threshold: float = SANITY_THRESHOLD,
-                 progress=None) -> SanitySummary:
+                 progress=None) -> SanityVerdict:
     """A short sanity check of ``model`` with ``methods`` on inputs ``x`` (N, C, H, W): the maps of
     the trained model, of the model with its output layer re-initialised, and with every layer
     re-initialised (:func:`nnsens_core.saliency.compare.sanity_check` with two cascade steps; the
@@ -192,12 +184,8 @@ def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, dev
         raise NnsensError("the model has no Conv/Linear layer to randomize")
     res = compare.sanity_check(module, spec, x, classes, methods, cfgs, layers=[layers[-1], ""],
                                metric="spearman", seed=seed, device=device, progress=progress)
-    s = SanitySummary.from_result(res, threshold)
+    s = SanityVerdict.from_result(res, threshold)
     return dataclasses.replace(s, steps=("original", layers[-1], "every layer"), images=len(x))
-
-
-ChanceCheck = AccuracyVerdict  # one chance verdict: nnsens_core.saliency.trust
-chance_check = accuracy_verdict
 
 
 # --------------------------------------------------------------------------- text and pictures
@@ -341,8 +329,8 @@ class CaseReport:
     explained: int
     maps: tuple = ()
     agreement: dict = field(default_factory=dict)
-    sanity: SanitySummary | None = None
-    chance: ChanceCheck | None = None
+    sanity: SanityVerdict | None = None
+    chance: AccuracyVerdict | None = None
     settings: dict = field(default_factory=dict)
     model_info: dict = field(default_factory=dict)
     true_label: int | None = None
@@ -465,7 +453,7 @@ class CaseReport:
                  "padding:6px}.row{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}"
                  ".row figure{margin:0;max-width:32%}footer{margin-top:2em;font-size:90%;color:#555}"
                  "</style></head><body>",
-                 f"<h1>nnsens case report</h1>"]
+                 "<h1>nnsens case report</h1>"]
         for w in self.all_warnings():
             parts.append(f"<p class='warn'><b>Warning:</b> {e(w)}</p>")
         parts.append(f"<h2>Case</h2><table>{rows(self._facts())}</table>"
@@ -537,8 +525,8 @@ class CaseReport:
 
 def case_report(image: np.ndarray, model, probabilities, maps: Mapping[str, np.ndarray], *,
                 case: str = "image", explained: int | None = None, true_label: int | None = None,
-                settings: Mapping[str, object] | None = None, sanity: SanitySummary | None = None,
-                chance: ChanceCheck | None = None, warnings: Sequence[str] = (),
+                settings: Mapping[str, object] | None = None, sanity: SanityVerdict | None = None,
+                chance: AccuracyVerdict | None = None, warnings: Sequence[str] = (),
                 model_sha256: str | None = None, date: str | None = None, alpha: float = 0.5,
                 p: float = AGREEMENT_P) -> CaseReport:
     """A :class:`CaseReport` of ``image`` (C, h, w) in [0, 1] and ``model`` (a LoadedModel: its

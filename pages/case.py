@@ -22,7 +22,7 @@ from nnsens_core.fingerprint import fingerprint
 from nnsens_core.preprocess import Recipe
 from nnsens_core.saliency import registry as R
 from nnsens_core.saliency.compare import DEFAULT_METHODS, predict_proba
-from nnsens_core.saliency.trust import accuracy_verdict
+from nnsens_core.saliency.trust import SanityVerdict, accuracy_verdict
 from nnsens_core.sequences import load_sequence
 from ui import saliency_views as V
 from ui import state
@@ -68,7 +68,7 @@ def _dataset_probabilities(_model, _spec, key: str, device: str) -> np.ndarray:
 
 @st.cache_data(show_spinner=False, max_entries=64, ttl=CACHE_TTL)
 def _sanity(_model, _spec, model_key: str, methods: tuple, _cfgs, cfg_key: str, x_np: np.ndarray,
-            classes: tuple, device: str, seed: int, _progress=None) -> RP.SanitySummary:
+            classes: tuple, device: str, seed: int, _progress=None) -> SanityVerdict:
     return RP.model_sanity(_model, _spec, torch.as_tensor(x_np), list(classes), list(methods),
                            _cfgs, device, seed, progress=_progress)
 

@@ -16,6 +16,7 @@ from scipy import stats as sps
 from torch import nn
 
 from nnsens_core import __version__, report as RP
+from nnsens_core.saliency import trust as T
 from nnsens_core.errors import NnsensError
 from nnsens_core.saliency import metrics as mt
 from nnsens_core.saliency.occlusion import OcclusionConfig
@@ -50,10 +51,10 @@ def case():
     probs = RP.case_probabilities(lm, x)
     cfgs = {"gradient": None, "occlusion": OcclusionConfig(window=6, stride=3)}
     maps = {m: RP.case_map(lm, lm.spec, x, place, m, c, 1)[1] for m, c in cfgs.items()}
-    sanity = RP.SanitySummary("spearman", {"gradient": 0.1, "occlusion": 0.8})
+    sanity = T.SanityVerdict("spearman", {"gradient": 0.1, "occlusion": 0.8})
     rep = RP.case_report(img, lm, probs, maps, case="patient <b>7</b>.png", explained=1,
                          settings={m: c for m, c in cfgs.items() if c is not None}, sanity=sanity,
-                         chance=RP.chance_check([0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2], 3))
+                         chance=T.accuracy_verdict([0, 1, 2, 0, 1, 2], [0, 1, 2, 0, 1, 2], 3))
     return lm, img, rep
 
 
@@ -220,34 +221,34 @@ def test_agreement_against_scipy_on_the_covered_pixels():
         RP.agreement({"a": a, "b": b[:5]})
 
 
-def test_chance_check_against_sklearn():  # the one chance verdict: saliency.trust
+def test_chance_check_against_sklearn():
     from sklearn.metrics import balanced_accuracy_score
     y = np.array([0] * 30 + [1] * 10 + [2] * 20)
     rng = np.random.default_rng(0)
     q = rng.integers(0, 3, len(y))
-    c = RP.chance_check(y, q, 3)
+    c = T.accuracy_verdict(y, q, 3)
     assert c.balanced_accuracy == pytest.approx(balanced_accuracy_score(y, q))
     assert c.accuracy == pytest.approx((y == q).mean()) and c.chance == pytest.approx(1 / 3)
     var = sum((1 / 3) * (2 / 3) / n for n in (30, 10, 20)) / 9
     assert c.upper == pytest.approx(1 / 3 + 1.645 * np.sqrt(var))
     assert c.at_chance  # random guesses
-    assert not RP.chance_check(y, y, 3).at_chance
-    assert RP.chance_check(y, np.zeros_like(y), 3).at_chance  # always the majority class
+    assert not T.accuracy_verdict(y, y, 3).at_chance
+    assert T.accuracy_verdict(y, np.zeros_like(y), 3).at_chance  # always the majority class
     with pytest.raises(NnsensError):
-        RP.chance_check([0, 1], [0], 3)
+        T.accuracy_verdict([0, 1], [0], 3)
 
 
 def test_sanity_verdicts():
     res = mt.RandomizationResult(["original", "fc", ""], "spearman",
                                  mean={"a": np.array([1, 0.6, 0.2]), "b": np.array([1, 0.9, 0.7])},
                                  std={"a": np.zeros(3), "b": np.zeros(3)})
-    s = RP.SanitySummary.from_result(res)
+    s = T.SanityVerdict.from_result(res)
     assert s.final == {"a": 0.2, "b": 0.7} and s.passed("a") and not s.passed("b")
     assert s.overall == "mixed"
-    assert RP.SanitySummary("spearman", {"a": 0.1}).overall == "pass"
-    assert RP.SanitySummary("spearman", {"a": 0.9}).overall == "fail"
+    assert T.SanityVerdict("spearman", {"a": 0.1}).overall == "pass"
+    assert T.SanityVerdict("spearman", {"a": 0.9}).overall == "fail"
     with pytest.raises(NnsensError):
-        RP.SanitySummary("spearman", {})
+        T.SanityVerdict("spearman", {})
 
 
 def test_model_sanity_leaves_the_model_alone_and_randomizes_everything():
