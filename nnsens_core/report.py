@@ -118,19 +118,17 @@ def is_sequence(raw: bytes, name: str) -> bool:
 
 def load_case_image(raw: bytes, name: str = "image", frame: int = 0) -> np.ndarray:
     """An image file's bytes -> (C, h, w) float32 in [0, 1] at its own size (a grey image keeps
-    one channel; pixel limits checked before decoding by :func:`nnsens_core.data.load_image_bytes`).
+    one channel; pixel limits checked before decoding by :func:`nnsens_core.data.decode_image`).
     A DICOM file or cine loop gives its frame ``frame`` (:func:`nnsens_core.sequences.load_sequence`)."""
-    from .data import load_image_bytes
+    from .data import decode_image
     if is_sequence(raw, name):
         from .sequences import load_sequence
         frames = load_sequence(raw, name).frames
         if not 0 <= frame < len(frames):
             raise NnsensError(f"frame {frame} is not one of the loop's frames 0..{len(frames) - 1}")
         return np.clip(frames[frame].astype(np.float32), 0, 1)
-    a = load_image_bytes(raw, None, 3, name)
-    if np.array_equal(a[0], a[1]) and np.array_equal(a[0], a[2]):
-        a = a[:1]  # a grey image stays grey
-    return a
+    arr, scale, _ = decode_image(raw, name, None, max_side=None)  # grey stays 1 channel
+    return np.clip(arr.astype(np.float32) / np.float32(scale), 0, 1)
 
 
 # --------------------------------------------------------------------------- agreement
