@@ -236,7 +236,7 @@ norm_grad = c4.checkbox("Normalise the gradient", key="am_normgrad",
                              "on the scale of the activation.")
 preview_every = int(c4.number_input("Live preview every n steps (0 = off)", 0, 1000, 10,
                                     key="am_preview"))
-grey_default = V.is_grey(ctx.data)  # grey originals, or equal channels
+grey_default = ctx.data.is_grey()  # grey originals, or equal channels
 grey = c4.toggle("Grey images", value=grey_default, key=f"am_grey|{ctx.key}",
                  help="Optimise one grey channel repeated to the model's channels (for grey "
                       "modalities such as ultrasound). On by default when the dataset's images "

@@ -269,9 +269,3 @@ def scale_text(lo: float, hi: float, signed: bool, shared: bool) -> str:
     whose = ("shared by every block and channel shown" if shared else
              "this block's channels (another block has its own range)")
     return f"sensitivity s from {lo:.3g} to {hi:.3g} ({whose}); {how}"
-
-
-def is_grey(data) -> bool:
-    """:meth:`nnsens_core.data.ImageData.is_grey` (the page's default for grey AM)."""
-    return bool(data.is_grey())
-
