@@ -21,14 +21,14 @@ from nnsens_core import report as RP
 from nnsens_core.fingerprint import fingerprint
 from nnsens_core.preprocess import Recipe
 from nnsens_core.saliency import registry as R
-from nnsens_core.saliency.compare import DEFAULT_METHODS, predict_proba
+from nnsens_core.saliency.compare import DEFAULT_METHODS
 from nnsens_core.saliency.trust import SanityVerdict, accuracy_verdict
 from nnsens_core.sequences import load_sequence
 from ui import saliency_views as V
 from ui import state
 from ui.cache import CACHE_TTL
 from ui.case_loop import loop_case
-from ui.trust import model_warnings
+from ui.trust import dataset_confusion, model_warnings
 from ui.widgets import (
     Progress,
     cost_line,
@@ -60,12 +60,6 @@ st.markdown(f"**Model** {plain(spec.name)}: {plain(Recipe.from_spec(spec).descri
 
 
 # ----------------------------------------------------------------------------- cached core calls
-@st.cache_data(show_spinner=False, max_entries=4, ttl=CACHE_TTL)
-def _dataset_probabilities(_model, _spec, key: str, device: str) -> np.ndarray:
-    x = _spec.normalize(torch.as_tensor(data.images, dtype=torch.float32))
-    return predict_proba(_model, x, device).numpy()
-
-
 @st.cache_data(show_spinner=False, max_entries=64, ttl=CACHE_TTL)
 def _sanity(_model, _spec, model_key: str, methods: tuple, _cfgs, cfg_key: str, x_np: np.ndarray,
             classes: tuple, device: str, seed: int, _progress=None) -> SanityVerdict:
@@ -73,11 +67,10 @@ def _sanity(_model, _spec, model_key: str, methods: tuple, _cfgs, cfg_key: str, 
                            _cfgs, device, seed, progress=_progress)
 
 
-probs_all = None
+preds_all = None
 with guard("Predicting the dataset"):
-    probs_all = _dataset_probabilities(lm.module, spec, ctx.key, str(ctx.device))
+    preds_all = dataset_confusion(ctx).preds  # shared with the trust flags (one prediction pass)
 labels = np.asarray(data.labels)
-preds_all = probs_all.argmax(1) if probs_all is not None else None
 
 # ----------------------------------------------------------------------------- the case
 src = st.radio("Case", ["dataset", "upload"], horizontal=True, key="case_source",

@@ -3,9 +3,9 @@
 Call it on every page that shows the selected model's maps (saliency, activation maximization,
 local sensitivity, case view), right after ``ctx = state.images()``. It warns when
 
-* the model's accuracy on the selected dataset is at chance (the binomial 95 % range around 1/K
-  includes it; :func:`nnsens_core.saliency.trust.accuracy_verdict`), checked once per model and
-  data (cached by the context key);
+* the model is at chance on the selected dataset (its balanced accuracy is below the one-sided
+  95 % bound of a chance-level guesser; :func:`nnsens_core.saliency.trust.accuracy_verdict`),
+  checked once per model and data (:func:`dataset_confusion`, cached by the context key);
 * a sanity check run on the Saliency comparison page for this model & data failed (a method's
   maps stay similar to the original ones once the weights are randomized;
   :func:`nnsens_core.saliency.trust.sanity_verdict`).
@@ -24,11 +24,20 @@ from .cache import CACHE_TTL
 from .widgets import guard
 
 
-@st.cache_data(show_spinner="Checking the model's accuracy on the data ...", max_entries=16,
-               ttl=CACHE_TTL)
-def _accuracy(_model, _data, key: str, device: str) -> T.AccuracyVerdict:
-    res = D.confusion(_model, _data, device=device)
-    return T.accuracy_verdict(res.labels, res.preds, len(_data.class_names))
+@st.cache_data(show_spinner="Predicting the selected data ...", max_entries=16, ttl=CACHE_TTL)
+def _confusion(_model, _data, key: str, device: str) -> D.Confusion:
+    return D.confusion(_model, _data, device=device)
+
+
+def dataset_confusion(ctx) -> D.Confusion:
+    """The selected model's predictions on the selected data (cached per context key): what the
+    trust flags and the pages that list misclassified images share."""
+    return _confusion(ctx.model, ctx.data, ctx.key, str(ctx.device))
+
+
+def accuracy_of(ctx) -> T.AccuracyVerdict:
+    res = dataset_confusion(ctx)
+    return T.accuracy_verdict(res.labels, res.preds, len(ctx.data.class_names))
 
 
 def accuracy_warning(verdict: T.AccuracyVerdict) -> str | None:
@@ -52,7 +61,7 @@ def model_warnings(ctx) -> list[str]:
     out: list[str] = []
     with guard("Checking the model's accuracy"):
         if len(ctx.data) and len(ctx.data.class_names) >= 2:
-            w = accuracy_warning(_accuracy(ctx.model, ctx.data, ctx.key, str(ctx.device)))
+            w = accuracy_warning(accuracy_of(ctx))
             if w:
                 out.append(w)
     store = st.session_state.get("saliency") or {}
