@@ -146,15 +146,17 @@ with st.expander("Methods and settings", expanded=False):
                              help="  \n".join(f"**{m.label}**: {m.description}" for m in R.methods()))
     H, W = spec.input_shape[1:]
     side = min(H, W)
+    occ0 = R.default_config("occlusion", (H, W))  # defaults for this input size (the registry's)
     o1, o2, o3, o4 = st.columns(4)
-    occ_window = o1.number_input("Occlusion window (model px)", 1, side, max(2, side // 8),
+    occ_window = o1.number_input("Occlusion window (model px)", 1, side, occ0.window,
                                  key="case_occ_window",
                                  help="Default: 1/8 of the model's input side.")
-    occ_stride = o2.number_input("Occlusion stride (model px)", 1, side, max(1, side // 16),
+    occ_stride = o2.number_input("Occlusion stride (model px)", 1, side, occ0.stride,
                                  key="case_occ_stride")
-    am_steps = o3.number_input("AM steps", 1, 2000, R.default_config("am").steps, 10,
+    am_steps = o3.number_input("AM steps", 1, 2000, R.default_config("am", (H, W)).steps, 10,
                                key="case_am_steps")
-    mask_steps = o4.number_input("Perturbation-mask steps", 1, 2000, R.default_config("mask").steps,
+    mask_steps = o4.number_input("Perturbation-mask steps", 1, 2000,
+                                 R.default_config("mask", (H, W)).steps,
                                  10, key="case_mask_steps")
     view = st.radio("Show maps as", ["wash", "contours"], horizontal=True, key="case_view",
                     format_func={"wash": "Colour wash",

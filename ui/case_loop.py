@@ -20,13 +20,12 @@ from .widgets import Progress, cost_line, guard, plain, within_budget
 LOOP_METHODS = ("gradcam", "gradient", "occlusion")
 
 
-def _config(method: str, seed: int, side: int):
-    cfg = R.default_config(method)
-    names = {f.name for f in dataclasses.fields(cfg)}
-    ch = {"seed": seed} if "seed" in names else {}
-    if method == "occlusion":  # window / stride as a fraction of the model's input side
-        ch.update(window=max(2, side // 8), stride=max(1, side // 16))
-    return dataclasses.replace(cfg, **ch) if ch else cfg
+def _config(method: str, seed: int, spatial):
+    """The registry's default for frames of the model's ``spatial`` size (occlusion's window and
+    stride scale with the side), with the session's seed."""
+    cfg = R.default_config(method, spatial)
+    return dataclasses.replace(cfg, seed=seed) if "seed" in {f.name for f in
+                                                             dataclasses.fields(cfg)} else cfg
 
 
 def loop_case(seq: Sequence, loop_id: str, lm, model_id: str, device, seed: int, store: dict,
@@ -42,7 +41,7 @@ def loop_case(seq: Sequence, loop_id: str, lm, model_id: str, device, seed: int,
                           help=R.get(default).description)
     batch = int(c2.number_input("Frames per batch", 1, 64, 8, key="case_loop_batch"))
     st.caption(f"**What this shows:** {R.get(method).description}.")
-    cfg = _config(method, seed, min(spec.input_shape[1:]))
+    cfg = _config(method, seed, tuple(spec.input_shape[1:]))
     key = (model_id, loop_id, method, repr(cfg))
     loops = store.setdefault("loops", {})
     fm = loops.get(key)
