@@ -89,3 +89,61 @@ def test_callers():
     assert layer_shapes(cnn, (1, 8, 8), "cpu") == {"0": (2, 8, 8), "1": (2, 8, 8), "2": (2, 4, 4),
                                                    "3": (32,), "4": (3,)}
     assert hook_count(cnn) == 0
+
+
+# --------------------------------------------------------------------------- cached shape probes
+
+class CountingCNN(nn.Module):
+    def __init__(self, width: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 3))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.head(torch.relu(self.conv(x)))
+
+
+def test_input_check_and_layer_grids_probe_once_per_model_and_shape():
+    from nnsens_core.saliency._common import check_model_input
+    from nnsens_core.saliency.cam import default_target_layer, layer_grids, validate_target_layer
+
+    net = CountingCNN().eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert check_model_input(net, x)[1] == 3 and net.calls == 1
+    assert check_model_input(net, x)[1] == 3 and net.calls == 1      # cached
+    check_model_input(net, torch.rand(1, 3, 20, 20))                  # another size: probed
+    assert net.calls == 2
+    grids = layer_grids(net, (3, 16, 16))
+    assert grids["conv"] == (4, 16, 16) and net.calls == 3
+    name = default_target_layer(net, (3, 16, 16), min_grid=4)
+    validate_target_layer(net, name, (3, 16, 16))
+    assert name == "conv" and net.calls == 3                          # the same probe, reused
+    grids["conv"] = "changed by the caller"                           # the store hands out copies
+    assert layer_grids(net, (3, 16, 16))["conv"] == (4, 16, 16)
+    net.conv = nn.Conv2d(3, 6, 3, padding=1)                          # structure changed: probed again
+    net.head[2] = nn.Linear(6, 5)
+    net.eval()  # (a model with a module in training mode is probed on an eval copy)
+    assert check_model_input(net, x)[1] == 5 and layer_grids(net, (3, 16, 16))["conv"] == (6, 16, 16)
+    assert net.calls == 5
+    assert check_model_input(CountingCNN(), x)[1] == 3                # another model object: its own
+
+
+def test_a_failed_probe_is_not_stored():
+    from nnsens_core.errors import NnsensError
+    from nnsens_core.saliency._common import check_model_input
+
+    class Picky(CountingCNN):
+        ok = False
+
+        def forward(self, x):
+            if not self.ok:
+                raise RuntimeError("not yet")
+            return super().forward(x)
+
+    net = Picky().eval()
+    with pytest.raises(NnsensError, match="does not accept"):
+        check_model_input(net, torch.rand(1, 3, 8, 8))
+    net.ok = True
+    assert check_model_input(net, torch.rand(1, 3, 8, 8))[1] == 3

@@ -37,9 +37,10 @@ from torch import nn
 
 from .. import _validate as v
 from .._batching import Progress, map_batches
-from .._hooks import get_module, probe_outputs
+from .._hooks import cached_shape_probe, get_module, probe_outputs
 from ..device import inference_model, resolve_device
 from ..errors import NnsensError
+from ..zoo import module_of
 from ._common import _classes, check_model_input
 from ._gradcam_adapter import make_cam, release_cam, score_cam_class, volume_cam_class
 from .registry import Method, register
@@ -105,8 +106,14 @@ def layer_grids(model: nn.Module, input_shape: Sequence[int], names: Sequence[st
     """Output shape (without batch) of each named module for one zero input of ``input_shape``
     ((C, H, W) or (C, D, H, W)), in execution order."""
     names = list(target_layer_choices(model) if names is None else names)
-    x = torch.zeros((1, *input_shape), device=resolve_device(device))
-    return {n: s[1:] for n, s in probe_outputs(model, x, names).items()}
+    dev = resolve_device(device)
+
+    def probe() -> dict[str, tuple[int, ...]]:
+        x = torch.zeros((1, *input_shape), device=dev)
+        return {n: s[1:] for n, s in probe_outputs(model, x, names).items()}
+
+    key = ("layer_grids", tuple(int(s) for s in input_shape), str(dev), tuple(names))
+    return dict(cached_shape_probe(module_of(model), key, probe))
 
 
 def default_target_layer(model: nn.Module, input_shape: Sequence[int], min_grid: int = 8,
@@ -145,7 +152,8 @@ def validate_target_layer(model: nn.Module, name: str, input_shape: Sequence[int
         raise NnsensError(f"target_layer={name!r} is a {type(module).__name__}, not a convolutional "
                           f"layer or a block containing one; pick one of: {shown}")
     if input_shape is not None:
-        shape = layer_grids(model, input_shape, [name], device).get(name)
+        grids = layer_grids(model, input_shape, device=device)  # the probe default_target_layer made
+        shape = grids[name] if name in grids else layer_grids(model, input_shape, [name], device).get(name)
         if shape is None or len(shape) != len(input_shape):
             raise NnsensError(f"target_layer={name!r} outputs shape {shape}, not a "
                               f"{_grid_kind(input_shape)} feature map; pick one of: {shown}")
