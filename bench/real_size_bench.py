@@ -53,11 +53,11 @@ def time_methods(module, spec, x, cfgs: dict) -> dict[str, float]:
     return out
 
 
-def describe(cfgs: dict, shape) -> str:
+def describe(cfgs: dict, shape, module) -> str:
     occ = R.config_for("occlusion", cfgs, shape)
     return (f"occlusion {occ.window}/{occ.stride} px ({len(occlusion_positions(shape, occ))} "
-            f"positions), AM {R.config_for('am', cfgs, shape).steps} steps, mask "
-            f"{R.config_for('mask', cfgs, shape).steps} steps")
+            f"positions), AM {R.config_for('am', cfgs, shape, module).steps} steps, mask "
+            f"{R.config_for('mask', cfgs, shape, module).steps} steps")
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
         runs = {"new": {}} if args.skip_old else {"new": {}, "old": OLD}
         got = {}
         for name, cfgs in runs.items():
-            print(f"{arch} {name} defaults: {describe(cfgs, (224, 224))}")
+            print(f"{arch} {name} defaults: {describe(cfgs, (224, 224), module)}")
             got[name] = time_methods(module, spec, x, cfgs)
             print("  " + "  ".join(f"{m} {s:6.1f}s" for m, s in got[name].items())
                   + f"  total {sum(got[name].values()):6.1f}s")

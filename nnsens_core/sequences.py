@@ -909,7 +909,7 @@ def explain_frames(model, seq: Sequence, method_name: str, recipe=None, target=N
         raise NnsensError("give the method's settings either as config= or as keyword options, "
                           "not both")
     if config is None:
-        config = method.default_config()
+        config = registry.default_config(method.name, tuple(spec.input_shape[1:]), model)
         if method_options:
             known = {f.name for f in dataclasses.fields(config)}
             bad = sorted(set(method_options) - known)

@@ -161,7 +161,8 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
               "device": device if isinstance(device, str) else str(device), "seed": seed}
     units = compare_units(idx, chunk_size or batch_size, batch_size)
     settings = EvaluationSettings(methods, target, p, tolerance,
-                                  {m: config_for(m, cfgs) for m in methods})
+                                  {m: config_for(m, cfgs, tuple(slim.images.shape[2:]), model)
+                                   for m in methods})
     st = None
     if store is not None:
         st = ResultStore(store, EvaluationCodec(settings),

@@ -153,10 +153,10 @@ with st.expander("Methods and settings", expanded=False):
                                  help="Default: 1/8 of the model's input side.")
     occ_stride = o2.number_input("Occlusion stride (model px)", 1, side, occ0.stride,
                                  key="case_occ_stride")
-    am_steps = o3.number_input("AM steps", 1, 2000, R.default_config("am", (H, W)).steps, 10,
+    am_steps = o3.number_input("AM steps", 1, 2000, R.default_config("am", (H, W), lm).steps, 10,
                                key="case_am_steps")
     mask_steps = o4.number_input("Perturbation-mask steps", 1, 2000,
-                                 R.default_config("mask", (H, W)).steps,
+                                 R.default_config("mask", (H, W), lm).steps,
                                  10, key="case_mask_steps")
     view = st.radio("Show maps as", ["wash", "contours"], horizontal=True, key="case_view",
                     format_func={"wash": "Colour wash",
@@ -167,7 +167,7 @@ cls = st.selectbox("Class to explain", range(len(names)), index=pred, format_fun
 
 
 def _cfg(m: str):
-    cfg = R.default_config(m)
+    cfg = R.default_config(m, (H, W), lm)
     fields = {f.name for f in dataclasses.fields(cfg)}
     ch = {}
     if m == "occlusion":
@@ -318,7 +318,7 @@ if rep_files is None:
         rep = RP.case_report(report_image, lm, probs, {e.method: e.map for e in entries},
                              case=report_case,
                              explained=shown_cls, true_label=true_label,
-                             settings={m: cfgs.get(m, R.default_config(m)) for m in res},
+                             settings={m: cfgs.get(m, R.default_config(m, (H, W), lm)) for m in res},
                              sanity=sanity, chance=chance, alpha=alpha,
                              model_sha256=None)
         rep_files = store["reports"][str(rep_key)] = (rep.to_pdf(), rep.to_html())

@@ -260,10 +260,11 @@ with st.expander("Methods and settings", expanded=True):
         beta1 = m3.number_input("β1", 0.1, 10.0, MaskConfig().beta1, 0.5, key="sal_mask_b1")
         beta2 = m4.number_input("β2", 0.1, 10.0, MaskConfig().beta2, 0.5, key="sal_mask_b2")
         m5, m6, m7, m8 = st.columns(4)
-        mask_steps = m5.number_input("Steps", 1, 2000, R.default_config("mask", (H, W)).steps, 10,
+        mask_steps = m5.number_input("Steps", 1, 2000, R.default_config("mask", (H, W), lm).steps, 10,
                                      key="sal_mask_steps",
                                      help=f"Default: {MaskConfig().steps} up to 64×64 images, fewer on "
-                                          "larger ones (each step is a forward and backward pass).")
+                                          "larger images and heavier models (each step is a forward "
+                                          "and backward pass).")
         mask_res = m6.number_input("Mask resolution", 1, min(H, W), min(MaskConfig().resolution, H, W),
                                    key="sal_mask_res")
         mask_ref = m7.selectbox("Reference", ["blur", "constant"], key="sal_mask_ref")
@@ -288,7 +289,7 @@ with st.expander("Methods and settings", expanded=True):
                                  disabled=g_ref != "blur")
     with t_am:
         a1, a2 = st.columns(2)
-        am_steps = a1.number_input("AM steps", 1, 2000, min(100, R.default_config("am", (H, W)).steps), 10,
+        am_steps = a1.number_input("AM steps", 1, 2000, min(100, R.default_config("am", (H, W), lm).steps), 10,
                                    key="sal_am_steps")
         am_rule = a2.selectbox("Regulariser", ["tv", "blur", "none"], key="sal_am_rule")
         am_preset = st.radio("AM update rule", ["nnsens", "paper"], horizontal=True, key="sal_am_preset",

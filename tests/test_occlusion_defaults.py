@@ -45,3 +45,44 @@ def test_cost_estimate_follows_the_new_defaults():
     old = B.occlusion(net, (3, 224, 224), OcclusionConfig(window=8, stride=4))
     assert "226 positions" in new.what and "3026 positions" in old.what
     assert old.gflop / new.gflop == pytest.approx(3026 / 226)
+
+
+def _wide(width: int) -> torch.nn.Module:
+    """One 3x3 convolution of ``width`` channels: 2*3*9*width FLOP a pixel (cheap to build)."""
+    return torch.nn.Sequential(torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(width, 3))
+
+
+def test_steps_also_follow_the_model_cost(monkeypatch):
+    from nnsens_core.saliency._common import MIN_COST_STEPS, STEP_WORK_GFLOP, forward_gflop
+    # the pixel rule alone: 32 at 224 px; the work rule caps heavy models, never below the floor
+    assert scaled_steps(200, (224, 224), gflop=3.6) == 32      # ResNet-18 at 224: unchanged
+    assert scaled_steps(200, (224, 224), gflop=31.0) == MIN_COST_STEPS == 12  # VGG-16 at 224
+    assert scaled_steps(200, (224, 224), gflop=6.0) == int(STEP_WORK_GFLOP / 6.0) == 20
+    assert scaled_steps(200, (64, 64), gflop=31.0) == 200     # 64x64 defaults never change
+    assert scaled_steps(150, (8, 64, 64), gflop=31.0) == 150  # volumes keep their steps
+    assert scaled_steps(10, (224, 224), gflop=0.1) == 10      # never more than asked
+    heavy = _wide(2000)                                       # ~5.4 GFLOP a pass at 224 px
+    g = forward_gflop(heavy, (224, 224))
+    assert g == pytest.approx(B.forward_flop(heavy, (3, 224, 224)) / 1e9) and 5 < g < 6
+    assert R.default_config("mask", (224, 224), heavy).steps == int(STEP_WORK_GFLOP / g) == 22
+    assert R.config_for("am", None, (224, 224), heavy).steps == 22
+    assert R.default_config("am", (224, 224), _wide(4)).steps == 32
+    assert R.default_config("am", (224, 224)).steps == 32     # no model: the pixel rule only
+    # a run without a config takes the default for its model and size
+    import dataclasses
+
+    from nnsens_core.saliency import compare as C
+    from nnsens_core.zoo import ModelSpec
+    light = _wide(4)
+    monkeypatch.setattr(B, "forward_flop", lambda model, shape=None: 31e9)  # as heavy as VGG-16
+    seen = {}
+
+    def spy(model, x, targets, cfg, **kw):
+        seen["steps"] = cfg.steps
+        return torch.zeros(len(x), *x.shape[2:])
+
+    monkeypatch.setitem(R._METHODS, "mask", dataclasses.replace(R.get("mask"), fn=spy))
+    spec = ModelSpec("wide", "wide", "image", (3, 224, 224), ("a", "b", "c"))
+    C.explain(light, spec, torch.zeros(1, 3, 224, 224), [0], ["mask"], None, "cpu")
+    assert seen["steps"] == MIN_COST_STEPS

@@ -20,10 +20,10 @@ from .widgets import Progress, cost_line, guard, plain, within_budget
 LOOP_METHODS = ("gradcam", "gradient", "occlusion")
 
 
-def _config(method: str, seed: int, spatial):
+def _config(method: str, seed: int, spatial, lm=None):
     """The registry's default for frames of the model's ``spatial`` size (occlusion's window and
-    stride scale with the side), with the session's seed."""
-    cfg = R.default_config(method, spatial)
+    stride scale with the side; steps with the model's cost), with the session's seed."""
+    cfg = R.default_config(method, spatial, lm)
     return dataclasses.replace(cfg, seed=seed) if "seed" in {f.name for f in
                                                              dataclasses.fields(cfg)} else cfg
 
@@ -41,7 +41,7 @@ def loop_case(seq: Sequence, loop_id: str, lm, model_id: str, device, seed: int,
                           help=R.get(default).description)
     batch = int(c2.number_input("Frames per batch", 1, 64, 8, key="case_loop_batch"))
     st.caption(f"**What this shows:** {R.get(method).description}.")
-    cfg = _config(method, seed, tuple(spec.input_shape[1:]))
+    cfg = _config(method, seed, tuple(spec.input_shape[1:]), lm)
     key = (model_id, loop_id, method, repr(cfg))
     loops = store.setdefault("loops", {})
     fm = loops.get(key)

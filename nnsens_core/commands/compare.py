@@ -159,9 +159,9 @@ def run(args) -> int:
                                          score=args.occlusion_score,
                                          reference=args.occlusion_reference,
                                          tau=args.occlusion_tau, drill_top=args.occlusion_drill),
-            "mask": dataclasses.replace(registry.default_config("mask", data.shape[1:]),
+            "mask": dataclasses.replace(registry.default_config("mask", data.shape[1:], lm),
                                         steps=args.mask_steps or registry.default_config(
-                                            "mask", data.shape[1:]).steps,
+                                            "mask", data.shape[1:], lm).steps,
                                         resolution=args.mask_resolution, lambda1=args.mask_lambda1,
                                         lambda2=args.mask_lambda2, beta1=args.mask_beta1,
                                         beta2=args.mask_beta2, lr=args.mask_lr,

@@ -102,7 +102,7 @@ def run(args) -> int:
     lm = load_cli_model(args, device=dev)  # --manifest / --class-names / --resize: _common
     recipe = Recipe.from_spec(lm.spec)
     method = registry.get(args.method)
-    cfg = method.default_config()
+    cfg = registry.default_config(method.name, lm.spec.input_shape[1:], lm)  # sized to the model
     try:
         cfg = method.bind(dataclasses.replace(cfg, **options))
     except TypeError:

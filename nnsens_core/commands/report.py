@@ -94,7 +94,7 @@ def run(args) -> int:
     methods = registry.parse_methods(args.methods)
     cfgs = {}
     for m in methods:
-        cfg = registry.default_config(m)
+        cfg = registry.default_config(m, lm.spec.input_shape[1:], lm)  # sized to the model
         changes = {}
         fields = {f.name for f in dataclasses.fields(cfg)}
         for flag, fld in (("target_layer", "target_layer"), ("occlusion_window", "window"),

@@ -7,6 +7,7 @@ import torch
 
 from .. import _validate as v
 from .._filters import gaussian_blur
+from .._hooks import cached_shape_probe
 from ..errors import NnsensError
 from ..zoo import module_of
 
@@ -46,20 +47,52 @@ def class_score(logits: torch.Tensor, classes: torch.Tensor, score: str) -> torc
 REFERENCE_PIXELS = 64 * 64
 """The image size the iterative methods' default step counts were chosen for."""
 MIN_SCALED_STEPS = 32
-"""The fewest steps a scaled default gives (:func:`scaled_steps`)."""
+"""The fewest steps the pixel rule of :func:`scaled_steps` gives."""
+STEP_WORK_GFLOP = 120.0
+"""The forward work (GFLOP, :func:`~nnsens_core.budget.forward_flop`) an iterative method's default
+may spend on one input: 32 steps of ResNet-18 at 224x224 (3.6 GFLOP a forward pass). Models that
+cost more per pass get fewer steps (:func:`scaled_steps`), never below :data:`MIN_COST_STEPS`."""
+MIN_COST_STEPS = 12
+"""The fewest steps the work rule of :func:`scaled_steps` gives (VGG-16 at 224x224: 31 GFLOP a
+pass, so 12 steps; the maps' agreement with longer runs is measured in the README)."""
 
 
-def scaled_steps(steps: int, spatial) -> int:
+def scaled_steps(steps: int, spatial, gflop: float | None = None) -> int:
     """Default step count of an iterative method (AM, perturbation mask) for images of spatial
-    size ``spatial``: ``steps`` up to :data:`REFERENCE_PIXELS` pixels; above, scaled by
-    ``REFERENCE_PIXELS / pixels`` (a fixed amount of model work: every step costs about the
-    pixel count) but never below :data:`MIN_SCALED_STEPS` (nor above ``steps``). Volumes keep
-    ``steps``. 64x64: unchanged; 224x224: 32 instead of 150-200."""
+    size ``spatial`` on a model whose forward pass of one such image costs ``gflop`` GFLOP.
+
+    * Pixel rule: ``steps`` up to :data:`REFERENCE_PIXELS` pixels; above, scaled by
+      ``REFERENCE_PIXELS / pixels`` (every step costs about the pixel count) but never below
+      :data:`MIN_SCALED_STEPS`. 64x64: unchanged; 224x224: 32 instead of 150-200.
+    * Work rule (with ``gflop``, images above 64x64): at most ``STEP_WORK_GFLOP / gflop`` steps
+      (a fixed amount of model work) but never below :data:`MIN_COST_STEPS`. ResNet-18 at
+      224x224 keeps 32; VGG-16 at 224x224 (8.5 times the work per pass) gets 12.
+
+    Never more than ``steps``; volumes keep ``steps``."""
     spatial = tuple(int(s) for s in spatial)
     pixels = int(np.prod(spatial))
     if len(spatial) != 2 or pixels <= REFERENCE_PIXELS:
         return int(steps)
-    return int(min(steps, max(MIN_SCALED_STEPS, round(steps * REFERENCE_PIXELS / pixels))))
+    out = int(min(steps, max(MIN_SCALED_STEPS, round(steps * REFERENCE_PIXELS / pixels))))
+    if gflop is not None and gflop > 0:
+        out = min(out, max(MIN_COST_STEPS, int(STEP_WORK_GFLOP / gflop)))
+    return out
+
+
+def forward_gflop(model, spatial) -> float | None:
+    """GFLOP of one forward pass of ``model`` on one input of spatial size ``spatial`` (channels from
+    the model's spec or first convolution; :func:`~nnsens_core.budget.forward_flop`, counted once
+    per model and shape); ``None`` when unknown (no spec, no convolution)."""
+    from .. import budget
+    from .._blocks import _first_conv_channels
+
+    if model is None or spatial is None:
+        return None
+    shape = getattr(getattr(model, "spec", None), "input_shape", None)
+    channels = shape[0] if shape else _first_conv_channels(module_of(model))
+    if channels is None:
+        return None
+    return budget.forward_flop(model, (int(channels), *(int(s) for s in spatial))) / 1e9
 
 
 def _classes(classes, n: int, n_out: int | None) -> list[int]:
@@ -82,8 +115,9 @@ def check_model_input(model, x, spec=None, device=None) -> tuple[torch.Tensor, i
     """The one input check of every saliency method (run by :class:`registry.Method`): ``x`` a
     finite floating-point batch of images ``(N, C, H, W)`` or volumes ``(N, C, D, H, W)`` whose
     channels, dimensionality (2-D or 3-D, from the ``spec`` or the first convolution) and, with a
-    ``spec``, size are what ``model`` (in eval mode) expects and which it accepts (one forward pass
-    of ``x[0]``).
+    ``spec``, size are what ``model`` (in eval mode) expects and which it accepts (one forward pass of
+    ``x[0]``, once per model object, input shape and device:
+    :func:`~nnsens_core._hooks.cached_shape_probe`).
 
     Returns ``x`` (detached) and the model's number of outputs (``None`` for an empty batch);
     every mismatch is a :class:`NnsensError` naming the expected input."""
@@ -109,9 +143,15 @@ def check_model_input(model, x, spec=None, device=None) -> tuple[torch.Tensor, i
     if len(x) == 0:
         return x, None
     v.check_images(x, expected, finite=True, volumes=True)
-    try:
+    dev = torch.device(device) if device is not None else x.device
+
+    def probe() -> int:
         with torch.no_grad():
-            n_out = module(x[:1].to(device or x.device)).shape[-1]
+            return int(module(x[:1].to(dev)).shape[-1])
+
+    try:  # one forward pass per model, input shape and device (cached_shape_probe)
+        n_out = cached_shape_probe(module, ("n_out", tuple(x.shape[1:]), str(dev), x.dtype), probe) \
+            if isinstance(module, torch.nn.Module) else probe()
     except RuntimeError as exc:
         what = "images of shape {} (C, H, W)" if x.ndim == 4 else "volumes of shape {} (C, D, H, W)"
         raise NnsensError(f"the model does not accept {what.format(tuple(x.shape[1:]))}: "

@@ -32,9 +32,10 @@ def am_difference(model, x, targets, cfg: AMConfig, *, spec=None, device="auto",
                           device, progress=progress)
 
 
-def _sized(cfg: AMConfig, spatial) -> AMConfig:
-    """The default on images of ``spatial`` size: fewer steps above 64x64 (:func:`scaled_steps`)."""
-    return dataclasses.replace(cfg, steps=scaled_steps(cfg.steps, spatial))
+def _sized(cfg: AMConfig, spatial, gflop: float | None = None) -> AMConfig:
+    """The default on images of ``spatial`` size (on a model costing ``gflop`` a pass): fewer steps
+    above 64x64 (:func:`scaled_steps`)."""
+    return dataclasses.replace(cfg, steps=scaled_steps(cfg.steps, spatial, gflop))
 
 
 register(Method("am", "AM difference", am_difference, AMConfig, signed=True,

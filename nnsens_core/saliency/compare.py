@@ -65,7 +65,7 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     for k, name in enumerate(methods):
         method = registry.get(name)
         sub = sub_progress(progress, name, k * 1000, total, span=1000)
-        maps = method(net, x, classes, config_for(name, cfgs, tuple(x.shape[2:])), spec=spec,
+        maps = method(net, x, classes, config_for(name, cfgs, tuple(x.shape[2:]), model), spec=spec,
                       device=dev, progress=sub)
         out[name] = normalize_maps(maps, clip_negative=method.signed)
         if progress is not None:
@@ -251,7 +251,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                   for k in ("iou", "pointing", "mass")}
               for m in methods}
     settings = EvaluationSettings(tuple(methods), target, p, tolerance,
-                                  {m: config_for(m, cfgs, tuple(x.shape[2:])) for m in methods})
+                                  {m: config_for(m, cfgs, tuple(x.shape[2:]), model) for m in methods})
     share = None if within is None else float(within.reshape(len(idx), -1).mean())
     return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0,
                       chance, share)

@@ -107,7 +107,8 @@ def class_mean_maps(model, data, method: str, cfg=None, *, spec=None, preds=None
     if preds is None:
         preds = predict_proba(net, x, dev, max(batch_size, 64)).argmax(1).numpy()
     ok = np.flatnonzero(labels == np.asarray(preds))
-    cfg = registry.config_for(m.name, {m.name: cfg} if cfg is not None else None, tuple(x.shape[2:]))
+    cfg = registry.config_for(m.name, {m.name: cfg} if cfg is not None else None, tuple(x.shape[2:]),
+                              model)
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
     n_batches = -(-len(ok) // batch_size)

@@ -380,10 +380,11 @@ def _mask_fn(model, x, targets, cfg: MaskConfig, *, spec=None, device="auto",
     return perturbation_mask(model, x, targets, cfg, device, spec, progress)
 
 
-def _sized(cfg: MaskConfig, spatial) -> MaskConfig:
-    """The default on images of ``spatial`` size: fewer steps above 64x64 (:func:`scaled_steps`);
+def _sized(cfg: MaskConfig, spatial, gflop: float | None = None) -> MaskConfig:
+    """The default on images of ``spatial`` size (on a model costing ``gflop`` a pass): fewer steps
+    above 64x64 (:func:`scaled_steps`);
     the mask stays on its low-resolution grid (8 x 8), upsampled to the image."""
-    return dataclasses.replace(cfg, steps=scaled_steps(cfg.steps, spatial))
+    return dataclasses.replace(cfg, steps=scaled_steps(cfg.steps, spatial, gflop))
 
 
 register(Method("mask", "Perturbation mask", _mask_fn, MaskConfig, aliases=("perturbation",),

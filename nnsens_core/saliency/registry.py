@@ -43,9 +43,11 @@ class Method:
     in :func:`config_for` (``"cam"``, ``"gradients"``); ``aliases``: other names accepted by
     :func:`get`; ``description``: one line saying what the map shows; ``volumes``: the method
     also takes volumes (N, C, D, H, W) (``False``: calling it on volumes raises
-    :class:`NnsensError` naming the methods that do); ``sized``: ``sized(default_cfg, spatial)``
-    adapts the *default* config to inputs of spatial size ``spatial`` (defaults that scale with
-    the image, e.g. fewer optimisation steps on large images; explicit configs are never changed).
+    :class:`NnsensError` naming the methods that do); ``sized``: ``sized(default_cfg, spatial,
+    gflop)`` adapts the *default* config to inputs of spatial size ``spatial`` on a model whose
+    forward pass of one input costs ``gflop`` GFLOP (``None``: unknown) -- defaults that scale with
+    the image and the model, e.g. fewer optimisation steps on large images and heavy models;
+    explicit configs are never changed.
     """
     name: str
     label: str
@@ -58,7 +60,7 @@ class Method:
     family: str | None = None
     config_method_field: str | None = None
     volumes: bool = True
-    sized: Callable[[object, tuple[int, ...]], object] | None = None
+    sized: Callable[[object, tuple[int, ...], float | None], object] | None = None
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.lower() \
@@ -78,15 +80,17 @@ class Method:
             cfg = dataclasses.replace(cfg, **{f: self.name})
         return cfg
 
-    def default_config(self, spatial=None):
+    def default_config(self, spatial=None, gflop: float | None = None):
         """The default config; with ``spatial`` (the inputs' spatial size, ``(H, W)`` or ``(D, H,
-        W)``) the default for inputs of that size (see ``sized``; configs with a ``sized(spatial)``
-        method, e.g. occlusion's, get their image-relative fields in pixels too)."""
+        W)``) the default for inputs of that size, with ``gflop`` (one input's forward pass, see
+        :func:`~nnsens_core.saliency._common.forward_gflop`) also for a model of that cost (see
+        ``sized``; configs with a ``sized(spatial)`` method, e.g. occlusion's, get their
+        image-relative fields in pixels too)."""
         cfg = self.bind(self.config_type())
         if spatial is not None:
             spatial = tuple(int(s) for s in spatial)
             if self.sized is not None:
-                cfg = self.sized(cfg, spatial)
+                cfg = self.sized(cfg, spatial, gflop)
             cfg = resolve(cfg, spatial)
         return cfg
 
@@ -99,7 +103,7 @@ class Method:
             raise NnsensError(f"method {self.name!r} works on images (N, C, H, W) only, not on "
                               f"volumes {tuple(x.shape)}; on volumes use {works}")
         spatial = tuple(getattr(x, "shape", ())[2:]) or None
-        cfg = self.default_config(spatial) if cfg is None else self.bind(cfg)
+        cfg = self.default_config(spatial, _gflop(model, spatial)) if cfg is None else self.bind(cfg)
         if not isinstance(cfg, self.config_type):
             raise NnsensError(f"the settings of {self.name!r} must be a {self.config_type.__name__}, "
                               f"got {type(cfg).__name__}")
@@ -197,10 +201,16 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
     return out
 
 
-def default_config(name: str, spatial=None):
+def _gflop(model, spatial) -> float | None:
+    from ._common import forward_gflop
+    return forward_gflop(model, spatial) if model is not None and spatial is not None else None
+
+
+def default_config(name: str, spatial=None, model=None):
     """The default config object of ``name``; with ``spatial`` (``(H, W)`` or ``(D, H, W)``) the
-    default for inputs of that size (:meth:`Method.default_config`)."""
-    return get(name).default_config(spatial)
+    default for inputs of that size, with ``model`` (a module or LoadedModel) also for that
+    model's cost per forward pass (:meth:`Method.default_config`)."""
+    return get(name).default_config(spatial, _gflop(model, spatial))
 
 
 def resolve(cfg, spatial):
@@ -210,18 +220,19 @@ def resolve(cfg, spatial):
     return fn(tuple(int(s) for s in spatial)) if callable(fn) and spatial is not None else cfg
 
 
-def config_for(name: str, cfgs: Mapping[str, object] | None, spatial=None):
+def config_for(name: str, cfgs: Mapping[str, object] | None, spatial=None, model=None):
     """``cfgs[name]``, else the config of its family (``cfgs["cam"]`` for a CAM method, with its
     ``method`` replaced; ``cfgs["gradients"]`` for a gradient method) when it has the method's
     config type, else the default. With ``spatial`` (the inputs' ``(H, W)`` or ``(D, H, W)``):
-    the default is the one for that size, and image-relative fields are given in pixels."""
+    the default is the one for that size (and, with ``model``, for that model's cost), and
+    image-relative fields are given in pixels."""
     m = get(name)
     cfgs = cfgs or {}
     cfg = cfgs.get(m.name)
     if cfg is None and m.family is not None and isinstance(cfgs.get(m.family), m.config_type):
         cfg = cfgs[m.family]
     if cfg is None:
-        return m.default_config(spatial)
+        return m.default_config(spatial, _gflop(model, spatial))
     return resolve(m.bind(cfg), spatial)
 
 
