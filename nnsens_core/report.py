@@ -169,11 +169,12 @@ def agreement(maps: Mapping[str, np.ndarray], signed: Mapping[str, bool] | None 
 
 def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, device="cpu",
                  seed: int = 0, threshold: float = SANITY_THRESHOLD,
-                 progress=None) -> SanityVerdict:
+                 progress=None, within=None) -> SanityVerdict:
     """A short sanity check of ``model`` with ``methods`` on inputs ``x`` (N, C, H, W): the maps of
     the trained model, of the model with its output layer re-initialised, and with every layer
     re-initialised (:func:`nnsens_core.saliency.compare.sanity_check` with two cascade steps; the
-    caller's model is never changed)."""
+    caller's model is never changed); ``within``: a region of interest per input (similarities
+    inside it only)."""
     from .saliency import compare
     from .saliency import metrics as mt
     module = getattr(model, "module", model)
@@ -181,7 +182,8 @@ def model_sanity(model, spec, x, classes, methods: Sequence[str], cfgs=None, dev
     if not layers:
         raise NnsensError("the model has no Conv/Linear layer to randomize")
     res = compare.sanity_check(module, spec, x, classes, methods, cfgs, layers=[layers[-1], ""],
-                               metric="spearman", seed=seed, device=device, progress=progress)
+                               metric="spearman", seed=seed, device=device, progress=progress,
+                               within=within)
     s = SanityVerdict.from_result(res, threshold)
     return dataclasses.replace(s, steps=("original", layers[-1], "every layer"), images=len(x))
 

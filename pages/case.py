@@ -18,6 +18,8 @@ import torch
 from nnsens_core import budget as B
 from nnsens_core import render
 from nnsens_core import report as RP
+from nnsens_core import roi as roi_core
+from nnsens_core.errors import NnsensError
 from nnsens_core.fingerprint import fingerprint
 from nnsens_core.preprocess import Recipe
 from nnsens_core.saliency import registry as R
@@ -62,9 +64,9 @@ st.markdown(f"**Model** {plain(spec.name)}: {plain(Recipe.from_spec(spec).descri
 # ----------------------------------------------------------------------------- cached core calls
 @st.cache_data(show_spinner=False, max_entries=64, ttl=CACHE_TTL)
 def _sanity(_model, _spec, model_key: str, methods: tuple, _cfgs, cfg_key: str, x_np: np.ndarray,
-            classes: tuple, device: str, seed: int, _progress=None) -> SanityVerdict:
+            classes: tuple, device: str, seed: int, _progress=None, roi=None) -> SanityVerdict:
     return RP.model_sanity(_model, _spec, torch.as_tensor(x_np), list(classes), list(methods),
-                           _cfgs, device, seed, progress=_progress)
+                           _cfgs, device, seed, progress=_progress, within=roi)
 
 
 preds_all = None
@@ -122,6 +124,11 @@ else:
         st.stop()
     image_id = f"upload:{fingerprint(raw)}"
     case_name = f"uploaded image {image_id[7:19]}"  # the file name may carry a patient's name
+    if ctx.roi_choice[0] != "none":  # the selected data's region of interest, found on this image
+        try:
+            roi_orig = np.asarray(roi_core.roi_masks([image], *ctx.roi_choice)[0], bool)
+        except NnsensError as exc:
+            st.caption(f"No region of interest on this image: {plain(str(exc))}.")
 
 case_ctx = f"{model_id}|{image_id}"  # the last result shown for this model and image
 probs = None
@@ -221,7 +228,9 @@ with b2:
             bar = Progress("Sanity check (trained, output layer re-initialised, every layer)", 3)
             store["sanity"][san_key] = _sanity(lm.module, spec, model_id, tuple(methods), cfgs,
                                                cfg_key, san_x, san_cls, str(ctx.device),
-                                               int(ctx.seed), bar)
+                                               int(ctx.seed), bar,
+                                               None if data.roi is None else
+                                               np.asarray(data.roi[:2], bool))
             bar.done()
         if san_key in store["sanity"]:
             st.rerun()
@@ -231,6 +240,9 @@ run_key = (model_id, image_id, int(cls), tuple((m, cfgs[m]) for m in methods))
 todo = [m for m in methods if (model_id, image_id, int(cls), m, cfgs[m]) not in store["maps"]]
 est = B.compare(lm, tuple(spec.input_shape), todo, cfgs, 1) if todo else None
 go = False
+if todo and st.session_state.get("case_cancel"):  # this rerun comes from a Cancel click
+    st.info(f"Cancelled: {len(methods) - len(todo)} of {len(methods)} maps computed and kept; the "
+            "button below computes the rest.")
 if todo:
     ok = cost_line(est)
     go = st.button(f"Explain this case ({len(todo)} method(s) to compute)", type="primary",
@@ -240,6 +252,10 @@ elif methods:
                               for m in methods}
     store["last"][case_ctx] = run_key
 if go:
+    # a click makes Streamlit stop the run at the next progress update and rerun the page; maps
+    # finished so far are kept in the session store
+    st.button("Cancel", key="case_cancel", help="Stop at the next progress step; the maps already "
+                                                "computed are kept.")
     with guard("Explaining the case"), within_budget(est):
         for k, m in enumerate(todo):
             bar = Progress(f"{V.label(m)} ({k + 1}/{len(todo)})")

@@ -594,9 +594,14 @@ with tab_view:
                     cols[c].caption(f"{plain(name)}: no correctly classified image")
                     continue
                 mean, count = means[c]
-                cols[c].image(render.colorize(mean, vmin=0.0, vmax=1.0)[..., :3],
+                if data.roi is not None:  # transparent where no image of the class has its ROI
+                    inside = np.asarray(data.roi)[np.asarray(data.labels) == c].any(0)
+                    mean = np.where(inside, mean, np.float32(np.nan))
+                cols[c].image(render.colorize(mean, vmin=0.0, vmax=1.0),  # RGBA: NaN transparent
                               caption=f"{plain(name)} (n = {count})", width="stretch")
             st.image(render.colorbar(0.0, 1.0, "mean of per-image [0, 1] maps"), width=256)
+            if data.roi is not None:
+                st.caption("Transparent: outside the region of interest of every image of the class.")
         st.markdown("**Images the model gets wrong**")
         wrong = conf.wrong
         if len(wrong) == 0:
@@ -740,7 +745,8 @@ with tab_sanity:
                 x = lm.spec.normalize(torch.as_tensor(data.images[san_idx], dtype=torch.float32))
                 store["sanity"][san_key] = C.sanity_check(
                     lm.module, lm.spec, x, san_cls, methods, cfgs, layers=all_layers[:int(n_layers)],
-                    metric=metric, seed=int(ctx.seed), device=ctx.device, progress=bar)
+                    metric=metric, seed=int(ctx.seed), device=ctx.device, progress=bar,
+                    within=None if data.roi is None else np.asarray(data.roi[san_idx], bool))
                 bar.done()
         if san_key in store["sanity"]:
             store["last_sanity"][ctx.key] = san_key
@@ -748,6 +754,9 @@ with tab_sanity:
                             "Run the sanity check")
     if res is not None:
         show_chart(st, V.sanity_figure(res), key="sal_san_fig")
+        if getattr(res.config, "roi_share", None) is not None:
+            st.caption(f"Similarities inside the region of interest ({res.config.roi_share:.0%} of "
+                       "the model input).")
         table = res.to_frame()
         table.columns = [f"{V.label(c.rsplit('_', 1)[0])} {c.rsplit('_', 1)[1]}" for c in table.columns]
         st.dataframe(table.style.format("{:.3f}"), key="sal_san_table")

@@ -169,3 +169,35 @@ def test_evaluate_dataset_inside_the_roi_ignores_a_bright_text_box():
         np.testing.assert_array_equal(every.records[k], whole.records[k])
     with pytest.raises(NnsensError, match="roi has shape"):
         CP.evaluate_dataset(model, spec, data, ["gradcam"], cfg, device="cpu", roi=roi[:1])
+
+
+def test_cascading_randomization_compares_inside_the_region_of_interest():
+    """With ``within`` the similarity of each round counts only the pixels inside (the black frame
+    that every map leaves dark would otherwise look like agreement)."""
+    import torch
+    from torch import nn
+
+    from nnsens_core.saliency import metrics as mt
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 1, 3, padding=1))
+    x = torch.rand(2, 1, 12, 12)
+    roi = np.zeros((2, 12, 12), bool)
+    roi[:, 2:10, 3:11] = True
+    seen = []
+
+    def explain(m):
+        with torch.no_grad():
+            maps = m(x)[:, 0].numpy().copy()
+        maps[~roi] = 0.0  # the frame: dark in every map
+        seen.append(maps)
+        return {"act": maps}
+
+    res = mt.cascading_randomization(net, explain, ["2", "0"], "spearman", seed=3, within=roi)
+    assert res.config.roi_share == pytest.approx(roi.mean())
+    for step in (1, 2):
+        want = np.nan_to_num(mt.spearman(seen[0], seen[step], within=roi), nan=0.0).mean()
+        assert res.mean["act"][step] == pytest.approx(want)
+    whole = mt.cascading_randomization(net, explain, ["2", "0"], "spearman", seed=3)
+    assert whole.config.roi_share is None
+    assert not np.allclose(whole.mean["act"][1:], res.mean["act"][1:])

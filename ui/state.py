@@ -59,6 +59,7 @@ class ImageContext:
     seed: int
     roi_originals: tuple | None = None  # bool (h, w) per image on data.original(i); None: no ROI
     recipe: Recipe | None = None        # the model's recipe (None: volumes)
+    roi_choice: tuple[str, str] = ("none", "")  # (mode, polygon text) chosen on Model & data
 
 
 def require_router() -> None:
@@ -276,7 +277,7 @@ def images(stop: bool = True, volumes: bool = False) -> ImageContext | None:
                  "the .npz at that size / channel count, or pick another model.")
         return _stop(stop)
     return ImageContext(data, model, f"{data_id}{roi_tag}{tag}|{model_id}", dev, sd, roi_orig,
-                        recipe)
+                        recipe, roi_setting(data_id))
 
 
 def roi_setting(data_id: str) -> tuple[str, str]:

@@ -260,10 +260,11 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],
                  cfgs: Mapping[str, object] | None = None, layers: Sequence[str] | None = None,
                  metric: str = "spearman", seed: int = 0, device="auto",
-                 progress: Progress | None = None) -> mt.RandomizationResult:
+                 progress: Progress | None = None, within=None) -> mt.RandomizationResult:
     """Cascading randomization (:func:`metrics.cascading_randomization`) of ``model`` (deep-copied)
     with the maps of :func:`explain` (images or volumes); ``layers`` default to every
-    Conv2d/Conv3d/Linear, top first."""
+    Conv2d/Conv3d/Linear, top first; ``within``: a region of interest per input (similarities
+    inside it only)."""
     dev = resolve_device(device)
     methods = parse_methods(methods)
     if spec is None:
@@ -272,6 +273,7 @@ def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequ
     def fn(m: nn.Module):
         return explain(m, spec, x, classes, methods, cfgs, dev)
 
-    return mt.cascading_randomization(inference_model(model, dev), fn, layers, metric, seed, progress)
+    return mt.cascading_randomization(inference_model(model, dev), fn, layers, metric, seed, progress,
+                                      within=within)
 
 

@@ -531,6 +531,7 @@ class RandomizationSettings:
     metric: str = "spearman"
     seed: int = 0
     layers: tuple[str, ...] = ()
+    roi_share: float | None = None  # share of the pixels compared (None: every pixel)
 
 
 @dataclass
@@ -570,7 +571,8 @@ def _reinit(module: nn.Module) -> None:
 
 def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], Mapping[str, object]],
                             layers: Sequence[str] | None = None, metric: str = "spearman",
-                            seed: int = 0, progress: Progress | None = None) -> RandomizationResult:
+                            seed: int = 0, progress: Progress | None = None,
+                            within=None) -> RandomizationResult:
     """Randomize the model's layers one by one, from the top down, cumulatively, and measure how
     similar each method's maps stay to the maps of the trained model.
 
@@ -580,7 +582,9 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
     re-initialised with its ``reset_parameters()`` under ``torch.manual_seed(seed + step)``. ``metric`` is one of :data:`SIMILARITIES`; an image
     whose randomized map is constant (similarity undefined) counts as similarity 0, because such a
     map keeps none of the original ranking. A method that passes the sanity check shows a curve that
-    falls towards 0 as more layers are randomized.
+    falls towards 0 as more layers are randomized. ``within``: a region of interest, one boolean
+    mask per input (``(N, H, W)``); the similarity then counts only the pixels inside (e.g. the
+    ultrasound fan, not the black frame that every map leaves dark).
     """
     if metric not in SIMILARITIES:
         raise NnsensError(f"metric={metric!r} is unknown; use one of {sorted(SIMILARITIES)}")
@@ -595,6 +599,8 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
                               "Linear layers or blocks that contain them")
     sim = SIMILARITIES[metric]
     original = {k: _as_maps(v) for k, v in explain_fn(work).items()}
+    if within is not None:
+        within = _as_within(within, next(iter(original.values())))
     vals: dict[str, list[np.ndarray]] = {k: [np.ones(len(v))] for k, v in original.items()}
     if progress is not None:
         progress(1, len(layers) + 1)
@@ -606,12 +612,14 @@ def cascading_randomization(model: nn.Module, explain_fn: Callable[[nn.Module], 
                     _reinit(mod)
         maps = explain_fn(work)
         for k, orig in original.items():
-            s = sim(orig, maps[k])
+            s = sim(orig, maps[k], within=within)
             vals[k].append(np.nan_to_num(s, nan=0.0))
         if progress is not None:
             progress(step + 1, len(layers) + 1)
     res = RandomizationResult(["original", *layers], metric,
-                              config=RandomizationSettings(metric, int(seed), tuple(layers)))
+                              config=RandomizationSettings(
+                                  metric, int(seed), tuple(layers),
+                                  None if within is None else float(within.mean())))
     for k, v in vals.items():
         arr = np.stack(v)  # (steps, N)
         res.mean[k], res.std[k] = arr.mean(1), arr.std(1)

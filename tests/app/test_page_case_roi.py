@@ -49,3 +49,36 @@ def test_case_maps_and_agreement_inside_the_region_of_interest():
     at.run()
     assert not at.exception, at.exception
     assert len(at.session_state["case"]["reports"]) == 2
+
+
+def test_an_uploaded_image_gets_the_selected_region_of_interest():
+    """The selected data's ROI choice is found on an uploaded image too (here the polygon, on the
+    upload's own pixels); a polygon outside the upload says so and the maps are whole."""
+    import io
+
+    from PIL import Image
+    png = io.BytesIO()
+    yy, xx = np.mgrid[:64, :80]
+    Image.fromarray((127 + 100 * np.sin(xx / 3.0) * np.cos(yy / 5.0)).astype(np.uint8)).save(png, "PNG")
+    for polygon, inside in ((LEFT, True), ("100,100; 120,100; 120,120", False)):
+        at = open_page(PAGE, timeout=240, state={"roi": {DATA_ID: {"mode": "polygon",
+                                                                   "polygon": polygon}}})
+        at.radio(key="case_source").set_value("upload")
+        at.multiselect(key="case_methods").set_value(["gradient"])
+        at.run()
+        at.file_uploader(key="case_upload").set_value(("scan.png", png.getvalue(), "image/png"))
+        at.run()
+        at.button(key="case_run").click()
+        at.run()
+        assert not at.exception, at.exception
+        assert not at.error, [e.value for e in at.error]
+        shown = at.session_state["case_shown_maps"]["gradient"]
+        assert shown.shape == (64, 80)
+        caps = [c.value for c in at.caption]
+        if inside:
+            assert np.isnan(shown[:, 45:]).all() and np.isfinite(shown[:, :38]).all()
+            assert any(c.startswith("Maps and numbers inside the region of interest") for c in caps)
+        else:
+            assert np.isfinite(shown).all()
+            assert any(c.startswith("No region of interest on this image: the polygon lies outside")
+                       for c in caps), caps

@@ -87,3 +87,26 @@ def test_region_of_interest_masks_maps_and_numbers_and_the_dataset_report():
     assert {"Dataset report (PDF)", "Dataset report (HTML)"} <= labels
     (files,) = at.session_state["saliency"]["reports"].values()
     assert files[0][:5] == b"%PDF-" and "Comparison table" in files[1]
+
+
+def test_dataset_view_and_sanity_check_respect_the_region_of_interest():
+    """Class-mean maps are transparent outside every image's ROI; the sanity check compares maps
+    inside the ROI only and says so."""
+    at = open_page(PAGE, timeout=240, state={"roi": {DATA_ID: {"mode": "polygon", "polygon": LEFT}}})
+    at.multiselect(key="sal_methods").set_value(["gradcam"])
+    at.run()
+    at.selectbox(key="sal_view_method").set_value("gradcam")
+    at.button(key="sal_view_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any(c.startswith("Transparent: outside the region of interest") for c in _captions(at))
+    next(n for n in at.number_input if (n.key or "").startswith("sal_san_layers|")).set_value(1)
+    at.button(key="sal_san_run").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    (res,) = at.session_state["saliency"]["sanity"].values()
+    from nnsens_core.roi import parse_polygon, polygon_mask
+    assert abs(res.config.roi_share - polygon_mask(parse_polygon(LEFT), (64, 64)).mean()) < 1e-9
+    assert any(c.startswith("Similarities inside the region of interest") for c in _captions(at))

@@ -58,3 +58,30 @@ def test_load_a_loop_play_it_and_export_the_report(tmp_path, tmp_path_factory):
             assert f.read(5) == b"%PDF-"
         assert pg.locator("[data-testid='stException']").count() == 0
         browser.close()
+
+
+def test_cancel_keeps_the_finished_maps(tmp_path_factory):
+    """Cancel during a run of the four default methods: the run stops at the next progress step,
+    the page says how many maps were kept, and the button offers only the rest."""
+    import re
+    shots = _shots(tmp_path_factory)
+    with _serve() as url, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+        pg.goto(f"{url}/case")
+        _wait_idle(pg)
+        pg.get_by_role("button", name=re.compile(r"Explain this case \(4 method")).click()
+        cancel = pg.get_by_role("button", name="Cancel")
+        cancel.wait_for(state="visible", timeout=60_000)
+        time.sleep(1.0)
+        cancel.click()
+        _wait_idle(pg)
+        body = pg.inner_text("body")
+        pg.screenshot(path=str(shots / "case_cancelled.png"), full_page=True)
+        kept = re.search(r"Cancelled: (\d) of 4 maps computed and kept", body)
+        assert kept, body[-2000:]
+        left = 4 - int(kept.group(1))
+        assert 0 < left <= 4
+        assert pg.get_by_role("button", name=f"Explain this case ({left} method(s) to compute)").count() == 1
+        assert pg.locator("[data-testid='stException']").count() == 0
+        browser.close()
