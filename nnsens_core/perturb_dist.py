@@ -134,8 +134,13 @@ def local_distributed(model, xs: torch.Tensor, blocks, cfg=None, device="auto", 
     from . import _validate as v
     from ._local_results import LocalResult
     from .device import resolve_device
-    from .local_sensitivity import (LocalConfig, _spread, finite_batch_size, n_perturbations,
-                                    resolve_blocks)
+    from .local_sensitivity import (
+        LocalConfig,
+        _spread,
+        finite_batch_size,
+        n_perturbations,
+        resolve_blocks,
+    )
     from .zoo import module_of
     cfg = LocalConfig() if cfg is None else cfg
     if not isinstance(cfg, LocalConfig):
@@ -193,7 +198,11 @@ def occlusion_distributed(model, x: torch.Tensor, classes, cfg=None, device="aut
     made, each scoring the N unoccluded inputs again)."""
     from .device import inference_model, resolve_device
     from .saliency._common import _classes, check_model_input
-    from .saliency.occlusion import OcclusionConfig, occlusion_from_drops, occlusion_positions
+    from .saliency.occlusion import (
+        OcclusionConfig,
+        occlusion_from_drops,
+        occlusion_positions,
+    )
     from .zoo import module_of
     cfg = OcclusionConfig() if cfg is None else cfg
     if not isinstance(cfg, OcclusionConfig):

@@ -13,7 +13,6 @@ from nnsens_core import perturb_dist as PD
 from nnsens_core.errors import NnsensError
 from nnsens_core.local_sensitivity import LocalConfig, local_sensitivity_many
 from nnsens_core.saliency.occlusion import OcclusionConfig, occlusion, occlusion_drops
-from tests import _executor_helpers as H
 
 
 class VggLike(nn.Module):
