@@ -218,6 +218,20 @@ def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, st
     ``expected_shape`` (e.g. ``spec.input_shape``) turns a wrong channel count or size into a
     clear error. ``progress(done, total)`` counts forward passes (:func:`count_forwards`).
     """
+    x, mapping, dev = _checked(model, x, blocks, cfg, device, expected_shape)
+    t0 = time.perf_counter()
+    if cfg.method == "finite":
+        values, base, n_fwd, extra = _finite(model, x, mapping, cfg, dev, progress, _offset, _total)
+        maps = _spread(values.T, tuple(x.shape), cfg.patch)
+    else:
+        maps, base, n_fwd = _gradient(model, x, mapping, cfg, dev, progress, _offset, _total)
+        extra = {}
+    return LocalResult(maps.float().cpu(), tuple(mapping), tuple(mapping.values()), base.cpu(), cfg,
+                       n_fwd, time.perf_counter() - t0, extra)
+
+
+def _checked(model, x, blocks, cfg, device, expected_shape):
+    """``(x on the device, {label: module}, device)`` after checking the config and the image."""
     if not isinstance(cfg, LocalConfig):
         raise NnsensError(f"cfg must be a LocalConfig, got {type(cfg).__name__}")
     conv_c = _first_conv_channels(model)
@@ -226,15 +240,26 @@ def local_sensitivity(model: nn.Module, x: torch.Tensor, blocks: Mapping[str, st
     v.check_images(x, expected_shape, batch=False, finite=True)
     mapping = resolve_blocks(model, blocks)
     dev = resolve_device(device)
-    x = x.detach().to(dev, torch.float32)
-    t0 = time.perf_counter()
-    if cfg.method == "finite":
-        maps, base, n_fwd, extra = _finite(model, x, mapping, cfg, dev, progress, _offset, _total)
-    else:
-        maps, base, n_fwd = _gradient(model, x, mapping, cfg, dev, progress, _offset, _total)
-        extra = {}
-    return LocalResult(maps.float().cpu(), tuple(mapping), tuple(mapping.values()), base.cpu(), cfg,
-                       n_fwd, time.perf_counter() - t0, extra)
+    return x.detach().to(dev, torch.float32), mapping, dev
+
+
+def finite_values(model: nn.Module, x: torch.Tensor, blocks, cfg: LocalConfig, start: int, stop: int,
+                  device="auto", progress: Progress | None = None, expected_shape=None):
+    """The finite-difference values ``(stop - start, blocks)`` of perturbations ``start`` ..
+    ``stop - 1`` of ``x`` (channel-major, tile by tile, as in the maps), with the base norms
+    ``(blocks,)``, the forward count and the engine (``extra``): one block of a
+    :func:`local_sensitivity` run. With a ``cfg.batch_size`` (see :func:`finite_batch_size`) and
+    ``start`` a multiple of it, the values are bit for bit those of the whole run (same
+    batches). Exact configs only (``method="finite"``, ``tau=0``)."""
+    if isinstance(cfg, LocalConfig) and (cfg.method != "finite" or cfg.tau > 0):
+        raise NnsensError(f"blocks of perturbations need exact finite differences (method='finite', "
+                          f"tau=0), not method={cfg.method!r}, tau={cfg.tau!r}: the gradient "
+                          "estimate has no perturbations to split and approximate inference "
+                          "calibrates on all of them; run those in one piece")
+    x, mapping, dev = _checked(model, x, blocks, cfg, device, expected_shape)
+    vals, base, n_fwd, extra = _finite(model, x, mapping, cfg, dev, progress, 0, None,
+                                       (start, stop))
+    return vals.cpu(), base.cpu(), n_fwd, extra
 
 
 def _base_pass(model, x, mapping):
@@ -254,35 +279,85 @@ def _base_pass(model, x, mapping):
         return vals, tap.calls
 
 
-def _finite(model, x, mapping, cfg, dev, progress, offset, total_all):
-    """Finite differences: the incremental engine when it applies (and is not turned off), else
-    full forward passes. Returns maps, base norms, forward count and ``extra`` (the engine)."""
-    reason = None
+def _finite_engine(model, x, mapping, cfg):
+    """``(engine, reason)``: the incremental engine when it applies and is not turned off, else
+    None and why ``"auto"`` fell back (None when it was turned off)."""
     if cfg.incremental == "auto" and is_script(model):
-        reason = ("TorchScript model: the incremental engine needs eager layers, so every "
-                  "perturbation ran the scripted model " + (
-                      "stage by stage along its forward chain" if any(mapping.values())
-                      else "(block = its output)"))
-    elif cfg.incremental == "auto" and OUTPUT_MODULE in mapping.values():
-        reason = "a block is the model output"
-    elif cfg.incremental == "auto":
-        engine, reason = _incremental.prepare(model, x, mapping, cfg.patch, approx=cfg.tau > 0)
-        if engine is not None:
-            return _finite_incremental(engine, x, cfg, dev, progress, offset, total_all)
-    maps, base, n_fwd, bs = _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all)
+        return None, ("TorchScript model: the incremental engine needs eager layers, so every "
+                      "perturbation ran the scripted model " + (
+                          "stage by stage along its forward chain" if any(mapping.values())
+                          else "(block = its output)"))
+    if cfg.incremental == "auto" and OUTPUT_MODULE in mapping.values():
+        return None, "a block is the model output"
+    if cfg.incremental == "auto":
+        return _incremental.prepare(model, x, mapping, cfg.patch, approx=cfg.tau > 0)
+    return None, None
+
+
+def _finite_batch(engine, model, x, cfg, dev) -> int:
+    return cfg.batch_size or _auto_batch(
+        engine.bytes_per_item() if engine is not None else _bytes_per_item(model, x), dev)
+
+
+def n_perturbations(shape, cfg: LocalConfig) -> int:
+    """Perturbations of an image of ``shape`` (C, H, W): channels x tiles."""
+    c, h, w = shape
+    return c * (-(-h // cfg.patch)) * (-(-w // cfg.patch))
+
+
+def finite_batch_size(model: nn.Module, x: torch.Tensor, blocks, cfg: LocalConfig = LocalConfig(),
+                      device="auto") -> int:
+    """The batch size (perturbations per pass) a finite-difference run of ``cfg`` on ``x``
+    (C, H, W) uses: ``cfg.batch_size``, else the memory-budget choice of the engine that runs
+    (which depends on the image's shape and the model, not on its values). A run split into
+    blocks of perturbations fixes it once so every block batches as the single run does."""
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    mapping = resolve_blocks(model, blocks)
+    dev = resolve_device(device)
+    x = x.detach().to(dev, torch.float32)
+    engine, _ = _finite_engine(model, x, mapping, cfg)
+    return _finite_batch(engine, model, x, cfg, dev)
+
+
+def _select_range(select, n: int) -> tuple[int, int]:
+    """``select`` = None (every perturbation) or ``(start, stop)`` with 0 <= start <= stop <= n."""
+    if select is None:
+        return 0, n
+    lo, hi = (int(s) for s in select)
+    if not 0 <= lo <= hi <= n:
+        raise NnsensError(f"perturbations {lo}..{hi} are outside 0..{n} (this image has {n})")
+    return lo, hi
+
+
+def _finite(model, x, mapping, cfg, dev, progress, offset, total_all, select=None):
+    """Finite differences: the incremental engine when it applies (and is not turned off), else
+    full forward passes. Returns the values ``(P, Q)`` of perturbations ``select`` (``(start,
+    stop)``, default all, in :func:`_perturbations` order; the batches are those of the whole run
+    cut at ``start``, so a ``start`` on a batch boundary gives the whole run's values bit for
+    bit), base norms, forward count and ``extra`` (the engine)."""
+    if select is not None and cfg.tau > 0:
+        raise NnsensError(f"tau={cfg.tau!r}: approximate inference calibrates on all perturbations "
+                          "and cannot run on a subset of them; set tau=0")
+    engine, reason = _finite_engine(model, x, mapping, cfg)
+    if engine is not None:
+        return _finite_incremental(engine, x, cfg, dev, progress, offset, total_all, select)
+    values, base, n_fwd, bs = _finite_full(model, x, mapping, cfg, dev, progress, offset,
+                                           total_all, select)
     extra = {"engine": "full", "batch_size": bs}
     if cfg.tau > 0:
         extra["approx"] = None
         extra["approx_reason"] = "exact full forward passes: the incremental engine does not apply"
-    return maps, base, n_fwd, {**extra, "engine_reason": reason} if reason else extra
+    return values, base, n_fwd, {**extra, "engine_reason": reason} if reason else extra
 
 
-def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
+def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all, select=None):
     shape = tuple(x.shape)
     idx, delta, _ = _perturbations(shape, cfg)
     idx, delta = idx.to(dev), delta.to(dev, x.dtype)
-    n = idx.shape[0]
-    bs = cfg.batch_size or _auto_batch(engine.bytes_per_item(), dev)
+    lo, hi = _select_range(select, idx.shape[0])
+    n = hi - lo
+    bs = _finite_batch(engine, None, x, cfg, dev)
     total = total_all or (n + 1)
     if progress is not None:
         progress(offset + 1, total)
@@ -296,6 +371,7 @@ def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
         engine = engine.with_caps(caps)
 
     def fn(sl: slice):
+        sl = slice(lo + sl.start, lo + sl.stop)
         with torch.inference_mode():
             return engine.values(sl, idx[sl], delta[sl], cfg.formula)
 
@@ -305,18 +381,19 @@ def _finite_incremental(engine, x, cfg, dev, progress, offset, total_all):
     if cfg.tau > 0:
         extra["approx"] = _approx.error_report(out[chk], exact, engine.labels, tau=cfg.tau,
                                                exact_runs=len(cal) + len(chk))
-    return _spread(out.T, shape, cfg.patch), base, n + 1, extra
+    return out, base, n + 1, extra
 
 
-def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):
+def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all, select=None):
     shape = tuple(x.shape)
     labels = list(mapping)
     base, n_calls = _base_pass(model, x, mapping)
     base_norm = {lb: torch.linalg.vector_norm(b, dim=1) for lb, b in base.items()}
     idx, delta, _ = _perturbations(shape, cfg)
     idx, delta = idx.to(dev), delta.to(dev, x.dtype)
-    n = idx.shape[0]
-    bs = cfg.batch_size or _auto_batch(_bytes_per_item(model, x), dev)
+    lo, hi = _select_range(select, idx.shape[0])
+    n = hi - lo
+    bs = _finite_batch(None, model, x, cfg, dev)
     flat = x.reshape(1, -1)
     total = total_all or (n + 1)
     if progress is not None:
@@ -337,6 +414,7 @@ def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):
         tap.stop_after = n_calls
 
         def fn(sl: slice):
+            sl = slice(lo + sl.start, lo + sl.stop)
             xb = flat.repeat(sl.stop - sl.start, 1)
             xb.scatter_add_(1, idx[sl], delta[sl])
             with torch.inference_mode():
@@ -345,8 +423,7 @@ def _finite_full(model, x, mapping, cfg, dev, progress, offset, total_all):
 
         prog = sub_progress(progress, start=offset + 1, total=total)
         out = map_batches(fn, n, bs, prog, out_device=dev)      # (P, Q)
-    maps = _spread(out.T, shape, cfg.patch)
-    return maps, torch.stack([base_norm[lb][0] for lb in labels]), n + 1, bs
+    return out, torch.stack([base_norm[lb][0] for lb in labels]), n + 1, bs
 
 
 def _gradient(model, x, mapping, cfg, dev, progress, offset, total_all):

@@ -23,6 +23,7 @@ from ..local_sensitivity import (
     local_sensitivity_many,
     resolve_blocks,
 )
+from ._executor_opts import add_executor_args, executor_from_args, uses_units
 from ._common import (
     add_device_seed,
     add_image_input_args,
@@ -90,6 +91,11 @@ def register(p) -> None:
     p.add_argument("--out", required=True, help="output folder")
     add_device_seed(p)
     add_yes(p)
+    add_executor_args(p)
+    p.add_argument("--block", type=int, default=None, metavar="N",
+                   help="perturbations per unit of the executor (rounded up to whole batches; "
+                        "default: all of an image's in one unit when --executor ray or --store is "
+                        "given); exact finite differences only (no --method gradient, no --tau)")
     p.set_defaults(run=run)
 
 
@@ -140,7 +146,11 @@ def run(args) -> int:
     total = count_forwards(tuple(spec.input_shape), cfg, len(idx), len(mapping))
     print(f"{len(idx)} image(s) x {len(mapping)} blocks: {total:,} forward passes")
     confirm_cost(args, budget.local(lm, tuple(spec.input_shape), cfg, len(idx), len(mapping)))
-    results = local_sensitivity_many(lm.module, x, mapping, cfg, dev, expected_shape=spec.input_shape)
+    if uses_units(args) or args.block is not None:
+        results = _run_blocks(args, lm.module, x, mapping, cfg, dev, spec)
+    else:
+        results = local_sensitivity_many(lm.module, x, mapping, cfg, dev,
+                                         expected_shape=spec.input_shape)
     batch = LocalBatchResult(tuple(results))
     out = Path(args.out)
     context = image_context(data, idx)
@@ -154,3 +164,21 @@ def run(args) -> int:
         print(f"tau = {cfg.tau:g}: " + describe_error(doc["approx"]) + " (worst over the images)")
     print(f"wrote {out / 'maps.npz'} and {out / 'summary.json'} in {time.perf_counter() - t0:.1f}s")
     return 0
+
+
+def _run_blocks(args, module, x, mapping, cfg, dev, spec):
+    """The run as units of ``--block`` perturbations on the chosen executor (``--store``: each
+    finished block written there; a rerun with ``--resume`` computes only the rest)."""
+    from ..local_sensitivity import n_perturbations
+    from ..perturb_dist import local_distributed
+    block = args.block if args.block is not None else n_perturbations(tuple(x.shape[1:]), cfg)
+    device = args.device if args.executor == "ray" else dev  # a GPU node resolves its own
+    with executor_from_args(args) as ex:
+        results = local_distributed(module, x, mapping, cfg, device, block_size=block,
+                                    executor=ex, store=args.store,
+                                    expected_shape=spec.input_shape)
+        units = results[0].extra["blocks"] * len(results)
+        where = f"; {ex.loaded} loaded from {args.store}" if args.store else ""
+        print(f"{units} units of {results[0].extra['block_size']:,} perturbations on {ex.name}: "
+              f"{ex.computed} computed{where}")
+    return results

@@ -180,6 +180,82 @@ class _IncrementalLogits:
         return self.engine.outputs(ti, tj, self.engine.input_boxes(ti, tj, self.ref_map))
 
 
+def _patch_masks(tops, lefts, h: int, w: int, window: int, j: torch.Tensor) -> torch.Tensor:
+    """``(len(j), 1, H, W)`` bool: True inside the patches at positions ``j``."""
+    rows = torch.arange(h, device=tops.device).view(1, h, 1)
+    cols = torch.arange(w, device=tops.device).view(1, 1, w)
+    t, l = tops[j].view(-1, 1, 1), lefts[j].view(-1, 1, 1)
+    return ((rows >= t) & (rows < t + window) & (cols >= l) & (cols < l + window))[:, None]
+
+
+def _corner_tensors(pos, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor([t for t, _ in pos], device=dev),
+            torch.tensor([l for _, l in pos], device=dev))
+
+
+class _Occluder:
+    """The drops ``f(x_i) - f(x_i occluded at position j)`` of images ``x`` (N, C, H, W) at flat
+    (image, position) indices ``i * P + j``: the base scores, the reference image and the engine
+    (incremental head + tail, or full forward passes), set up once per call."""
+
+    def __init__(self, net, x, classes, n_out, cfg: OcclusionConfig, dev, spec):
+        self.net, self.cfg, self.dev = net, cfg, dev
+        self.n, _, self.h, self.w = x.shape
+        pos = occlusion_positions(x.shape, cfg)
+        self.p = len(pos)
+        self.xd = xd = x.detach().to(dev)
+        self.ref = reference_image(xd, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
+        self.cls = cls = torch.tensor(_classes(classes, self.n, n_out), device=dev, dtype=torch.long)
+        self.base = map_batches(lambda sl: class_score(net(xd[sl]), cls[sl], cfg.score), self.n,
+                                cfg.batch_size, out_device=None)
+        self.tops, self.lefts = _corner_tensors(pos, dev)
+        self.details: dict = {"engine": "full"}
+        self.split = _split.split_head(net) if cfg.incremental == "auto" and self.n * self.p else None
+        self.fine_r = _positions(self.h, cfg.window, cfg.stride)
+        self.fine_c = _positions(self.w, cfg.window, cfg.stride)
+        self.head = None
+        if isinstance(self.split, str):
+            self.details["engine_reason"] = self.split
+            self.split = None
+        elif self.split is not None:
+            self.details = {"engine": "incremental", "head_layers": self.split.names}
+            self.head = _IncrementalLogits(self.split, xd, self.ref, self.fine_r, self.fine_c,
+                                           cfg.window, cfg.tau, max(4, cfg.approx_sample // 4))
+
+    def exact_drops(self, idx: torch.Tensor) -> torch.Tensor:
+        """Drops at flat indices ``idx`` by full forward passes."""
+        i, j = idx // self.p, idx % self.p
+        masks = _patch_masks(self.tops, self.lefts, self.h, self.w, self.cfg.window, j)
+        occluded = torch.where(masks, self.ref[i], self.xd[i])
+        return self.base[i] - class_score(self.net(occluded), self.cls[i], self.cfg.score)
+
+    def drops(self, flat: torch.Tensor, prog) -> torch.Tensor:
+        """Drops at flat indices ``flat`` (ascending), ``cfg.batch_size`` per batch."""
+        def fn(sl: slice) -> torch.Tensor:
+            idx = flat[sl]
+            if self.head is None:
+                return self.exact_drops(idx)
+            i, j = idx // self.p, idx % self.p
+            with torch.inference_mode():
+                outs = [self.head(img, j[i == img]) for img in i.unique().tolist()]
+                logits = self.split.tail(torch.cat(outs))
+            return self.base[i] - class_score(logits, self.cls[i], self.cfg.score)
+        return map_batches(fn, len(flat), self.cfg.batch_size, prog, out_device=self.dev)
+
+
+def _maps_2d(d: torch.Tensor, shape, cfg: OcclusionConfig) -> torch.Tensor:
+    """Maps ``(N, H, W)`` (CPU) from the drops ``d`` (N, P) of images of ``shape`` (..., H, W):
+    at each pixel the mean drop over the patches covering it (``cfg`` sized)."""
+    h, w = int(shape[-2]), int(shape[-1])
+    tops, lefts = _corner_tensors(occlusion_positions(shape, cfg), d.device)
+    p = len(tops)
+    all_masks = _patch_masks(tops, lefts, h, w, cfg.window, torch.arange(p, device=d.device))
+    all_masks = all_masks[:, 0].to(d.dtype)                                   # (p, H, W)
+    total = torch.einsum("np,phw->nhw", d, all_masks)
+    count = all_masks.sum(0)
+    return (total / count.clamp_min(1)).cpu()
+
+
 @torch.no_grad()
 def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig = OcclusionConfig(),
               device="auto", spec=None, progress: Progress | None = None,
@@ -198,6 +274,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
     ones (full forward passes) at ``cfg.approx_sample`` random positions (``rel_l2``,
     ``spearman``, ``sample``; with ``tau`` the calibrated ``caps`` per image), and with
     drill-down ``drill_down`` (the coarse stride and how many positions were computed).
+    Large exact jobs split into blocks of (image, position) pairs: :func:`occlusion_drops`.
     """
     dev = resolve_device(device)
     net = inference_model(model, dev)
@@ -209,74 +286,30 @@ def occlusion(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig =
         if cfg.approximate:
             details["approx_reason"] = "volumes: exact (approximate modes are 2-D only)"
         return (maps, details) if return_details else maps
-    n, _, h, w = x.shape
-    pos = occlusion_positions(x.shape, cfg)
-    p = len(pos)
-    xd = x.detach().to(dev)
-    ref = reference_image(xd, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
-    cls = torch.tensor(_classes(classes, n, n_out), device=dev, dtype=torch.long)
-    base = map_batches(lambda sl: class_score(net(xd[sl]), cls[sl], cfg.score), n, cfg.batch_size,
-                       out_device=None)
-    tops = torch.tensor([t for t, _ in pos], device=dev)
-    lefts = torch.tensor([l for _, l in pos], device=dev)
-    rows = torch.arange(h, device=dev).view(1, h, 1)
-    cols = torch.arange(w, device=dev).view(1, 1, w)
-
-    def patch_masks(j: torch.Tensor) -> torch.Tensor:  # (b, 1, H, W) bool: True inside the patch
-        t, l = tops[j].view(-1, 1, 1), lefts[j].view(-1, 1, 1)
-        return ((rows >= t) & (rows < t + cfg.window) & (cols >= l) & (cols < l + cfg.window))[:, None]
-
-    details: dict = {"engine": "full"}
-    split = _split.split_head(net) if cfg.incremental == "auto" and n * p else None
-    fine_r, fine_c = _positions(h, cfg.window, cfg.stride), _positions(w, cfg.window, cfg.stride)
-    if isinstance(split, str):
-        details["engine_reason"] = split
-    elif split is not None:
-        details = {"engine": "incremental", "head_layers": split.names}
-        head = _IncrementalLogits(split, xd, ref, fine_r, fine_c, cfg.window, cfg.tau,
-                                  max(4, cfg.approx_sample // 4))
-
-    def exact_drops(idx: torch.Tensor) -> torch.Tensor:   # full forward passes
-        i, j = idx // p, idx % p
-        return base[i] - class_score(net(torch.where(patch_masks(j), ref[i], xd[i])), cls[i], cfg.score)
-
-    def drops_of(flat: torch.Tensor, prog) -> torch.Tensor:
-        """Drops at flat (image, position) indices ``flat`` (ascending)."""
-        def fn(sl: slice) -> torch.Tensor:
-            idx = flat[sl]
-            if details["engine"] != "incremental":
-                return exact_drops(idx)
-            i, j = idx // p, idx % p
-            with torch.inference_mode():
-                outs = [head(img, j[i == img]) for img in i.unique().tolist()]
-                logits = split.tail(torch.cat(outs))
-            return base[i] - class_score(logits, cls[i], cfg.score)
-        return map_batches(fn, len(flat), cfg.batch_size, prog, out_device=dev)
-
+    occ = _Occluder(net, x, classes, n_out, cfg, dev, spec)
+    n, p, details = occ.n, occ.p, occ.details
     everything = torch.arange(n * p, device=dev)
     drill = (cfg.drill_top < 1 or cfg.coarse_stride is not None) and n * p > 0
     n_check = min(cfg.approx_sample, n * p) if cfg.approximate else 0
     if not drill:
-        d = drops_of(everything, _stage(progress, 0, n * p + n_check)).view(n, p)
+        d = occ.drops(everything, _stage(progress, 0, n * p + n_check)).view(n, p)
     else:
-        d, drilled = _drill_down(drops_of, cfg, n, h, w, fine_r, fine_c, progress, n_check, dev)
+        d, drilled = _drill_down(occ.drops, cfg, n, occ.h, occ.w, occ.fine_r, occ.fine_c,
+                                 progress, n_check, dev)
         details["drill_down"] = drilled
     if cfg.approximate and n * p:
         chk = _approx.samples(n * p, n_check, seed=cfg.approx_sample)[0].to(dev)
         prog = _stage(progress, n * p, n * p + len(chk))
-        exact = map_batches(lambda sl: exact_drops(chk[sl]), len(chk), cfg.batch_size, prog,
+        exact = map_batches(lambda sl: occ.exact_drops(chk[sl]), len(chk), cfg.batch_size, prog,
                             out_device=dev)
         details["approx"] = _approx.error_report(d.reshape(-1)[chk], exact, tau=cfg.tau,
                                                  drill_top=cfg.drill_top)
         if details["engine"] == "incremental" and cfg.tau > 0:
             details["approx"]["caps"] = {int(k): {int(i): list(c) for i, c in v.items()}
-                                         for k, v in head.caps.items()}
+                                         for k, v in occ.head.caps.items()}
         elif cfg.tau > 0:
             details["approx"]["tau_ignored"] = "the incremental engine does not apply to this model"
-    all_masks = patch_masks(torch.arange(p, device=dev))[:, 0].to(d.dtype)  # (p, H, W)
-    total = torch.einsum("np,phw->nhw", d, all_masks)
-    count = all_masks.sum(0)
-    maps = (total / count.clamp_min(1)).cpu()
+    maps = _maps_2d(d, x.shape, cfg)
     return (maps, details) if return_details else maps
 
 
@@ -338,32 +371,44 @@ def _axis_cover(size: int, starts: list[int], window: int, device) -> torch.Tens
 def _occlusion_volumes(net, x, classes, n_out, cfg: OcclusionConfig, dev, spec,
                        progress: Progress | None) -> torch.Tensor:
     """Occlusion maps ``(N, D, H, W)`` of volumes ``x`` (N, C, D, H, W): every (volume, cube)
-    pair one full forward pass, ``cfg.batch_size`` per batch. A cube's mask is the product of one
-    window indicator per axis, so the per-voxel sums over the covering cubes are three small
-    matrix products (no ``(positions, D, H, W)`` mask stack)."""
+    pair one full forward pass, ``cfg.batch_size`` per batch."""
+    occlusion_positions(x.shape, cfg, spatial=3)               # the window check
+    if len(x) == 0:
+        return torch.zeros((0, *x.shape[2:]))
+    d = _volume_drops(net, x, classes, n_out, cfg, dev, spec, progress)
+    return _maps_3d(d.view(len(x), -1), x.shape, cfg)
+
+
+def _volume_counts(shape, cfg: OcclusionConfig) -> tuple[list[list[int]], list[int]]:
+    sizes = [int(s) for s in shape[-3:]]
+    starts = [_positions(s, cfg.window, cfg.stride) for s in sizes]
+    return starts, [len(s) for s in starts]
+
+
+def _volume_drops(net, x, classes, n_out, cfg: OcclusionConfig, dev, spec, progress,
+                  select: tuple[int, int] | None = None) -> torch.Tensor:
+    """Drops at flat (volume, cube) indices ``select`` (``(start, stop)``, default all; cube
+    index in C order of :func:`occlusion_positions`), batched as the whole run cut at ``start``."""
     n, _, *sizes = x.shape
     occlusion_positions(x.shape, cfg, spatial=3)               # the window check
-    starts = [_positions(s, cfg.window, cfg.stride) for s in sizes]
-    counts = [len(s) for s in starts]
+    starts, counts = _volume_counts(x.shape, cfg)
     p = counts[0] * counts[1] * counts[2]
+    lo, hi = (0, n * p) if select is None else select
     xd = x.detach().to(dev)
     ref = reference_image(xd, cfg.reference, cfg.blur_sigma, cfg.constant, spec)
     cls = torch.tensor(_classes(classes, n, n_out), device=dev, dtype=torch.long)
-    if n == 0:
-        return torch.zeros((0, *sizes))
     base = map_batches(lambda sl: class_score(net(xd[sl]), cls[sl], cfg.score), n, cfg.batch_size,
                        out_device=None)
-    cover = [_axis_cover(s, st, cfg.window, dev) for s, st in zip(sizes, starts)]  # (P_a, size_a)
-    lo = [torch.tensor(st, device=dev) for st in starts]
+    lo_t = [torch.tensor(st, device=dev) for st in starts]
     grid = [torch.arange(s, device=dev) for s in sizes]
 
     def drops(sl: slice) -> torch.Tensor:
-        idx = torch.arange(sl.start, sl.stop, device=dev)
+        idx = torch.arange(lo + sl.start, lo + sl.stop, device=dev)
         i, j = idx // p, idx % p
         a, b, c = j // (counts[1] * counts[2]), (j // counts[2]) % counts[1], j % counts[2]
         inside = None
         for axis, k in enumerate((a, b, c)):
-            t = lo[axis][k].view(-1, 1)
+            t = lo_t[axis][k].view(-1, 1)
             ok = (grid[axis] >= t) & (grid[axis] < t + cfg.window)        # (b, size_axis)
             shape = [-1, 1, 1, 1]
             shape[axis + 1] = sizes[axis]
@@ -373,10 +418,68 @@ def _occlusion_volumes(net, x, classes, n_out, cfg: OcclusionConfig, dev, spec,
         return base[i] - class_score(logits, cls[i], cfg.score)
 
     with torch.no_grad():
-        d = map_batches(drops, n * p, cfg.batch_size, progress).view(n, *counts).to(dev)
-    total = torch.einsum("nabc,ad,be,cf->ndef", d.float(), *cover)
+        return map_batches(drops, hi - lo, cfg.batch_size, progress).to(dev)
+
+
+def _maps_3d(d: torch.Tensor, shape, cfg: OcclusionConfig) -> torch.Tensor:
+    """Maps ``(N, D, H, W)`` from the drops ``d`` (N, P) of volumes of ``shape`` (..., D, H, W).
+    A cube's mask is the product of one window indicator per axis, so the per-voxel sums over the
+    covering cubes are three small matrix products (no ``(positions, D, H, W)`` mask stack)."""
+    sizes = [int(s) for s in shape[-3:]]
+    starts, counts = _volume_counts(shape, cfg)
+    cover = [_axis_cover(s, st, cfg.window, d.device) for s, st in zip(sizes, starts)]
+    total = torch.einsum("nabc,ad,be,cf->ndef", d.float().view(len(d), *counts), *cover)
     count = torch.einsum("ad,be,cf->def", *cover)
     return (total / count.clamp_min(1)).cpu()
+
+
+@torch.no_grad()
+def occlusion_drops(model: nn.Module, x: torch.Tensor, classes, cfg: OcclusionConfig, start: int,
+                    stop: int, device="auto", spec=None,
+                    progress: Progress | None = None) -> tuple[torch.Tensor, dict]:
+    """One block of an exact :func:`occlusion` run: the drops ``f(x_i) - f(x_i occluded at j)``
+    (CPU, ``(stop - start,)``) at flat indices ``i * P + j`` from ``start`` to ``stop - 1`` (``P``
+    positions per image or volume, in the order of :func:`occlusion_positions`), and the engine
+    details. The batches (``cfg.batch_size``) are those of the whole run cut at ``start``: with
+    ``start`` a multiple of ``cfg.batch_size`` the drops are the whole run's bit for bit, and
+    :func:`occlusion_from_drops` of all blocks is :func:`occlusion`'s maps. Every block scores the
+    N unoccluded images again (N forward passes). Exact configs only."""
+    if cfg.approximate:
+        raise NnsensError(f"blocks of occlusion positions need an exact config; tau={cfg.tau!r}, "
+                          f"drill_top={cfg.drill_top!r}, coarse_stride={cfg.coarse_stride!r} "
+                          "calibrate or drill down over all positions: set tau=0, drill_top=1, "
+                          "coarse_stride=None, or run it in one piece with occlusion()")
+    dev = resolve_device(device)
+    net = inference_model(model, dev)
+    x, n_out = check_model_input(net, x, spec, dev)
+    cfg = cfg.sized(x.shape[2:])
+    spatial = x.ndim - 2
+    total = len(x) * len(occlusion_positions(x.shape, cfg, spatial=spatial))
+    start, stop = int(start), int(stop)
+    if not 0 <= start <= stop <= total:
+        raise NnsensError(f"positions {start}..{stop} are outside 0..{total} ({len(x)} inputs x "
+                          f"{total // max(len(x), 1)} positions)")
+    if spatial == 3:
+        d = _volume_drops(net, x, classes, n_out, cfg, dev, spec, progress, (start, stop))
+        return d.cpu(), {"engine": "full",
+                         "engine_reason": "volumes: the incremental engine is 2-D only"}
+    occ = _Occluder(net, x, classes, n_out, cfg, dev, spec)
+    d = occ.drops(torch.arange(start, stop, device=dev), progress)
+    return d.cpu(), dict(occ.details)
+
+
+def occlusion_from_drops(drops: torch.Tensor, shape, cfg: OcclusionConfig) -> torch.Tensor:
+    """The :func:`occlusion` maps ``(N, H, W)`` / ``(N, D, H, W)`` of inputs of ``shape``
+    (N, C, H, W) / (N, C, D, H, W) from all their drops (flat, ``N * P``, as
+    :func:`occlusion_drops` gives them)."""
+    n, spatial = int(shape[0]), len(shape) - 2
+    cfg = cfg.sized(shape[2:])
+    p = len(occlusion_positions(shape, cfg, spatial=spatial))
+    if drops.numel() != n * p:
+        raise NnsensError(f"{drops.numel()} drops for {n} inputs x {p} positions; give all "
+                          f"{n * p} (every block of the run)")
+    d = drops.reshape(n, p)
+    return _maps_3d(d, shape, cfg) if spatial == 3 else _maps_2d(d, shape, cfg)
 
 
 def _occlusion_fn(model, x, targets, cfg: OcclusionConfig, *, spec=None, device="auto",
