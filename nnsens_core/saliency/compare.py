@@ -33,7 +33,8 @@ from ._common import check_model_input, normalize_maps
 from .registry import config_for, default_config, parse_methods
 
 __all__ = ["DEFAULT_METHODS", "Evaluation", "TARGETS", "approximation_errors", "combine_errors",
-           "config_for", "default_config", "evaluate_dataset", "explain", "normalize_maps", "parse_methods", "predict_proba",
+           "config_for", "default_config", "evaluate_dataset", "explain", "normalize_maps",
+           "parse_methods", "predict_proba",
            "sanity_check"]
 
 DEFAULT_METHODS = ("gradcam", "am", "occlusion", "mask")

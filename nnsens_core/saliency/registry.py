@@ -15,11 +15,11 @@ model-input space, or volumes (N, C, D, H, W) for a 3-D model (maps (N, D, H, W)
 registered with ``volumes=False`` refuses them); ``targets`` one class per image (or one int for all); ``cfg`` an instance of
 the method's ``config_type``; ``progress(done, total)``. A method registered with
 ``reports=True`` also takes a keyword ``details`` (a dict, or None when the caller does not want
-them) and fills it with what it measured besides the maps (occlusion: its ``engine`` and, for an approximate config, ``approx``:
-the error against exact, :func:`nnsens_core._approx.error_report`); the registry passes
-``details`` only to such methods, so a method that does not know about it keeps the one signature
-above. Calling a :class:`Method` (or :func:`run`)
-checks the inputs once for every method (batch shape, dtype, channels, the model accepting the
+them) and fills it with what it measured besides the maps (occlusion: its ``engine`` and, for an
+approximate config, ``approx``: the error against exact,
+:func:`nnsens_core._approx.error_report`); the registry passes ``details`` only to such methods,
+so a method that does not know about it keeps the one signature above. Calling a
+:class:`Method` (or :func:`run`) checks the inputs once for every method (batch shape, dtype, channels, the model accepting the
 images, classes in range; :func:`~nnsens_core.saliency._common.check_model_input`), puts the model in
 eval mode on the device without touching the caller's (:func:`nnsens_core.device.inference_model`)
 and checks the shape of the maps returned.
