@@ -74,3 +74,25 @@ def describe_error(report: dict | None) -> str:
         return ""
     return (f"approximate (measured on {report['sample']} exactly computed perturbations: "
             f"relative L2 error {report['rel_l2']:.2%}, Spearman {report['spearman']:.4f})")
+
+
+def combine(reports) -> dict | None:
+    """One report from the reports of several parts of one result (batches of images, chunks of
+    a distributed run, earlier combined reports): the worst ``rel_l2`` and the lowest
+    ``spearman`` (NaN only when every part's is NaN), ``sample`` summed, ``parts`` = how many
+    parts were measured (a report without ``parts`` counts as one), and the first part's
+    settings (``tau``, ``drill_top``, ...). Associative: combining the combined reports of
+    consecutive groups gives the report of combining every part at once. Per-part details
+    (``caps``, ``maps``) are dropped. None when no part is approximate."""
+    reports = [r for r in reports if r]
+    if not reports:
+        return None
+    skip = ("caps", "maps", "rel_l2", "spearman", "sample", "parts")
+    out = {k: v for k, v in reports[0].items() if k not in skip}
+    rhos = [float(r["spearman"]) for r in reports
+            if r.get("spearman") is not None and not math.isnan(float(r["spearman"]))]
+    out.update(sample=sum(int(r["sample"]) for r in reports),
+               rel_l2=max(float(r["rel_l2"]) for r in reports),
+               spearman=min(rhos) if rhos else float("nan"),
+               parts=sum(int(r.get("parts", 1)) for r in reports))
+    return out

@@ -133,11 +133,8 @@ class LocalBatchResult(Result):
                           for lb in self.labels}}
         reports = [r.extra.get("approx") for r in self.results if r.extra.get("approx")]
         if reports:   # approximate inference: the worst measured error over the images
-            doc["approx"] = {"tau": reports[0].get("tau"),
-                             "sample": sum(r["sample"] for r in reports),
-                             "rel_l2": max(r["rel_l2"] for r in reports),
-                             "spearman": min(r["spearman"] for r in reports),
-                             "per_image": reports}
+            from ._approx import combine
+            doc["approx"] = {**combine(reports), "per_image": reports}
         if self.exact is not None:
             doc["agreement_with_finite_differences"] = self.agreement()
             doc["finite_differences"] = {"forward_passes": sum(r.n_forward for r in self.exact),

@@ -585,6 +585,9 @@ class DatasetReport:
                     "GT IoU region": "top-k (k = mask area)" if ev.config.p is None
                     else f"top {ev.config.p:.0%}",
                     "pointing tolerance (px)": ev.config.tolerance, **ev.config.configs}
+        from ._approx import describe_error
+        settings.update({f"{m} maps": describe_error(r) + f", the worst over {r.get('parts', 1)} "
+                         "batch(es)" for m, r in getattr(ev, "approx", {}).items()})
         return cls(ev.summary(), len(ev.indices), acc, str(model.spec.name), weights_sha256(model),
                    str(data_name), tuple(model.spec.class_names), settings, sanity, __version__,
                    date or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))

@@ -96,11 +96,12 @@ def compare_chunk(chunk: CompareChunk, shared: dict):
 
 def merge_evaluations(parts: Sequence, seconds: float | None = None):
     """One Evaluation from the Evaluations of consecutive chunks (records ordered as one call's:
-    method by method, images in order)."""
+    method by method, images in order; approximation errors combined as one call combines its
+    batches', :func:`~nnsens_core.saliency.compare.combine_errors`)."""
     import pandas as pd
     import torch
 
-    from .saliency.compare import Evaluation
+    from .saliency.compare import Evaluation, combine_errors
     if not parts:
         raise NnsensError("no chunk to merge")
     methods = parts[0].config.methods
@@ -109,11 +110,13 @@ def merge_evaluations(parts: Sequence, seconds: float | None = None):
     maps = {m: torch.cat([p.maps[m] for p in parts]) for m in methods}
     return Evaluation(records, maps, np.concatenate([p.indices for p in parts]),
                       torch.cat([p.probs for p in parts]), parts[0].config,
-                      sum(p.seconds for p in parts) if seconds is None else seconds)
+                      sum(p.seconds for p in parts) if seconds is None else seconds,
+                      approx=combine_errors([p.approx for p in parts]))
 
 
 class EvaluationCodec:
-    """A compare chunk on disk: maps, probabilities and indices as arrays, the records as JSON."""
+    """A compare chunk on disk: maps, probabilities and indices as arrays, the records and the
+    approximation errors as JSON."""
 
     def __init__(self, config):
         self.config = config
@@ -123,16 +126,20 @@ class EvaluationCodec:
                   **{f"map_{m}": t.numpy() for m, t in ev.maps.items()}}
         rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()}
                 for r in ev.records.to_dict("records")]
-        return arrays, {"records": rows, "methods": list(ev.maps), "seconds": ev.seconds}
+        return arrays, {"records": rows, "methods": list(ev.maps), "seconds": ev.seconds,
+                        "approx": ev.approx}
 
     def decode(self, arrays, meta):
         import pandas as pd
         import torch
 
         from .saliency.compare import Evaluation
+        if "approx" not in meta:    # written before chunks kept their approximation errors:
+            return None             # recomputed, so an approximate map never loses its error
         maps = {m: torch.from_numpy(arrays[f"map_{m}"]) for m in meta["methods"]}
         return Evaluation(pd.DataFrame(meta["records"]), maps, arrays["indices"],
-                          torch.from_numpy(arrays["probs"]), self.config, float(meta["seconds"]))
+                          torch.from_numpy(arrays["probs"]), self.config, float(meta["seconds"]),
+                          approx=meta["approx"])
 
 
 def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,

@@ -85,20 +85,25 @@ def _layer_table(_model, key: str, input_shape: tuple, device: str) -> tuple[dic
 
 
 def _maps(_model, _spec, key: str, index: int, cls: int, method: str, cfg, device: str,
-          progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """One image's map ``(scaled to [0, 1] as compared, raw)``, from the shared cache
-    (:func:`V.shared_maps`) or computed (reporting ``progress`` within the method)."""
+          progress=None) -> tuple[np.ndarray, np.ndarray, dict | None]:
+    """One image's map ``(scaled to [0, 1] as compared, raw, approx)``, from the shared cache
+    (:func:`V.shared_maps`) or computed (reporting ``progress`` within the method); ``approx``:
+    the measured error of an approximate map (e.g. occlusion with τ > 0), else None."""
     ck = (key, index, cls, method, cfg, device)
     m = R.get(method)
     raw = V.shared_maps().get(ck)
+    err = (V.shared_maps().info(ck) or {}).get("approx")
     if raw is None:
         x = _spec.normalize(torch.as_tensor(data.images[index:index + 1], dtype=torch.float32))
+        details: dict = {}
         with within_budget(B.saliency_method(_model, _spec.input_shape, method, cfg, 1)):
-            raw = m(_model, x, [cls], cfg, spec=_spec, device=device, progress=progress)[0]
+            raw = m(_model, x, [cls], cfg, spec=_spec, device=device, progress=progress,
+                    details=details)[0]
             raw = raw.detach().cpu().numpy()
-        V.shared_maps().put(ck, raw)
+        err = details.get("approx")
+        V.shared_maps().put(ck, raw, {"approx": err} if err else None)
     scaled = C.normalize_maps(torch.as_tensor(raw)[None], clip_negative=m.signed)[0].numpy()
-    return scaled, raw
+    return scaled, raw, err
 
 
 def am_page_map(index: int, cls: int) -> tuple[np.ndarray, str] | None:
@@ -160,8 +165,11 @@ def maps_for(index: int, cls: int, methods: list[str], cfgs: dict) -> tuple[dict
         if sk not in store["maps"]:
             k = todo.index(m)
             with guard(f"{V.label(m)}"):
-                store["maps"][sk] = _maps(lm.module, lm.spec, ctx.key, index, cls, m, cfgs[m],
-                                          str(ctx.device), progress=bar.method(k))
+                scaled, raw_m, err = _maps(lm.module, lm.spec, ctx.key, index, cls, m, cfgs[m],
+                                           str(ctx.device), progress=bar.method(k))
+                store["maps"][sk] = (scaled, raw_m)
+                if err:  # approximate: its caption says by how much
+                    store.setdefault("approx", {})[sk] = err
             bar.finished(k)
         if sk in store["maps"]:
             out[m], raw[m] = store["maps"][sk]
@@ -249,6 +257,17 @@ with st.expander("Methods and settings", expanded=True):
         occ_score = o5.selectbox("Score", ["prob", "logit"], key="sal_occ_score",
                                  help="The drop of the class probability or of its logit (the logit "
                                       "does not saturate when the model is very confident).")
+        o6, o7, _ = st.columns([1, 1, 3])
+        occ_tau = o6.number_input("Approximation τ", 0.0, 0.95, 0.0, 0.05, key="sal_occ_tau",
+                                  help="0 = exact (default). Above 0 each layer of the model's "
+                                       "leading conv chain recomputes only the part of an occluded "
+                                       "patch's change above τ × its largest change: faster, less "
+                                       "exact; the maps then say their measured error.")
+        occ_drill = o7.number_input("Drill-down: top share", 0.05, 1.0, 1.0, 0.05, key="sal_occ_drill",
+                                    help="1 = off (default). Below 1: the positions at twice the "
+                                         "stride first, then the stride only at this share of "
+                                         "positions where the coarse drops are largest; the maps "
+                                         "then say their measured error.")
     with t_mask:
         st.caption("m* = argmin f(X'_m) + λ1·‖1−m‖_β1 + λ2·‖∇m‖_β2, X'_m = m·X + (1−m)·reference; the "
                    "mask is optimised at low resolution and upsampled.")
@@ -320,7 +339,8 @@ with guard("Checking the settings"):
     all_cfgs = {"cam": CamConfig("gradcam", target_layer, score_batch_size=int(score_batch))}
     all_cfgs["occlusion"] = OcclusionConfig(window=int(occ_window), stride=int(occ_stride),
                                             reference=occ_ref, constant=float(occ_const),
-                                            score=occ_score)
+                                            score=occ_score, tau=float(occ_tau),
+                                            drill_top=float(occ_drill))
     all_cfgs["mask"] = MaskConfig(lambda1=float(lam1), lambda2=float(lam2), beta1=float(beta1),
                                   beta2=float(beta2), steps=int(mask_steps), resolution=int(mask_res),
                                   reference=mask_ref, blur_sigma=float(mask_sigma))
@@ -450,6 +470,9 @@ with tab_browse:
                             key="sal_probs")
         maps, raw_maps = maps_for(current, cls, methods, cfgs)
         st.session_state["sal_current_maps"] = (current, cls, maps)
+        approx_here = {m: store.get("approx", {}).get((ctx.key, current, cls, m, cfgs[m]))
+                       for m in maps if m in cfgs}
+        st.session_state["sal_current_approx"] = {m: r for m, r in approx_here.items() if r}
         from_page = st.session_state.get("sal_am_from_page")
         if from_page is not None:
             st.caption(f"AM difference: the Activation maximization page's run on this image "
@@ -492,6 +515,8 @@ with tab_browse:
                            + "; not comparable across images), inferno: low = dark, high = bright")
                     c.caption(f"**What this shows:** {e.description or 'n/a'}. "
                               f"**Scale:** {how}.")
+                    if approx_here.get(e.method):
+                        c.caption("⚠ " + V.approx_caption(e.method, approx_here[e.method]))
         if mask is not None and show_gt:
             st.caption("Green outline: the ground-truth mask.")
         if mask is not None and maps:
@@ -519,6 +544,9 @@ with tab_agree:
                     "of maps")
         if roi_cur is not None:
             st.caption(V.roi_caption(float(roi_original(i_cur).mean())))
+        for m, err in st.session_state.get("sal_current_approx", {}).items():
+            if m in maps_cur:
+                st.caption("⚠ " + V.approx_caption(m, err))
         if len(maps_cur) < 2:
             st.info("Select at least two methods to compare them.")
         else:
@@ -582,9 +610,11 @@ with tab_view:
             if cm_key not in store.setdefault("class_means", {}):
                 with guard("The class mean maps"), within_budget(cm_cost):
                     bar = Progress(f"{V.label(cm_method)} on {n_ok} images")
+                    cm_details: dict = {}
                     store["class_means"][cm_key] = DS.class_mean_maps(
                         lm.module, data, cm_method, cfgs[cm_method], spec=lm.spec, preds=conf.preds,
-                        device=ctx.device, progress=bar)
+                        device=ctx.device, progress=bar, details=cm_details)
+                    store.setdefault("class_means_approx", {})[cm_key] = cm_details.get("approx")
                     bar.done()
         means = store.get("class_means", {}).get(cm_key)
         if means is not None:
@@ -602,6 +632,9 @@ with tab_view:
             st.image(render.colorbar(0.0, 1.0, "mean of per-image [0, 1] maps"), width=256)
             if data.roi is not None:
                 st.caption("Transparent: outside the region of interest of every image of the class.")
+            cm_err = store.get("class_means_approx", {}).get(cm_key)
+            if cm_err:
+                st.caption("⚠ " + V.approx_caption(cm_method, cm_err))
         st.markdown("**Images the model gets wrong**")
         wrong = conf.wrong
         if len(wrong) == 0:
@@ -694,6 +727,8 @@ with tab_data:
             st.caption(f"{len(ev.indices)} images; accuracy on them "
                        f"{(ev.probs.argmax(1).numpy() == labels[ev.indices]).mean():.1%}. "
                        "n counts the images with a non-empty mask.")
+            for m, err in ev.approx.items():
+                st.caption("⚠ " + V.approx_caption(m, err))
             c_a, c_b, c_c, c_d = st.columns(4)
             with c_a:
                 download_csv("Summary (CSV)", summary, "saliency_summary.csv", key="sal_sum_csv")

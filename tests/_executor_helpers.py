@@ -16,7 +16,8 @@ from nnsens_core.zoo import ModelSpec
 
 S = 32
 METHODS = ("gradcam", "occlusion")
-CFGS = {"occlusion": OcclusionConfig(window=8, stride=8)}
+CFGS = {"occlusion": OcclusionConfig(window=8, stride=8, drill_top=0.5, approx_sample=8)}
+"""Approximate occlusion (drill-down): the chunked runs must also give the one call's error."""
 
 
 def tiny_cnn(n_classes: int = 3, channels: int = 1, seed: int = 0) -> nn.Module:

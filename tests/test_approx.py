@@ -155,3 +155,18 @@ def test_local_config_refuses(bad):
 def test_occlusion_config_refuses(bad, name):
     with pytest.raises(NnsensError, match=name):
         O.OcclusionConfig(**bad)
+
+
+def test_combine_takes_the_worst_and_is_associative():
+    nan = float("nan")
+    a = {"tau": 0.05, "sample": 8, "rel_l2": 0.01, "spearman": 0.99, "caps": {0: {}}}
+    b = {"tau": 0.05, "sample": 4, "rel_l2": 0.03, "spearman": 0.995}
+    c = {"tau": 0.05, "sample": 2, "rel_l2": 0.02, "spearman": nan}   # no ranks: ignored
+    d = {"tau": 0.05, "sample": 8, "rel_l2": 0.005, "spearman": 0.97}
+    whole = _approx.combine([a, b, c, d])
+    assert whole == {"tau": 0.05, "sample": 22, "rel_l2": 0.03, "spearman": 0.97, "parts": 4}
+    assert _approx.combine([_approx.combine([a, b]), _approx.combine([None, c, d])]) == whole
+    assert _approx.combine([None, {}]) is None
+    only_nan = _approx.combine([c])
+    assert math.isnan(only_nan["spearman"]) and only_nan["parts"] == 1
+    assert "approximate (measured on 22" in _approx.describe_error(whole)

@@ -39,3 +39,28 @@ def test_cli_bad_inputs_give_clear_errors(tiny_vgg_weights, tmp_path, capsys):
     np.save(bad, np.zeros((6, 32, 32), bool))
     assert main(_args(tiny_vgg_weights, tmp_path, "--methods", "gradcam", "--masks", str(bad))) == 2
     assert "expected (6, 64, 64)" in capsys.readouterr().err
+
+
+def test_cli_reports_the_error_of_approximate_occlusion(tiny_vgg_weights, tmp_path, capsys):
+    from nnsens_core._approx import describe_error
+    rc = main(_args(tiny_vgg_weights, tmp_path, "--methods", "occlusion,sensitivity",
+                    "--occlusion-window", "16", "--occlusion-stride", "8", "--occlusion-tau", "0.05",
+                    "--occlusion-drill", "0.5", "--batch-size", "4"))
+    assert rc == 0
+    out = capsys.readouterr().out
+    info = json.loads((tmp_path / "metrics.json").read_text())
+    rep = info["methods"]["occlusion"]["approx"]
+    assert "approx" not in info["methods"]["sensitivity"]
+    assert rep["tau"] == 0.05 and rep["drill_top"] == 0.5 and rep["parts"] == 2  # 6 images, 4 a batch
+    # each batch samples min(32, half its positions): 4 x 49 and 2 x 49 positions
+    assert rep["sample"] == 32 + 32 and 0 <= rep["rel_l2"] and -1 <= rep["spearman"] <= 1
+    line = f"occlusion: {describe_error(rep)}; the worst over 2 batch(es)"
+    assert line in out.splitlines()
+    maps = np.load(tmp_path / "maps.npz")
+    np.testing.assert_allclose(maps["approx_occlusion"], [rep["rel_l2"], rep["spearman"], 64, 2])
+    # exact occlusion: no line, no report
+    rc = main(_args(tiny_vgg_weights, tmp_path / "exact", "--methods", "occlusion",
+                    "--occlusion-window", "16", "--occlusion-stride", "8"))
+    assert rc == 0 and "approximate" not in capsys.readouterr().out
+    exact = json.loads((tmp_path / "exact" / "metrics.json").read_text())
+    assert "approx" not in exact["methods"]["occlusion"]

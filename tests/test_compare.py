@@ -149,3 +149,80 @@ def test_sanity_check_curve_starts_at_one_and_keeps_model():
     assert res.mean["gradcam"][0] == 1.0 and len(res.mean["gradcam"]) == 4
     assert res.mean["gradcam"][-1] < 0.9
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# --------------------------------------------------------------------------- approximation errors
+
+APPROX = OcclusionConfig(window=8, stride=8, coarse_stride=16, drill_top=0.25, approx_sample=8,
+                         score="logit")
+
+
+def _drops(model, spec, x, classes, cfg) -> torch.Tensor:
+    """Occlusion drops ``(N, P)`` read off the maps: window == stride, so every pixel lies in
+    exactly one patch and the map there is that patch's drop."""
+    from nnsens_core.saliency.occlusion import occlusion_positions
+    maps = registry.run("occlusion", model, x, classes, cfg, spec=spec, device="cpu")
+    return torch.stack([maps[:, t, l] for t, l in occlusion_positions(x.shape, cfg)], 1)
+
+
+def _expected_error(model, spec, x, classes) -> dict:
+    """The error report of one call of approximate occlusion, built independently: the drops of
+    the approximate maps and of an exact run (full forward passes) at the perturbations the
+    report samples, through _approx.error_report."""
+    import dataclasses
+
+    from nnsens_core import _approx
+    exact = _drops(model, spec, x, classes, dataclasses.replace(
+        APPROX, coarse_stride=None, drill_top=1.0, incremental="off"))
+    approx = _drops(model, spec, x, classes, APPROX)
+    chk = _approx.samples(exact.numel(), APPROX.approx_sample, seed=APPROX.approx_sample)[0]
+    return _approx.error_report(approx.reshape(-1)[chk], exact.reshape(-1)[chk])
+
+
+def test_explain_and_evaluate_report_the_approximation_error():
+    from tests import _executor_helpers as H
+    data = H.phantom(4)
+    net, spec = H.tiny_cnn(), H.spec_of(data)
+    x = spec.normalize(torch.as_tensor(data.images, dtype=torch.float32))
+    cls = [int(c) for c in data.labels]
+    per_batch = [_expected_error(net, spec, x[b:b + 2], cls[b:b + 2]) for b in (0, 2)]
+    assert all(r["rel_l2"] > 1e-3 for r in per_batch)            # really approximate
+    # explain: one call, one report
+    details: dict = {}
+    CP.explain(net, spec, x[:2], cls[:2], ["gradcam", "occlusion"], {"occlusion": APPROX}, "cpu",
+               details=details)
+    got = CP.approximation_errors(details)
+    assert list(got) == ["occlusion"] and got["occlusion"]["sample"] == 8
+    assert got["occlusion"]["rel_l2"] == pytest.approx(per_batch[0]["rel_l2"], rel=1e-4)
+    assert got["occlusion"]["spearman"] == pytest.approx(per_batch[0]["spearman"], abs=1e-9)
+    # evaluate_dataset: two batches, the worst of each number, the samples summed
+    ev = CP.evaluate_dataset(net, spec, data, ["gradcam", "occlusion"], {"occlusion": APPROX},
+                             batch_size=2, device="cpu")
+    rep = ev.approx["occlusion"]
+    assert list(ev.approx) == ["occlusion"] and (rep["sample"], rep["parts"]) == (16, 2)
+    assert rep["rel_l2"] == pytest.approx(max(r["rel_l2"] for r in per_batch), rel=1e-4)
+    assert rep["spearman"] == pytest.approx(min(r["spearman"] for r in per_batch), abs=1e-9)
+    assert rep["drill_top"] == 0.25 and rep["tau"] == 0.0
+    # exported: in the JSON (per method, with its definition) and in the npz arrays
+    from nnsens_core._results import dumps, export_json
+    doc = __import__("json").loads(dumps(export_json(ev)))
+    assert doc["methods"]["occlusion"]["approx"] == pytest.approx(rep)
+    assert "approx" not in doc["methods"]["gradcam"] and "approx" in doc["definitions"]
+    arr = ev.arrays()
+    np.testing.assert_allclose(arr["approx_occlusion"], [rep["rel_l2"], rep["spearman"], 16, 2])
+    assert "approx_gradcam" not in arr
+
+
+def test_exact_maps_report_no_error():
+    from tests import _executor_helpers as H
+    data = H.phantom(2)
+    net, spec = H.tiny_cnn(), H.spec_of(data)
+    details: dict = {}
+    x = spec.normalize(torch.as_tensor(data.images, dtype=torch.float32))
+    CP.explain(net, spec, x, 0, ["occlusion"], {"occlusion": OcclusionConfig(window=8, stride=8)},
+               "cpu", details=details)
+    assert "engine" in details["occlusion"] and CP.approximation_errors(details) == {}
+    ev = CP.evaluate_dataset(net, spec, data, ["occlusion"],
+                             {"occlusion": OcclusionConfig(window=8, stride=8)}, device="cpu")
+    assert ev.approx == {} and "approx" not in ev.to_dict()["methods"]["occlusion"]
+    assert "approx" not in ev.to_dict()["definitions"] and "approx_occlusion" not in ev.arrays()

@@ -52,6 +52,27 @@ def test_class_mean_maps_average_the_correct_images_and_ignore_batch_size(demo):
         assert mean.shape == data.shape[1:]
 
 
+def test_class_mean_maps_report_the_error_of_approximate_maps(demo):
+    from nnsens_core import _approx
+    from nnsens_core.saliency.occlusion import OcclusionConfig, occlusion
+    lm, data = demo
+    cfg = OcclusionConfig(window=16, stride=8, drill_top=0.5, approx_sample=8)
+    details: dict = {}
+    D.class_mean_maps(lm, data, "occlusion", cfg, batch_size=4, details=details)
+    x = lm.spec.normalize(torch.as_tensor(data.images))
+    labels = np.asarray(data.labels)
+    ok = np.flatnonzero(labels == D.confusion(lm, data).preds)
+    reports = [occlusion(lm.module, x[ok[b:b + 4]], labels[ok[b:b + 4]].tolist(), cfg, "cpu",
+                         lm.spec, return_details=True)[1]["approx"] for b in range(0, len(ok), 4)]
+    want = _approx.combine(reports)
+    assert details["approx"]["parts"] == len(reports) > 1
+    assert details["approx"]["rel_l2"] == pytest.approx(want["rel_l2"], rel=1e-5)
+    assert details["approx"]["spearman"] == pytest.approx(want["spearman"], abs=1e-9)
+    exact: dict = {}
+    D.class_mean_maps(lm, data, "occlusion", OcclusionConfig(window=16, stride=8), details=exact)
+    assert exact == {}
+
+
 def test_accuracy_verdict_binomial_range():
     v = T.accuracy_verdict([0, 1, 2] * 10, [0] * 30, 3)  # always class 0: 1/3
     assert v.at_chance and v.low < 1 / 3 < v.high

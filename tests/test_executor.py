@@ -94,12 +94,28 @@ def test_compare_chunks_equal_one_call_and_resume(tmp_path):
     assert torch.equal(one.probs, got.probs) and np.array_equal(one.indices, got.indices)
     pd.testing.assert_frame_equal(one.summary(), got.summary())
     assert one.config == got.config
+    # the approximation error: worst over 4 batches in one call, over 2 chunks of 2 batches here
+    assert list(one.approx) == ["occlusion"] and one.approx["occlusion"]["parts"] == 4
+    assert got.approx == one.approx
+    assert got.to_dict()["methods"]["occlusion"]["approx"] == one.to_dict()["methods"]["occlusion"]["approx"]
     (tmp_path / "chunk00001.npz").unlink()
     again = SD.evaluate_distributed(net, spec, data, H.METHODS, H.CFGS, batch_size=2, device="cpu",
                                     chunk_size=3, executor=ex, store=tmp_path)
     assert (ex.loaded, ex.computed) == (1, 1)
     pd.testing.assert_frame_equal(one.records, again.records)
     assert all(torch.equal(one.maps[m], again.maps[m]) for m in H.METHODS)
+    assert again.approx == one.approx  # the loaded chunk kept its error
+    # a chunk written without its error (an older store) is recomputed, not trusted
+    path = tmp_path / "chunk00000.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["__meta__"][()]))
+    del meta["approx"]
+    arrays["__meta__"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    old = SD.evaluate_distributed(net, spec, data, H.METHODS, H.CFGS, batch_size=2, device="cpu",
+                                  chunk_size=3, executor=ex, store=tmp_path)
+    assert (ex.loaded, ex.computed) == (1, 1) and old.approx == one.approx
     with pytest.raises(NnsensError, match="another study"):  # other settings, same directory
         SD.evaluate_distributed(net, spec, data, H.METHODS, H.CFGS, batch_size=2, device="cpu",
                                 chunk_size=3, store=tmp_path, target="pred")

@@ -56,6 +56,7 @@ def test_compare_on_ray_equals_in_process(rx, tmp_path):
     for m in H.METHODS:  # one torch thread here (conftest) and in each worker: bit for bit
         assert torch.equal(got.maps[m], one.maps[m]), m
     assert torch.equal(got.probs, one.probs)
+    assert got.approx == one.approx and one.approx["occlusion"]["parts"] == 4  # same error
     assert len(list(tmp_path.glob("chunk*.npz"))) == 4  # every chunk written as it finished
 
 

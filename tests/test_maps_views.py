@@ -59,3 +59,22 @@ def test_is_grey_reads_originals_shapes_or_equal_channels():
     assert ImageData(rgb, lab, ("a",), originals=ones).is_grey()
     mixed = Originals.of([np.zeros((1, 5, 7), np.float32), np.zeros((3, 3, 3), np.float32)])
     assert not ImageData(grey3, lab, ("a",), originals=mixed).is_grey()
+
+
+def test_approx_caption_and_shared_maps_keep_the_report():
+    from nnsens_core._approx import describe_error
+    rep = {"tau": 0.05, "drill_top": 0.5, "sample": 16, "rel_l2": 0.0123, "spearman": 0.987,
+           "parts": 2}
+    text = SV.approx_caption("occlusion", rep)
+    assert text == ("Occlusion (τ = 0.05, drill-down on the top 50% of positions): "
+                    + describe_error(rep) + ", the worst over 2 batches of images.")
+    assert "1.23%" in text and "0.9870" in text and "16 exactly computed" in text
+    one = SV.approx_caption("occlusion", {**rep, "tau": 0.0, "drill_top": 1.0, "parts": 1})
+    assert one == "Occlusion: " + describe_error(rep) + "."
+    assert SV.approx_caption("occlusion", None) == "" == SV.approx_caption("gradcam", {})
+    cache = SV.SharedMaps(max_bytes=2 * 64 * 4)
+    cache.put("a", np.zeros((8, 8), np.float32), {"approx": rep})
+    cache.put("b", np.zeros((8, 8), np.float32))
+    assert cache.info("a") == {"approx": rep} and cache.info("b") is None
+    cache.put("c", np.zeros((8, 8), np.float32))          # over the bytes: "a" goes, with its report
+    assert cache.get("a") is None and cache.info("a") is None and len(cache) == 2

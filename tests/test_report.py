@@ -106,7 +106,11 @@ def test_dataset_pdf_and_html(tmp_path):
     data = make_phantom(4, size=64, seed=3)
     spec = ModelSpec("tiny vgg", "vgg16-small", "image", (3, 64, 64), tuple(data.class_names))
     lm = LoadedModel(net, spec)
-    ev = evaluate_dataset(net, spec, data, ["gradient", "gradcam"], device="cpu")
+    from nnsens_core._approx import describe_error
+    from nnsens_core.saliency.occlusion import OcclusionConfig
+    ev = evaluate_dataset(net, spec, data, ["gradient", "gradcam", "occlusion"],
+                          {"occlusion": OcclusionConfig(window=16, stride=16, drill_top=0.5)},
+                          device="cpu")
     x = torch.as_tensor(data.images[:2])
     san = sanity_check(net, spec, x, [0, 1], ["gradient"], layers=["classifier.2", "features.0"])
     rep = RP.DatasetReport.from_evaluation(ev, lm, "phantom <i>set</i>", sanity=san)
@@ -117,6 +121,8 @@ def test_dataset_pdf_and_html(tmp_path):
     assert all((pg < 200).mean() > 0.005 for pg in _pages(rep.to_pdf(), tmp_path))
     page = rep.to_html()
     assert "<i>set</i>" not in page and "phantom &lt;i&gt;set&lt;/i&gt;" in page
+    assert describe_error(ev.approx["occlusion"]) in page  # the approximate maps say so
+    assert "occlusion maps" in text and "approximate (measured on 32" in text
     summary = ev.summary()
     v = summary.loc[("gradient", "all"), "iou_mean"]
     assert f"{v:.3f}" in page  # the table shows the evaluation's own numbers

@@ -300,3 +300,64 @@ def test_a_registered_method_is_offered_and_run_by_the_cli(brightness, tiny_vgg_
     np.testing.assert_allclose(maps["map_brightness"].astype(np.float32), (mean - lo) / (hi - lo),
                                atol=2e-3)  # maps.npz stores float16
     assert "Brightness (toy)" in (tmp_path / "table.md").read_text()
+
+
+# --------------------------------------------------------------------------- details
+
+def _reporting(model, x, targets, cfg, *, spec=None, device="auto", progress=None, details=None):
+    if details is not None:
+        details["approx"] = {"sample": len(targets), "rel_l2": cfg.scale, "spearman": 1.0}
+    return cfg.scale * x.mean(1)
+
+
+def test_details_reach_only_the_methods_that_report(brightness):
+    """A method registered with reports=True gets the caller's details dict (and None when the
+    caller wants none); a method that does not report is called without the keyword (its fn has
+    none: passing it would raise TypeError) and leaves the dict empty."""
+    rep = R.register(R.Method("reporting", "Reporting (toy)", _reporting, BrightnessConfig,
+                              reports=True))
+    try:
+        model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+        got: dict = {}
+        maps = R.run("reporting", model, x, [0, 1], BrightnessConfig(scale=0.5), details=got)
+        torch.testing.assert_close(maps, 0.5 * x.mean(1))
+        assert got == {"approx": {"sample": 2, "rel_l2": 0.5, "spearman": 1.0}}
+        none: dict = {}
+        R.run("brightness", model, x, 0, details=none)
+        assert none == {} and not brightness.reports and rep.reports
+        R.run("reporting", model, x, 0)                         # details=None reaches fn as None
+        # explain collects them per method, only for the methods that report
+        per: dict = {}
+        CP.explain(model, None, x, 0, ["brightness", "reporting"], None, "cpu", details=per)
+        assert list(per) == ["reporting"] and per["reporting"]["approx"]["rel_l2"] == 1.0
+        assert CP.approximation_errors(per) == {"reporting": per["reporting"]["approx"]}
+        with pytest.raises(NnsensError, match="details must be a dict"):
+            R.run("reporting", model, x, 0, details=[])
+        with pytest.raises(NnsensError, match="details must be a dict"):
+            CP.explain(model, None, x, 0, ["reporting"], None, "cpu", details="yes")
+    finally:
+        R.unregister("reporting")
+    with pytest.raises(NnsensError, match="reports"):
+        R.Method("bad", "Bad", _reporting, BrightnessConfig, reports="yes")
+
+
+def test_occlusion_reports_its_approximation_through_the_registry():
+    """Through the registry, occlusion fills details with what occlusion(return_details=True)
+    gives: an approximate config adds approx (the same report), an exact one only the engine."""
+    from nnsens_core.saliency.occlusion import occlusion
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(3, 2)).eval()
+    x = torch.randn(2, 1, S, S, generator=torch.Generator().manual_seed(1))
+    approx = OcclusionConfig(window=4, stride=2, drill_top=0.3, approx_sample=8)
+    got: dict = {}
+    maps = R.run("occlusion", model, x, [0, 1], approx, device="cpu", details=got)
+    want_maps, want = occlusion(model, x, [0, 1], approx, "cpu", return_details=True)
+    torch.testing.assert_close(maps, want_maps)
+    assert got["approx"] == want["approx"] and got["approx"]["sample"] == 8
+    assert got["engine"] == want["engine"] and got["drill_down"] == want["drill_down"]
+    exact: dict = {}
+    R.run("occlusion", model, x, [0, 1], OcclusionConfig(window=4, stride=2), device="cpu",
+          details=exact)
+    assert "engine" in exact and "approx" not in exact

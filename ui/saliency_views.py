@@ -48,6 +48,24 @@ def roi_caption(share: float) -> str:
             "inside).")
 
 
+def approx_caption(method: str, report: dict | None) -> str:
+    """The one line saying that ``method``'s maps are approximate and by how much (its settings
+    and :func:`nnsens_core._approx.describe_error`; the worst over the batches when there were
+    several); '' for exact maps (``report`` None or empty)."""
+    if not report:
+        return ""
+    from nnsens_core._approx import describe_error
+    how = []
+    if report.get("tau"):
+        how.append(f"τ = {report['tau']:g}")
+    if report.get("drill_top") is not None and report["drill_top"] < 1:
+        how.append(f"drill-down on the top {report['drill_top']:.0%} of positions")
+    parts = int(report.get("parts", 1))
+    return (f"{label(method)}{' (' + ', '.join(how) + ')' if how else ''}: "
+            f"{describe_error(report)}"
+            + (f", the worst over {parts} batches of images" if parts > 1 else "") + ".")
+
+
 def outline(rgb: np.ndarray, mask: np.ndarray, colour=(0, 255, 0)) -> np.ndarray:
     """``rgb`` (H, W, 3) uint8 with the boundary pixels of the bool ``mask`` (H, W) painted."""
     out = np.array(rgb, copy=True)
@@ -263,6 +281,7 @@ class SharedMaps:
         from collections import OrderedDict
         self.max_bytes, self._lock = int(max_bytes), threading.Lock()
         self._items: OrderedDict = OrderedDict()
+        self._info: dict = {}
         self._bytes = 0
 
     def get(self, key):
@@ -272,16 +291,26 @@ class SharedMaps:
                 self._items.move_to_end(key)
             return got
 
-    def put(self, key, value: np.ndarray) -> None:
+    def info(self, key) -> dict | None:
+        """What the method reported with the map of ``key`` (e.g. ``{"approx": ...}``), if any."""
+        with self._lock:
+            return self._info.get(key)
+
+    def put(self, key, value: np.ndarray, info: dict | None = None) -> None:
+        """Keep ``value`` (and ``info``, the method's small report, dropped with it)."""
         value = np.asarray(value)
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
                 self._bytes -= old.nbytes
             self._items[key] = value
+            self._info.pop(key, None)
+            if info:
+                self._info[key] = dict(info)
             self._bytes += value.nbytes
             while self._bytes > self.max_bytes and len(self._items) > 1:
-                _, dropped = self._items.popitem(last=False)
+                gone, dropped = self._items.popitem(last=False)
+                self._info.pop(gone, None)
                 self._bytes -= dropped.nbytes
 
     def __len__(self) -> int:

@@ -211,5 +211,8 @@ def run(args) -> int:
     for m, e in info["methods"].items():
         fmt = lambda x: "  n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"{m:<12} {fmt(e['iou']):>6} {fmt(e['pointing']):>9} {fmt(e['mass']):>6}")
+    for m, rep in ev.approx.items():   # approximate maps: what the speed cost (also in metrics.json)
+        from .._approx import describe_error
+        print(f"{m}: {describe_error(rep)}; the worst over {rep['parts']} batch(es)")
     print(f"wrote {out / 'metrics.json'} ({time.perf_counter() - t0:.2f} s)")
     return 0

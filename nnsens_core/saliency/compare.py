@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import _approx
 from .. import _validate as v
 from .._batching import Progress, map_batches, sub_progress
 from .._results import Result
@@ -31,8 +32,9 @@ from . import registry
 from ._common import check_model_input, normalize_maps
 from .registry import config_for, default_config, parse_methods
 
-__all__ = ["DEFAULT_METHODS", "Evaluation", "TARGETS", "config_for", "default_config",
-           "evaluate_dataset", "explain", "normalize_maps", "parse_methods", "predict_proba",
+__all__ = ["DEFAULT_METHODS", "Evaluation", "TARGETS", "approximation_errors", "combine_errors",
+           "config_for", "default_config", "evaluate_dataset", "explain", "normalize_maps",
+           "parse_methods", "predict_proba",
            "sanity_check"]
 
 DEFAULT_METHODS = ("gradcam", "am", "occlusion", "mask")
@@ -42,7 +44,7 @@ CHANCE_DRAWS = 50
 
 def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],
             cfgs: Mapping[str, object] | None = None, device="auto",
-            progress: Progress | None = None) -> dict[str, torch.Tensor]:
+            progress: Progress | None = None, details: dict | None = None) -> dict[str, torch.Tensor]:
     """Maps ``{method: (N, H, W)}`` in [0, 1] explaining ``classes[i]`` for image ``x[i]``
     (``(N, D, H, W)`` for volumes ``x`` (N, C, D, H, W)).
 
@@ -54,7 +56,15 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     with the image do). ``progress(done, total, stage=method)`` runs from 0 to
     ``1000 * len(methods)``, moving within each method as it reports (occlusion positions,
     AM / mask steps, gradient batches).
+
+    ``details``: a dict that gets ``{method: what the method reported}`` for every method that
+    reports (registered with ``reports=True``; see :mod:`~nnsens_core.saliency.registry`), e.g.
+    ``details["occlusion"]["approx"]``, the measured error of approximate occlusion maps against
+    exact ones (:func:`approximation_errors` keeps only those).
     """
+    if details is not None and not isinstance(details, dict):
+        raise NnsensError(f"details must be a dict (filled per method) or None, got "
+                          f"{type(details).__name__}")
     if spec is None:
         spec = getattr(model, "spec", None)
     methods = parse_methods(methods)
@@ -65,12 +75,29 @@ def explain(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[
     for k, name in enumerate(methods):
         method = registry.get(name)
         sub = sub_progress(progress, name, k * 1000, total, span=1000)
+        got: dict | None = {} if details is not None and method.reports else None
         maps = method(net, x, classes, config_for(name, cfgs, tuple(x.shape[2:]), model), spec=spec,
-                      device=dev, progress=sub)
+                      device=dev, progress=sub, details=got)
+        if got:
+            details[name] = got
         out[name] = normalize_maps(maps, clip_negative=method.signed)
         if progress is not None:
             progress((k + 1) * 1000, total, stage=name)
     return out
+
+
+def approximation_errors(details: Mapping[str, dict] | None) -> dict[str, dict]:
+    """``{method: approx report}`` of the methods whose maps are approximate, from the
+    ``details`` of :func:`explain` (empty when every map is exact)."""
+    return {m: d["approx"] for m, d in (details or {}).items() if d.get("approx")}
+
+
+def combine_errors(parts: Sequence[Mapping[str, dict]]) -> dict[str, dict]:
+    """The approximation errors of several parts (batches, chunks) of one result: per method the
+    worst ``rel_l2``, the lowest ``spearman``, the summed ``sample`` and the number of ``parts``
+    (:func:`nnsens_core._approx.combine`); methods in order of first appearance."""
+    names = list(dict.fromkeys(m for part in parts for m in part))
+    return {m: _approx.combine([part.get(m) for part in parts]) for m in names}
 
 
 # --------------------------------------------------------------------------- predictions
@@ -119,6 +146,12 @@ class Evaluation(Result):
     roi_share: float | None = None
     """Share of the pixels inside the region of interest the metrics were restricted to (mean over
     the images); None: the whole image counted."""
+    approx: dict = field(default_factory=dict)
+    """``{method: report}`` for the methods whose maps are approximate (e.g. occlusion with
+    ``tau`` > 0 or drill-down): the error against exact values on sampled perturbations, over every
+    batch of images: the worst ``rel_l2``, the lowest ``spearman``, the ``sample`` count summed and
+    the number of ``parts`` (batches) measured (:func:`combine_errors`); empty when every map is
+    exact. One line for people: :func:`nnsens_core._approx.describe_error`."""
 
     def summary(self):
         """Mean ± std per method and class (plus ``all``), see :func:`metrics.summarize`."""
@@ -129,7 +162,13 @@ class Evaluation(Result):
         return self.records
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"indices": self.indices, **{f"map_{m}": v.numpy() for m, v in self.maps.items()}}
+        """``indices``, ``map_<method>`` and, for each approximate method, ``approx_<method>``:
+        float64 ``[rel_l2, spearman, sample, parts]`` (see :attr:`approx`)."""
+        out = {"indices": self.indices, **{f"map_{m}": v.numpy() for m, v in self.maps.items()}}
+        for m, r in self.approx.items():
+            out[f"approx_{m}"] = np.array([r["rel_l2"], r["spearman"], r["sample"], r["parts"]],
+                                          dtype=np.float64)
+        return out
 
     def _payload(self) -> dict:
         """``{"methods": {m: {"iou", "pointing", "mass", "n", "per_class": {c: {...}}}}, ...}``."""
@@ -158,7 +197,17 @@ class Evaluation(Result):
             if ch:
                 entry["chance"] = {k: {"mean": c.mean, "low": c.low, "high": c.high, "n": c.n}
                                    for k, c in ch.items()}
+            if self.approx.get(method):
+                entry["approx"] = self.approx[method]
             out["methods"][method] = entry
+        if self.approx:
+            out["definitions"]["approx"] = (
+                "approximate maps only: the error of the approximate values against exact ones "
+                "at sampled perturbations (full forward passes): rel_l2 = ||approx - exact|| / "
+                "||exact|| (the worst over the parts: batches of images), spearman = the rank "
+                "correlation (the lowest), sample = perturbations measured in all, parts = "
+                "batches measured; the maps npz holds approx_<method> = [rel_l2, spearman, "
+                "sample, parts]")
         if self.roi_share is not None:
             out["roi"] = {"share": self.roi_share}
             out["definitions"]["roi"] = (
@@ -229,10 +278,13 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
         within = roi[idx].astype(bool)
     n_batches = -(-len(idx) // batch_size)
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    errors: list[dict] = []
     for b in range(n_batches):
         sl = slice(b * batch_size, min((b + 1) * batch_size, len(idx)))
         sub = sub_progress(progress, "", b * 1000, n_batches * 1000, span=1000)
-        got = explain(net, spec, x[sl], cls[sl].tolist(), methods, cfgs, dev, sub)
+        details: dict = {}
+        got = explain(net, spec, x[sl], cls[sl].tolist(), methods, cfgs, dev, sub, details=details)
+        errors.append(approximation_errors(details))
         for m in methods:
             maps[m].append(got[m])
     full = {m: torch.cat(vs) for m, vs in maps.items()}
@@ -254,7 +306,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                                   {m: config_for(m, cfgs, tuple(x.shape[2:]), model) for m in methods})
     share = None if within is None else float(within.reshape(len(idx), -1).mean())
     return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0,
-                      chance, share)
+                      chance, share, combine_errors(errors))
 
 
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],

@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from .. import _approx
 from .. import _validate as v
 from .._batching import Progress, sub_progress
 from .._results import Result
@@ -91,11 +92,14 @@ def confusion(model, data, *, spec=None, batch_size: int = 64, device="auto") ->
 
 def class_mean_maps(model, data, method: str, cfg=None, *, spec=None, preds=None,
                     batch_size: int = 16, device="auto",
-                    progress: Progress | None = None) -> dict[int, tuple[np.ndarray, int]]:
+                    progress: Progress | None = None,
+                    details: dict | None = None) -> dict[int, tuple[np.ndarray, int]]:
     """Per class ``c``: ``(mean map (H, W), count)`` of ``method`` (explaining ``c``, maps scaled to
     [0, 1] per image as everywhere) over the images of class ``c`` the model classifies
     correctly, at model resolution; classes without such an image are left out. ``preds``: the
-    model's predictions when already known (else computed)."""
+    model's predictions when already known (else computed). ``details``: a dict that gets
+    ``approx``, the measured error of approximate maps over every batch
+    (:func:`nnsens_core._approx.combine`), when the method reports one."""
     v.positive("batch_size", batch_size, integer=True)
     if spec is None:
         spec = getattr(model, "spec", None)
@@ -112,13 +116,20 @@ def class_mean_maps(model, data, method: str, cfg=None, *, spec=None, preds=None
     sums: dict[int, np.ndarray] = {}
     counts: dict[int, int] = {}
     n_batches = -(-len(ok) // batch_size)
+    reports = []
     for b in range(n_batches):
         idx = ok[b * batch_size:(b + 1) * batch_size]
         sub = sub_progress(progress, m.name, b * 1000, n_batches * 1000, span=1000)
+        got: dict | None = {} if details is not None else None
         maps = normalize_maps(m(net, x[idx], labels[idx].tolist(), cfg, spec=spec, device=dev,
-                                progress=sub), clip_negative=m.signed).numpy().astype(np.float64)
+                                progress=sub, details=got),
+                              clip_negative=m.signed).numpy().astype(np.float64)
+        reports.append((got or {}).get("approx"))
         for c in np.unique(labels[idx]):
             sel = labels[idx] == c
             sums[int(c)] = sums.get(int(c), 0) + maps[sel].sum(0)
             counts[int(c)] = counts.get(int(c), 0) + int(sel.sum())
+    combined = _approx.combine(reports)
+    if details is not None and combined:
+        details["approx"] = combined
     return {c: (sums[c] / counts[c], counts[c]) for c in sorted(sums)}

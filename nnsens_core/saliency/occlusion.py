@@ -483,11 +483,18 @@ def occlusion_from_drops(drops: torch.Tensor, shape, cfg: OcclusionConfig) -> to
 
 
 def _occlusion_fn(model, x, targets, cfg: OcclusionConfig, *, spec=None, device="auto",
-                  progress: Progress | None = None) -> torch.Tensor:
-    return occlusion(model, x, targets, cfg, device, spec, progress)
+                  progress: Progress | None = None, details: dict | None = None) -> torch.Tensor:
+    """The registry's occlusion: ``details`` (when given) gets :func:`occlusion`'s details
+    (``engine``, ``engine_reason`` / ``head_layers``; ``approx`` and ``drill_down`` when the
+    config is approximate)."""
+    if details is None:
+        return occlusion(model, x, targets, cfg, device, spec, progress)
+    maps, got = occlusion(model, x, targets, cfg, device, spec, progress, return_details=True)
+    details.update(got)
+    return maps
 
 
-register(Method("occlusion", "Occlusion", _occlusion_fn, OcclusionConfig, signed=True,
+register(Method("occlusion", "Occlusion", _occlusion_fn, OcclusionConfig, signed=True, reports=True,
                 description="how much the class score drops when a small patch of the image is covered: "
                             "red = covering it lowers the score (the region supports the class), "
                             "blue = covering it raises the score"))

@@ -13,8 +13,13 @@ Every method's ``fn`` has one signature::
 ``model`` is a :class:`~nnsens_core.zoo.LoadedModel` or an ``nn.Module``; ``x`` is (N, C, H, W) in
 model-input space, or volumes (N, C, D, H, W) for a 3-D model (maps (N, D, H, W); a method
 registered with ``volumes=False`` refuses them); ``targets`` one class per image (or one int for all); ``cfg`` an instance of
-the method's ``config_type``; ``progress(done, total)``. Calling a :class:`Method` (or :func:`run`)
-checks the inputs once for every method (batch shape, dtype, channels, the model accepting the
+the method's ``config_type``; ``progress(done, total)``. A method registered with
+``reports=True`` also takes a keyword ``details`` (a dict, or None when the caller does not want
+them) and fills it with what it measured besides the maps (occlusion: its ``engine`` and, for an
+approximate config, ``approx``: the error against exact,
+:func:`nnsens_core._approx.error_report`); the registry passes ``details`` only to such methods,
+so a method that does not know about it keeps the one signature above. Calling a
+:class:`Method` (or :func:`run`) checks the inputs once for every method (batch shape, dtype, channels, the model accepting the
 images, classes in range; :func:`~nnsens_core.saliency._common.check_model_input`), puts the model in
 eval mode on the device without touching the caller's (:func:`nnsens_core.device.inference_model`)
 and checks the shape of the maps returned.
@@ -47,7 +52,8 @@ class Method:
     gflop)`` adapts the *default* config to inputs of spatial size ``spatial`` on a model whose
     forward pass of one input costs ``gflop`` GFLOP (``None``: unknown) -- defaults that scale with
     the image and the model, e.g. fewer optimisation steps on large images and heavy models;
-    explicit configs are never changed.
+    explicit configs are never changed; ``reports``: ``fn`` takes a keyword ``details`` (a
+    dict or None) and fills it (see the module docstring and :meth:`__call__`).
     """
     name: str
     label: str
@@ -61,6 +67,7 @@ class Method:
     config_method_field: str | None = None
     volumes: bool = True
     sized: Callable[[object, tuple[int, ...], float | None], object] | None = None
+    reports: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.lower() \
@@ -71,6 +78,9 @@ class Method:
             raise NnsensError(f"method {self.name!r}: fn must be callable")
         if not (isinstance(self.config_type, type) and dataclasses.is_dataclass(self.config_type)):
             raise NnsensError(f"method {self.name!r}: config_type must be a dataclass type")
+        if not isinstance(self.reports, bool):
+            raise NnsensError(f"method {self.name!r}: reports={self.reports!r} must be True (fn "
+                              "takes details=) or False")
         object.__setattr__(self, "aliases", tuple(a.lower() for a in self.aliases))
 
     def bind(self, cfg):
@@ -95,9 +105,14 @@ class Method:
         return cfg
 
     def __call__(self, model, x, targets, cfg=None, *, spec=None, device="auto",
-                 progress=None) -> torch.Tensor:
+                 progress=None, details: dict | None = None) -> torch.Tensor:
         """Raw (unscaled) maps ``(N, H, W)`` (volumes: ``(N, D, H, W)``) float32 on the CPU;
-        ``cfg=None``: the default."""
+        ``cfg=None``: the default. ``details``: a dict that a method registered with
+        ``reports=True`` fills (e.g. occlusion's ``approx`` error report); it stays as it is for
+        other methods."""
+        if details is not None and not isinstance(details, dict):
+            raise NnsensError(f"details must be a dict (filled by the method) or None, got "
+                              f"{type(details).__name__}")
         if not self.volumes and getattr(x, "ndim", 0) == 5:
             works = ", ".join(volume_names())
             raise NnsensError(f"method {self.name!r} works on images (N, C, H, W) only, not on "
@@ -113,7 +128,8 @@ class Method:
         net = inference_model(model, dev)
         x, n_out = check_model_input(net, x, spec, dev)
         cls = _classes(targets, len(x), n_out)
-        maps = self.fn(net, x, cls, cfg, spec=spec, device=dev, progress=progress)
+        extra = {"details": details} if self.reports else {}
+        maps = self.fn(net, x, cls, cfg, spec=spec, device=dev, progress=progress, **extra)
         maps = torch.as_tensor(maps).detach().float().cpu()
         if maps.shape != (len(x), *x.shape[2:]):
             raise NnsensError(f"method {self.name!r} returned maps of shape {tuple(maps.shape)}; "
@@ -237,6 +253,8 @@ def config_for(name: str, cfgs: Mapping[str, object] | None, spatial=None, model
 
 
 def run(name: str, model, x, targets, cfg=None, *, spec=None, device="auto",
-        progress=None) -> torch.Tensor:
-    """Raw maps ``(N, H, W)`` of method ``name`` (see :meth:`Method.__call__`)."""
-    return get(name)(model, x, targets, cfg, spec=spec, device=device, progress=progress)
+        progress=None, details: dict | None = None) -> torch.Tensor:
+    """Raw maps ``(N, H, W)`` of method ``name`` (see :meth:`Method.__call__`; ``details``
+    filled by methods that report)."""
+    return get(name)(model, x, targets, cfg, spec=spec, device=device, progress=progress,
+                     details=details)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from app_pages import open_page
+from ui.saliency_views import approx_caption
 
 PAGE = "pages/saliency.py"
 
@@ -15,16 +16,23 @@ def test_saliency_page_browse_compare_and_evaluate():
     at = open_page(PAGE, timeout=240)
     assert at.title[0].value.startswith("Saliency comparison")
     assert not at.error, [e.value for e in at.error]
-    # cheap methods only: three CAMs and a coarse occlusion
+    # cheap methods only: three CAMs and a coarse occlusion, approximate (drill-down)
     at.multiselect(key="sal_methods").set_value(["gradcam", "layercam", "eigencam", "occlusion"])
     at.number_input(key="sal_occ_window").set_value(16)
     at.number_input(key="sal_occ_stride").set_value(16)
+    at.number_input(key="sal_occ_drill").set_value(0.5)
     at.run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     first, cls, maps = at.session_state["sal_current_maps"]
     assert set(maps) == {"gradcam", "layercam", "eigencam", "occlusion"}
     assert all(m.shape == (64, 64) and 0 <= m.min() and m.max() <= 1 for m in maps.values())
+    # the approximate occlusion map says its measured error (16 positions: 8 sampled), the CAMs none
+    (err,) = at.session_state["sal_current_approx"].values()
+    assert list(at.session_state["sal_current_approx"]) == ["occlusion"]
+    assert err["sample"] == 8 and err["drill_top"] == 0.5
+    shown = [c.value for c in at.caption if "approximate (measured on" in c.value]
+    assert shown == ["⚠ " + approx_caption("occlusion", err)] * 2  # Browse and Agreement tabs
     # the per-image ground-truth table and the pairwise agreement table are on screen
     assert any(df.value.shape == (4, 6) and "GT IoU chance" in df.value.columns for df in at.dataframe)
     assert any(df.value.shape[0] == 6 and "Spearman ρ" in df.value.columns
@@ -42,6 +50,9 @@ def test_saliency_page_browse_compare_and_evaluate():
     assert not at.error, [e.value for e in at.error]
     (ev,) = at.session_state["saliency"]["eval"].values()
     assert len(ev.indices) == 3 and set(ev.records["method"]) == set(maps)
+    # 3 images in one batch: 24 of their 48 positions sampled; the table's caption says so
+    assert list(ev.approx) == ["occlusion"] and ev.approx["occlusion"]["sample"] == 24
+    assert "⚠ " + approx_caption("occlusion", ev.approx["occlusion"]) in [c.value for c in at.caption]
     summary = next(df.value for df in at.dataframe if "n" in df.value.columns)
     assert len(summary) == 4 * 4  # 4 methods x (3 classes + all)
     assert all("±" in s for s in summary["GT IoU"])
