@@ -28,3 +28,26 @@ def tiny_vgg_weights(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("weights") / "vgg.pt"
     torch.save(zoo.build("vgg16-small", width=0.0625).state_dict(), path)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def rx():
+    """One local Ray (2 CPUs) per test module (tests/test_*_ray.py), as a RayExecutor; workers
+    import nnsens_core and tests from the repository root."""
+    import os
+
+    import ray
+
+    from nnsens_core import executor as E
+    ROOT = str(Path(__file__).resolve().parent.parent)
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = ROOT + (os.pathsep + old if old else "")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield E.RayExecutor(max_retries=2)
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old

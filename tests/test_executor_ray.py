@@ -1,7 +1,5 @@
 """The Ray back-end on a local Ray with 2 CPUs: the same results as in-process (compare chunks,
 retrain units), retries, failures reported by unit, resume, and a worker killed mid-study."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,24 +16,7 @@ from nnsens_core.robustness import RetrainSettings, training_robustness
 from nnsens_core.saliency.compare import evaluate_dataset
 from tests import _executor_helpers as H
 
-ROOT = str(Path(__file__).resolve().parent.parent)
 pytestmark = pytest.mark.slow  # workers import torch: seconds each on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def rx():
-    """One local Ray (2 CPUs) for the module; workers import nnsens_core and tests from ROOT."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = ROOT + (os.pathsep + old if old else "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield E.RayExecutor(max_retries=2)
-    finally:
-        ray.shutdown()
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def test_map_order_shared_and_progress(rx):

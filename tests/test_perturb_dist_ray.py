@@ -1,38 +1,18 @@
 """Blocks of perturbations on a local Ray (2 CPUs): local sensitivity and occlusion give the
 in-process maps (bit for bit: one torch thread here and in each worker), every block written to
 the store as it finishes."""
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install ray==2.60.0, or "
                                         "nnsens[ray]); the Ray executor tests need it")
 
-from nnsens_core import executor as E
 from nnsens_core import perturb_dist as PD
 from nnsens_core.local_sensitivity import LocalConfig, local_sensitivity_many
 from nnsens_core.saliency.occlusion import OcclusionConfig, occlusion
 from tests.test_perturb_dist import BLOCKS, VggLike, images
 
-ROOT = str(Path(__file__).resolve().parent.parent)
 pytestmark = pytest.mark.slow  # workers import torch: seconds each on a busy 2-core machine
-
-
-@pytest.fixture(scope="module")
-def rx():
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = ROOT + (os.pathsep + old if old else "")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        yield E.RayExecutor(max_retries=2)
-    finally:
-        ray.shutdown()
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
 
 
 def test_blocks_on_ray_equal_in_process(rx, tmp_path):
