@@ -525,6 +525,34 @@ def _pixels(img, name: str) -> tuple[np.ndarray, float, str]:
     return a, 255.0, "8-bit"
 
 
+def _is_colour_png16(img) -> bool:
+    """A 16-bit RGB / RGBA PNG (Pillow decodes those to 8 bits: it has no 16-bit colour mode)."""
+    tile = getattr(img, "tile", None) or ()
+    return (img.format == "PNG" and img.mode in ("RGB", "RGBA") and len(tile) > 0
+            and str(tile[0][3]).endswith(";16B"))
+
+
+def _colour_png16(data: bytes, name: str) -> tuple[np.ndarray, float, str]:
+    """A 16-bit colour PNG decoded with its 16 bits (FFmpeg's PNG decoder through PyAV), as
+    :func:`_pixels` gives it: (3, h, w) uint16, transparent pixels onto black, the full scale of
+    its bit depth (4095 when no value is above it: 12-bit data in 16 bits)."""
+    import av
+    try:
+        with av.open(io.BytesIO(data), format="png_pipe") as box:
+            frame = next(box.decode(video=0))
+            alpha = "a" in frame.format.name.replace("rgb48", "")
+            a = frame.to_ndarray(format="rgba64le" if alpha else "rgb48le")
+    except (av.FFmpegError, StopIteration, ValueError) as exc:
+        raise NnsensError(f"{name!r} is a 16-bit colour PNG that could not be decoded ({exc}); "
+                          "save it again as PNG") from None
+    if alpha:  # transparent pixels onto black
+        a = ((a[..., :3].astype(np.uint32) * a[..., 3:] + 32767) // 65535).astype(np.uint16)
+    a = np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.uint16)
+    if int(a.max(initial=0)) < 4096:
+        return a, 4095.0, "12-bit in 16"
+    return a, 65535.0, "16-bit"
+
+
 def decode_image(data: bytes, name: str = "image", budget: list | None = None,
                  max_side: int | None = MAX_ORIGINAL_SIDE) -> tuple[np.ndarray, float, dict]:
     """One image file -> ``(array, scale, info)``: the image at its own size as (C, h, w), C = 1 for
@@ -536,7 +564,8 @@ def decode_image(data: bytes, name: str = "image", budget: list | None = None,
       first frame (``info["frames"]`` says how many it has).
     * Palette, CMYK, RGBA (onto black) ... become RGB; a colour file whose pixels are all grey
       (R = G = B) is kept as 1 channel.
-    * 8-bit images are divided by 255. 16-bit images (PNG / TIFF) keep their 16 bits and are divided
+    * 8-bit images are divided by 255. 16-bit images (PNG / TIFF; colour PNGs through PyAV, as
+      Pillow reads those with 8 bits) keep their 16 bits and are divided
       by their bit depth's full scale: 65535, or 4095 when no value is above 4095 (a 12-bit scanner
       image stored in 16 bits; dividing it by 65535 would leave it almost black). 32-bit and float
       images outside [0, 1] are min-max scaled. Nothing saturates.
@@ -560,11 +589,15 @@ def decode_image(data: bytes, name: str = "image", budget: list | None = None,
                                           "or smaller images")
                 frames = int(getattr(img, "n_frames", 1) or 1)
                 file_mode = img.mode
+                colour16 = _is_colour_png16(img)   # (the tile is gone after load)
                 img.load()
                 orientation = img.getexif().get(0x0112, 1)
                 if orientation not in (0, 1):
                     img = ImageOps.exif_transpose(img)
-                arr, scale, bits = _pixels(img, name)
+                if colour16 and orientation in (0, 1):
+                    arr, scale, bits = _colour_png16(data, name)
+                else:
+                    arr, scale, bits = _pixels(img, name)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise NnsensError(f"{name!r} is over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit per image "
                           "(Pillow's decompression-bomb guard); downscale it") from None

@@ -191,3 +191,40 @@ def test_previews_keep_each_originals_aspect_ratio(mixed):
     o = outlined(big, mask)
     assert o.shape == (240, 320, 3) and (o == [0, 230, 255]).all(axis=2).any()
     assert model_view(d.images[0]).shape == (64, 64, 3)
+
+
+def _png16_colour(a: np.ndarray) -> bytes:
+    """A 16-bit RGB (colour type 2) or RGBA (6) PNG written by hand from ``a`` (h, w, 3 | 4):
+    unfiltered rows, one zlib stream (Pillow cannot write 16-bit colour PNGs)."""
+    import struct
+    import zlib
+    h, w, c = a.shape
+    raw = b"".join(b"\x00" + a[r].astype(">u2").tobytes() for r in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    head = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_pngs_keep_their_16_bits():
+    """Pillow reads 16-bit colour PNGs with 8 bits; they are decoded with all 16 (12-bit data in 16
+    bits by its own scale; transparent pixels onto black)."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 65536, (20, 30, 3)).astype(np.uint16)
+    rgba = rng.integers(0, 4096, (20, 30, 4)).astype(np.uint16)
+    rgba[..., 3] = 65535
+    rgba[0, :5, 3] = 0
+    d = nd.load_image_zip(zip_bytes({"data/a/rgb16.png": _png16_colour(rgb),
+                                     "data/b/rgba12.png": _png16_colour(rgba)}))
+    f = _by_file(d)
+    i, j = f["a/rgb16.png"], f["b/rgba12.png"]
+    assert d.originals.arrays[i].dtype == np.uint16
+    np.testing.assert_array_equal(d.originals.arrays[i], rgb.transpose(2, 0, 1))  # every bit
+    np.testing.assert_allclose(d.original(i), rgb.transpose(2, 0, 1) / 65535.0, atol=1e-6)
+    want = rgba[..., :3].transpose(2, 0, 1) / 4095.0
+    want[:, 0, :5] = 0.0
+    np.testing.assert_allclose(d.original(j), want, atol=1e-6)
+    assert d.meta["bits"] == {"12-bit in 16": 1, "16-bit": 1}
