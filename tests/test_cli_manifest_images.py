@@ -70,3 +70,27 @@ def test_phantom_for_a_non_square_grey_model_and_clashing_flags(tmp_path, capsys
     assert main(["compare", "--model", w, "--manifest", m, "--input-shape", "3,64,64",
                  "--out", str(tmp_path / "o")]) == 2
     assert "drop --input-shape" in capsys.readouterr().err
+
+
+def test_robustness_with_a_manifest_reads_the_zip_through_the_recipe(tmp_path, capsys):
+    """``nnsens robustness mask --manifest``: the ZIP's images go through the model's recipe (grey,
+    96×128, centre crop), classes are matched by name, and a demo name with a manifest is refused."""
+    w, m = _grey_model(tmp_path)
+    rng = np.random.default_rng(1)
+    files = {f"set/{c}/{k}.png": png_bytes((rng.random((60, 100, 3)) * 255).astype(np.uint8))
+             for c in ("a_class", "b_class") for k in range(2)}
+    z = tmp_path / "imgs.zip"
+    z.write_bytes(zip_bytes(files))
+    out = tmp_path / "out"
+    rc = main(["robustness", "mask", "--model", w, "--manifest", m, "--data", str(z), "--class",
+               "a_class", "--steps", "2", "--resolution", "4", "--out", str(out), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "96×128 px, 1 channel (grey), centre crop" in text
+    assert "classes matched to the model's by name" in text
+    doc = json.loads((out / "mask.json").read_text())
+    assert doc["class"] == "a_class" and doc["n_inputs"] == 2
+    assert np.load(out / "masks.npz")["mask"].shape == (96, 128)
+    rc = main(["robustness", "mask", "--model", "vgg16-phantom", "--manifest", m, "--data",
+               str(z), "--out", str(out), "--device", "cpu"])
+    assert rc == 2 and "--manifest" in capsys.readouterr().err

@@ -26,7 +26,7 @@ import torch
 
 from .. import budget
 from .._results import export_json
-from ..data import ImageData, load_image_folder, load_image_zip, load_npz
+from ..data import ImageData, align_classes, load_image_folder, load_image_zip, load_npz
 from ..demos import demo_cnn_names, load_demo_cnn
 from ..device import resolve_device
 from ..errors import NnsensError
@@ -41,10 +41,12 @@ from ..saliency.meaningful_mask import (
     group_mask,
 )
 from ..zoo import ARCHITECTURES, LoadedModel
+from ..preprocess import Recipe
 from ._common import (
     add_device_seed,
     add_yes,
     confirm_cost,
+    load_cli_model,
     printed_progress,
     write_csv,
     write_json,
@@ -82,6 +84,10 @@ def _common(p) -> None:
                         "cnn3d-brain for volumes, vgg16-phantom for images)")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), help="architecture of a state_dict")
     p.add_argument("--arch-kwargs", default="{}", help='JSON, e.g. \'{"width": 8}\'')
+    p.add_argument("--manifest", help="the weights file's JSON manifest (written by nnsens train): "
+                                      "architecture, input size, channels, normalisation, resize "
+                                      "policy and class names; 2-D images are read through its "
+                                      "recipe and their classes matched to it by name")
     p.add_argument("--class", dest="cls", default=None,
                    help="class (name or index) whose inputs the group mask is optimised over and "
                         "explained for (default: the last class, e.g. AD)")
@@ -186,8 +192,22 @@ def load_data(source: str, split: str, n: int) -> ImageData:
     raise NnsensError(f"--data {source!r} is neither a folder, a ZIP nor an .npz")
 
 
-def load_model_for(args, data: ImageData, device) -> LoadedModel:
-    """``--model``: a demo name (2-D or 3-D) or a weights file; default by the data's dimension."""
+def load_model_for(args, data: ImageData, device) -> tuple[LoadedModel, ImageData]:
+    """``--model``: a demo name (2-D or 3-D) or a weights file; default by the data's dimension.
+    With ``--manifest`` the weights file is described by it, images with originals are rebuilt
+    through its recipe and every dataset is renumbered to its classes by name. Returns the model
+    and the data as the model takes them."""
+    manifest = getattr(args, "manifest", None)
+    if manifest:
+        if not args.model:
+            raise NnsensError("--manifest describes a weights file; give it with --model FILE")
+        lm = load_cli_model(args, device=device)  # refuses a demo name with --manifest
+        if data.originals is not None and len(lm.spec.input_shape) == 3:
+            data = data.for_recipe(Recipe.from_spec(lm.spec))
+        data, how = align_classes(data, lm.spec.class_names)
+        if how:
+            print(how)
+        return _checked(lm, data), data
     if not args.model:
         args.model = "cnn3d-brain" if data.ndim_spatial == 3 else demo_cnn_names(2)[0]
     if args.model in demo_cnn_names(None):
@@ -203,6 +223,10 @@ def load_model_for(args, data: ImageData, device) -> LoadedModel:
         lm = load_model(args.model, arch=args.arch, arch_kwargs=kwargs, input_shape=data.shape,
                         class_names=data.class_names, name=Path(args.model).stem, device=device,
                         allow_code=True)  # the user's own file on the user's machine
+    return _checked(lm, data), data
+
+
+def _checked(lm: LoadedModel, data: ImageData) -> LoadedModel:
     if tuple(lm.spec.input_shape) != tuple(data.shape):
         raise NnsensError(f"the model takes inputs of shape {tuple(lm.spec.input_shape)} but the "
                           f"data are {tuple(data.shape)}; pick a matching model or data")
@@ -348,7 +372,7 @@ def run(args) -> int:
     if len(present) < 2 and study == "retrain":
         raise NnsensError(f"the data hold one class only ({data.class_names[present[0]]!r}); "
                           "retraining needs at least two")
-    lm = load_model_for(args, data, dev)
+    lm, data = load_model_for(args, data, dev)
     cls = pick_class(args.cls, data.class_names)
     idx = np.flatnonzero(np.asarray(data.labels) == cls)
     if len(idx) == 0:
