@@ -91,13 +91,17 @@ def compare_chunk(chunk: CompareChunk, shared: dict):
     return evaluate_dataset(shared["model"], shared["spec"], shared["data"], shared["methods"],
                             shared["cfgs"], indices=chunk.indices, target=shared["target"],
                             p=shared["p"], tolerance=shared["tolerance"],
-                            batch_size=shared["batch_size"], device=shared["device"])
+                            batch_size=shared["batch_size"], device=shared["device"],
+                            roi=shared.get("roi"), chance=False)
 
 
-def merge_evaluations(parts: Sequence, seconds: float | None = None):
+def merge_evaluations(parts: Sequence, seconds: float | None = None, chance: dict | None = None,
+                      roi_share: float | None = None):
     """One Evaluation from the Evaluations of consecutive chunks (records ordered as one call's:
     method by method, images in order; approximation errors combined as one call combines its
-    batches', :func:`~nnsens_core.saliency.compare.combine_errors`)."""
+    batches', :func:`~nnsens_core.saliency.compare.combine_errors`). The chance levels and the
+    ROI share belong to the whole set of images: ``chance`` / ``roi_share`` (see
+    :func:`evaluate_distributed`, which computes them from the merged maps)."""
     import pandas as pd
     import torch
 
@@ -111,6 +115,7 @@ def merge_evaluations(parts: Sequence, seconds: float | None = None):
     return Evaluation(records, maps, np.concatenate([p.indices for p in parts]),
                       torch.cat([p.probs for p in parts]), parts[0].config,
                       sum(p.seconds for p in parts) if seconds is None else seconds,
+                      chance=dict(chance or {}), roi_share=roi_share,
                       approx=combine_errors([p.approx for p in parts]))
 
 
@@ -146,16 +151,25 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
                          target: str = "label", p: float | None = None, tolerance: float = 0.0,
                          batch_size: int = 32, device="auto", *, chunk_size: int | None = None,
                          executor: Executor | None = None, store: str | None = None,
-                         seed: int = 0, progress=None):
+                         seed: int = 0, progress=None, roi=None):
     """:func:`~nnsens_core.saliency.compare.evaluate_dataset` in chunks of ``chunk_size`` images
     (default ``batch_size``) on ``executor`` (default in-process); the same Evaluation as the
     single call (maps bit for bit where the methods are deterministic). ``store``: a directory
     where each finished chunk is written; a rerun with the same directory computes only the
-    missing chunks. ``progress(done, total, stage="units")`` counts chunks."""
-    from .saliency.compare import EvaluationSettings, evaluation_indices
+    missing chunks. ``progress(done, total, stage="units")`` counts chunks. ``roi``: a region of
+    interest per image (as in ``evaluate_dataset``). The chance levels are computed once, from the
+    merged maps, as the single call computes them."""
+    from .saliency.compare import (
+        EvaluationSettings,
+        chance_levels,
+        evaluation_indices,
+        roi_share,
+        roi_within,
+    )
     from .saliency.registry import config_for, parse_methods
     t0 = time.perf_counter()
     idx = evaluation_indices(data, indices, target, batch_size)
+    within = roi_within(data, roi, idx)
     methods = tuple(parse_methods(methods))
     if spec is None:
         spec = getattr(model, "spec", None)
@@ -165,7 +179,8 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
                    tuple(data.class_names), str(data.name))
     shared = {"model": net, "spec": spec, "data": slim, "methods": methods, "cfgs": cfgs,
               "target": target, "p": p, "tolerance": tolerance, "batch_size": batch_size,
-              "device": device if isinstance(device, str) else str(device), "seed": seed}
+              "device": device if isinstance(device, str) else str(device), "seed": seed,
+              "roi": None if roi is None else np.asarray(roi, bool)}
     units = compare_units(idx, chunk_size or batch_size, batch_size)
     settings = EvaluationSettings(methods, target, p, tolerance,
                                   {m: config_for(m, cfgs, tuple(slim.images.shape[2:]), model)
@@ -174,10 +189,14 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
     if store is not None:
         st = ResultStore(store, EvaluationCodec(settings),
                          study_id("compare", net, slim.images, slim.labels, slim.masks, spec,
-                                  settings, idx, batch_size, len(units), seed))
+                                  settings, idx, batch_size, len(units), seed,
+                                  None if roi is None else np.asarray(roi, bool)))
     ex = executor or InProcess()
     parts = ex.map(compare_chunk, units, shared=shared, store=st, progress=progress)
-    return merge_evaluations(parts, time.perf_counter() - t0)
+    ev = merge_evaluations(parts, roi_share=roi_share(within))
+    ev.chance = chance_levels(ev.maps, np.asarray(slim.masks[idx], dtype=bool), p, tolerance, within)
+    ev.seconds = time.perf_counter() - t0
+    return ev
 
 
 # --------------------------------------------------------------------------- group masks

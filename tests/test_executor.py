@@ -97,7 +97,11 @@ def test_compare_chunks_equal_one_call_and_resume(tmp_path):
     # the approximation error: worst over 4 batches in one call, over 2 chunks of 2 batches here
     assert list(one.approx) == ["occlusion"] and one.approx["occlusion"]["parts"] == 4
     assert got.approx == one.approx
-    assert got.to_dict()["methods"]["occlusion"]["approx"] == one.to_dict()["methods"]["occlusion"]["approx"]
+    # chance levels and the whole export as the single call's (computed from the merged maps)
+    assert got.chance == one.chance and set(one.chance) == set(H.METHODS)
+    a, b = one.to_dict(), got.to_dict()
+    a.pop("seconds", None), b.pop("seconds", None)
+    assert a == b
     (tmp_path / "chunk00001.npz").unlink()
     again = SD.evaluate_distributed(net, spec, data, H.METHODS, H.CFGS, batch_size=2, device="cpu",
                                     chunk_size=3, executor=ex, store=tmp_path)
@@ -119,6 +123,23 @@ def test_compare_chunks_equal_one_call_and_resume(tmp_path):
     with pytest.raises(NnsensError, match="another study"):  # other settings, same directory
         SD.evaluate_distributed(net, spec, data, H.METHODS, H.CFGS, batch_size=2, device="cpu",
                                 chunk_size=3, store=tmp_path, target="pred")
+
+
+def test_compare_chunks_with_a_region_of_interest_equal_one_call():
+    data = H.phantom(6)
+    net, spec = H.tiny_cnn(), H.spec_of(data)
+    roi = np.zeros((6, *data.images.shape[2:]), bool)
+    roi[:, 4:-4, 2:-6] = True
+    roi[0, :, :] = True
+    one = evaluate_dataset(net, spec, data, ["gradcam"], H.CFGS, batch_size=2, device="cpu", roi=roi)
+    got = SD.evaluate_distributed(net, spec, data, ["gradcam"], H.CFGS, batch_size=2, device="cpu",
+                                  chunk_size=2, roi=roi)
+    assert one.roi_share == got.roi_share < 1
+    pd.testing.assert_frame_equal(one.records, got.records)
+    assert got.chance == one.chance
+    plain = SD.evaluate_distributed(net, spec, data, ["gradcam"], H.CFGS, batch_size=2,
+                                    device="cpu", chunk_size=2)
+    assert plain.roi_share is None and not plain.records["iou"].equals(got.records["iou"])
 
 
 def test_compare_subset_indices_keep_dataset_numbering():

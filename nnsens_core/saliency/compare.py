@@ -241,7 +241,8 @@ def evaluation_indices(data, indices, target: str, batch_size: int) -> np.ndarra
 def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                      cfgs: Mapping[str, object] | None = None, indices=None, target: str = "label",
                      p: float | None = None, tolerance: float = 0.0, batch_size: int = 32,
-                     device="auto", progress: Progress | None = None, roi=None) -> Evaluation:
+                     device="auto", progress: Progress | None = None, roi=None,
+                     chance: bool = True) -> Evaluation:
     """Explain ``data`` (an :class:`~nnsens_core.data.ImageData` with ``masks``: images
     ``(n, C, H, W)`` with masks ``(n, H, W)``, or volumes ``(n, C, D, H, W)`` with masks
     ``(n, D, H, W)``; any object with ``images``, ``labels``, ``masks``, ``class_names``, ``name``
@@ -253,6 +254,8 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     ``roi``: a region of interest, one boolean mask per image of ``data`` (e.g. ``data.roi``, the
     ultrasound fan); every metric and chance level then counts only the pixels inside
     (``within=`` of :mod:`~nnsens_core.saliency.metrics`). None (default): the whole image.
+    ``chance=False`` leaves out the chance levels (:func:`chance_levels`; the chunks of a
+    distributed evaluation, whose merged maps get them at once).
     """
     import pandas as pd
     t0 = time.perf_counter()
@@ -269,13 +272,7 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
     preds = probs.argmax(1).numpy()
     cls = labels if target == "label" else preds
     masks = np.asarray(data.masks[idx], dtype=bool)
-    within = None
-    if roi is not None:
-        roi = np.asarray(roi)
-        if roi.shape != (len(data), *data.images.shape[2:]):
-            raise NnsensError(f"roi has shape {roi.shape}; give one mask per image of the dataset "
-                              f"{(len(data), *data.images.shape[2:])} (e.g. data.roi)")
-        within = roi[idx].astype(bool)
+    within = roi_within(data, roi, idx)
     n_batches = -(-len(idx) // batch_size)
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
     errors: list[dict] = []
@@ -298,15 +295,37 @@ def evaluate_dataset(model: nn.Module, spec, data, methods: Sequence[str],
                          "target": int(cls[i]), "class": names[labels[i]],
                          "correct": bool(labels[i] == preds[i]), "method": m,
                          "iou": loc["iou"][i], "pointing": loc["pointing"][i], "mass": loc["mass"][i]})
-    chance = {m: {k: mt.chance_level(k, full[m], masks=masks, n=CHANCE_DRAWS, seed=0, p=p,
-                                     tolerance=tolerance, within=within)
-                  for k in ("iou", "pointing", "mass")}
-              for m in methods}
     settings = EvaluationSettings(tuple(methods), target, p, tolerance,
                                   {m: config_for(m, cfgs, tuple(x.shape[2:]), model) for m in methods})
-    share = None if within is None else float(within.reshape(len(idx), -1).mean())
+    levels = chance_levels(full, masks, p, tolerance, within) if chance else {}
     return Evaluation(pd.DataFrame(rows), full, idx, probs, settings, time.perf_counter() - t0,
-                      chance, share, combine_errors(errors))
+                      levels, roi_share(within), combine_errors(errors))
+
+
+def roi_within(data, roi, idx) -> np.ndarray | None:
+    """The region of interest of the evaluated images ``idx`` (``roi``: one mask per image of
+    ``data``), or None."""
+    if roi is None:
+        return None
+    roi = np.asarray(roi)
+    if roi.shape != (len(data), *np.asarray(data.images).shape[2:]):
+        raise NnsensError(f"roi has shape {roi.shape}; give one mask per image of the dataset "
+                          f"{(len(data), *np.asarray(data.images).shape[2:])} (e.g. data.roi)")
+    return roi[idx].astype(bool)
+
+
+def roi_share(within) -> float | None:
+    """The mean share of the evaluated images inside their region of interest."""
+    return None if within is None else float(within.reshape(len(within), -1).mean())
+
+
+def chance_levels(maps: Mapping[str, torch.Tensor], masks, p, tolerance, within=None) -> dict:
+    """``{method: {metric: chance level}}`` of an evaluation's maps (all its images at once):
+    :func:`metrics.chance_level` with :data:`CHANCE_DRAWS` seeded draws."""
+    return {m: {k: mt.chance_level(k, v, masks=masks, n=CHANCE_DRAWS, seed=0, p=p,
+                                   tolerance=tolerance, within=within)
+                for k in ("iou", "pointing", "mass")}
+            for m, v in maps.items()}
 
 
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],
