@@ -72,8 +72,11 @@ def describe_error(report: dict | None) -> str:
     """One line for captions and the CLI: the measured error of an approximate result."""
     if not report:
         return ""
-    return (f"approximate (measured on {report['sample']} exactly computed perturbations: "
+    text = (f"approximate (measured on {report['sample']} exactly computed perturbations: "
             f"relative L2 error {report['rel_l2']:.2%}, Spearman {report['spearman']:.4f})")
+    if report.get("tau_ignored"):  # thresholding asked for, but the model ran without it
+        text += f"; tau not applied: {report['tau_ignored']}"
+    return text
 
 
 def combine(reports) -> dict | None:

@@ -170,3 +170,12 @@ def test_combine_takes_the_worst_and_is_associative():
     only_nan = _approx.combine([c])
     assert math.isnan(only_nan["spearman"]) and only_nan["parts"] == 1
     assert "approximate (measured on 22" in _approx.describe_error(whole)
+
+
+def test_the_error_line_says_when_tau_was_not_applied():
+    rep = {"tau": 0.2, "sample": 8, "rel_l2": 0.0, "spearman": 1.0,
+           "tau_ignored": "the incremental engine does not apply to this model"}
+    line = _approx.describe_error(_approx.combine([rep, dict(rep)]))
+    assert line.endswith("; tau not applied: the incremental engine does not apply to this model")
+    assert "tau not applied" not in _approx.describe_error({k: v for k, v in rep.items()
+                                                           if k != "tau_ignored"})
