@@ -118,7 +118,10 @@ class Method:
             raise NnsensError(f"method {self.name!r} works on images (N, C, H, W) only, not on "
                               f"volumes {tuple(x.shape)}; on volumes use {works}")
         spatial = tuple(getattr(x, "shape", ())[2:]) or None
-        cfg = self.default_config(spatial, _gflop(model, spatial)) if cfg is None else self.bind(cfg)
+        if cfg is None:
+            cfg = self.default_config(spatial, _gflop(model, spatial) if self.sized else None)
+        else:
+            cfg = self.bind(cfg)
         if not isinstance(cfg, self.config_type):
             raise NnsensError(f"the settings of {self.name!r} must be a {self.config_type.__name__}, "
                               f"got {type(cfg).__name__}")
@@ -218,15 +221,21 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
 
 def _gflop(model, spatial) -> float | None:
-    from ._common import forward_gflop
-    return forward_gflop(model, spatial) if model is not None and spatial is not None else None
+    """One input's forward GFLOP where a default may depend on it (images above the reference
+    size, :func:`~nnsens_core.saliency._common.scaled_steps`), else None (nothing counted)."""
+    from ._common import REFERENCE_PIXELS, forward_gflop
+    if model is None or spatial is None or len(spatial) != 2 or \
+            int(spatial[0]) * int(spatial[1]) <= REFERENCE_PIXELS:
+        return None
+    return forward_gflop(model, spatial)
 
 
 def default_config(name: str, spatial=None, model=None):
     """The default config object of ``name``; with ``spatial`` (``(H, W)`` or ``(D, H, W)``) the
     default for inputs of that size, with ``model`` (a module or LoadedModel) also for that
     model's cost per forward pass (:meth:`Method.default_config`)."""
-    return get(name).default_config(spatial, _gflop(model, spatial))
+    m = get(name)
+    return m.default_config(spatial, _gflop(model, spatial) if m.sized else None)
 
 
 def resolve(cfg, spatial):
@@ -248,7 +257,7 @@ def config_for(name: str, cfgs: Mapping[str, object] | None, spatial=None, model
     if cfg is None and m.family is not None and isinstance(cfgs.get(m.family), m.config_type):
         cfg = cfgs[m.family]
     if cfg is None:
-        return m.default_config(spatial, _gflop(model, spatial))
+        return m.default_config(spatial, _gflop(model, spatial) if m.sized else None)
     return resolve(m.bind(cfg), spatial)
 
 
