@@ -503,9 +503,7 @@ def _pixels(img, name: str) -> tuple[np.ndarray, float, str]:
         if lo < 0 or hi > 65535:   # 32-bit integers: no bit depth to trust; scale to [0, 1]
             a = ((a.astype(np.float64) - lo) / max(hi - lo, 1)).astype(np.float32)
             return a[None], 1.0, "32-bit integers (min-max scaled)"
-        if hi < 4096:
-            return a.astype(np.uint16)[None], 4095.0, "12-bit in 16"
-        return a.astype(np.uint16)[None], 65535.0, "16-bit"
+        return (a.astype(np.uint16)[None], *_scale16(hi))
     if mode == "F":
         a = np.asarray(img, np.float32)
         if not np.isfinite(a).all():
@@ -548,9 +546,13 @@ def _colour_png16(data: bytes, name: str) -> tuple[np.ndarray, float, str]:
     if alpha:  # transparent pixels onto black
         a = ((a[..., :3].astype(np.uint32) * a[..., 3:] + 32767) // 65535).astype(np.uint16)
     a = np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.uint16)
-    if int(a.max(initial=0)) < 4096:
-        return a, 4095.0, "12-bit in 16"
-    return a, 65535.0, "16-bit"
+    return (a, *_scale16(int(a.max(initial=0))))
+
+
+def _scale16(hi: int) -> tuple[float, str]:
+    """The full scale and bit depth of 16-bit pixels whose largest value is ``hi``: 4095 when no
+    value is above it (12-bit scanner data stored in 16 bits), else 65535."""
+    return (4095.0, "12-bit in 16") if hi < 4096 else (65535.0, "16-bit")
 
 
 def decode_image(data: bytes, name: str = "image", budget: list | None = None,
