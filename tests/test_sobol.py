@@ -441,8 +441,11 @@ def test_run_batch_size_never_changes_indices():
     for bs in (1, 13, 500):
         other = S.run(m, problem, cfg, "cpu", batch_size=bs)
         for k in ("S1", "S1_conf", "ST", "ST_conf", "S2", "S2_conf"):
+            # float32 outputs of a 1-row GEMM may differ in the last bit from a 100,000-row one
+            # (other kernels on some CPUs), which a near-constant neuron's CI magnifies to ~2e-6
+            # relative: rtol 1e-5 allows that, a wrong or repeated row moves indices far more
             np.testing.assert_allclose(getattr(other.indices, k), getattr(ref.indices, k),
-                                       atol=1e-6, err_msg=f"{k} at batch size {bs}")
+                                       rtol=1e-5, atol=1e-6, err_msg=f"{k} at batch size {bs}")
 
 
 def test_problem_rejects_non_finite_bounds_and_bad_config():
@@ -490,3 +493,14 @@ def test_pima_paper_mlp_reference_case(pima_path):
     for k in ("S1_conf", "ST_conf", "S2_conf"):
         np.testing.assert_allclose(getattr(ours, k)[0], ref[k], rtol=0.1)
     assert problem.names[int(np.argmax(ours.ST[0]))] == "Glucose"
+
+
+@pytest.mark.parametrize("N", [2, 4, 64, 2**10, 3, 100])
+@pytest.mark.parametrize("R", [2, 7, 100])
+@pytest.mark.parametrize("seed", [1, 12345])
+def test_transposed_draws_equal_salibs_stream(N, R, seed):
+    # power-of-two N takes the raw-bits shortcut (odd N * R cannot happen there); the rest falls back
+    got = S.estimators.bootstrap_indices_T(N, R, seed)
+    ref = np.random.default_rng(seed).integers(N, size=(N, R))  # SALib 1.6's draw
+    assert got.shape == (R, N) and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, ref.T)

@@ -34,18 +34,16 @@ def sample(problem: SobolProblem, n: int, second_order: bool = True, seed: int |
     base = scale_to_bounds(sobol_base(n, 2 * D, seed).reshape(n, 2, D), problem.bounds)
     A, B = base[:, 0], base[:, 1]
     step = rows_per_sample(D, second_order)
-    out = np.empty((n, step, D))
-    out[:, 0] = A
-    out[:, 1:D + 1] = A[:, None, :]
+    # Row r of each sample takes column j from B where from_b[r, j]: AB_j's column j, every column
+    # of BA_j but j, all of B. One pass (torch.where, parallel) writes the whole matrix.
+    eye = np.eye(D, dtype=bool)
+    from_b = np.zeros((step, D), dtype=bool)
+    from_b[1:D + 1] = eye
     if second_order:
-        out[:, D + 1:2 * D + 1] = B[:, None, :]
-    out[:, step - 1] = B
-    # Row 1+j column j (AB_j) and row D+1+j column j (BA_j) are diagonals of the (D, D) blocks:
-    # in the flat (n, step*D) view they are strided slices (stride D+1), no fancy indexing.
-    flat = out.reshape(n, step * D)
-    flat[:, D:D + D * (D + 1):D + 1] = B
-    if second_order:
-        flat[:, D * (D + 1):2 * D * (D + 1):D + 1] = A
+        from_b[D + 1:2 * D + 1] = ~eye
+    from_b[step - 1] = True
+    tA, tB = torch.from_numpy(A), torch.from_numpy(B)
+    out = torch.where(torch.from_numpy(from_b), tB[:, None, :], tA[:, None, :]).numpy()
     out = out.reshape(n * step, D)
     if progress is not None:
         progress(1, 1)
@@ -90,6 +88,22 @@ def bootstrap_indices(N: int, num_resamples: int, seed: int | None) -> np.ndarra
     compare the CIs) at half the memory."""
     rng = np.random.default_rng(seed)
     return rng.integers(N, size=(N, num_resamples), dtype=np.int32 if N < 2**31 else np.int64)
+
+
+def bootstrap_indices_T(N: int, num_resamples: int, seed: int | None) -> np.ndarray:
+    """:func:`bootstrap_indices` transposed to (R, N), contiguous: resample b draws rows ``[b]``.
+
+    For N a power of two (every Saltelli design from :func:`sample`) the draws are computed from the
+    raw generator output: ``Generator.integers(N)`` on 32-bit values is Lemire's method, which for
+    ``N = 2**k`` never rejects and returns the top k bits of each 32-bit word, the words taken low
+    half first from each 64-bit output. That is the same stream at a third of the cost
+    (``tests/test_sobol.py`` checks the equality); the transpose is torch's blocked copy."""
+    R = num_resamples
+    if N & (N - 1) or N > 2**31 or (N * R) % 2:
+        return np.ascontiguousarray(bootstrap_indices(N, R, seed).T)
+    words = np.random.default_rng(seed).bit_generator.random_raw(N * R // 2).view(np.uint32)
+    np.right_shift(words, 32 - N.bit_length() + 1, out=words)
+    return torch.from_numpy(words.view(np.int32)).reshape(N, R).t().contiguous().numpy()
 
 
 def bootstrap_counts(rT: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -171,7 +185,7 @@ def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_re
     # them to (R, N), resample b's rows contiguous) while the outputs are standardised and the
     # per-row terms built; NumPy draws and copies without holding the GIL.
     pool = ThreadPoolExecutor(1, thread_name_prefix="nnsens-bootstrap")
-    draws = pool.submit(lambda: np.ascontiguousarray(bootstrap_indices(N, R, seed).T))
+    draws = pool.submit(bootstrap_indices_T, N, R, seed)
     pool.shutdown(wait=False)
     # SALib: Y = (Y - Y.mean()) / Y.std()  (population std), per output here.
     mean = Yt.mean(0)
