@@ -67,3 +67,32 @@ def test_chance_against_ground_truth():
         mt.chance_level("iou", a)
     with pytest.raises(NnsensError, match="unknown"):
         mt.chance_level("nope", a, a)
+
+
+def test_random_maps_follow_the_field_ranks():
+    # each random map puts the map's r-th smallest value where the blurred noise has its r-th smallest
+    m = smooth_noise(2, 24, 2.0, 5) ** 2
+    r = mt.random_like(m, n=3, seed=7)
+    rng = np.random.default_rng(7)  # the draws random_like makes, image by image
+    sig = mt.smoothness(m)
+    for i in range(2):
+        noise = torch.as_tensor(rng.standard_normal((3, 1, 24, 24)), dtype=torch.float32)
+        field = gaussian_blur(noise, float(sig[i]))[:, 0].numpy().reshape(3, -1)
+        ranks = np.argsort(np.argsort(field, axis=1, kind="stable"), axis=1, kind="stable")
+        np.testing.assert_array_equal(r[:, i].reshape(3, -1), np.sort(m[i].ravel())[ranks])
+
+
+def test_chance_levels_share_the_draws_as_separate_calls_would_make_them():
+    from nnsens_core.saliency.compare import CHANCE_DRAWS, chance_levels
+    maps = {"a": smooth_noise(3, 32, 2.0, 1) ** 2, "b": np.abs(smooth_noise(3, 32, 4.0, 2))}
+    masks = np.zeros((3, 32, 32), bool)
+    masks[:, 8:16, 10:20] = True
+    within = np.zeros((3, 32, 32), bool)
+    within[:, 2:30, 4:28] = True
+    for w in (None, within):
+        got = chance_levels(maps, masks, 0.2, 1.0, w)
+        for name, v in maps.items():
+            for metric in ("iou", "pointing", "mass"):
+                alone = mt.chance_level(metric, v, masks=masks, n=CHANCE_DRAWS, seed=0, p=0.2,
+                                        tolerance=1.0, within=w)
+                assert got[name][metric] == alone, (name, metric, w is None)

@@ -169,3 +169,32 @@ def test_cascading_randomization_copies_model_and_falls():
         M.cascading_randomization(model, explain, metric="ssim")
     with pytest.raises(NnsensError, match="does not exist"):
         M.cascading_randomization(model, explain, layers=["nope"])
+
+
+def test_topk_region_equals_a_stable_sort_on_ties_signed_zeros_and_nan():
+    # topk_region avoids sorting indices; it must pick exactly the pixels a stable sort of -map picks
+    rng = np.random.default_rng(3)
+    for trial in range(200):
+        n, h = int(rng.integers(1, 5)), int(rng.integers(1, 8))
+        a = rng.integers(-2, 3, size=(n, h, h)).astype(float) if trial % 2 else rng.standard_normal((n, h, h))
+        a[a == 0] = -0.0 if trial % 4 == 1 else 0.0
+        if trial % 10 == 0:
+            a[0, 0, 0] = np.nan
+        k = rng.integers(0, h * h + 1, size=n)
+        order = np.argsort(-a.reshape(n, -1), axis=1, kind="stable")
+        want = np.zeros((n, h * h), bool)
+        for i in range(n):
+            want[i, order[i, :k[i]]] = True
+        np.testing.assert_array_equal(M.topk_region(a, k), want.reshape(a.shape), err_msg=f"trial {trial}")
+
+
+def test_stable_order_equals_numpy_stable_argsort():
+    rng = np.random.default_rng(4)
+    for trial in range(100):
+        x = rng.standard_normal((4, 37)).astype(np.float32)
+        if trial % 2:
+            x = np.round(x, 1).astype(np.float32)  # many ties
+        x[x == 0] = -0.0 if trial % 4 == 1 else 0.0
+        np.testing.assert_array_equal(M._stable_order(x), np.argsort(x, axis=1, kind="stable"))
+    x = np.array([[1.0, np.nan, 0.0]], np.float32)  # not finite: numpy's own sort
+    np.testing.assert_array_equal(M._stable_order(x), np.argsort(x, axis=1, kind="stable"))

@@ -321,11 +321,15 @@ def roi_share(within) -> float | None:
 
 def chance_levels(maps: Mapping[str, torch.Tensor], masks, p, tolerance, within=None) -> dict:
     """``{method: {metric: chance level}}`` of an evaluation's maps (all its images at once):
-    :func:`metrics.chance_level` with :data:`CHANCE_DRAWS` seeded draws."""
-    return {m: {k: mt.chance_level(k, v, masks=masks, n=CHANCE_DRAWS, seed=0, p=p,
-                                   tolerance=tolerance, within=within)
-                for k in ("iou", "pointing", "mass")}
-            for m, v in maps.items()}
+    :func:`metrics.chance_level` with :data:`CHANCE_DRAWS` seeded draws (the same random maps for
+    the three metrics, as each would draw them with ``seed=0``)."""
+    out = {}
+    for m, v in maps.items():  # one set of random maps per method serves the three metrics
+        rnd = mt.random_like(v, CHANCE_DRAWS, 0, within)
+        out[m] = {k: mt.chance_level(k, v, masks=masks, n=CHANCE_DRAWS, seed=0, p=p,
+                                     tolerance=tolerance, random_a=rnd, within=within)
+                  for k in ("iou", "pointing", "mass")}
+    return out
 
 
 def sanity_check(model: nn.Module, spec, x: torch.Tensor, classes, methods: Sequence[str],

@@ -149,10 +149,21 @@ def topk_region(maps, k, within=None) -> np.ndarray:
         return out.reshape(a.shape)
     if (k < 0).any() or (k > flat.shape[1]).any():
         raise NnsensError(f"k={k.tolist()} must lie in 0..{flat.shape[1]} (pixels per map)")
-    order = np.argsort(-flat, axis=1, kind="stable")
-    out = np.zeros_like(flat, dtype=bool)
-    for i in range(len(a)):
-        out[i, order[i, :k[i]]] = True
+    if np.isnan(flat).any():  # NaN sorts last: keep the sort's own order
+        order = np.argsort(-flat, axis=1, kind="stable")
+        out = np.zeros_like(flat, dtype=bool)
+        for i in range(len(a)):
+            out[i, order[i, :k[i]]] = True
+        return out.reshape(a.shape)
+    # The same pixels as a stable sort of -flat, without sorting indices: everything above the
+    # k-th highest value, then the first ties with it in C order until k are taken.
+    neg = -flat
+    kth = np.sort(neg, axis=1)[np.arange(len(a)), np.maximum(k - 1, 0)][:, None]
+    above = neg < kth
+    tie = neg == kth
+    need = k - above.sum(1)
+    out = above | (tie & (np.cumsum(tie, axis=1) <= need[:, None]))
+    out[k == 0] = False
     return out.reshape(a.shape)
 
 
@@ -300,16 +311,34 @@ def random_like(maps, n: int = 50, seed: int = 0, within=None) -> np.ndarray:
         noise = torch.as_tensor(rng.standard_normal((n, 1, *m.shape)), dtype=torch.float32)
         field = gaussian_blur(noise, float(sig[i]))[:, 0].numpy().reshape(n, -1)
         if w is None:
-            ranks = np.argsort(np.argsort(field, axis=1, kind="stable"), axis=1, kind="stable")
-            out[:, i] = np.sort(m.reshape(-1))[ranks].reshape(n, *m.shape)
+            out[:, i] = _by_rank(field, np.sort(m.reshape(-1))).reshape(n, *m.shape)
             continue
         inside = w[i].reshape(-1)
         flat = np.broadcast_to(m.reshape(-1), (n, m.size)).copy()
-        f_in = field[:, inside]
-        ranks = np.argsort(np.argsort(f_in, axis=1, kind="stable"), axis=1, kind="stable")
-        flat[:, inside] = np.sort(m.reshape(-1)[inside])[ranks]
+        flat[:, inside] = _by_rank(field[:, inside], np.sort(m.reshape(-1)[inside]))
         out[:, i] = flat.reshape(n, *m.shape)
     return out
+
+
+def _by_rank(field: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (sorted) placed by the rank of each row of ``field`` (n, P): the pixel with the
+    r-th smallest field value (ties in C order) gets ``values[r]``."""
+    out = np.empty(field.shape)
+    np.put_along_axis(out, _stable_order(field), np.broadcast_to(values, field.shape), axis=1)
+    return out
+
+
+def _stable_order(x: np.ndarray) -> np.ndarray:
+    """``np.argsort(x, axis=1, kind="stable")`` for finite float32 rows, by one (SIMD) sort of
+    64-bit keys: the value's bits mapped to an order-preserving uint32 (``-0.0`` as ``0.0``) above
+    the pixel index, so equal values keep their index order. ~3x faster than the stable argsort."""
+    if x.dtype != np.float32 or x.shape[1] >= 2**32 or not np.isfinite(x).all():
+        return np.argsort(x, axis=1, kind="stable")
+    bits = (x + np.float32(0.0)).view(np.uint32)  # + 0.0 turns -0.0 into 0.0
+    bits = np.where(bits >> 31 == 1, ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+    keys = (bits << np.uint64(32)) | np.arange(x.shape[1], dtype=np.uint64)
+    keys.sort(axis=1)
+    return (keys & np.uint64(0xFFFFFFFF)).astype(np.intp)
 
 
 @dataclass(frozen=True)

@@ -233,11 +233,14 @@ def analyze(problem: SobolProblem | int, Y, *, second_order: bool = True, num_re
     cnp = np.empty((block, N), dtype=np.float64)
     cbuf = torch.from_numpy(cnp).to(dev)  # the same memory on the CPU
     used = np.zeros(N, dtype=bool)  # rows some resample drew (SALib's ptp runs over those)
+    all_used = False
     blocks = list(range(0, R, block))
     for i, b0 in enumerate(blocks):
         b1 = min(R, b0 + block)
         bootstrap_counts(rT[b0:b1], cnp[:b1 - b0])
-        used |= cnp[:b1 - b0].any(0)
+        if not all_used:  # after the first block of ~16 resamples, almost always all rows
+            used |= cnp[:b1 - b0].any(0)
+            all_used = bool(used.all())
         c = cbuf[:b1 - b0]
         if c.device.type != "cpu":
             c.copy_(torch.from_numpy(cnp[:b1 - b0]))
