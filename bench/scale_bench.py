@@ -16,10 +16,13 @@ reference, per task), the bytes put in the object store once and the bytes sent 
 largest difference between the Ray and in-process maps. Last line:
 ``ray_scaling_2w=<t_1worker / t_2workers>``.
 
-Measured 2026-11-30 on the 2-core CPU shared with four other jobs (load average 4.5-6), ``--quick``
-(16 images x 15 methods, 8 tasks): in-process 66.5 s, Ray 1 worker 54.4 s, 2 workers 45.9 s
-(worker start-up 15-23 s not included), maps identical (max difference 0), per-task overhead
-20 ms: ``ray_scaling_2w=1.19``. See docs/scale.md.
+Also printed: the time of the chance levels, which need all the merged maps (as the single call
+computes them) and so run after the chunks, on Ray as one unit per method.
+
+Measured 2026-12-01 on the quiet 2-core CPU, full 90 images (45 tasks): in-process 261.4 s, Ray
+1 worker 292.0 s, 2 workers 164.7 s, maps identical, 8.9 ms per task: ``ray_scaling_2w=1.77``.
+Before the chance levels got 9x cheaper the same run gave 412.2 / 433.7 / 298.6 s, 1.45: the
+serial part at the driver was ~3 minutes. See docs/scale.md.
 """
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ from nnsens_core import demos
 from nnsens_core.executor import RayExecutor
 from nnsens_core.phantom import demo_images
 from nnsens_core.saliency import registry
-from nnsens_core.saliency.compare import evaluate_dataset
+from nnsens_core.saliency.compare import chance_levels, evaluate_dataset
 from nnsens_core.studies_dist import CompareChunk, _Images, evaluate_distributed
 
 
@@ -109,6 +112,11 @@ def main() -> None:
                            device="cpu")
     t_in = time.perf_counter() - t0
     print(f"in-process: {t_in:.1f} s ({t_in / n:.2f} s per image)", flush=True)
+    t0 = time.perf_counter()  # the part that waits for every chunk: computed from all the maps
+    chance_levels(ref.maps, np.asarray(data.masks[:n], dtype=bool), None, 0.0)
+    t_chance = time.perf_counter() - t0
+    print(f"chance levels (from all the maps, after the chunks; part of every run): {t_chance:.1f} s "
+          "in one process (on Ray: one unit per method)", flush=True)
     res = {}
     for w in (1, 2):
         ev, t, t_start, seen, over = ray_run(w, lm, data, methods, args.chunk,

@@ -157,11 +157,11 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
     single call (maps bit for bit where the methods are deterministic). ``store``: a directory
     where each finished chunk is written; a rerun with the same directory computes only the
     missing chunks. ``progress(done, total, stage="units")`` counts chunks. ``roi``: a region of
-    interest per image (as in ``evaluate_dataset``). The chance levels are computed once, from the
-    merged maps, as the single call computes them."""
+    interest per image (as in ``evaluate_dataset``). The chance levels are computed from the
+    merged maps, as the single call computes them, one unit per method on the same executor
+    (``progress`` stage ``"chance levels"``)."""
     from .saliency.compare import (
         EvaluationSettings,
-        chance_levels,
         evaluation_indices,
         roi_share,
         roi_within,
@@ -194,9 +194,26 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
     ex = executor or InProcess()
     parts = ex.map(compare_chunk, units, shared=shared, store=st, progress=progress)
     ev = merge_evaluations(parts, roi_share=roi_share(within))
-    ev.chance = chance_levels(ev.maps, np.asarray(slim.masks[idx], dtype=bool), p, tolerance, within)
+    # The chance levels need every image's map, so they come after the chunks, as units of their
+    # own: one per method (each draws its random maps with seed 0, as the single call does).
+    names = list(ev.maps)
+    chance_shared = {"maps": ev.maps, "masks": np.asarray(slim.masks[idx], dtype=bool), "p": p,
+                     "tolerance": tolerance, "within": within}
+    stage = None if progress is None else \
+        (lambda done, total, stage="": progress(done, total, stage="chance levels"))
+    counts = ex.loaded, ex.computed  # what the executor reports: the chunks (loaded, computed)
+    levels = ex.map(chance_unit, names, shared=chance_shared, key=str, progress=stage)
+    ex.loaded, ex.computed = counts
+    ev.chance = dict(zip(names, levels))
     ev.seconds = time.perf_counter() - t0
     return ev
+
+
+def chance_unit(method: str, shared: dict) -> dict:
+    """The chance levels of one method's maps (:func:`~nnsens_core.saliency.compare.chance_levels`)."""
+    from .saliency.compare import chance_levels
+    return chance_levels({method: shared["maps"][method]}, shared["masks"], shared["p"],
+                         shared["tolerance"], shared["within"])[method]
 
 
 # --------------------------------------------------------------------------- group masks
