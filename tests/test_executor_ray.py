@@ -39,6 +39,9 @@ def test_compare_on_ray_equals_in_process(rx, tmp_path):
     assert torch.equal(got.probs, one.probs)
     assert got.approx == one.approx and one.approx["occlusion"]["parts"] == 4  # same error
     assert len(list(tmp_path.glob("chunk*.npz"))) == 4  # every chunk written as it finished
+    # the chance levels, one Ray unit per method after the chunks: the single call's values
+    assert got.chance == one.chance and set(got.chance) == set(H.METHODS)
+    assert (rx.loaded, rx.computed) == (0, 4)  # the counts are the chunks'
 
 
 def test_retrain_on_ray_equals_in_process(rx):
