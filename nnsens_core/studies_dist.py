@@ -200,13 +200,17 @@ def evaluate_distributed(model, spec, data, methods, cfgs=None, indices=None,
     chance_shared = {"maps": ev.maps, "masks": np.asarray(slim.masks[idx], dtype=bool), "p": p,
                      "tolerance": tolerance, "within": within}
     stage = None if progress is None else \
-        (lambda done, total, stage="": progress(done, total, stage="chance levels"))
+        (lambda done, total, stage="": progress(done, total, stage=CHANCE_STAGE))
     counts = ex.loaded, ex.computed  # what the executor reports: the chunks (loaded, computed)
     levels = ex.map(chance_unit, names, shared=chance_shared, key=str, progress=stage)
     ex.loaded, ex.computed = counts
     ev.chance = dict(zip(names, levels))
     ev.seconds = time.perf_counter() - t0
     return ev
+
+
+CHANCE_STAGE = "chance levels"
+"""The ``progress`` stage of :func:`evaluate_distributed`'s chance-level units (a second 0-100 %)."""
 
 
 def chance_unit(method: str, shared: dict) -> dict:

@@ -176,8 +176,10 @@ def run(args) -> int:
     import torch
     torch.manual_seed(args.seed)
 
+    from ..studies_dist import CHANCE_STAGE  # the executor path's second stage: named, not a 2nd "100 %"
     progress = printed_progress(
-        lambda done, total, stage, sec: f"  {100 * done / max(total, 1):5.1f}%  {sec:6.1f}s", t0)
+        lambda done, total, stage, sec: f"  {100 * done / max(total, 1):5.1f}%  {sec:6.1f}s"
+        + (f"  {stage}" if stage == CHANCE_STAGE else ""), t0)
 
     confirm_cost(args, budget.compare(lm, tuple(lm.spec.input_shape), methods,
                                       {m: registry.config_for(m, cfgs, data.shape[1:]) for m in methods}, len(data)))
